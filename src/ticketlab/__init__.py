@@ -1,0 +1,15 @@
+"""ticketlab: lottery tickets and sparse training.
+
+Find, train, compare, transfer and explain sparse subnetworks ("winning tickets").
+See README.md for the commands; the Python API mirrors the CLI one to one.
+"""
+
+__version__ = "0.1.0"
+
+from ticketlab.errors import TicketlabError, ConfigError, DataError
+
+__all__ = [
+    "TicketlabError",
+    "ConfigError",
+    "DataError",
+]

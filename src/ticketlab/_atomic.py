@@ -1,0 +1,49 @@
+"""Atomic file writes: write to a temporary file in the same folder, fsync, rename.
+
+A reader never sees a half-written file: it sees the old content or the new one.
+Two processes writing different files into one folder never collide, because each
+temporary name is unique (mkstemp).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside `path`; on clean exit, fsync it and rename it onto `path`.
+
+    On an exception the temporary file is removed and `path` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Atomically write `text` (UTF-8) to `path`."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Atomically write `obj` as indented, key-sorted JSON to `path`."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,224 @@
+"""The `ticketlab` command line. Every command calls the function of the same name in
+`ticketlab.api`, so the CLI and the Python API share one code path.
+
+Configs come from flags, or from a TOML file (`--config FILE`) whose keys are the same
+names with underscores; flags override the file. Errors a user can cause print one line
+naming the key or file, with no traceback, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ticketlab import config as C
+from ticketlab.errors import TicketlabError
+
+
+def _common(p: argparse.ArgumentParser, *, data: bool = True) -> None:
+    p.add_argument("--store", default=None, help="results store folder (default: $TICKETLAB_STORE or ./ticketlab-results)")
+    if data:
+        p.add_argument("--data-dir", default=None, help="data folder (default: $TICKETLAB_DATA or ~/.cache/ticketlab)")
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--config", default=None, metavar="FILE.toml", help="read the config from a TOML file; flags override it")
+    p.add_argument("--quiet", action="store_true", help="no progress bar; print only the result")
+    p.add_argument("--threads", type=int, default=None, help="torch threads in this process (default 1)")
+
+
+def _config(cls, ns: argparse.Namespace, section: str | None = None):
+    values = {}
+    if ns.config:
+        values = C.load_toml(ns.config)
+        if section and section in values and isinstance(values[section], dict):
+            values = values[section]
+    values.update(C.flags_to_dict(cls, ns))
+    return C.from_dict(cls, values, source=ns.config or "")
+
+
+def _configs(classes: dict, ns: argparse.Namespace) -> list:
+    """Build several configs from one flat namespace of flags and/or a TOML file.
+
+    In the file, keys may be flat or grouped in tables named after each config
+    (`[train]`, `[lottery]`); every key must belong to exactly one config.
+    """
+    values = C.load_toml(ns.config) if ns.config else {}
+    flat = {k: v for k, v in values.items() if not (k in classes and isinstance(v, dict))}
+    for section in classes:
+        if isinstance(values.get(section), dict):
+            flat.update(values[section])
+    owners = {f: name for name, cls in classes.items() for f in C.field_names(cls)}
+    per = {name: {} for name in classes}
+    for k, v in flat.items():
+        if k not in owners:
+            raise C.ConfigError(f"unknown key {k!r} in {ns.config}; see `ticketlab {ns.command} --help`")
+        per[owners[k]][k] = v
+    for name, cls in classes.items():
+        per[name].update(C.flags_to_dict(cls, ns))
+    return [C.from_dict(cls, per[name], source=ns.config or "") for name, cls in classes.items()]
+
+
+def _pm(mean, std):
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def lottery_table(agg: list[dict]) -> str:
+    """Per level: weights remaining, and test accuracy at early stopping (mean ± std, %) per branch."""
+    branches = list(dict.fromkeys(a["branch"] for a in agg))
+    by = {(a["branch"], a["level"]): a for a in agg}
+    rows = []
+    for level in sorted({a["level"] for a in agg}):
+        t = by.get(("ticket", level))
+        row = {"level": level, "remaining_%": f"{100 * t['density']:.2f}" if t else "",
+               "es_iter": f"{t['es_iter']:.0f}" if t else ""}
+        for b in branches:
+            a = by.get((b, level))
+            row[f"{b}_acc_%"] = _pm(a["es_test_acc"], a["es_test_acc_std"]) if a else ""
+        rows.append(row)
+    return _table(rows, ["level", "remaining_%", "es_iter"] + [f"{b}_acc_%" for b in branches])
+
+
+def _table(rows: list[dict], cols: list[str]) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return "" if v is None else str(v)
+    cells = [[fmt(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+# ---- commands ----------------------------------------------------------------------
+
+def cmd_train(ns) -> None:
+    from ticketlab import api
+    from ticketlab.train import TrainConfig
+    cfg = _config(TrainConfig, ns)
+    api.set_threads(ns.threads)
+    s = api.train(cfg, store=ns.store, data_dir=ns.data_dir, progress=not ns.quiet,
+                  tensorboard=ns.tensorboard)
+    es, fin = s["early_stop"], s["final"]
+    print(_table([{"experiment": s["experiment"], "iterations": s["iterations"], "es_iter": es["iter"],
+                   "es_test_acc": es["test_acc"], "final_test_acc": fin["test_acc"],
+                   "wall_s": s["wall_time_s"]}],
+                 ["experiment", "iterations", "es_iter", "es_test_acc", "final_test_acc", "wall_s"]))
+
+
+def cmd_lottery(ns) -> None:
+    from ticketlab import api
+    from ticketlab.lottery import LotteryConfig
+    from ticketlab.train import TrainConfig
+    train_cfg, cfg = _configs({"train": TrainConfig, "lottery": LotteryConfig}, ns)
+    api.set_threads(ns.threads)
+    log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
+    res = api.lottery(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, progress=not ns.quiet, log=log)
+    print(f"experiment: {res['experiment']}")
+    print("test accuracy at the early-stopping iteration (mean ± std over replicates and draws)")
+    print(lottery_table(res["aggregate"]))
+
+
+def cmd_ls(ns) -> None:
+    from ticketlab import api
+    rows = api.ls(store=ns.store)
+    if not rows:
+        print(f"no experiments in the store")
+        return
+    cols = ["experiment", "status", "model", "dataset", "iterations", "es_iter", "es_test_acc", "final_test_acc"]
+    extra = sorted({k for r in rows for k in r} - set(cols))
+    print(_table(rows, cols + extra))
+
+
+def cmd_show(ns) -> None:
+    from ticketlab import api
+    print(json.dumps(api.show(ns.experiment, store=ns.store), indent=2))
+
+
+def cmd_models(ns) -> None:
+    from ticketlab.models import list_models
+    print("\n".join(list_models(ns.pattern)))
+
+
+def cmd_data_ls(ns) -> None:
+    from ticketlab.data import dataset_status, list_datasets, resolve_data_dir
+    print(f"data directory: {resolve_data_dir(ns.data_dir)}")
+    rows = []
+    for name in list_datasets():
+        s = dataset_status(name, ns.data_dir)
+        rows.append({"dataset": name, "present": s["present"], "verified": s["verified"],
+                     "problem": s.get("problem") or ""})
+    print(_table(rows, ["dataset", "present", "verified", "problem"]))
+
+
+def cmd_data_fetch(ns) -> None:
+    from ticketlab.data import fetch
+    paths = fetch(ns.name, ns.data_dir, base_url=ns.base_url, progress=not ns.quiet)
+    print(f"{ns.name}: {len(paths)} file(s) downloaded and verified" if paths else f"{ns.name}: already present and verified")
+
+
+def parser() -> argparse.ArgumentParser:
+    from ticketlab.train import TrainConfig
+    ap = argparse.ArgumentParser(prog="ticketlab", description="Lottery tickets and sparse training.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one dense model", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _run_flags(p)
+    p.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (in the experiment folder)")
+    C.add_flags(p, TrainConfig)
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("lottery", help="iterative magnitude pruning with rewinding, and its controls",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _run_flags(p)
+    from ticketlab.lottery import LotteryConfig
+    C.add_flags(p.add_argument_group("training"), TrainConfig)
+    C.add_flags(p.add_argument_group("lottery"), LotteryConfig)
+    p.set_defaults(fn=cmd_lottery)
+
+    p = sub.add_parser("ls", help="list the store's experiments with their key metrics")
+    _common(p, data=False)
+    p.set_defaults(fn=cmd_ls)
+
+    p = sub.add_parser("show", help="show one experiment's config and results")
+    p.add_argument("experiment", help="folder name, path, or unique hash prefix")
+    _common(p, data=False)
+    p.set_defaults(fn=cmd_show)
+
+    p = sub.add_parser("models", help="list the registered models")
+    p.add_argument("pattern", nargs="?", default="*")
+    p.set_defaults(fn=cmd_models)
+
+    p = sub.add_parser("data", help="list or fetch datasets")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    q = dsub.add_parser("ls", help="which datasets are present and verified")
+    q.add_argument("--data-dir", default=None)
+    q.set_defaults(fn=cmd_data_ls)
+    q = dsub.add_parser("fetch", help="download a dataset's original files and verify them")
+    q.add_argument("name")
+    q.add_argument("--data-dir", default=None)
+    q.add_argument("--base-url", default=None, help="download from this URL instead of the canonical mirrors")
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(fn=cmd_data_fetch)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `ticketlab` console script."""
+    ns = parser().parse_args(argv)
+    try:
+        ns.fn(ns)
+    except TicketlabError as e:
+        print(f"ticketlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ticketlab: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Supervised classification as a `Trainer` for the pruning engine (LTH's setting)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ticketlab.data import load_dataset
+from ticketlab.models import create_model, output_layer_name, prunable_parameters
+from ticketlab.train import RunOptions, TrainConfig, fit, total_iterations
+
+
+class ClassifyTrainer:
+    """Trains `cfg.model` on `cfg.dataset` with the shared loop (`ticketlab.train.fit`)."""
+
+    def __init__(self, cfg: TrainConfig, data=None, *, data_dir=None, progress: bool = True):
+        self.cfg = cfg
+        self.data = data if data is not None else load_dataset(
+            cfg.dataset, data_dir, val_size=cfg.val_size, split_seed=cfg.split_seed,
+            train_fraction=cfg.train_fraction)
+        self.progress = progress
+
+    @property
+    def total_iterations(self) -> int:
+        return total_iterations(self.cfg, len(self.data.train))
+
+    def build(self, seed: int) -> torch.nn.Module:
+        return create_model(self.cfg.model, input_shape=self.data.input_shape,
+                            num_classes=self.data.num_classes, seed=seed, init=self.cfg.init,
+                            **self.cfg.model_args)
+
+    def prunable(self, model):
+        return prunable_parameters(model)
+
+    def output_layer(self, model):
+        return output_layer_name(model)
+
+    def fit(self, model, run_dir: Path, *, masks=None, start_iter: int = 0, start_optimizer=None,
+            lr_offset: int = 0, snapshot_iters: Sequence[int] = (), data_seed: int | None = None,
+            desc: str = "") -> dict:
+        cfg = self.cfg if data_seed is None else dataclasses.replace(self.cfg, data_seed=data_seed)
+        return fit(model, self.data, cfg, run_dir, masks=masks, prunable=self.prunable(model),
+                   start_iter=start_iter, start_optimizer=start_optimizer, lr_offset=lr_offset,
+                   snapshot_iters=snapshot_iters,
+                   options=RunOptions(progress=self.progress, desc=desc or "train"))
