@@ -17,6 +17,7 @@ import json
 import torch
 
 from ticketlab.data import load_dataset
+from ticketlab.errors import TicketlabError
 from ticketlab.models import create_model
 from ticketlab.store import Experiment, Store
 from ticketlab.train import RunOptions, TrainConfig, fit
@@ -32,22 +33,22 @@ def build(cfg: TrainConfig, data_dir=None, *, seed: int | None = None):
 
 
 def train(cfg: TrainConfig, *, store=None, data_dir=None, progress: bool = True,
-          tensorboard: bool = False) -> dict:
+          tensorboard: bool = False, checkpoint_every: int = 1000) -> dict:
     """Train one dense model (the `ticketlab train` command). Returns the run's summary dict,
     with `experiment` set to the experiment's folder."""
-    exp = Store(store).experiment("train", cfg)
+    exp = Store(store).experiment("train", cfg) if _valid(cfg, data_dir) else None
     if (exp.path / "summary.json").exists():
         return {**json.loads((exp.path / "summary.json").read_text()), "experiment": str(exp.path)}
     data, model = build(cfg, data_dir)
     with exp.lock():
         summary = fit(model, data, cfg, exp.path, options=RunOptions(
-            progress=progress, desc=f"train {exp.name}",
+            progress=progress, desc=f"train {exp.name}", checkpoint_every=checkpoint_every,
             tensorboard=exp.path / "tb" if tensorboard else None))
     return {**summary, "experiment": str(exp.path)}
 
 
 def lottery(train_cfg: TrainConfig, cfg, *, store=None, data_dir=None, progress: bool = True,
-            log=None) -> dict:
+            log=None, checkpoint_every: int = 1000) -> dict:
     """Run (or extend, or resume) an IMP experiment with its controls (`ticketlab lottery`).
 
     Returns {"experiment": folder, "rows": one row per trained network, "aggregate": mean ± std
@@ -58,25 +59,52 @@ def lottery(train_cfg: TrainConfig, cfg, *, store=None, data_dir=None, progress:
     from ticketlab.results import aggregate, run_rows
     from ticketlab.trainers import ClassifyTrainer
 
-    exp = Store(store).experiment("lottery", LotteryRun(train_cfg, cfg))
     data = load_dataset(train_cfg.dataset, data_dir, val_size=train_cfg.val_size,
                         split_seed=train_cfg.split_seed, train_fraction=train_cfg.train_fraction)
-    with exp.lock():
-        for r in range(cfg.replicates):
-            seed, data_seed = replicate_seeds(train_cfg, r)
-            trainer = ClassifyTrainer(dataclasses.replace(train_cfg, init_seed=seed, data_seed=data_seed),
-                                      data, progress=progress)
-            rep = Replicate(cfg, trainer, exp.path, r, seed=seed, data_seed=data_seed, log=log or (lambda s: None))
-            levels = lottery_levels(cfg, rep)
-            rep.run(levels)
-            for control in cfg.controls:
-                for level in (cfg.control_levels or range(1, levels + 1)):
-                    if level > levels:
-                        continue
-                    for draw in range(cfg.control_draws if control in RANDOM else 1):
-                        run_control(rep, control, level, draw)
+    _valid(train_cfg, data_dir, data)
+    exp = Store(store).experiment("lottery", LotteryRun(train_cfg, cfg))
+    def run_replicate(r: int) -> None:
+        seed, data_seed = replicate_seeds(train_cfg, r)
+        trainer = ClassifyTrainer(dataclasses.replace(train_cfg, init_seed=seed, data_seed=data_seed),
+                                  data, progress=progress, checkpoint_every=checkpoint_every)
+        rep = Replicate(cfg, trainer, exp.path, r, seed=seed, data_seed=data_seed, log=log or (lambda s: None))
+        levels = lottery_levels(cfg, rep)
+        rep.run(levels)
+        for control in cfg.controls:
+            for level in (cfg.control_levels or range(1, levels + 1)):
+                if level > levels:
+                    continue
+                for draw in range(cfg.control_draws if control in RANDOM else 1):
+                    run_control(rep, control, level, draw)
+
+    # Replicates are locked one by one, so several processes given the same command share the
+    # work: each skips the replicates another holds, then waits for them at the end.
+    busy = []
+    for r in range(cfg.replicates):
+        try:
+            with exp.lock(f"replicate_{r}"):
+                run_replicate(r)
+        except TicketlabError as e:
+            if "another process" not in str(e):
+                raise
+            busy.append(r)
+    for r in busy:
+        with exp.lock(f"replicate_{r}", wait=True):
+            run_replicate(r)  # finds the other process's work done, or finishes it
     rows = run_rows(exp.path)
     return {"experiment": str(exp.path), "rows": rows, "aggregate": aggregate(rows)}
+
+
+def _valid(cfg: TrainConfig, data_dir=None, data=None) -> bool:
+    """Check that the dataset and model exist and accept the config before a store folder is made
+    (a typo must not leave an empty experiment behind). Raises a TicketlabError naming the problem."""
+    if data is None:
+        data = load_dataset(cfg.dataset, data_dir, val_size=cfg.val_size, split_seed=cfg.split_seed,
+                            train_fraction=cfg.train_fraction)
+    with torch.device("meta"):  # checks names and arguments without allocating or initialising
+        create_model(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes,
+                     init=cfg.init, **cfg.model_args)
+    return True
 
 
 def show(ref: str, *, store=None) -> dict:

@@ -27,6 +27,8 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, metavar="FILE.toml", help="read the config from a TOML file; flags override it")
     p.add_argument("--quiet", action="store_true", help="no progress bar; print only the result")
     p.add_argument("--threads", type=int, default=None, help="torch threads in this process (default 1)")
+    p.add_argument("--checkpoint-every", type=int, default=1000, metavar="N",
+                   help="write a resumable checkpoint every N iterations")
 
 
 def _config(cls, ns: argparse.Namespace, section: str | None = None):
@@ -101,7 +103,7 @@ def cmd_train(ns) -> None:
     cfg = _config(TrainConfig, ns)
     api.set_threads(ns.threads)
     s = api.train(cfg, store=ns.store, data_dir=ns.data_dir, progress=not ns.quiet,
-                  tensorboard=ns.tensorboard)
+                  tensorboard=ns.tensorboard, checkpoint_every=ns.checkpoint_every)
     es, fin = s["early_stop"], s["final"]
     print(_table([{"experiment": s["experiment"], "iterations": s["iterations"], "es_iter": es["iter"],
                    "es_test_acc": es["test_acc"], "final_test_acc": fin["test_acc"],
@@ -116,7 +118,8 @@ def cmd_lottery(ns) -> None:
     train_cfg, cfg = _configs({"train": TrainConfig, "lottery": LotteryConfig}, ns)
     api.set_threads(ns.threads)
     log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
-    res = api.lottery(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, progress=not ns.quiet, log=log)
+    res = api.lottery(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, progress=not ns.quiet, log=log,
+                      checkpoint_every=ns.checkpoint_every)
     print(f"experiment: {res['experiment']}")
     print("test accuracy at the early-stopping iteration (mean ± std over replicates and draws)")
     print(lottery_table(res["aggregate"]))

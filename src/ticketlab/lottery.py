@@ -206,8 +206,9 @@ class Replicate:
         state = self.rewind_state()
         model = self.start(state["model"] if weights is None else weights, masks, seed=seed)
         opt = state.get("optimizer") if self.cfg.rewind_optimizer else None
+        # snapshot_<k>.pt in the level's folder records the rewound, masked starting state
         return self.trainer.fit(model, run_dir, masks=masks, start_iter=k, start_optimizer=opt,
-                                lr_offset=0 if self.cfg.rewind_schedule else k,
+                                lr_offset=0 if self.cfg.rewind_schedule else k, snapshot_iters=[k],
                                 data_seed=self.data_seed, desc=desc)
 
     def run_level(self, L: int) -> dict:

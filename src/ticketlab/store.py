@@ -55,14 +55,19 @@ class Experiment:
         return json.loads((self.path / "config.json").read_text())["config"]
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold an exclusive lock on this experiment; another holder makes it fail fast."""
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    def lock(self, part: str = "", *, wait: bool = False) -> Iterator[None]:
+        """Hold an exclusive lock on this experiment (or on one part of it, e.g. a replicate).
+
+        Without `wait`, another holder makes it fail fast with a TicketlabError; with it, block
+        until the holder is done. Locks are released when the process dies, even by SIGKILL.
+        """
+        fd = os.open(self.path / f".lock{'-' + part if part else ''}", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
-                raise TicketlabError(f"{self.path}: another process is running this experiment") from None
+                what = f"{part} of " if part else ""
+                raise TicketlabError(f"{self.path}: another process is running {what}this experiment") from None
             yield
         finally:
             os.close(fd)  # closing releases the lock

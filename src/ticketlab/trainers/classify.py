@@ -16,12 +16,14 @@ from ticketlab.train import RunOptions, TrainConfig, fit, total_iterations
 class ClassifyTrainer:
     """Trains `cfg.model` on `cfg.dataset` with the shared loop (`ticketlab.train.fit`)."""
 
-    def __init__(self, cfg: TrainConfig, data=None, *, data_dir=None, progress: bool = True):
+    def __init__(self, cfg: TrainConfig, data=None, *, data_dir=None, progress: bool = True,
+                 checkpoint_every: int = 1000):
         self.cfg = cfg
         self.data = data if data is not None else load_dataset(
             cfg.dataset, data_dir, val_size=cfg.val_size, split_seed=cfg.split_seed,
             train_fraction=cfg.train_fraction)
         self.progress = progress
+        self.checkpoint_every = checkpoint_every
 
     @property
     def total_iterations(self) -> int:
@@ -45,4 +47,5 @@ class ClassifyTrainer:
         return fit(model, self.data, cfg, run_dir, masks=masks, prunable=self.prunable(model),
                    start_iter=start_iter, start_optimizer=start_optimizer, lr_offset=lr_offset,
                    snapshot_iters=snapshot_iters,
-                   options=RunOptions(progress=self.progress, desc=desc or "train"))
+                   options=RunOptions(progress=self.progress, desc=desc or "train",
+                                      checkpoint_every=self.checkpoint_every))
