@@ -183,7 +183,7 @@ def test_cli_lottery_with_toml_sections(tmp_path, capsys):
     f.write_text('[train]\ndataset = "mnist1d"\nmodel = "mlp"\nmodel_args = {widths = [32]}\n'
                  'iterations = 100\nbatch_size = 50\neval_every = 50\n'
                  '[lottery]\nlevels = 1\ncontrols = ["reinit"]\n')
-    assert main(["lottery", "--config", str(f), "--store", str(tmp_path / "s"), "--quiet"]) == 0
+    assert main(["lottery", "--config", str(f), "--store", str(tmp_path / "s"), "--quiet", "--workers", "1"]) == 0
     out = capsys.readouterr().out
     # fc1 1280 -> 1024 kept, output 320 -> 288 kept (half rate): 1312/1600
     assert "remaining_%" in out and "reinit_acc_%" in out and "82.00" in out

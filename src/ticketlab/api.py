@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import torch
 
 from ticketlab.data import load_dataset
-from ticketlab.errors import TicketlabError
 from ticketlab.models import create_model
 from ticketlab.store import Experiment, Store
 from ticketlab.train import RunOptions, TrainConfig, fit
@@ -48,51 +48,83 @@ def train(cfg: TrainConfig, *, store=None, data_dir=None, progress: bool = True,
 
 
 def lottery(train_cfg: TrainConfig, cfg, *, store=None, data_dir=None, progress: bool = True,
-            log=None, checkpoint_every: int = 1000) -> dict:
+            log=None, checkpoint_every: int = 1000, workers: int = 1, stack: int = 8) -> dict:
     """Run (or extend, or resume) an IMP experiment with its controls (`ticketlab lottery`).
 
+    Runs go to `workers` processes (1: this process), and compatible runs of a stackable model
+    train `stack` at a time as one batched computation (`ticketlab.runner`).
     Returns {"experiment": folder, "rows": one row per trained network, "aggregate": mean ± std
     per (branch, level)}. Levels, replicates and controls already in the store are not re-run.
     """
-    from ticketlab.controls import RANDOM, run_control
-    from ticketlab.lottery import LotteryRun, Replicate, lottery_levels, replicate_seeds
+    from ticketlab.lottery import LotteryRun
     from ticketlab.results import aggregate, run_rows
-    from ticketlab.trainers import ClassifyTrainer
+    from ticketlab.runner import Spec, run_graph
 
     data = load_dataset(train_cfg.dataset, data_dir, val_size=train_cfg.val_size,
                         split_seed=train_cfg.split_seed, train_fraction=train_cfg.train_fraction)
     _valid(train_cfg, data_dir, data)
     exp = Store(store).experiment("lottery", LotteryRun(train_cfg, cfg))
-    def run_replicate(r: int) -> None:
-        seed, data_seed = replicate_seeds(train_cfg, r)
-        trainer = ClassifyTrainer(dataclasses.replace(train_cfg, init_seed=seed, data_seed=data_seed),
-                                  data, progress=progress, checkpoint_every=checkpoint_every)
-        rep = Replicate(cfg, trainer, exp.path, r, seed=seed, data_seed=data_seed, log=log or (lambda s: None))
-        levels = lottery_levels(cfg, rep)
-        rep.run(levels)
-        for control in cfg.controls:
-            for level in (cfg.control_levels or range(1, levels + 1)):
-                if level > levels:
-                    continue
-                for draw in range(cfg.control_draws if control in RANDOM else 1):
-                    run_control(rep, control, level, draw)
-
-    # Replicates are locked one by one, so several processes given the same command share the
-    # work: each skips the replicates another holds, then waits for them at the end.
-    busy = []
-    for r in range(cfg.replicates):
-        try:
-            with exp.lock(f"replicate_{r}"):
-                run_replicate(r)
-        except TicketlabError as e:
-            if "another process" not in str(e):
-                raise
-            busy.append(r)
-    for r in busy:
-        with exp.lock(f"replicate_{r}", wait=True):
-            run_replicate(r)  # finds the other process's work done, or finishes it
+    spec = Spec(train_cfg, cfg, str(exp.path), None if data_dir is None else str(data_dir), checkpoint_every)
+    with exp.lock():
+        run_graph(spec, workers=workers, stack=stack, progress=progress, log=log)
     rows = run_rows(exp.path)
     return {"experiment": str(exp.path), "rows": rows, "aggregate": aggregate(rows)}
+
+
+def instability(ref: str, *, level: int, rewind_iters, replicates=(0,), points: int = 11,
+                data_seeds=(1000, 1001), store=None, data_dir=None, progress: bool = True,
+                allow_inexact: bool = False, log=None) -> list[dict]:
+    """Linear-mode-connectivity instability of a lottery experiment's ticket at `level`, from each
+    rewind point in `rewind_iters` (`ticketlab instability`; see `ticketlab.instability`)."""
+    from ticketlab.instability import instability as one, load_configs
+    exp = Store(store).get(ref)
+    t, _ = load_configs(exp.path)
+    data = load_dataset(t.dataset, data_dir, val_size=t.val_size, split_seed=t.split_seed,
+                        train_fraction=t.train_fraction)
+    return [one(exp.path, level=level, rewind_iter=k, replicate=r, points=points, data_seeds=tuple(data_seeds),
+                data=data, progress=progress, allow_inexact=allow_inexact, log=log)
+            for r in replicates for k in rewind_iters]
+
+
+def plot(refs, out_dir, *, store=None) -> list[str]:
+    """Plots of one or several experiments, overlaid, as PNG and SVG (`ticketlab plot`)."""
+    from ticketlab.plots import plot_all
+    return [str(p) for p in plot_all([Store(store).get(r).path for r in refs], out_dir)]
+
+
+def report(ref: str, out, *, store=None) -> str:
+    """A self-contained HTML report of one experiment (`ticketlab report`)."""
+    from ticketlab.report import write_report
+    return str(write_report(Store(store).get(ref).path, out))
+
+
+def export(ref: str, out, *, level: int, replicate: int = 0, branch: str = "", store=None,
+           min_sparsity: float = 0.0) -> Path:
+    """Write a level's ticket as a compact sparse model: linear layers in CSR (`ticketlab export`)."""
+    from ticketlab.export import export_experiment
+    return export_experiment(ref, out, level=level, replicate=replicate, branch=branch, store=store,
+                             min_sparsity=min_sparsity)
+
+
+DEMO_TRAIN = dict(dataset="mnist1d", model="mlp", model_args={"widths": [300, 100]}, optimizer="adam",
+                  lr=1.2e-3, batch_size=100, iterations=1500, eval_every=50)
+DEMO_LOTTERY = dict(levels=8, replicates=2, controls=("reinit", "random_mask"))
+
+
+def demo(*, store=None, workers: int = 1, progress: bool = True, log=None) -> dict:
+    """The `make demo` experiment: a small lottery-ticket study on MNIST-1D (generated offline).
+
+    LeNet-300-100's shape (40-300-100-10 MLP), Adam 1.2e-3, 1,500 iterations per level, layerwise
+    IMP at 20 % per level (output layer 10 %) with reset to init, 8 levels (down to ≈17 % of the
+    weights), 2 replicates, random-reinit and random-mask controls. Writes plots and an HTML report
+    into the experiment's folder; returns `lottery`'s result plus their paths."""
+    from ticketlab.lottery import LotteryConfig
+    res = lottery(TrainConfig(**DEMO_TRAIN), LotteryConfig(**DEMO_LOTTERY), store=store, progress=progress,
+                  log=log, workers=workers)
+    exp = res["experiment"]
+    res["plots"] = plot([exp], Path(exp) / "plots", store=store)
+    res["report"] = report(exp, Path(exp) / "report.html", store=store)
+    return res
 
 
 def _valid(cfg: TrainConfig, data_dir=None, data=None) -> bool:
@@ -144,4 +176,4 @@ def set_threads(n: int | None = None) -> None:
     torch.set_num_threads(n or 1)
 
 
-__all__ = ["build", "train", "lottery", "show", "ls", "set_threads"]
+__all__ = ["build", "train", "lottery", "instability", "plot", "report", "export", "demo", "show", "ls", "set_threads"]

@@ -119,10 +119,64 @@ def cmd_lottery(ns) -> None:
     api.set_threads(ns.threads)
     log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
     res = api.lottery(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, progress=not ns.quiet, log=log,
-                      checkpoint_every=ns.checkpoint_every)
+                      checkpoint_every=ns.checkpoint_every, workers=ns.workers, stack=ns.stack)
     print(f"experiment: {res['experiment']}")
     print("test accuracy at the early-stopping iteration (mean ± std over replicates and draws)")
     print(lottery_table(res["aggregate"]))
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise C.ConfigError(f"{flag}: got {text!r}, expected comma-separated integers") from None
+
+
+def cmd_instability(ns) -> None:
+    from ticketlab import api
+    api.set_threads(ns.threads)
+    log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
+    rows = api.instability(ns.experiment, level=ns.level, rewind_iters=_ints(ns.rewind_iters, "--rewind-iters"),
+                           replicates=_ints(ns.replicates, "--replicates"), points=ns.points,
+                           data_seeds=_ints(ns.data_seeds, "--data-seeds"), store=ns.store, data_dir=ns.data_dir,
+                           progress=not ns.quiet, allow_inexact=ns.allow_inexact, log=log)
+    print(_table([{"replicate": r["replicate"], "level": r["level"], "remaining_%": f"{100 * r['density']:.2f}",
+                   "k": r["rewind_iter"], "instability_%": f"{100 * r['instability']:.2f}",
+                   "endpoint_err_%": " / ".join(f"{100 * e:.2f}" for e in r["endpoint_errors"]),
+                   "max_err_%": f"{100 * max(r['errors']):.2f}", "rewind_source": r["rewind_source"]}
+                  for r in rows],
+                 ["replicate", "level", "remaining_%", "k", "instability_%", "endpoint_err_%", "max_err_%",
+                  "rewind_source"]))
+
+
+def cmd_plot(ns) -> None:
+    from ticketlab import api
+    print("\n".join(api.plot(ns.experiments, ns.out, store=ns.store)))
+
+
+def cmd_report(ns) -> None:
+    from ticketlab import api
+    print(api.report(ns.experiment, ns.out, store=ns.store))
+
+
+def cmd_export(ns) -> None:
+    from ticketlab import api
+    path = api.export(ns.experiment, ns.out, level=ns.level, replicate=ns.replicate, branch=ns.branch,
+                      store=ns.store, min_sparsity=ns.min_sparsity)
+    print(json.dumps({"out": str(path), "bytes": path.stat().st_size}))
+
+
+def cmd_demo(ns) -> None:
+    from ticketlab import api
+    api.set_threads(1)
+    log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
+    res = api.demo(store=ns.store, workers=ns.workers, progress=not ns.quiet, log=log)
+    print(f"experiment: {res['experiment']}")
+    print("MNIST-1D, 40-300-100-10 MLP, IMP 20%/level with reset to init, 2 replicates")
+    print("test accuracy at the early-stopping iteration (mean ± std over replicates)")
+    print(lottery_table(res["aggregate"]))
+    print(f"plots:  {', '.join(p for p in res['plots'] if p.endswith('.png'))}")
+    print(f"report: {res['report']}")
 
 
 def cmd_ls(ns) -> None:
@@ -177,10 +231,58 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lottery", help="iterative magnitude pruning with rewinding, and its controls",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _run_flags(p)
+    from ticketlab.runner import default_workers
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="worker processes, one torch thread each (1: run in this process)")
+    p.add_argument("--stack", type=int, default=8,
+                   help="train up to N compatible runs of an MLP-type model as one batched computation (1: off)")
     from ticketlab.lottery import LotteryConfig
     C.add_flags(p.add_argument_group("training"), TrainConfig)
     C.add_flags(p.add_argument_group("lottery"), LotteryConfig)
     p.set_defaults(fn=cmd_lottery)
+
+    p = sub.add_parser("instability", help="linear-mode-connectivity instability of a lottery ticket")
+    p.add_argument("experiment", help="a lottery experiment (folder name, path or unique hash prefix)")
+    p.add_argument("--level", type=int, required=True, help="the ticket's level (0: the dense network)")
+    p.add_argument("--rewind-iters", default="0", help="rewind points k, comma-separated")
+    p.add_argument("--replicates", default="0", help="replicates, comma-separated")
+    p.add_argument("--points", type=int, default=11, help="points on the linear path (>= 3)")
+    p.add_argument("--data-seeds", default="1000,1001", help="the two copies' data-order seeds")
+    p.add_argument("--allow-inexact", action="store_true",
+                   help="accept a reproduced rewind point that differs from the trunk's by float rounding")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--threads", type=int, default=None)
+    _common(p)
+    p.set_defaults(fn=cmd_instability)
+
+    p = sub.add_parser("plot", help="plot one or several experiments, overlaid (PNG and SVG)")
+    p.add_argument("experiments", nargs="+")
+    p.add_argument("-o", "--out", default="plots", help="output folder")
+    _common(p, data=False)
+    p.set_defaults(fn=cmd_plot)
+
+    p = sub.add_parser("report", help="write one self-contained HTML report of an experiment")
+    p.add_argument("experiment")
+    p.add_argument("-o", "--out", default="report.html")
+    _common(p, data=False)
+    p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("export", help="write a ticket as a compact sparse model (CSR linear layers)")
+    p.add_argument("experiment")
+    p.add_argument("--level", type=int, required=True)
+    p.add_argument("--replicate", type=int, default=0)
+    p.add_argument("--branch", default="", help="a control branch folder, e.g. reinit_0 (default: the ticket)")
+    p.add_argument("--min-sparsity", type=float, default=0.0,
+                   help="keep a linear layer dense below this sparsity (CSR breaks even near 0.8 on CPU)")
+    p.add_argument("-o", "--out", required=True)
+    _common(p, data=False)
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("demo", help="a small lottery-ticket study on MNIST-1D, with table, plots and report")
+    p.add_argument("--workers", type=int, default=default_workers())
+    p.add_argument("--quiet", action="store_true")
+    _common(p, data=False)
+    p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("ls", help="list the store's experiments with their key metrics")
     _common(p, data=False)

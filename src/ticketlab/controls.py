@@ -22,9 +22,11 @@ Folders: `replicate_<r>/<control>_<draw>/level_<L>/` for random controls,
 from __future__ import annotations
 
 import hashlib
+import json
 
 from ticketlab import masks as M, pruning, scores
-from ticketlab.lottery import Replicate, final_weights, load_masks, pruned_layers, save_masks
+from ticketlab.lottery import (Plan, Replicate, execute, final_weights, load_masks, prune_level,
+                               pruned_layers, save_masks)
 
 RANDOM = ("reinit", "random_mask", "random_mask_global")
 
@@ -73,7 +75,6 @@ def control_masks(rep: Replicate, control: str, level: int, draw: int = 0) -> M.
             prev_dir = rep.level_dir(level - 1, "continued")
             run_control(rep, "continued", level - 1)
             prev_w, prev_m = final_weights(prev_dir), load_masks(prev_dir / "mask.pt")
-        from ticketlab.lottery import prune_level
         m = prune_level(rep.cfg, prev_w, prev_m, rep.output)
     else:
         raise ValueError(f"unknown control {control!r}")
@@ -81,22 +82,27 @@ def control_masks(rep: Replicate, control: str, level: int, draw: int = 0) -> M.
     return m
 
 
-def run_control(rep: Replicate, control: str, level: int, draw: int = 0) -> dict:
-    """Train one control branch at one level (cached and resumable like the trunk)."""
+def plan_control(rep: Replicate, control: str, level: int, draw: int = 0) -> Plan:
+    """The run of one control branch at one level, ready to train."""
     run_dir = rep.level_dir(level, branch_name(control, draw))
-    if (run_dir / "summary.json").exists():
-        import json
-        return json.loads((run_dir / "summary.json").read_text())
     m = control_masks(rep, control, level, draw)
     desc = f"rep {rep.r} {branch_name(control, draw)} level {level}"
-    rep.log(desc)
     if control == "reinit":
         seed = control_seed(rep, control, level, draw)
         fresh = rep.trainer.build(seed).state_dict()
-        return rep.train_from_rewind(run_dir, m, fresh, desc, seed=seed)
+        return rep.plan_rewind(run_dir, m, fresh, desc, seed=seed)
     if control == "continued":
         prev = rep.level_dir(0) if level == 1 else rep.level_dir(level - 1, "continued")
-        model = rep.start(final_weights(prev), m)
         # a fresh optimizer and the full schedule again, from the trained weights: no reset
-        return rep.trainer.fit(model, run_dir, masks=m, data_seed=rep.data_seed, desc=desc)
-    return rep.train_from_rewind(run_dir, m, None, desc)
+        return Plan(rep.trainer, run_dir, rep.start(final_weights(prev), m), m, data_seed=rep.data_seed, desc=desc)
+    return rep.plan_rewind(run_dir, m, None, desc)
+
+
+def run_control(rep: Replicate, control: str, level: int, draw: int = 0) -> dict:
+    """Train (or load) one control branch at one level (cached and resumable like the trunk)."""
+    run_dir = rep.level_dir(level, branch_name(control, draw))
+    if (run_dir / "summary.json").exists():
+        return json.loads((run_dir / "summary.json").read_text())
+    plan = plan_control(rep, control, level, draw)
+    rep.log(plan.desc)
+    return execute([plan])[0]

@@ -197,41 +197,88 @@ class Replicate:
         M.apply_masks(self.trainer.prunable(model), masks)
         return model
 
-    def train_from_rewind(self, run_dir: Path, masks: M.Masks, weights: dict | None, desc: str,
-                          *, seed: int | None = None) -> dict:
-        """Train a masked network from the rewind point k to the end (the ticket and its controls)."""
-        if (run_dir / "summary.json").exists():
-            return json.loads((run_dir / "summary.json").read_text())
+    def plan_rewind(self, run_dir: Path, masks: M.Masks, weights: dict | None, desc: str,
+                    *, seed: int | None = None) -> "Plan":
+        """A masked network that trains from the rewind point k to the end (the ticket and its controls).
+
+        `weights` None means the ticket's own θk; the level's `snapshot_<k>.pt` records the
+        rewound, masked starting state."""
         k = self.cfg.rewind_iter
         state = self.rewind_state()
         model = self.start(state["model"] if weights is None else weights, masks, seed=seed)
         opt = state.get("optimizer") if self.cfg.rewind_optimizer else None
-        # snapshot_<k>.pt in the level's folder records the rewound, masked starting state
-        return self.trainer.fit(model, run_dir, masks=masks, start_iter=k, start_optimizer=opt,
-                                lr_offset=0 if self.cfg.rewind_schedule else k, snapshot_iters=[k],
-                                data_seed=self.data_seed, desc=desc)
+        return Plan(self.trainer, run_dir, model, masks, start_iter=k, start_optimizer=opt,
+                    lr_offset=0 if self.cfg.rewind_schedule else k, snapshot_iters=(k,),
+                    data_seed=self.data_seed, desc=desc)
+
+    def plan_level(self, L: int) -> "Plan":
+        """Level L's run: level 0 dense from θ0 (saving θ0 and θk), later levels from the rewind point."""
+        masks = self.masks(L)
+        desc = f"rep {self.r} level {L} ({100 * M.density(masks):.1f}% left)"
+        if L > 0:
+            return self.plan_rewind(self.level_dir(L), masks, None, desc)
+        k = self.cfg.rewind_iter
+        if k > self.trainer.total_iterations:
+            raise ConfigError(f"rewind_iter: got {k}, expected at most the run length "
+                              f"({self.trainer.total_iterations} iterations)")
+        return Plan(self.trainer, self.level_dir(0), self.trainer.build(self.seed), masks,
+                    snapshot_iters=tuple(sorted({0, k})), data_seed=self.data_seed, desc=desc)
+
+    def train_from_rewind(self, run_dir: Path, masks: M.Masks, weights: dict | None, desc: str,
+                          *, seed: int | None = None) -> dict:
+        """Train (or load) one run from the rewind point: see `plan_rewind`."""
+        if (run_dir / "summary.json").exists():
+            return json.loads((run_dir / "summary.json").read_text())
+        return execute([self.plan_rewind(run_dir, masks, weights, desc, seed=seed)])[0]
 
     def run_level(self, L: int) -> dict:
-        """Train level L (cached): level 0 dense from θ0, later levels from the rewind point."""
+        """Train (or load) level L."""
         run_dir = self.level_dir(L)
         if (run_dir / "summary.json").exists():
             return json.loads((run_dir / "summary.json").read_text())
-        masks = self.masks(L)
-        desc = f"rep {self.r} level {L} ({100 * M.density(masks):.1f}% left)"
-        self.log(desc)
-        if L == 0:
-            k = self.cfg.rewind_iter
-            if k > self.trainer.total_iterations:
-                raise ConfigError(f"rewind_iter: got {k}, expected at most the run length "
-                                  f"({self.trainer.total_iterations} iterations)")
-            model = self.trainer.build(self.seed)
-            return self.trainer.fit(model, run_dir, masks=masks, snapshot_iters=sorted({0, k}),
-                                    data_seed=self.data_seed, desc=desc)
-        return self.train_from_rewind(run_dir, masks, None, desc)
+        plan = self.plan_level(L)
+        self.log(plan.desc)
+        return execute([plan])[0]
 
     def run(self, levels: int) -> list[dict]:
         """Run (or load) levels 0..levels of this replicate."""
         return [self.run_level(L) for L in range(levels + 1)]
+
+
+@dataclass
+class Plan:
+    """One run, ready to train: the unit the runner schedules, and stacks with compatible ones."""
+
+    trainer: object  # the replicate's trainer: its config carries the replicate's seeds
+    run_dir: Path
+    model: torch.nn.Module  # holding the starting weights, masked
+    masks: M.Masks
+    start_iter: int = 0
+    start_optimizer: dict | None = None
+    lr_offset: int = 0
+    snapshot_iters: tuple[int, ...] = ()
+    data_seed: int = 0
+    desc: str = ""
+
+    def key(self) -> tuple:
+        """Plans with equal keys share a schedule, so they can train in lockstep."""
+        return (self.start_iter, self.lr_offset, self.snapshot_iters, self.start_optimizer is None)
+
+    def fit(self) -> dict:
+        """Train this run alone."""
+        return self.trainer.fit(self.model, self.run_dir, masks=self.masks, start_iter=self.start_iter,
+                                start_optimizer=self.start_optimizer, lr_offset=self.lr_offset,
+                                snapshot_iters=self.snapshot_iters, data_seed=self.data_seed, desc=self.desc)
+
+
+def execute(plans: list[Plan], stack: int = 1) -> list[dict]:
+    """Train plans: as one batched computation when there are several, they share a schedule and
+    their trainer can stack them (`fit_stacked`), else one by one. Results in the order of `plans`."""
+    trainer = plans[0].trainer if plans else None
+    if (stack > 1 and len(plans) > 1 and hasattr(trainer, "fit_stacked")
+            and len({p.key() for p in plans}) == 1 and all(trainer.can_stack(p.model) for p in plans)):
+        return trainer.fit_stacked(plans)
+    return [p.fit() for p in plans]
 
 
 def replicate_seeds(train_cfg, r: int) -> tuple[int, int]:
@@ -244,5 +291,5 @@ def lottery_levels(cfg: LotteryConfig, rep: Replicate) -> int:
     return n_levels(cfg, rep.prunable_shapes, rep.output)
 
 
-__all__ = ["LotteryConfig", "LotteryRun", "CONTROLS", "Replicate", "prune_level", "level_fractions", "n_levels",
+__all__ = ["LotteryConfig", "LotteryRun", "CONTROLS", "Replicate", "Plan", "execute", "prune_level", "level_fractions", "n_levels",
            "save_masks", "load_masks", "final_weights", "replicate_seeds", "lottery_levels"]

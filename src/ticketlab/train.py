@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from ticketlab import _atomic
 from ticketlab.config import param
+from ticketlab.ensemble import Single
 from ticketlab.masks import MaskEnforcer
 from ticketlab.schedules import lr_factor
 
@@ -97,17 +98,18 @@ def batch_indices(n: int, batch_size: int, data_seed: int, it: int, _cache: dict
     """Indices of the minibatch at iteration `it`: epoch-wise reshuffled, a pure function of `it`.
 
     The last partial batch of an epoch is dropped (every step sees `batch_size` examples).
+    The current epoch's permutation is cached per (n, data_seed), so R models with R data
+    orders trained together do not redraw permutations.
     """
     per_epoch = n // batch_size
     epoch, pos = divmod(it, per_epoch)
-    key = (n, data_seed, epoch)
-    perm = _cache.get(key)
-    if perm is None:
+    cached = _cache.get((n, data_seed))
+    if cached is None or cached[0] != epoch:
+        if len(_cache) > 256:
+            _cache.clear()
         g = torch.Generator().manual_seed(data_seed * 1_000_003 + epoch)
-        perm = torch.randperm(n, generator=g)
-        _cache.clear()  # one epoch at a time is enough
-        _cache[key] = perm
-    return perm[pos * batch_size:(pos + 1) * batch_size]
+        cached = _cache[(n, data_seed)] = (epoch, torch.randperm(n, generator=g))
+    return cached[1][pos * batch_size:(pos + 1) * batch_size]
 
 
 @torch.no_grad()
@@ -140,12 +142,8 @@ def save_state(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Opt
 
     `extra` holds further plain values (floats, ints, tensors), e.g. the elapsed time.
     """
-    state = {"iteration": iteration, "model": model.state_dict(),
-             "masks": dict(masks or {}), "rng": torch.get_rng_state(), **extra}
-    if optimizer is not None:
-        state["optimizer"] = optimizer.state_dict()
-    with _atomic.atomic_open(path, "wb") as f:
-        torch.save(state, f)
+    _save(path, model.state_dict(), optimizer.state_dict() if optimizer is not None else None,
+          iteration, masks, **extra)
 
 
 def load_state(path: Path) -> dict:
@@ -185,9 +183,9 @@ def fit(model: torch.nn.Module, data, cfg: TrainConfig, run_dir: Path, *,
 
     - `run_dir` receives `metrics.jsonl` (one row per evaluation), `checkpoint.pt` (for
       resume), `snapshot_<k>.pt` for each k in `snapshot_iters` (rewind points, taken before
-      the step at iteration k), and finally `summary.json`, whose presence marks the run done.
-      A finished run is not re-run: its summary is returned. An interrupted one resumes from
-      its last checkpoint.
+      the step at iteration k), `final.pt`, and finally `summary.json`, whose presence marks
+      the run done. A finished run is not re-run: its summary is returned. An interrupted one
+      resumes from its last checkpoint.
     - `masks` (bool, keyed like `prunable`, the model's prunable parameters) are enforced: see
       `ticketlab.masks.MaskEnforcer`.
     - `start_iter`/`start_optimizer` start a run mid-schedule (late rewinding): data order and
@@ -197,108 +195,155 @@ def fit(model: torch.nn.Module, data, cfg: TrainConfig, run_dir: Path, *,
     - `hooks`: objects with optional `after_backward(it)` / `after_step(it)` methods.
     Returns the summary dict.
     """
+    run = Run(run_dir, model=model, masks=masks, start_optimizer=start_optimizer)
+    return fit_many([run], data, cfg, Single(model, prunable), start_iter=start_iter, lr_offset=lr_offset,
+                    snapshot_iters=snapshot_iters, hooks=hooks, options=options)[0]
+
+
+@dataclass
+class Run:
+    """One run of a group trained together: its folder, starting weights, masks, data order."""
+
+    run_dir: Path
+    model: torch.nn.Module | None = None  # starting weights (ignored when resuming)
+    masks: dict | None = None
+    start_optimizer: dict | None = None
+    data_seed: int | None = None  # None: the config's
+
+
+def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_iter: int = 0,
+             lr_offset: int = 0, snapshot_iters: Sequence[int] = (), hooks: Sequence[object] = (),
+             options: RunOptions | None = None) -> list[dict]:
+    """Train several runs in lockstep as one computation (`ticketlab.ensemble`); see `fit`.
+
+    Every run writes its own folder exactly as `fit` would, so a run's checkpoint and results
+    do not depend on whether it was trained alone or in a group. The runs share the config,
+    the start iteration and the schedule; they differ in weights, masks, optimizer state and
+    data order (`Run.data_seed`). All runs of a group must be at the same point: all new, all
+    finished, or all with checkpoints at the same iteration.
+    """
     options = options or RunOptions()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    summary_path = run_dir / "summary.json"
-    if summary_path.exists():
-        return json.loads(summary_path.read_text())
+    dirs = [Path(r.run_dir) for r in runs]
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+    done = [(d / "summary.json").exists() for d in dirs]
+    if all(done):
+        return [json.loads((d / "summary.json").read_text()) for d in dirs]
+    if any(done):
+        raise ValueError("fit_many: some runs of the group are finished and others are not; group them apart")
 
     total = total_iterations(cfg, len(data.train))
     if not 0 <= start_iter <= total:
         raise ValueError(f"start_iter {start_iter} outside [0, {total}]")
-    optimizer = make_optimizer(cfg, model.parameters())
-    if start_optimizer is not None:
-        optimizer.load_state_dict(start_optimizer)
+    x_train, y_train = data.train.x, data.train.y
+    n_train = len(x_train)
+    if n_train < cfg.batch_size:
+        raise ValueError(f"batch_size {cfg.batch_size} exceeds the training set ({n_train})")
+    seeds = [cfg.data_seed if r.data_seed is None else r.data_seed for r in runs]
+    masks = [r.masks for r in runs]
+    R = len(runs)
 
-    enforcer = None
-    if masks:
-        enforcer = MaskEnforcer(prunable, masks)
-    ckpt_path = run_dir / "checkpoint.pt"
-    metrics_path = run_dir / "metrics.jsonl"
-    it = start_iter
-    elapsed = 0.0
-    if ckpt_path.exists():  # resume
-        state = load_state(ckpt_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        it = int(state["iteration"])
-        elapsed = float(state.get("elapsed", 0.0))
-        if masks:
-            saved = state["masks"]
-            if set(saved) != set(masks) or any(not torch.equal(saved[n], masks[n]) for n in masks):
-                raise ValueError(f"{ckpt_path}: the checkpoint's masks differ from this run's masks")
-        rows = _read_metrics(metrics_path, it)
+    optimizer = make_optimizer(cfg, ensemble.module.parameters())
+    ckpts = [d / "checkpoint.pt" for d in dirs]
+    it, elapsed = start_iter, 0.0
+    if any(c.exists() for c in ckpts):  # resume
+        if not all(c.exists() for c in ckpts):
+            raise ValueError("fit_many: only some runs of the group have checkpoints; group them apart")
+        states = [load_state(c) for c in ckpts]
+        its = {int(s["iteration"]) for s in states}
+        if len(its) != 1:
+            raise ValueError(f"fit_many: the group's checkpoints are at different iterations {sorted(its)}")
+        it = its.pop()
+        for c, s, m in zip(ckpts, states, masks):
+            if m and (set(s["masks"]) != set(m) or any(not torch.equal(s["masks"][n], m[n]) for n in m)):
+                raise ValueError(f"{c}: the checkpoint's masks differ from this run's masks")
+        ensemble.load_state_dicts([s["model"] for s in states])
+        optimizer.load_state_dict(ensemble.stack_optimizer([s["optimizer"] for s in states]))
+        torch.set_rng_state(states[0]["rng"])
+        elapsed = float(states[0].get("elapsed", 0.0))
+        rows = [_read_metrics(d / "metrics.jsonl", it) for d in dirs]
     else:
-        torch.manual_seed(cfg.data_seed * 7919 + cfg.init_seed + start_iter)
-        rows = []
+        if any(r.model is not None and r.model is not ensemble.module for r in runs):
+            ensemble.load_state_dicts([r.model.state_dict() for r in runs])
+        starts = [r.start_optimizer for r in runs]
+        if any(s is not None for s in starts):
+            if any(s is None for s in starts):
+                raise ValueError("fit_many: either every run of a group restores an optimizer state, or none")
+            optimizer.load_state_dict(ensemble.stack_optimizer(starts))
+        torch.manual_seed(seeds[0] * 7919 + cfg.init_seed + start_iter)
+        rows = [[] for _ in runs]
+    stacked_masks = ensemble.stack_masks(masks)
+    enforcer = MaskEnforcer(ensemble.prunable(), stacked_masks) if stacked_masks else None
     if enforcer is not None:
         enforcer.install(optimizer)
 
-    after_backward = [h.after_backward for h in ([enforcer] if enforcer else []) + list(hooks)
-                      if hasattr(h, "after_backward")]
-    after_step = [h.after_step for h in ([enforcer] if enforcer else []) + list(hooks)
-                  if hasattr(h, "after_step")]
+    members = ([enforcer] if enforcer else []) + list(hooks)
+    after_backward = [h.after_backward for h in members if hasattr(h, "after_backward")]
+    after_step = [h.after_step for h in members if hasattr(h, "after_step")]
     snapshot_iters = sorted(set(k for k in snapshot_iters if it <= k <= total))
     ckpt_every = max(cfg.eval_every, math.ceil(options.checkpoint_every / cfg.eval_every) * cfg.eval_every)
     lr_kw = dict(schedule=cfg.schedule, total=total, milestones=cfg.milestones, gamma=cfg.gamma,
                  warmup_iters=cfg.warmup_iters)
     constant_lr = cfg.schedule == "constant" and cfg.warmup_iters == 0
-    x_train, y_train = data.train.x, data.train.y
-    n_train = len(x_train)
-    if n_train < cfg.batch_size:
-        raise ValueError(f"batch_size {cfg.batch_size} exceeds the training set ({n_train})")
+    model = ensemble.module
+
+    def save_all(name_fn, i: int, **extra) -> None:
+        opt_states = ensemble.split_optimizer(optimizer.state_dict())
+        for d, sd, os_, m in zip(dirs, ensemble.state_dicts(), opt_states, masks):
+            _save(d / name_fn(d), sd, os_, i, m, **extra)
 
     writer = _tensorboard(options.tensorboard)
     bar = _progress(options, total, it)
     model.train()
-    running = torch.zeros(())
+    running = torch.zeros(R)
     n_running = 0
     t0 = time.perf_counter()
 
     def record(i: int) -> None:
         nonlocal running, n_running
-        val_loss, val_acc = evaluate(model, data.val.x, data.val.y)
-        test_loss, test_acc = evaluate(model, data.test.x, data.test.y)
-        row = {"iter": i, "train_loss": float(running) / n_running if n_running else None,
-               "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc}
-        rows.append(row)
-        running, n_running = torch.zeros(()), 0
+        val = evaluate_many(ensemble, data.val.x, data.val.y)
+        test = evaluate_many(ensemble, data.test.x, data.test.y)
+        for r in range(R):
+            row = {"iter": i, "train_loss": float(running[r]) / n_running if n_running else None,
+                   "val_loss": val[r][0], "val_acc": val[r][1], "test_loss": test[r][0], "test_acc": test[r][1]}
+            rows[r].append(row)
+        running, n_running = torch.zeros(R), 0
         if writer is not None:
-            for k, v in row.items():
+            for k, v in rows[0][-1].items():
                 if k != "iter" and v is not None:
                     writer.add_scalar(k, v, i)
         if bar is not None:
-            bar.set_postfix(val_acc=f"{val_acc:.4f}", test_acc=f"{test_acc:.4f}", refresh=False)
+            bar.set_postfix(val_acc=f"{val[0][1]:.4f}", test_acc=f"{test[0][1]:.4f}", refresh=False)
 
-    if not rows and it % cfg.eval_every == 0:
+    if not rows[0] and it % cfg.eval_every == 0:
         record(it)
-    for k in snapshot_iters:
-        if k == it:
-            save_state(run_dir / f"snapshot_{k}.pt", model=model, optimizer=optimizer, iteration=k, masks=masks)
-    # The base rate comes from the config: a loaded optimizer state carries the *scheduled*
-    # rate of the iteration it was saved at.
+    if it in snapshot_iters:
+        save_all(lambda d: f"snapshot_{it}.pt", it)
     base_lrs = [cfg.lr for _ in optimizer.param_groups]
-    for g in optimizer.param_groups:
+    for g in optimizer.param_groups:  # a loaded optimizer state carries a *scheduled* rate
         g["lr"] = cfg.lr
+    single = R == 1
     # ALGO: the hot loop. Keep it free of per-example Python and host syncs.
     while it < total:
         if not constant_lr:
             f = lr_factor(it - lr_offset, **lr_kw)
             for g, lr in zip(optimizer.param_groups, base_lrs):
                 g["lr"] = lr * f
-        idx = batch_indices(n_train, cfg.batch_size, cfg.data_seed, it)
-        xb, yb = x_train[idx], y_train[idx]
+        if single:
+            idx = batch_indices(n_train, cfg.batch_size, seeds[0], it)
+            xb, yb = x_train[idx].unsqueeze(0), y_train[idx].unsqueeze(0)
+        else:  # each model its own data order: [R, B]
+            idx = torch.stack([batch_indices(n_train, cfg.batch_size, s, it) for s in seeds])
+            xb, yb = x_train[idx], y_train[idx]
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(xb), yb)
-        loss.backward()
+        losses = ensemble.losses(xb, yb)  # [R]: each model's mean loss on its own batch
+        losses.sum().backward()
         for h in after_backward:
             h(it)
         optimizer.step()
         for h in after_step:
             h(it)
-        running += loss.detach()
+        running += losses.detach()
         n_running += 1
         it += 1
         if bar is not None:
@@ -306,30 +351,59 @@ def fit(model: torch.nn.Module, data, cfg: TrainConfig, run_dir: Path, *,
         if it % cfg.eval_every == 0 or it == total:
             record(it)
             if it % ckpt_every == 0 and it < total:
-                _write_metrics(metrics_path, rows)
-                save_state(ckpt_path, model=model, optimizer=optimizer, iteration=it, masks=masks,
-                           elapsed=elapsed + time.perf_counter() - t0)
+                for d, rs in zip(dirs, rows):
+                    _write_metrics(d / "metrics.jsonl", rs)
+                save_all(lambda d: "checkpoint.pt", it, elapsed=elapsed + time.perf_counter() - t0)
         if it in snapshot_iters:
-            save_state(run_dir / f"snapshot_{it}.pt", model=model, optimizer=optimizer, iteration=it, masks=masks)
-    if not constant_lr:
-        for g, lr in zip(optimizer.param_groups, base_lrs):
-            g["lr"] = lr
+            save_all(lambda d: f"snapshot_{it}.pt", it)
+    for g, lr in zip(optimizer.param_groups, base_lrs):
+        g["lr"] = lr
     if bar is not None:
         bar.close()
     if writer is not None:
         writer.close()
     wall = elapsed + time.perf_counter() - t0
 
-    # Final state: weights and optimizer state (kept for rewinding / continued training).
-    _write_metrics(metrics_path, rows)
-    save_state(run_dir / "final.pt", model=model, optimizer=optimizer, iteration=it, masks=masks)
-    summary = {"iterations": total, "start_iter": start_iter, "final": rows[-1],
-               "early_stop": early_stopping(rows), "best_test_acc": max(r["test_acc"] for r in rows),
-               "wall_time_s": wall}
-    _atomic.write_json(summary_path, summary)
-    if ckpt_path.exists():
-        ckpt_path.unlink()
-    return summary
+    save_all(lambda d: "final.pt", it)
+    summaries = []
+    for d, rs in zip(dirs, rows):
+        _write_metrics(d / "metrics.jsonl", rs)
+        summary = {"iterations": total, "start_iter": start_iter, "final": rs[-1],
+                   "early_stop": early_stopping(rs), "best_test_acc": max(r["test_acc"] for r in rs),
+                   "wall_time_s": wall / R, "trained_with": R}
+        _atomic.write_json(d / "summary.json", summary)
+        if (d / "checkpoint.pt").exists():
+            (d / "checkpoint.pt").unlink()
+        summaries.append(summary)
+    return summaries
+
+
+@torch.no_grad()
+def evaluate_many(ensemble, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> list[tuple[float, float]]:
+    """[(mean cross-entropy, accuracy)] per model of the ensemble, in eval mode."""
+    model = ensemble.module
+    was_training = model.training
+    model.eval()
+    R = ensemble.size
+    loss, correct = torch.zeros(R, dtype=torch.float64), torch.zeros(R, dtype=torch.int64)
+    for i in range(0, len(x), batch):
+        out = ensemble.logits(x[i:i + batch])  # [R, n, classes]
+        yy = y[i:i + batch]
+        loss += F.cross_entropy(out.transpose(1, 2), yy.expand(R, -1), reduction="none").sum(1).double()
+        correct += (out.argmax(2) == yy).sum(1)
+    model.train(was_training)
+    n = max(len(x), 1)
+    return [(float(loss[r]) / n, int(correct[r]) / n) for r in range(R)]
+
+
+def _save(path: Path, model_state: dict, optimizer_state: dict | None, iteration: int,
+          masks: dict | None, **extra) -> None:
+    state = {"iteration": iteration, "model": model_state, "masks": dict(masks or {}),
+             "rng": torch.get_rng_state(), **extra}
+    if optimizer_state is not None:
+        state["optimizer"] = optimizer_state
+    with _atomic.atomic_open(path, "wb") as f:
+        torch.save(state, f)
 
 
 def _progress(options: RunOptions, total: int, start: int):

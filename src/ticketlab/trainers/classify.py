@@ -10,7 +10,8 @@ import torch
 
 from ticketlab.data import load_dataset
 from ticketlab.models import create_model, output_layer_name, prunable_parameters
-from ticketlab.train import RunOptions, TrainConfig, fit, total_iterations
+from ticketlab.ensemble import Stacked, stackable
+from ticketlab.train import Run, RunOptions, TrainConfig, fit, fit_many, total_iterations
 
 
 class ClassifyTrainer:
@@ -49,3 +50,20 @@ class ClassifyTrainer:
                    snapshot_iters=snapshot_iters,
                    options=RunOptions(progress=self.progress, desc=desc or "train",
                                       checkpoint_every=self.checkpoint_every))
+
+    def can_stack(self, model) -> bool:
+        """Whether runs of this model can train stacked (`ticketlab.ensemble.stackable`)."""
+        return stackable(model)
+
+    def fit_stacked(self, plans) -> list[dict]:
+        """Train planned runs that share a schedule as one batched computation.
+
+        The config's seeds only seed the RNG, which stackable models (no dropout) do not use;
+        each run's data order comes from its plan."""
+        p0 = plans[0]
+        runs = [Run(p.run_dir, model=p.model, masks=p.masks, start_optimizer=p.start_optimizer,
+                    data_seed=p.data_seed) for p in plans]
+        return fit_many(runs, self.data, self.cfg, Stacked([p.model for p in plans]), start_iter=p0.start_iter,
+                        lr_offset=p0.lr_offset, snapshot_iters=p0.snapshot_iters,
+                        options=RunOptions(progress=self.progress, desc=f"{len(plans)} runs stacked",
+                                           checkpoint_every=self.checkpoint_every))

@@ -1,0 +1,356 @@
+"""Figures of lottery experiments, in the style of the LTH papers; each written as PNG and SVG.
+
+- `plot_accuracy`: test accuracy against the percent of weights remaining, log axis decreasing
+  from 100 (LTH Figs. 1, 3, 4): one line per branch (the ticket and each control) per experiment,
+  mean ± std over replicates and control draws as a shaded band, the dense network (level 0)
+  as a dashed horizontal line;
+- `plot_early_stop`: the early-stopping iteration against weights remaining (LTH Fig. 4 left);
+- `plot_instability`: the test error along the linear path between two copies, and the
+  instability against the rewind point k, one line per level (LMC Figs. 3, 5);
+- `plot_learning_curves`: validation and test accuracy against the iteration, for a `train`
+  experiment or for every level of a lottery experiment's first replicate;
+- `plot_all`: whatever applies to the given experiments.
+
+`out` is a path without extension (a `.png`/`.svg` suffix is ignored): `out.png` and `out.svg`
+are written and returned. Several experiments are overlaid, each labelled by the config keys
+that tell them apart (else by folder name). Figures use matplotlib's object API (no pyplot, so
+no global backend is set and nothing is shown on screen).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, NullLocator
+
+from ticketlab.errors import TicketlabError
+from ticketlab.results import METRICS, aggregate, run_rows
+
+BRANCHES = ("ticket", "reinit", "random_mask", "random_mask_global", "oneshot", "continued")
+BRANCH_COLORS = {"ticket": "C0", "reinit": "C3", "random_mask": "C2", "random_mask_global": "C4",
+                 "oneshot": "C1", "continued": "C5"}
+BRANCH_STYLES = {"ticket": "-", "reinit": (0, (4, 1.5)), "random_mask": (0, (1, 1.2)),
+                 "random_mask_global": (0, (4, 1.5, 1, 1.5)), "oneshot": (0, (6, 2)), "continued": (0, (2, 2))}
+LEVEL_STYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+METRIC_LABELS = {
+    "es_test_acc": "test accuracy at early stopping (%)",
+    "final_test_acc": "final test accuracy (%)",
+    "best_test_acc": "best test accuracy (%)",
+    "es_iter": "early-stopping iteration",
+    "es_val_loss": "validation loss at early stopping",
+}
+
+
+# ---- experiments: kinds, configs, labels -------------------------------------------------------
+
+def experiment_kind(path: str | Path) -> str:
+    """'train', 'lottery', ... from config.json; else guessed from the folder's content."""
+    path = Path(path)
+    cfg = path / "config.json"
+    if cfg.exists():
+        return json.loads(cfg.read_text()).get("kind", "unknown")
+    if (path / "metrics.jsonl").exists():
+        return "run"
+    if any(path.glob("replicate_*")):
+        return "lottery"
+    raise TicketlabError(f"{path} is neither an experiment nor a run folder")
+
+
+def _config(path: Path) -> dict:
+    cfg = path / "config.json"
+    return json.loads(cfg.read_text()) if cfg.exists() else {}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k in ("train", "lottery"):  # LotteryRun's two configs
+            out.update(_flat(v, ""))
+        else:
+            out[prefix + k] = json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
+    return out
+
+
+def experiment_labels(experiments: Sequence[str | Path], max_keys: int = 3) -> list[str]:
+    """A short label per experiment: the config keys whose values differ between them
+    ("rewind_iter=500, lr=0.1"), or the folder name when there is one experiment, when nothing
+    differs or when more than `max_keys` keys do."""
+    paths = [Path(e) for e in experiments]
+    if len(paths) < 2:
+        return [p.name for p in paths]
+    flats = []
+    for p in paths:
+        body = _config(p)
+        flats.append(_flat(body.get("identity") or body.get("config") or {}))
+    keys = sorted({k for f in flats for k in f})
+    diff = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1]
+    labels = []
+    for p, f in zip(paths, flats):
+        if not diff or len(diff) > max_keys:
+            labels.append(p.name)
+        else:
+            labels.append(", ".join(f"{k}={f.get(k)}" for k in diff))
+    if len(set(labels)) < len(labels):
+        return [p.name for p in paths]
+    return labels
+
+
+def _title(experiments: Sequence[Path]) -> str:
+    parts = []
+    for p in experiments:
+        body = _config(Path(p)).get("config", {})
+        tr = body.get("train", body)
+        if tr.get("model") and tr.get("dataset"):
+            parts.append(f"{tr['model']} on {tr['dataset']}")
+    return " / ".join(dict.fromkeys(parts))
+
+
+# ---- figure helpers ----------------------------------------------------------------------------
+
+def _figure(ncols: int = 1) -> Figure:
+    return Figure(figsize=(6.4 * ncols if ncols > 1 else 6.4, 4.2), layout="constrained")
+
+
+def save_figure(fig: Figure, out: str | Path) -> list[Path]:
+    """Write `fig` as out.png (150 dpi) and out.svg (text kept as text); return both paths."""
+    out = Path(out)
+    if out.suffix.lower() in (".png", ".svg"):
+        out = out.with_suffix("")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    png, svg = out.with_name(out.name + ".png"), out.with_name(out.name + ".svg")
+    fig.savefig(png, dpi=150)
+    # a fixed hash salt makes the SVG reproducible; the name keeps ids distinct between figures
+    with matplotlib.rc_context({"svg.hashsalt": f"ticketlab-{out.name}", "svg.fonttype": "none"}):
+        fig.savefig(svg, metadata={"Date": None})
+    return [png, svg]
+
+
+def _density_axis(ax, percents: Sequence[float]) -> None:
+    """Log x axis of percent of weights remaining, decreasing left to right (100 → 1), with
+    ticks at the levels' own densities (as in the LTH figures), thinned to at most 10."""
+    ticks = sorted({round(p, 6) for p in percents}, reverse=True)
+    ax.set_xscale("log")
+    ax.set_xlim(ticks[0] * 1.12, ticks[-1] / 1.12)
+    step = -(-len(ticks) // 10)
+    ticks = ticks[::step]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{t:.3g}" for t in ticks], fontsize=8)
+    ax.set_xlabel("weights remaining (%)")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _style(i_exp: int, n_exp: int, branch: str) -> dict:
+    """One experiment: colour by branch. Several: colour by experiment, line style by branch."""
+    if n_exp == 1:
+        return dict(color=BRANCH_COLORS.get(branch, "C7"), linestyle="-", marker="o")
+    return dict(color=f"C{i_exp % 10}", linestyle=BRANCH_STYLES.get(branch, "-"),
+                marker=MARKERS[i_exp % len(MARKERS)])
+
+
+def _aggregates(experiments: Sequence[Path]) -> list[list[dict]]:
+    out = []
+    for p in experiments:
+        rows = run_rows(p)
+        if not rows:
+            raise TicketlabError(f"{p}: no finished lottery runs to plot")
+        out.append(aggregate(rows))
+    return out
+
+
+def _metric_vs_density(experiments, out, metric: str, labels, *, dense_line: bool, title: str) -> list[Path]:
+    if metric not in METRICS:
+        raise TicketlabError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    paths = [Path(e) for e in experiments]
+    labels = list(labels) if labels is not None else experiment_labels(paths)
+    if len(labels) != len(paths):
+        raise ValueError(f"got {len(labels)} labels for {len(paths)} experiments")
+    aggs = _aggregates(paths)
+    scale = 100.0 if metric.endswith("_acc") else 1.0
+    fig = _figure()
+    ax = fig.add_subplot()
+    xs_all, n_max = [], 1
+    for i, (label, agg) in enumerate(zip(labels, aggs)):
+        branches = [b for b in BRANCHES if any(a["branch"] == b for a in agg)]
+        branches += sorted({a["branch"] for a in agg} - set(branches))
+        for b in branches:
+            rs = sorted((a for a in agg if a["branch"] == b), key=lambda a: a["level"])
+            x = [100 * a["density"] for a in rs]
+            y = [scale * a[metric] for a in rs]
+            s = [scale * a[metric + "_std"] for a in rs]
+            n_max = max(n_max, *(a["n"] for a in rs))
+            xs_all += x
+            name = b if len(paths) == 1 else f"{label}: {b}"
+            st = _style(i, len(paths), b)
+            ax.plot(x, y, label=name, markersize=4, linewidth=1.6, **st)
+            if any(v > 0 for v in s):
+                ax.fill_between(x, [a - d for a, d in zip(y, s)], [a + d for a, d in zip(y, s)],
+                                color=st["color"], alpha=0.15, linewidth=0)
+        dense = next((a for a in agg if a["branch"] == "ticket" and a["level"] == 0), None)
+        if dense_line and dense is not None:
+            ax.axhline(scale * dense[metric], color="0.35" if len(paths) == 1 else f"C{i % 10}",
+                       linestyle="--", linewidth=1.0, alpha=0.8,
+                       label="dense (level 0)" if len(paths) == 1 else f"{label}: dense")
+    _density_axis(ax, xs_all)
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    sub = _title(paths)
+    ax.set_title(f"{title}{' — ' + sub if sub else ''}", fontsize=10)
+    ax.legend(fontsize=7, loc="best", title=f"mean ± std (≤ {n_max} runs per point)", title_fontsize=7)
+    return save_figure(fig, out)
+
+
+# ---- the plots ---------------------------------------------------------------------------------
+
+def plot_accuracy(experiments: Sequence[str | Path], out: str | Path, metric: str = "es_test_acc",
+                  labels: Sequence[str] | None = None) -> list[Path]:
+    """Test accuracy (`metric`: es_test_acc, final_test_acc or best_test_acc) against weights
+    remaining, one line per branch per experiment, mean ± std band, dense level 0 dashed."""
+    return _metric_vs_density(experiments, out, metric, labels, dense_line=True, title="Accuracy")
+
+
+def plot_early_stop(experiments: Sequence[str | Path], out: str | Path,
+                    labels: Sequence[str] | None = None) -> list[Path]:
+    """Early-stopping iteration (minimum validation loss) against weights remaining."""
+    return _metric_vs_density(experiments, out, "es_iter", labels, dense_line=False, title="Early stopping")
+
+
+def plot_instability(experiments: Sequence[str | Path], out: str | Path,
+                     labels: Sequence[str] | None = None) -> list[Path]:
+    """Left: test error along the linear path between the two copies (mean over replicates),
+    per (level, k). Right: instability against the rewind point k, one line per level."""
+    from ticketlab.instability import instability_rows
+
+    paths = [Path(e) for e in experiments]
+    labels = list(labels) if labels is not None else experiment_labels(paths)
+    per_exp = [instability_rows(p) for p in paths]
+    if not any(per_exp):
+        raise TicketlabError("no instability results to plot; run `ticketlab instability` first")
+    fig = _figure(2)
+    ax_path, ax_k = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    cmap = matplotlib.colormaps["viridis"]
+    ks = sorted({r["rewind_iter"] for rows in per_exp for r in rows})
+    for i, (label, rows) in enumerate(zip(labels, per_exp)):
+        levels = sorted({r["level"] for r in rows})
+        for j, L in enumerate(levels):
+            at_level = [r for r in rows if r["level"] == L]
+            name = f"level {L} ({100 * at_level[0]['density']:.3g}% left)"
+            if len(paths) > 1:
+                name = f"{label}: {name}"
+            color = f"C{(i * len(levels) + j) % 10}"
+            xs, means, stds = [], [], []
+            for k in sorted({r["rewind_iter"] for r in at_level}):
+                vals = [100 * r["instability"] for r in at_level if r["rewind_iter"] == k]
+                m = sum(vals) / len(vals)
+                xs.append(k)
+                means.append(m)
+                stds.append((sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0)
+                for n_points in sorted({r["points"] for r in at_level if r["rewind_iter"] == k}):
+                    same = [r for r in at_level if r["rewind_iter"] == k and r["points"] == n_points]
+                    errs = [100 * sum(r["errors"][t] for r in same) / len(same) for t in range(n_points)]
+                    shade = cmap(ks.index(k) / max(len(ks) - 1, 1))
+                    ax_path.plot(same[0]["alphas"], errs, color=shade, linestyle=LEVEL_STYLES[j % len(LEVEL_STYLES)],
+                                 marker=MARKERS[i % len(MARKERS)], markersize=3, linewidth=1.2,
+                                 label=f"{name}, k={k}")
+            ax_k.errorbar(xs, means, yerr=stds if any(stds) else None, color=color, marker=MARKERS[i % len(MARKERS)],
+                          markersize=4, linewidth=1.6, capsize=3, label=name)
+    ax_path.set_xlabel("interpolation α")
+    ax_path.set_ylabel("test error (%)")
+    ax_path.set_title("Error along the linear path", fontsize=10)
+    ax_path.grid(True, alpha=0.3)
+    ax_path.legend(fontsize=6, loc="best")
+    ax_k.axhline(2.0, color="0.5", linestyle=":", linewidth=1, label="2% (LMC's stability threshold)")
+    ax_k.set_xlabel("rewind point k (iteration)")
+    ax_k.set_ylabel("instability (percentage points of error)")
+    sub = _title(paths)
+    ax_k.set_title(f"Instability{' — ' + sub if sub else ''}", fontsize=10)
+    ax_k.grid(True, alpha=0.3)
+    ax_k.legend(fontsize=7, loc="best")
+    return save_figure(fig, out)
+
+
+def _metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def learning_curve_runs(run_dir_or_exp: str | Path) -> list[tuple[str, Path]]:
+    """(label, run folder) of the runs whose learning curves `plot_learning_curves` draws: the
+    folder itself when it holds metrics.jsonl (a `train` experiment or any run), else every
+    ticket level of a lottery experiment's first replicate."""
+    p = Path(run_dir_or_exp)
+    if (p / "metrics.jsonl").exists():
+        return [(p.name, p)]
+    reps = sorted(p.glob("replicate_*"), key=lambda q: int(q.name.split("_")[1]))
+    if reps:
+        levels = sorted((d for d in reps[0].glob("level_*") if (d / "metrics.jsonl").exists()),
+                        key=lambda d: int(d.name.split("_")[1]))
+        out = []
+        for d in levels:
+            label = d.name.replace("_", " ")
+            if (d / "mask.pt").exists():
+                from ticketlab.lottery import load_masks
+                from ticketlab.masks import density
+                label += f" ({100 * density(load_masks(d / 'mask.pt')):.3g}% left)"
+            out.append((label, d))
+        if out:
+            return out
+    raise TicketlabError(f"{p}: no metrics.jsonl to plot learning curves from")
+
+
+def plot_learning_curves(run_dir_or_exp: str | Path, out: str | Path) -> list[Path]:
+    """Validation and test accuracy against the iteration (one line per run), with the
+    early-stopping iteration (minimum validation loss) marked."""
+    runs = learning_curve_runs(run_dir_or_exp)
+    fig = _figure(2)
+    axes = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    cmap = matplotlib.colormaps["viridis"]
+    for i, (label, d) in enumerate(runs):
+        rows = _metrics(d / "metrics.jsonl")
+        if not rows:
+            continue
+        color = "C0" if len(runs) == 1 else cmap(i / max(len(runs) - 1, 1) * 0.9)
+        es = min(rows, key=lambda r: (r["val_loss"], r["iter"]))
+        its = [r["iter"] for r in rows]
+        for ax, key in zip(axes, ("val_acc", "test_acc")):
+            ax.plot(its, [100 * r[key] for r in rows], color=color, linewidth=1.3, label=label)
+            ax.plot([es["iter"]], [100 * es[key]], color=color, marker="o", markersize=5,
+                    markeredgecolor="black", markeredgewidth=0.6, linestyle="none")
+    name = Path(run_dir_or_exp).name
+    for ax, what in zip(axes, ("validation", "test")):
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(f"{what} accuracy (%)")
+        ax.grid(True, alpha=0.3)
+        ax.set_title(f"{what.capitalize()} accuracy — {name}", fontsize=10)
+    axes[1].legend(fontsize=7, loc="lower right", title="● early stopping", title_fontsize=7)
+    return save_figure(fig, out)
+
+
+def plot_all(experiments: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
+    """Every plot that applies: learning curves for each experiment; for the lottery ones
+    (overlaid), accuracy and early stopping, and instability if any was measured."""
+    paths = [Path(e) for e in experiments]
+    out_dir = Path(out_dir)
+    kinds = [experiment_kind(p) for p in paths]
+    lottery = [p for p, k in zip(paths, kinds) if k == "lottery"]
+    files: list[Path] = []
+    if lottery:
+        labels = experiment_labels(lottery)
+        files += plot_accuracy(lottery, out_dir / "accuracy", labels=labels)
+        files += plot_early_stop(lottery, out_dir / "early_stop", labels=labels)
+        from ticketlab.instability import instability_rows
+        with_inst = [(p, lab) for p, lab in zip(lottery, labels) if instability_rows(p)]
+        if with_inst:
+            files += plot_instability([p for p, _ in with_inst], out_dir / "instability",
+                                      labels=[lab for _, lab in with_inst])
+    for p in paths:
+        name = "learning_curves" if len(paths) == 1 else f"learning_curves_{p.name}"
+        files += plot_learning_curves(p, out_dir / name)
+    return files
+
+
+__all__ = ["plot_accuracy", "plot_early_stop", "plot_instability", "plot_learning_curves", "plot_all",
+           "save_figure", "experiment_kind", "experiment_labels", "learning_curve_runs"]
