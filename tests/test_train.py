@@ -160,3 +160,30 @@ def test_optimizers():
     assert isinstance(make_optimizer(TrainConfig(optimizer="adam"), p), torch.optim.Adam)
     o = make_optimizer(TrainConfig(optimizer="adamw", weight_decay=0.01, betas=(0.8, 0.9)), p)
     assert isinstance(o, torch.optim.AdamW) and o.defaults["betas"] == (0.8, 0.9)
+
+
+class Counter:
+    """A stateful hook: counts steps; its state must survive an interruption."""
+    def __init__(self):
+        self.steps, self.attached = 0, None
+    def attach(self, optimizer, params):
+        self.attached = (type(optimizer).__name__, sorted(params))
+    def after_step(self, it):
+        self.steps += 1
+    def state_dict(self):
+        return {"steps": torch.tensor(self.steps)}
+    def load_state_dict(self, state):
+        self.steps = int(state["steps"])
+
+
+def test_stateful_hooks_are_checkpointed_and_restored(tmp_path):
+    data, c1 = tiny_data(), Counter()
+    fit(tiny_model(0), data, CFG, tmp_path / "a", hooks=[c1], prunable={"0.weight": None}, options=QUIET)
+    assert c1.steps == 300 and c1.attached == ("SGD", ["0.weight"])
+    assert int(load_state(tmp_path / "a" / "final.pt")["hooks"][0]["steps"]) == 300
+    c2 = Counter()
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(0), data, CFG, tmp_path / "b", hooks=[c2, Crash(at=170)], options=QUIET)
+    c3 = Counter()  # a fresh process: the state comes from the checkpoint at 150
+    fit(tiny_model(0), data, CFG, tmp_path / "b", hooks=[c3], options=QUIET)
+    assert c3.steps == 300

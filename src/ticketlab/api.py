@@ -106,6 +106,25 @@ def export(ref: str, out, *, level: int, replicate: int = 0, branch: str = "", s
                              min_sparsity=min_sparsity)
 
 
+def sweep(path, **kw) -> list[dict]:
+    """Run a grid of train or lottery configs from a TOML file (`ticketlab sweep`; see examples/sweep.toml).
+
+    Keyword arguments: backend ("process" | "ray" | "inline"), workers, address, store, data_dir,
+    retries, progress. Returns one row per trial."""
+    from ticketlab.sweep import run_file
+    return run_file(path, **kw)
+
+
+def sparse_train(train_cfg: TrainConfig, sparse_cfg, *, store=None, data_dir=None, progress: bool = True,
+                 replicates: int = 1, stack: int = 8, checkpoint_every: int = 1000, log=None) -> dict:
+    """Dynamic or static sparse training from scratch (`ticketlab sparse-train`; see `ticketlab.sparse_train`).
+
+    Returns {"experiment", "rows", "aggregate"}."""
+    from ticketlab.sparse_train import run
+    return run(train_cfg, sparse_cfg, store=store, data_dir=data_dir, progress=progress, replicates=replicates,
+               stack=stack, checkpoint_every=checkpoint_every, log=log)
+
+
 DEMO_TRAIN = dict(dataset="mnist1d", model="mlp", model_args={"widths": [300, 100]}, optimizer="adam",
                   lr=1.2e-3, batch_size=100, iterations=1500, eval_every=50)
 DEMO_LOTTERY = dict(levels=8, replicates=2, controls=("reinit", "random_mask"))
@@ -176,4 +195,4 @@ def set_threads(n: int | None = None) -> None:
     torch.set_num_threads(n or 1)
 
 
-__all__ = ["build", "train", "lottery", "instability", "plot", "report", "export", "demo", "show", "ls", "set_threads"]
+__all__ = ["build", "train", "lottery", "instability", "plot", "report", "export", "sweep", "sparse_train", "demo", "show", "ls", "set_threads"]

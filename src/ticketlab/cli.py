@@ -166,6 +166,29 @@ def cmd_export(ns) -> None:
     print(json.dumps({"out": str(path), "bytes": path.stat().st_size}))
 
 
+def cmd_sweep(ns) -> None:
+    from ticketlab import sweep
+    sweep.command(ns.file, backend=ns.backend, workers=ns.workers, address=ns.address, store=ns.store,
+                  data_dir=ns.data_dir, retries=ns.retries, progress=not ns.quiet)
+
+
+def cmd_sparse_train(ns) -> None:
+    from ticketlab import api
+    from ticketlab.sparse_train import SparseConfig
+    from ticketlab.train import TrainConfig
+    train_cfg, cfg = _configs({"train": TrainConfig, "sparse": SparseConfig}, ns)
+    api.set_threads(ns.threads)
+    log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
+    res = api.sparse_train(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, progress=not ns.quiet,
+                           replicates=ns.replicates, stack=ns.stack, checkpoint_every=ns.checkpoint_every, log=log)
+    print(f"experiment: {res['experiment']}")
+    keys = [k for k in ("replicate", "sparsity", "es_iter", "es_test_acc", "final_test_acc", "wall_time_s")
+            if res["rows"] and k in res["rows"][0]]
+    print(_table(res["rows"], keys))
+    for a in res["aggregate"] if isinstance(res["aggregate"], list) else [res["aggregate"]]:
+        print("mean: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in a.items()))
+
+
 def cmd_demo(ns) -> None:
     from ticketlab import api
     api.set_threads(1)
@@ -277,6 +300,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True)
     _common(p, data=False)
     p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("sweep", help="run a grid of train or lottery configs in parallel (see examples/sweep.toml)")
+    p.add_argument("file", metavar="CONFIG.toml")
+    _common(p)
+    p.add_argument("--backend", choices=("inline", "process", "ray"), default=None,
+                   help="default: the file's [sweep] backend, else process")
+    p.add_argument("--workers", type=int, default=None, help="trials at once (default: the CPUs; ray: the cluster's)")
+    p.add_argument("--address", default=None, help="ray: join this cluster (e.g. auto) instead of starting a local one")
+    p.add_argument("--retries", type=int, default=None, help="re-runs of a failed trial (default: the file's, else 1)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=cmd_sweep)
+
+    from ticketlab.sparse_train import SparseConfig
+    p = sub.add_parser("sparse-train", help="sparse training from scratch: RigL, SET, SNFS, static, GMP, SNIP/GraSP/SynFlow",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _run_flags(p)
+    p.add_argument("--replicates", type=int, default=1, help="replicates (init and data seeds + r)")
+    p.add_argument("--stack", type=int, default=8, help="replicates of an MLP-type model trained as one batched computation")
+    C.add_flags(p.add_argument_group("training"), TrainConfig)
+    C.add_flags(p.add_argument_group("sparse training"), SparseConfig)
+    p.set_defaults(fn=cmd_sparse_train)
 
     p = sub.add_parser("demo", help="a small lottery-ticket study on MNIST-1D, with table, plots and report")
     p.add_argument("--workers", type=int, default=default_workers())

@@ -9,7 +9,8 @@ Every backend returns a `concurrent.futures.Executor` whose `submit` gives stand
   inside the executor, so an interrupt has nothing to cancel there);
 - `terminate()`: cancel what has not started and kill what is running, now. Runs through
   `ticketlab.api` write their files atomically and hold their locks as open files, so a killed
-  job leaves a resumable checkpoint and no stale lock.
+  job leaves a resumable checkpoint and no stale lock. Call it on KeyboardInterrupt: process
+  workers ignore SIGINT, so `shutdown(wait=True)` would wait for the running jobs to finish.
 
 Backends:
 - `inline`: runs each job in the calling process, inside `submit` (tests, debugging, pdb).
@@ -22,12 +23,14 @@ Backends:
   that may hold OpenMP/MKL thread pools and other threads (tqdm, Ray), a known cause of hangs; the
   forkserver is a fresh single-threaded process. Workers ignore SIGINT (Ctrl-C in a terminal
   reaches the whole process group): the parent decides, and `terminate()`s them. If a worker dies
-  (killed, out of memory), the futures it held fail with `BrokenProcessPool` and the next
-  `submit` starts a fresh pool.
+  (killed, out of memory), the pool stops every worker (ProcessPoolExecutor's rule): all running
+  jobs fail with `BrokenProcessPool`, and the next `submit` starts a fresh pool. As with any non-fork start method, each worker imports the
+  calling script as `__mp_main__`: a script using this backend must guard its entry point with
+  `if __name__ == "__main__":` (the `ticketlab` command does).
 - `ray` (extra `dist`: `pip install 'ticketlab[dist]'`): each job is a `@ray.remote(num_cpus=1)`
   task with Ray's own retries off (callers count retries). With no `address`, a local Ray instance
-  is started and bound to the loopback interface only, without the dashboard and with usage
-  statistics off; `shutdown()` ends it. With `address` (e.g. "auto" or "10.0.0.5:6379"), the
+  is started (≈4-6 s here, plus ≈1.5 s to shut down) and bound to the loopback interface only,
+  without the dashboard and with usage statistics off; `shutdown()` ends it. With `address` (e.g. "auto" or "10.0.0.5:6379"), the
   executor connects to an existing cluster, whose nodes need ticketlab installed and the results
   store on a shared filesystem; `shutdown()` only disconnects.
 """
@@ -260,7 +263,8 @@ def error_text(e: BaseException) -> str:
     if isinstance(cause, BaseException):
         e = cause
     if isinstance(e, BrokenProcessPool):
-        return "BrokenProcessPool: the worker process died (killed, or out of memory?)"
+        return ("BrokenProcessPool: a worker process died (killed, out of memory, or failed to start: "
+                "see its error above)")
     msg = str(e).strip().splitlines()
     return f"{type(e).__name__}: {msg[0] if msg else ''}".rstrip(": ")
 

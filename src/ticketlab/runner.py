@@ -197,6 +197,9 @@ def run_graph(spec: Spec, *, workers: int = 1, stack: int = 8, progress: bool = 
     except BaseException:
         for f in running:
             f.cancel()
+        if own is not None:  # workers ignore SIGINT: kill them; their runs resume from checkpoints
+            own.terminate()
+            own = None
         raise
     finally:
         if own is not None:

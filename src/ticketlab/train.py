@@ -13,8 +13,14 @@ What makes a run reproducible and resumable, bit for bit:
 - a checkpoint holds the weights, masks, optimizer state, iteration and RNG states
   (for dropout), written atomically and loaded with `torch.load(weights_only=True)`.
 
-Pruning methods act through two hooks: `after_backward(it)` (e.g. mask gradients,
-capture a dense gradient) and `after_step(it)` (re-zero weights, update masks).
+Pruning methods act through hooks: objects with any of
+- `attach(optimizer, params)`: called once the optimizer exists (and any saved state is loaded),
+  with the trained parameters by name (stacked [R, ...] when R models train together); a method
+  that works through `optimizer.register_step_pre_hook`/`post_hook` registers them here;
+- `after_backward(it)` (e.g. mask gradients, capture a dense gradient) and `after_step(it)`;
+- `state_dict()` / `load_state_dict(state)`: the hook's state (e.g. dynamic masks, a schedule
+  position), saved in every checkpoint, snapshot and final state under "hooks", and restored
+  on resume, so an interrupted run continues exactly.
 """
 
 from __future__ import annotations
@@ -192,7 +198,8 @@ def fit(model: torch.nn.Module, data, cfg: TrainConfig, run_dir: Path, *,
       learning rate continue from that iteration; optimizer state is restored if given.
       `lr_offset` shifts the schedule: the rate at iteration it is that of it - lr_offset
       (a rewound run that restarts its schedule instead of fast-forwarding it).
-    - `hooks`: objects with optional `after_backward(it)` / `after_step(it)` methods.
+    - `hooks`: objects with optional `attach`, `after_backward`, `after_step`, `state_dict`
+      and `load_state_dict` methods (see the module docstring).
     Returns the summary dict.
     """
     run = Run(run_dir, model=model, masks=masks, start_optimizer=start_optimizer)
@@ -276,6 +283,13 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     enforcer = MaskEnforcer(ensemble.prunable(), stacked_masks) if stacked_masks else None
     if enforcer is not None:
         enforcer.install(optimizer)
+    stateful = [h for h in hooks if hasattr(h, "state_dict")]
+    if any(c.exists() for c in ckpts):
+        for h, st in zip(stateful, states[0].get("hooks", [])):
+            h.load_state_dict(st)
+    for h in hooks:
+        if hasattr(h, "attach"):
+            h.attach(optimizer, ensemble.prunable())
 
     members = ([enforcer] if enforcer else []) + list(hooks)
     after_backward = [h.after_backward for h in members if hasattr(h, "after_backward")]
@@ -288,6 +302,8 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     model = ensemble.module
 
     def save_all(name_fn, i: int, **extra) -> None:
+        if stateful:  # hook state (e.g. dynamic masks) of the group, saved with every run
+            extra["hooks"] = [h.state_dict() for h in stateful]
         opt_states = ensemble.split_optimizer(optimizer.state_dict())
         for d, sd, os_, m in zip(dirs, ensemble.state_dicts(), opt_states, masks):
             _save(d / name_fn(d), sd, os_, i, m, **extra)

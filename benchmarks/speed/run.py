@@ -1,0 +1,79 @@
+"""`make bench`: run the speed benchmarks and print and save one table of ratios.
+
+Every figure is a ratio against a baseline measured in the same run (interleaved rounds,
+medians), because the machine is shared and noisy. The table is written to
+`benchmarks/speed/results-<date>.md` with the date and the machine.
+
+    python benchmarks/speed/run.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer rounds and iterations (a smoke run)")
+    ap.add_argument("--data-dir", default=None)
+    a = ap.parse_args()
+    import imp as imp_bench
+    import loop
+    import sparse_inference
+    rounds = 2 if a.quick else 7
+    rows = []
+    lo = loop.measure(iterations=1000 if a.quick else 3000, rounds=rounds, data_dir=a.data_dir)
+    rows.append(("training loop vs bare PyTorch (LeNet-300-100, Adam, batch 60)", "time ratio",
+                 lo["loop_overhead"], "<= 1.10"))
+    rows.append(("masked (21 % density) vs dense training", "time ratio", lo["mask_cost"], "<= 1.05"))
+    im = imp_bench.measure(rounds=1 if a.quick else 3, iterations=300 if a.quick else 1000, data_dir=a.data_dir)
+    for k, label in (("procs", "2 processes x 1 thread"), ("stacked", "stacking (bmm) in 1 process"),
+                     ("both", "2 processes + stacking")):
+        rows.append((f"IMP study, {label}, vs 1 process one at a time", "speed-up",
+                     im["speedup_vs_serial"][k], ">= 1.8" if k == "both" else ""))
+    sp = sparse_inference.measure(rounds=3 if a.quick else 9)
+    for case in sp["results"]:
+        goal = ">= 3.6" if (case["case"].startswith("lenet") and case["sparsity"] == 0.98 and case["batch"] == 64) \
+            else ">= 14" if (case["sparsity"] == 0.98 and case["batch"] == 64) else ""
+        rows.append((f"sparse vs dense inference: {case['case']}, {case['sparsity']:.0%}, batch {case['batch']}",
+                     "speed-up", case["speedup"], goal))
+    rigl = HERE / "rigl.py"
+    if rigl.exists():
+        import rigl as rigl_bench
+        for case in rigl_bench.measure(quick=a.quick):
+            rows.append((case["label"], "time ratio", case["ratio"], case.get("goal", "")))
+    date = datetime.date.today().isoformat()
+    lines = [f"# Speed benchmarks, {date}", "", f"Machine: {machine()}", "",
+             f"Command: `make bench`{' (--quick)' if a.quick else ''}", "",
+             "| measurement | kind | value | goal |", "|---|---|---|---|"]
+    lines += [f"| {m} | {k} | {v:.3f} | {g} |" for m, k, v, g in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    (HERE / f"results-{date}.md").write_text(text)
+    (HERE / f"results-{date}.json").write_text(json.dumps({"loop": lo, "imp": im, "sparse": sp}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""The sparse-training experiment: store layout, churn log, exact sparsity, stacking, resume after a kill."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from ticketlab import distributions as D
+from ticketlab.errors import ConfigError
+from ticketlab.sparse_train import SparseConfig, layer_sparsities, run
+from ticketlab.train import TrainConfig, load_state
+
+torch.set_num_threads(1)
+
+TRAIN = TrainConfig(dataset="mnist1d", model="mlp", model_args={"widths": [64, 32]}, optimizer="sgd", lr=0.05,
+                    momentum=0.9, iterations=200, batch_size=50, eval_every=50)
+RIGL = SparseConfig(method="rigl", sparsity=0.9, distribution="erk", update_interval=20)
+
+
+@pytest.fixture(scope="module")
+def data():
+    from ticketlab.data import load_dataset
+    return load_dataset("mnist1d")
+
+
+class Crash:
+    """A hook that simulates a kill at a given iteration."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def after_step(self, it):
+        if it + 1 == self.at:
+            raise KeyboardInterrupt
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def go(tmp, data, sparse=RIGL, **kw):
+    kw.setdefault("progress", False)
+    kw.setdefault("checkpoint_every", 50)
+    return run(TRAIN, sparse, store=tmp, data=data, **kw)
+
+
+def test_rigl_run_layout_churn_and_exact_sparsity(tmp_path, data):
+    res = go(tmp_path, data)
+    (row,) = res["rows"]
+    rep = tmp_path / res["experiment"].split("/")[-1] / "replicate_0"
+    assert {"metrics.jsonl", "summary.json", "final.pt", "churn.jsonl", "masks.pt", "sparsity.json"} <= {
+        p.name for p in rep.iterdir()}
+    from ticketlab.models import create_model
+    model = create_model("mlp", input_shape=(40,), num_classes=10, widths=[64, 32])
+    targets = layer_sparsities(RIGL, model)
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters() if n.endswith("weight")}
+    masks = torch.load(rep / "masks.pt", weights_only=True)
+    for n, s in targets.items():
+        assert int(masks[n].sum()) == D.nnz(math.prod(shapes[n]), s)
+    assert row["achieved_sparsity"] == pytest.approx(D.achieved_sparsity(shapes, targets))
+    churn = read_jsonl(rep / "churn.jsonl")
+    assert [c["step"] for c in churn] == list(range(0, 151, 20))  # end at 0.75 · 200
+    assert row["updates"] == len(churn) == 8
+    assert all(c["dropped"] == c["grown"] and c["nnz"] == sum(masks[n].sum().item() for n in targets) for c in churn)
+    assert 0 < churn[0]["churn"] <= 0.3 and churn[-1]["drop_fraction"] < churn[0]["drop_fraction"]
+    assert row["final_test_acc"] > 0.2  # it learns (10 classes)
+    state = load_state(rep / "final.pt")["hooks"][0]
+    assert state["step"] == 200 and state["dense_grad_captures"] == 8
+
+
+def test_resumed_run_equals_uninterrupted(tmp_path, data):
+    cfg = SparseConfig(method="rigl", sparsity=0.8, distribution="uniform", update_interval=15)
+    full = go(tmp_path / "a", data, cfg)
+    with pytest.raises(KeyboardInterrupt):
+        go(tmp_path / "b", data, cfg, hooks=[Crash(at=130)])
+    rep = next((tmp_path / "b").glob("sparse-*")) / "replicate_0"
+    assert load_state(rep / "checkpoint.pt")["iteration"] == 100 and not (rep / "summary.json").exists()
+    resumed = go(tmp_path / "b", data, cfg)
+    a = next((tmp_path / "a").glob("sparse-*")) / "replicate_0"
+    fa, fb = load_state(a / "final.pt"), load_state(rep / "final.pt")
+    assert all(torch.equal(fa["model"][k], fb["model"][k]) for k in fa["model"])
+    ha, hb = fa["hooks"][0], fb["hooks"][0]
+    assert all(torch.equal(ha["masks"][n], hb["masks"][n]) for n in ha["masks"])
+    assert ha["history"] == hb["history"] and ha["step"] == hb["step"] == 200
+    assert read_jsonl(a / "metrics.jsonl") == read_jsonl(rep / "metrics.jsonl")
+    assert (a / "churn.jsonl").read_text() == (rep / "churn.jsonl").read_text()
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("path", "wall_time_s")} for r in rows]  # noqa: E731
+    assert strip(full["rows"]) == strip(resumed["rows"])
+    # a finished experiment does no work
+    again = go(tmp_path / "b", data, cfg, hooks=[Crash(at=1)])
+    assert strip(again["rows"]) == strip(resumed["rows"])
+
+
+def test_stacked_replicates_match_and_resume(tmp_path, data):
+    cfg = SparseConfig(method="set", sparsity=0.9, distribution="erk", update_interval=25)
+    one = go(tmp_path / "one", data, cfg, replicates=2, stack=1)
+    two = go(tmp_path / "two", data, cfg, replicates=2, stack=2)
+    for r in range(2):
+        ra, rb = (next((tmp_path / s).glob("sparse-*")) / f"replicate_{r}" for s in ("one", "two"))
+        assert json.loads((rb / "group.json").read_text())["members"] == [0, 1]
+        ma, mb = (torch.load(d / "masks.pt", weights_only=True) for d in (ra, rb))
+        # SET's masks depend on |w| and its seeded draws only: stacked training reproduces them here
+        assert all(torch.equal(ma[n], mb[n]) for n in ma)
+        assert one["rows"][r]["achieved_sparsity"] == two["rows"][r]["achieved_sparsity"]
+        assert one["rows"][r]["final_test_acc"] == pytest.approx(two["rows"][r]["final_test_acc"], abs=0.02)
+    assert one["rows"][0]["final_test_acc"] != one["rows"][1]["final_test_acc"]  # different seeds
+    # a killed stacked group resumes as the same group
+    with pytest.raises(KeyboardInterrupt):
+        go(tmp_path / "cut", data, cfg, replicates=2, stack=2, hooks=[Crash(at=120)])
+    cut = go(tmp_path / "cut", data, cfg, replicates=2, stack=2)
+    for r in range(2):
+        assert cut["rows"][r]["final_test_acc"] == two["rows"][r]["final_test_acc"]
+        assert cut["rows"][r]["mean_churn"] == two["rows"][r]["mean_churn"]
+
+
+@pytest.mark.parametrize("method", ["dense", "static", "snfs", "gmp", "snip", "synflow"])
+def test_other_methods_reach_their_sparsity(tmp_path, data, method):
+    cfg = SparseConfig(method=method, sparsity=0.9, distribution="uniform", dense_last=True, update_interval=25,
+                       gmp_begin=0.1, gmp_end=0.5, gmp_frequency=20, synflow_iterations=5)
+    (row,) = go(tmp_path, data, cfg)["rows"]
+    rep = next(tmp_path.glob("sparse-*")) / "replicate_0"
+    masks = torch.load(rep / "masks.pt", weights_only=True)
+    sp = json.loads((rep / "sparsity.json").read_text())
+    if method == "dense":
+        assert row["achieved_sparsity"] == 0.0 and all(m.all() for m in masks.values())
+        return
+    assert masks["fc3.weight"].all()  # dense_last: outside the budget
+    kept = int(masks["fc1.weight"].sum()) + int(masks["fc2.weight"].sum())
+    assert kept == D.nnz(40 * 64, 0.9) + D.nnz(64 * 32, 0.9) or (
+        method in ("snip", "synflow") and kept == D.nnz(40 * 64 + 64 * 32, 0.9))  # global: one count
+    assert sp["achieved"] == pytest.approx(row["achieved_sparsity"])
+    churn = read_jsonl(rep / "churn.jsonl")
+    if method == "gmp":
+        assert [c["step"] for c in churn] == [20, 40, 60, 80, 100]  # 0.1·200 .. 0.5·200 every 20
+        assert all(c["grown"] == 0 for c in churn) and churn[-1]["nnz"] == kept
+    elif method == "snfs":
+        assert len(churn) == 7
+    else:
+        assert churn == []
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError):
+        SparseConfig(method="magic")
+    with pytest.raises(ConfigError):
+        SparseConfig(sparsity=1.0)
+    with pytest.raises(ConfigError):
+        SparseConfig(gmp_begin=0.8, gmp_end=0.5)
+    with pytest.raises(ConfigError):
+        SparseConfig(distribution="gaussian")
