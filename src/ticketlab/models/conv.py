@@ -33,6 +33,29 @@ PLANS: dict[str, tuple[int | str, ...]] = {
 }
 
 
+def conv_stack(plan, channels: int, size: list[int], *, width: int = 64, batchnorm: bool = False):
+    """The 3x3 conv part of Conv-N and VGG: ``conv{i}`` [-> ``bn{i}``] -> ReLU per width in `plan`,
+    a 2x2 max-pool at each "M" (skipped once the map is below 2x2, so small inputs work).
+    Widths scale by `width` / 64. Returns (layers, out_channels, out_size, n_conv)."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    n_conv = n_pool = 0
+    for spec in plan:
+        if spec == POOL:
+            n_pool += 1
+            if min(size) >= 2:
+                layers[f"pool{n_pool}"] = nn.MaxPool2d(2)
+                size = [s // 2 for s in size]
+            continue
+        n_conv += 1
+        out = max(1, int(spec) * width // 64)
+        layers[f"conv{n_conv}"] = nn.Conv2d(channels, out, 3, padding=1)
+        if batchnorm:
+            layers[f"bn{n_conv}"] = nn.BatchNorm2d(out)
+        layers[f"relu{n_conv}"] = nn.ReLU()
+        channels = out
+    return layers, channels, size, n_conv
+
+
 class ConvNet(nn.Sequential):
     """Conv-N: layers ``conv1`` .. ``convN``, then ``fc1`` 256, ``fc2`` 256, ``fc3`` (output).
 
@@ -55,19 +78,7 @@ class ConvNet(nn.Sequential):
         num_classes = _checks.positive_int(num_classes, "num_classes")
         dropout = _checks.probability(dropout, "dropout")
 
-        layers: OrderedDict[str, nn.Module] = OrderedDict()
-        channels, size, n_conv, n_pool = c, [h, w], 0, 0
-        for spec in plan:
-            if spec == POOL:
-                n_pool += 1
-                if min(size) >= 2:
-                    layers[f"pool{n_pool}"] = nn.MaxPool2d(2)
-                    size = [s // 2 for s in size]
-            else:
-                n_conv += 1
-                layers[f"conv{n_conv}"] = nn.Conv2d(channels, int(spec), 3, padding=1)
-                layers[f"relu{n_conv}"] = nn.ReLU()
-                channels = int(spec)
+        layers, channels, size, n_conv = conv_stack(plan, c, [h, w])
         layers["flatten"] = nn.Flatten(1)
         sizes = [channels * size[0] * size[1], 256, 256, num_classes]
         for i in range(1, len(sizes)):

@@ -15,15 +15,12 @@ zero, BatchNorm gamma ~ U[0, 1] and beta = 0.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from torch import nn
 
 from ticketlab.models import _checks
 from ticketlab.models._registry import register_model
+from ticketlab.models.conv import POOL, conv_stack
 from ticketlab.models.init import init_weights
-
-POOL = "M"
 PLANS: dict[str, tuple[int | str, ...]] = {
     "vgg11": (64, POOL, 128, POOL, 256, 256, POOL, 512, 512, POOL, 512, 512),
     "vgg16": (64, 64, POOL, 128, 128, POOL, 256, 256, 256, POOL, 512, 512, 512, POOL, 512, 512, 512),
@@ -53,21 +50,7 @@ class VGG(nn.Sequential):
         num_classes = _checks.positive_int(num_classes, "num_classes")
         width = _checks.positive_int(width, "width")
 
-        layers: OrderedDict[str, nn.Module] = OrderedDict()
-        channels, size, n_conv, n_pool = c, [h, w], 0, 0
-        for spec in plan:
-            if spec == POOL:
-                n_pool += 1
-                if min(size) >= 2:
-                    layers[f"pool{n_pool}"] = nn.MaxPool2d(2)
-                    size = [s // 2 for s in size]
-            else:
-                n_conv += 1
-                out = max(1, int(spec) * width // 64)
-                layers[f"conv{n_conv}"] = nn.Conv2d(channels, out, 3, padding=1)
-                layers[f"bn{n_conv}"] = nn.BatchNorm2d(out)
-                layers[f"relu{n_conv}"] = nn.ReLU()
-                channels = out
+        layers, channels, _, _ = conv_stack(plan, c, [h, w], width=width, batchnorm=True)
         layers["avgpool"] = nn.AdaptiveAvgPool2d(1)
         layers["flatten"] = nn.Flatten(1)
         layers["fc"] = nn.Linear(channels, num_classes)
