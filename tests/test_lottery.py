@@ -190,3 +190,11 @@ def test_cli_lottery_with_toml_sections(tmp_path, capsys):
     f.write_text('[lottery]\nlevels = 1\nrewind = 3\n')
     assert main(["lottery", "--config", str(f), "--store", str(tmp_path / "s"), "--quiet"]) == 2
     assert "unknown key 'rewind'" in capsys.readouterr().err
+
+
+def test_ls_reports_the_deepest_level(tmp_path):
+    lottery(tmp_path, levels=2)
+    rows = api.ls(store=tmp_path)
+    assert len(rows) == 1 and rows[0]["kind"] == "lottery" and rows[0]["model"] == "mlp"
+    assert rows[0]["levels"] == 2 and rows[0]["status"] == "3 runs"
+    assert 0.6 < rows[0]["remaining"] < 0.7 and 0 < rows[0]["es_test_acc"] <= 1

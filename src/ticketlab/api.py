@@ -178,14 +178,25 @@ def ls(*, store=None) -> list[dict]:
 
 def _row(exp: Experiment) -> dict:
     cfg = exp.config
-    row = {"experiment": exp.name, "kind": exp.kind, "model": cfg.get("model"), "dataset": cfg.get("dataset")}
+    train = cfg.get("train", cfg)  # lottery and sparse experiments nest the training config
+    row = {"experiment": exp.name, "kind": exp.kind, "model": train.get("model"), "dataset": train.get("dataset")}
     summary = exp.path / "summary.json"
     if summary.exists():
         s = json.loads(summary.read_text())
         row.update(status="done", iterations=s["iterations"], es_iter=s["early_stop"]["iter"],
                    es_test_acc=s["early_stop"]["test_acc"], final_test_acc=s["final"]["test_acc"])
-    else:
-        row["status"] = "partial" if any(exp.path.iterdir()) else "new"
+        return row
+    if exp.kind == "lottery":
+        from ticketlab.results import run_rows
+        tickets = [r for r in run_rows(exp.path) if r["branch"] == "ticket"]
+        if tickets:  # the deepest level reached: its weights remaining and mean accuracy
+            deepest = max(r["level"] for r in tickets)
+            at = [r for r in tickets if r["level"] == deepest]
+            row.update(levels=deepest, remaining=min(r["density"] for r in at),
+                       es_test_acc=sum(r["es_test_acc"] for r in at) / len(at))
+    # levels and replicates are run shape: a lottery is never "done", it has so many finished runs
+    n = sum(1 for _ in exp.path.glob("**/summary.json"))
+    row["status"] = f"{n} runs" if n else "new"
     return row
 
 
