@@ -118,19 +118,9 @@ def batch_indices(n: int, batch_size: int, data_seed: int, it: int, _cache: dict
     return cached[1][pos * batch_size:(pos + 1) * batch_size]
 
 
-@torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of `model` on (x, y), in eval mode."""
-    was_training = model.training
-    model.eval()
-    loss, correct = 0.0, 0
-    for i in range(0, len(x), batch):
-        out = model(x[i:i + batch])
-        loss += float(F.cross_entropy(out, y[i:i + batch], reduction="sum"))
-        correct += int((out.argmax(1) == y[i:i + batch]).sum())
-    model.train(was_training)
-    n = max(len(x), 1)
-    return loss / n, correct / n
+    """(mean cross-entropy, accuracy) of `model` on (x, y), in eval mode: `evaluate_many` of one model."""
+    return evaluate_many(Single(model, {}), x, y, batch)[0]
 
 
 def early_stopping(rows: Sequence[dict]) -> dict:
