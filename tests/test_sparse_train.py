@@ -1,5 +1,6 @@
 """The sparse-training experiment: store layout, churn log, exact sparsity, stacking, resume after a kill."""
 
+import dataclasses
 import json
 import math
 
@@ -149,3 +150,22 @@ def test_config_validation():
         SparseConfig(gmp_begin=0.8, gmp_end=0.5)
     with pytest.raises(ConfigError):
         SparseConfig(distribution="gaussian")
+
+
+def test_plots_accuracy_vs_sparsity_and_churn(tmp_path, data):
+    from ticketlab.plots import plot_all
+    from ticketlab.sparse_plots import accuracy_table, churn_curves, sparse_rows
+    short = dataclasses.replace(TRAIN, iterations=100)
+    exps = [run(short, s, store=tmp_path, data=data, progress=False)["experiment"]
+            for s in (SparseConfig(method="dense"), dataclasses.replace(RIGL, sparsity=0.8), RIGL,
+                      SparseConfig(method="static", sparsity=0.9))]
+    table = accuracy_table(sparse_rows(exps))
+    assert [(t["method"], t["sparsity"]) for t in table] == [("dense", 0.0), ("rigl", 0.8), ("rigl", 0.9),
+                                                             ("static", 0.9)]
+    label, pts = churn_curves(exps[2])
+    # updates every 20 steps up to 0.75 · 100; the cosine-decayed drop fraction makes churn fall
+    assert label == "rigl erk 90%" and [s for s, _ in pts] == [0, 20, 40, 60] and pts[0][1] > pts[-1][1] > 0
+    files = plot_all(exps, tmp_path / "plots")
+    names = {f.name for f in files}
+    assert {"sparse_accuracy.png", "sparse_accuracy.svg", "churn.png", "churn.svg"} <= names
+    assert all(f.stat().st_size > 1000 for f in files)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ticketlab.data import load_dataset
+from ticketlab.errors import TicketlabError
 from ticketlab.models import create_model
 from ticketlab.store import Experiment, Store
 from ticketlab.train import RunOptions, TrainConfig, fit
@@ -47,10 +48,12 @@ def train(cfg: TrainConfig, *, store=None, data_dir=None, progress: bool = True,
     return {**summary, "experiment": str(exp.path)}
 
 
-def lottery(train_cfg: TrainConfig, cfg, *, store=None, data_dir=None, progress: bool = True,
+def lottery(train_cfg, cfg, *, store=None, data_dir=None, progress: bool = True,
             log=None, checkpoint_every: int = 1000, workers: int = 1, stack: int = 8) -> dict:
     """Run (or extend, or resume) an IMP experiment with its controls (`ticketlab lottery`).
 
+    `train_cfg` is the task's recipe: a `TrainConfig` (classification), or the config of another
+    task (`ticketlab.tasks`: RL agents, language models, translation), which picks the trainer.
     Runs go to `workers` processes (1: this process), and compatible runs of a stackable model
     train `stack` at a time as one batched computation (`ticketlab.runner`).
     Returns {"experiment": folder, "rows": one row per trained network, "aggregate": mean ± std
@@ -59,12 +62,14 @@ def lottery(train_cfg: TrainConfig, cfg, *, store=None, data_dir=None, progress:
     from ticketlab.lottery import LotteryRun
     from ticketlab.results import aggregate, run_rows
     from ticketlab.runner import Spec, run_graph
+    from ticketlab.tasks import get_task, task_of
 
-    data = load_dataset(train_cfg.dataset, data_dir, val_size=train_cfg.val_size,
-                        split_seed=train_cfg.split_seed, train_fraction=train_cfg.train_fraction)
-    _valid(train_cfg, data_dir, data)
-    exp = Store(store).experiment("lottery", LotteryRun(train_cfg, cfg))
-    spec = Spec(train_cfg, cfg, str(exp.path), None if data_dir is None else str(data_dir), checkpoint_every)
+    task = get_task(task_of(train_cfg))
+    if task.validate is not None:
+        task.validate(train_cfg, data_dir)
+    exp = Store(store).experiment("lottery", LotteryRun(train_cfg, cfg, task=task.name))
+    spec = Spec(train_cfg, cfg, str(exp.path), None if data_dir is None else str(data_dir), checkpoint_every,
+                task=task.name)
     with exp.lock():
         run_graph(spec, workers=workers, stack=stack, progress=progress, log=log)
     rows = run_rows(exp.path)
@@ -76,8 +81,11 @@ def instability(ref: str, *, level: int, rewind_iters, replicates=(0,), points: 
                 allow_inexact: bool = False, log=None) -> list[dict]:
     """Linear-mode-connectivity instability of a lottery experiment's ticket at `level`, from each
     rewind point in `rewind_iters` (`ticketlab instability`; see `ticketlab.instability`)."""
-    from ticketlab.instability import instability as one, load_configs
+    from ticketlab.instability import experiment_task, instability as one, load_configs
     exp = Store(store).get(ref)
+    if experiment_task(exp.path) != "classify":
+        raise TicketlabError(f"{exp.name}: instability is measured on classification experiments only "
+                             f"(this one is a {experiment_task(exp.path)!r} task)")
     t, _ = load_configs(exp.path)
     data = load_dataset(t.dataset, data_dir, val_size=t.val_size, split_seed=t.split_seed,
                         train_fraction=t.train_fraction)

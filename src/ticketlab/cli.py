@@ -68,9 +68,13 @@ def _pm(mean, std):
 
 
 def lottery_table(agg: list[dict]) -> str:
-    """Per level: weights remaining, and test accuracy at early stopping (mean ± std, %) per branch."""
+    """Per level: weights remaining, and the task's metric at early stopping (mean ± std) per branch:
+    test accuracy in % for classification."""
     branches = list(dict.fromkeys(a["branch"] for a in agg))
     by = {(a["branch"], a["level"]): a for a in agg}
+    metric = agg[0].get("metric", "test_acc") if agg else "test_acc"
+    acc = metric.endswith("_acc")
+    col = {b: f"{b}_acc_%" if acc else f"{b}_{metric}" for b in branches}
     rows = []
     for level in sorted({a["level"] for a in agg}):
         t = by.get(("ticket", level))
@@ -78,9 +82,10 @@ def lottery_table(agg: list[dict]) -> str:
                "es_iter": f"{t['es_iter']:.0f}" if t else ""}
         for b in branches:
             a = by.get((b, level))
-            row[f"{b}_acc_%"] = _pm(a["es_test_acc"], a["es_test_acc_std"]) if a else ""
+            row[col[b]] = "" if not a else (
+                _pm(a["es_score"], a["es_score_std"]) if acc else f"{a['es_score']:.2f} ± {a['es_score_std']:.2f}")
         rows.append(row)
-    return _table(rows, ["level", "remaining_%", "es_iter"] + [f"{b}_acc_%" for b in branches])
+    return _table(rows, ["level", "remaining_%", "es_iter"] + [col[b] for b in branches])
 
 
 def _table(rows: list[dict], cols: list[str]) -> str:
@@ -114,14 +119,16 @@ def cmd_train(ns) -> None:
 def cmd_lottery(ns) -> None:
     from ticketlab import api
     from ticketlab.lottery import LotteryConfig
-    from ticketlab.train import TrainConfig
-    train_cfg, cfg = _configs({"train": TrainConfig, "lottery": LotteryConfig}, ns)
+    from ticketlab.tasks import get_task
+    train_cfg, cfg = _configs({"train": get_task(ns.task).config, "lottery": LotteryConfig}, ns)
     api.set_threads(ns.threads)
     log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
     res = api.lottery(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, progress=not ns.quiet, log=log,
                       checkpoint_every=ns.checkpoint_every, workers=ns.workers, stack=ns.stack)
     print(f"experiment: {res['experiment']}")
-    print("test accuracy at the early-stopping iteration (mean ± std over replicates and draws)")
+    metric = res["aggregate"][0]["metric"] if res["aggregate"] else "test_acc"
+    print(f"{'test accuracy (%)' if metric == 'test_acc' else metric} at the early-stopping iteration "
+          "(mean ± std over replicates and draws)")
     print(lottery_table(res["aggregate"]))
 
 
@@ -240,7 +247,25 @@ def cmd_data_fetch(ns) -> None:
     print(f"{ns.name}: {len(paths)} file(s) downloaded and verified" if paths else f"{ns.name}: already present and verified")
 
 
-def parser() -> argparse.ArgumentParser:
+# Modules that add their own commands: each defines `register(sub)`, adding subparsers to the
+# `ticketlab` command (domain studies that sit on top of the engine).
+PLUGINS: tuple[str, ...] = (
+)
+
+
+def _task_arg(argv: list[str] | None) -> str:
+    """The `--task` value on the command line (its flags decide the lottery command's options)."""
+    argv = sys.argv[1:] if argv is None else argv
+    for i, a in enumerate(argv):
+        if a == "--task" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--task="):
+            return a.split("=", 1)[1]
+    return "classify"
+
+
+def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    from ticketlab.tasks import get_task, task_names
     from ticketlab.train import TrainConfig
     ap = argparse.ArgumentParser(prog="ticketlab", description="Lottery tickets and sparse training.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -260,7 +285,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stack", type=int, default=8,
                    help="train up to N compatible runs of an MLP-type model as one batched computation (1: off)")
     from ticketlab.lottery import LotteryConfig
-    C.add_flags(p.add_argument_group("training"), TrainConfig)
+    task = _task_arg(argv)
+    p.add_argument("--task", default="classify", choices=task_names(),
+                   help="the domain; `ticketlab lottery --task NAME --help` lists that task's training flags")
+    task_config = get_task(task).config if task in task_names() else TrainConfig
+    C.add_flags(p.add_argument_group(f"training ({task})"), task_config)
     C.add_flags(p.add_argument_group("lottery"), LotteryConfig)
     p.set_defaults(fn=cmd_lottery)
 
@@ -352,13 +381,17 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--base-url", default=None, help="download from this URL instead of the canonical mirrors")
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(fn=cmd_data_fetch)
+
+    import importlib
+    for name in PLUGINS:
+        importlib.import_module(name).register(sub)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `ticketlab` console script."""
-    ns = parser().parse_args(argv)
     try:
+        ns = parser(argv).parse_args(argv)
         ns.fn(ns)
     except TicketlabError as e:
         print(f"ticketlab: error: {e}", file=sys.stderr)

@@ -229,31 +229,47 @@ class _Rewound(Replicate):
 
 # ---- the experiment-level driver ---------------------------------------------------------------
 
-def load_configs(exp_path: str | Path) -> tuple[TrainConfig, LotteryConfig]:
-    """The (training, lottery) configs of a lottery experiment folder, from its config.json."""
+def load_configs(exp_path: str | Path) -> tuple[object, LotteryConfig]:
+    """The (task recipe, lottery) configs of a lottery experiment folder, from its config.json:
+    the recipe is a `TrainConfig` for classification, else the config of the task it names."""
+    from ticketlab.tasks import get_task
     path = Path(exp_path) / "config.json"
     if not path.exists():
         raise TicketlabError(f"{exp_path} is not an experiment folder (no config.json)")
     body = json.loads(path.read_text())
     if body.get("kind") != "lottery":
-        raise TicketlabError(f"{exp_path} is a {body.get('kind')!r} experiment; instability needs a lottery one")
+        raise TicketlabError(f"{exp_path} is a {body.get('kind')!r} experiment; a lottery one is needed")
     cfg = body["config"]
-    return (C.from_dict(TrainConfig, cfg["train"], source=str(path)),
+    task = get_task(cfg.get("task", "classify"))
+    return (C.from_dict(task.config, cfg["train"], source=str(path)),
             C.from_dict(LotteryConfig, cfg["lottery"], source=str(path)))
+
+
+def experiment_task(exp_path: str | Path) -> str:
+    """The task name of a lottery experiment folder (`classify` for folders that predate tasks)."""
+    body = json.loads((Path(exp_path) / "config.json").read_text())
+    return body.get("config", {}).get("task", "classify")
 
 
 def open_replicate(exp_path: str | Path, replicate: int = 0, *, data=None, data_dir=None, progress: bool = False,
                    checkpoint_every: int = 1000, rewind_iter: int | None = None) -> Replicate:
     """Replicate `replicate` of a lottery experiment folder, with its trainer and seeds as
-    `ticketlab.api.lottery` made them (`rewind_iter` overrides the experiment's, e.g. for θk)."""
+    `ticketlab.api.lottery` made them (`rewind_iter` overrides the experiment's, e.g. for θk).
+    `data` (classification only) reuses an already loaded dataset."""
+    from ticketlab.tasks import get_task
     from ticketlab.trainers import ClassifyTrainer
 
     train_cfg, lot_cfg = load_configs(exp_path)
     if rewind_iter is not None:
         lot_cfg = dataclasses.replace(lot_cfg, rewind_iter=rewind_iter)
     seed, data_seed = replicate_seeds(train_cfg, replicate)
-    trainer = ClassifyTrainer(dataclasses.replace(train_cfg, init_seed=seed, data_seed=data_seed), data,
-                              data_dir=data_dir, progress=progress, checkpoint_every=checkpoint_every)
+    cfg_r = dataclasses.replace(train_cfg, init_seed=seed, data_seed=data_seed)
+    task = experiment_task(exp_path)
+    if task == "classify":
+        trainer = ClassifyTrainer(cfg_r, data, data_dir=data_dir, progress=progress, checkpoint_every=checkpoint_every)
+    else:
+        trainer = get_task(task).make_trainer(cfg_r, data_dir=data_dir, progress=progress,
+                                              checkpoint_every=checkpoint_every)
     return Replicate(lot_cfg, trainer, Path(exp_path), replicate, seed=seed, data_seed=data_seed)
 
 

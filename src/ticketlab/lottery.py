@@ -74,10 +74,14 @@ class LotteryConfig:
 
 @dataclass(frozen=True)
 class LotteryRun:
-    """A lottery experiment's identity: the training recipe and the IMP hyper-parameters."""
+    """A lottery experiment's identity: the training recipe and the IMP hyper-parameters.
+
+    `train` is the task's recipe (`ticketlab.tasks`); the task's name is recorded but not hashed,
+    since the recipe's own fields already tell the tasks apart."""
 
     train: "TrainConfig"
     lottery: LotteryConfig
+    task: str = param("classify", "the domain: classify, rl, lm or translate (ticketlab.tasks)", hashed=False)
 
 
 def level_fractions(cfg: LotteryConfig, params: dict[str, torch.Tensor], output: str | None) -> dict[str, float]:

@@ -171,7 +171,8 @@ def _metric_vs_density(experiments, out, metric: str, labels, *, dense_line: boo
     if len(labels) != len(paths):
         raise ValueError(f"got {len(labels)} labels for {len(paths)} experiments")
     aggs = _aggregates(paths)
-    scale = 100.0 if metric.endswith("_acc") else 1.0
+    task_metric = aggs[0][0].get("metric", "test_acc") if aggs and aggs[0] else "test_acc"
+    scale = 100.0 if metric.endswith("_acc") or (metric.endswith("_score") and task_metric.endswith("_acc")) else 1.0
     fig = _figure()
     ax = fig.add_subplot()
     xs_all, n_max = [], 1
@@ -197,7 +198,7 @@ def _metric_vs_density(experiments, out, metric: str, labels, *, dense_line: boo
                        linestyle="--", linewidth=1.0, alpha=0.8,
                        label="dense (level 0)" if len(paths) == 1 else f"{label}: dense")
     _density_axis(ax, xs_all)
-    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.set_ylabel(METRIC_LABELS.get(metric) or f"{task_metric} ({metric.split('_')[0]})")
     sub = _title(paths)
     ax.set_title(f"{title}{' — ' + sub if sub else ''}", fontsize=10)
     ax.legend(fontsize=7, loc="best", title=f"mean ± std (≤ {n_max} runs per point)", title_fontsize=7)
@@ -285,6 +286,8 @@ def learning_curve_runs(run_dir_or_exp: str | Path) -> list[tuple[str, Path]]:
     if (p / "metrics.jsonl").exists():
         return [(p.name, p)]
     reps = sorted(p.glob("replicate_*"), key=lambda q: int(q.name.split("_")[1]))
+    if reps and (reps[0] / "metrics.jsonl").exists():  # a sparse-training experiment: one run per replicate
+        return [(q.name.replace("_", " "), q) for q in reps if (q / "metrics.jsonl").exists()]
     if reps:
         levels = sorted((d for d in reps[0].glob("level_*") if (d / "metrics.jsonl").exists()),
                         key=lambda d: int(d.name.split("_")[1]))
@@ -301,37 +304,56 @@ def learning_curve_runs(run_dir_or_exp: str | Path) -> list[tuple[str, Path]]:
     raise TicketlabError(f"{p}: no metrics.jsonl to plot learning curves from")
 
 
+def _curve_keys(rows: list[dict]) -> tuple[str, str]:
+    """The two columns of metrics.jsonl to draw: validation and test accuracy for classification;
+    for other tasks the first two numeric columns after `iter` (e.g. evaluation return, perplexity)."""
+    if "val_acc" in rows[0] and "test_acc" in rows[0]:
+        return "val_acc", "test_acc"
+    keys = [k for k, v in rows[0].items() if k != "iter" and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not keys:
+        raise TicketlabError("metrics.jsonl rows have no numeric column to plot")
+    return keys[0], keys[1] if len(keys) > 1 else keys[0]
+
+
 def plot_learning_curves(run_dir_or_exp: str | Path, out: str | Path) -> list[Path]:
-    """Validation and test accuracy against the iteration (one line per run), with the
-    early-stopping iteration (minimum validation loss) marked."""
+    """Validation and test accuracy (other tasks: their first two metrics) against the iteration,
+    one line per run, with the early-stopping iteration (minimum validation loss) marked."""
     runs = learning_curve_runs(run_dir_or_exp)
     fig = _figure(2)
     axes = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     cmap = matplotlib.colormaps["viridis"]
+    keys = None
     for i, (label, d) in enumerate(runs):
         rows = _metrics(d / "metrics.jsonl")
         if not rows:
             continue
+        keys = keys or _curve_keys(rows)
+        scale = 100.0 if keys[0].endswith("_acc") else 1.0
         color = "C0" if len(runs) == 1 else cmap(i / max(len(runs) - 1, 1) * 0.9)
-        es = min(rows, key=lambda r: (r["val_loss"], r["iter"]))
+        es = min(rows, key=lambda r: (r["val_loss"], r["iter"])) if "val_loss" in rows[0] else None
         its = [r["iter"] for r in rows]
-        for ax, key in zip(axes, ("val_acc", "test_acc")):
-            ax.plot(its, [100 * r[key] for r in rows], color=color, linewidth=1.3, label=label)
-            ax.plot([es["iter"]], [100 * es[key]], color=color, marker="o", markersize=5,
-                    markeredgecolor="black", markeredgewidth=0.6, linestyle="none")
+        for ax, key in zip(axes, keys):
+            ax.plot(its, [scale * r[key] for r in rows], color=color, linewidth=1.3, label=label)
+            if es is not None:
+                ax.plot([es["iter"]], [scale * es[key]], color=color, marker="o", markersize=5,
+                        markeredgecolor="black", markeredgewidth=0.6, linestyle="none")
     name = Path(run_dir_or_exp).name
-    for ax, what in zip(axes, ("validation", "test")):
+    keys = keys or ("val_acc", "test_acc")
+    for ax, key in zip(axes, keys):
+        what = {"val_acc": "validation accuracy (%)", "test_acc": "test accuracy (%)"}.get(key, key)
         ax.set_xlabel("iteration")
-        ax.set_ylabel(f"{what} accuracy (%)")
+        ax.set_ylabel(what)
         ax.grid(True, alpha=0.3)
-        ax.set_title(f"{what.capitalize()} accuracy — {name}", fontsize=10)
-    axes[1].legend(fontsize=7, loc="lower right", title="● early stopping", title_fontsize=7)
+        ax.set_title(f"{what[0].upper() + what[1:]} — {name}", fontsize=10)
+    axes[1].legend(fontsize=7, loc="best", title="● early stopping" if keys[0] == "val_acc" else None,
+                   title_fontsize=7)
     return save_figure(fig, out)
 
 
 def plot_all(experiments: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
     """Every plot that applies: learning curves for each experiment; for the lottery ones
-    (overlaid), accuracy and early stopping, and instability if any was measured."""
+    (overlaid), accuracy and early stopping, and instability if any was measured; for the
+    sparse-training ones, accuracy against sparsity per method and the mask churn."""
     paths = [Path(e) for e in experiments]
     out_dir = Path(out_dir)
     kinds = [experiment_kind(p) for p in paths]
@@ -339,13 +361,22 @@ def plot_all(experiments: Sequence[str | Path], out_dir: str | Path) -> list[Pat
     files: list[Path] = []
     if lottery:
         labels = experiment_labels(lottery)
-        files += plot_accuracy(lottery, out_dir / "accuracy", labels=labels)
+        metrics = {run_rows(p)[0]["metric"] for p in lottery if run_rows(p)}
+        metric = "es_test_acc" if metrics <= {"test_acc"} else "es_score"
+        files += plot_accuracy(lottery, out_dir / "accuracy", metric=metric, labels=labels)
         files += plot_early_stop(lottery, out_dir / "early_stop", labels=labels)
         from ticketlab.instability import instability_rows
         with_inst = [(p, lab) for p, lab in zip(lottery, labels) if instability_rows(p)]
         if with_inst:
             files += plot_instability([p for p, _ in with_inst], out_dir / "instability",
                                       labels=[lab for _, lab in with_inst])
+    sparse = [p for p, k in zip(paths, kinds) if k == "sparse"]
+    if sparse:
+        from ticketlab.sparse_plots import plot_churn, plot_sparse_accuracy
+        files += plot_sparse_accuracy(sparse, out_dir / "sparse_accuracy")
+        updating = [p for p in sparse if any(f.stat().st_size for f in p.glob("replicate_*/churn.jsonl"))]
+        if updating:
+            files += plot_churn(updating, out_dir / "churn")
     for p in paths:
         name = "learning_curves" if len(paths) == 1 else f"learning_curves_{p.name}"
         files += plot_learning_curves(p, out_dir / name)

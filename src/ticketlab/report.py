@@ -93,8 +93,15 @@ def _results_table(agg: list[dict]) -> str:
     branches = [b for b in _BRANCH_ORDER if any(a["branch"] == b for a in agg)]
     branches += sorted({a["branch"] for a in agg} - set(branches))
     by = {(a["branch"], a["level"]): a for a in agg}
-    cols = [("n", "n"), ("es_iter", "ES iter"), ("es_test_acc", "ES test acc (%)"),
-            ("final_test_acc", "final test acc (%)"), ("best_test_acc", "best test acc (%)")]
+    metric = agg[0].get("metric", "test_acc") if agg else "test_acc"
+    if metric == "test_acc":
+        cols = [("n", "n"), ("es_iter", "ES iter"), ("es_test_acc", "ES test acc (%)"),
+                ("final_test_acc", "final test acc (%)"), ("best_test_acc", "best test acc (%)")]
+        scale = 100.0
+    else:  # other tasks: their own metric, unscaled (a return, a perplexity, BLEU)
+        cols = [("n", "n"), ("es_iter", "ES iter"), ("es_score", f"ES {metric}"),
+                ("final_score", f"final {metric}"), ("best_score", f"best {metric}")]
+        scale = 1.0
     head1 = '<th rowspan="2">level</th><th rowspan="2">weights remaining (%)</th>' + "".join(
         f'<th colspan="{len(cols)}">{_e(b)}</th>' for b in branches)
     head2 = "".join(f"<th>{_e(label)}</th>" for _ in branches for _, label in cols)
@@ -112,7 +119,7 @@ def _results_table(agg: list[dict]) -> str:
                 elif key == "es_iter":
                     cells.append(f"<td>{_pm(a['es_iter'], a['es_iter_std'], 1.0, 0)}</td>")
                 else:
-                    cells.append(f"<td>{_pm(a[key], a[key + '_std'])}</td>")
+                    cells.append(f"<td>{_pm(a[key], a[key + '_std'], scale)}</td>")
         rows.append(f'<tr class="level" data-level="{level}">{"".join(cells)}</tr>')
     colgroups = '<colgroup span="2"></colgroup>' + "".join(f'<colgroup span="{len(cols)}"></colgroup>'
                                                             for _ in branches)

@@ -18,7 +18,8 @@ import torch
 from ticketlab import masks as M
 
 _LEVEL = re.compile(r"level_(\d+)$")
-METRICS = ("density", "es_iter", "es_test_acc", "es_val_loss", "final_test_acc", "best_test_acc", "wall_time_s")
+METRICS = ("density", "es_iter", "es_test_acc", "es_val_loss", "final_test_acc", "best_test_acc", "wall_time_s",
+           "es_score", "final_score", "best_score")
 
 
 def _branch(folder: str) -> tuple[str, int]:
@@ -44,11 +45,26 @@ def run_rows(exp_path: str | Path) -> list[dict]:
             s = json.loads(summary.read_text())
             masks = torch.load(level_dir / "mask.pt", map_location="cpu", weights_only=True)
             rows.append({"replicate": r, "branch": control, "draw": draw, "level": int(m.group(1)),
-                         "density": M.density(masks), "es_iter": s["early_stop"]["iter"],
-                         "es_test_acc": s["early_stop"]["test_acc"], "es_val_loss": s["early_stop"]["val_loss"],
-                         "final_test_acc": s["final"]["test_acc"], "best_test_acc": s["best_test_acc"],
-                         "wall_time_s": s["wall_time_s"], "path": str(level_dir)})
+                         "density": M.density(masks), **summary_metrics(s), "path": str(level_dir)})
     return sorted(rows, key=lambda x: (x["branch"] != "ticket", x["branch"], x["level"], x["replicate"], x["draw"]))
+
+
+def summary_metrics(s: dict) -> dict:
+    """A run summary's metrics as row fields.
+
+    Every task reports its headline metric (`s["metric"]`, test accuracy when absent) at the
+    early-stopping row, at the end and at its best, as `es_score`, `final_score` and `best_score`;
+    classification runs also keep their accuracy names (`es_test_acc`, ...)."""
+    metric = s.get("metric", "test_acc")
+    es, fin = s["early_stop"], s["final"]
+    out = {"metric": metric, "es_iter": es["iter"], "es_score": es[metric], "final_score": fin[metric],
+           "best_score": s.get("best_score", s.get("best_" + metric, fin[metric])),
+           "wall_time_s": s["wall_time_s"]}
+    if "val_loss" in es:
+        out["es_val_loss"] = es["val_loss"]
+    if metric == "test_acc":
+        out.update(es_test_acc=es["test_acc"], final_test_acc=fin["test_acc"], best_test_acc=s["best_test_acc"])
+    return out
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
@@ -58,8 +74,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
         groups[(row["branch"], row["level"])].append(row)
     out = []
     for (branch, level), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "ticket", kv[0])):
-        agg = {"branch": branch, "level": level, "n": len(rs)}
-        for k in METRICS:
+        agg = {"branch": branch, "level": level, "n": len(rs), "metric": rs[0].get("metric", "test_acc")}
+        for k in (k for k in METRICS if all(k in x for x in rs)):
             vals = [x[k] for x in rs]
             mean = sum(vals) / len(vals)
             agg[k] = mean

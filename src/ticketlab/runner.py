@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import functools
 import math
 import os
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import Callable
 
 from ticketlab.controls import RANDOM, branch_name, plan_control
 from ticketlab.lottery import LotteryConfig, Replicate, execute, lottery_levels, replicate_seeds
-from ticketlab.train import TrainConfig
+from ticketlab.tasks import get_task
 
 
 @dataclass(frozen=True)
@@ -67,27 +66,20 @@ class Task:
 class Spec:
     """What a worker needs to rebuild the experiment (picklable)."""
 
-    train: TrainConfig
+    train: object  # the task's recipe: a TrainConfig for classification
     lottery: LotteryConfig
     exp_path: str
     data_dir: str | None
     checkpoint_every: int
-
-
-@functools.lru_cache(maxsize=4)
-def _dataset(name, data_dir, val_size, split_seed, train_fraction):
-    from ticketlab.data import load_dataset
-    return load_dataset(name, data_dir, val_size=val_size, split_seed=split_seed, train_fraction=train_fraction)
+    task: str = "classify"  # `ticketlab.tasks`: what `train` configures
 
 
 def replicate(spec: Spec, r: int, *, progress: bool = False, log=None) -> Replicate:
-    """Replicate r of the experiment, with its trainer (the dataset is loaded once per process)."""
-    from ticketlab.trainers import ClassifyTrainer
-    t = spec.train
-    data = _dataset(t.dataset, spec.data_dir, t.val_size, t.split_seed, t.train_fraction)
-    seed, data_seed = replicate_seeds(t, r)
-    trainer = ClassifyTrainer(dataclasses.replace(t, init_seed=seed, data_seed=data_seed), data,
-                              progress=progress, checkpoint_every=spec.checkpoint_every)
+    """Replicate r of the experiment, with its task's trainer."""
+    seed, data_seed = replicate_seeds(spec.train, r)
+    trainer = get_task(spec.task).make_trainer(
+        dataclasses.replace(spec.train, init_seed=seed, data_seed=data_seed), data_dir=spec.data_dir,
+        progress=progress, checkpoint_every=spec.checkpoint_every)
     return Replicate(spec.lottery, trainer, Path(spec.exp_path), r, seed=seed, data_seed=data_seed,
                      log=log or (lambda s: None))
 

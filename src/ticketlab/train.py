@@ -95,9 +95,13 @@ def make_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter]) -> to
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay)
     cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-    # foreach=False: at LeNet size the multi-tensor path is no faster, and the single-tensor
-    # path keeps results identical between one model and the batched runner.
-    return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, foreach=False)
+    # fused=True: one elementwise kernel per tensor. Measured here (benchmarks/speed), the
+    # single-tensor and foreach paths call a vectorised sqrt that is ~6x slower on zeros, and a
+    # pruned network's Adam second moments are zero at every pruned position: a 21 %-dense
+    # LeNet-300-100 step cost 7x its dense step. The fused kernel costs the same at any density
+    # (and 2.7x less than the single-tensor path when dense). It is elementwise, so one model and
+    # the batched runner still compute identical updates.
+    return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=True)
 
 
 def batch_indices(n: int, batch_size: int, data_seed: int, it: int, _cache: dict = {}) -> torch.Tensor:

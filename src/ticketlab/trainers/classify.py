@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Sequence
 
@@ -11,6 +12,7 @@ import torch
 from ticketlab.data import load_dataset
 from ticketlab.models import create_model, output_layer_name, prunable_parameters
 from ticketlab.ensemble import Stacked, stackable
+from ticketlab.tasks import Task, register_task
 from ticketlab.train import Run, RunOptions, TrainConfig, fit, fit_many, total_iterations
 
 
@@ -67,3 +69,29 @@ class ClassifyTrainer:
                         lr_offset=p0.lr_offset, snapshot_iters=p0.snapshot_iters,
                         options=RunOptions(progress=self.progress, desc=f"{len(plans)} runs stacked",
                                            checkpoint_every=self.checkpoint_every))
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset(name, data_dir, val_size, split_seed, train_fraction):
+    """A dataset loaded once per process (the runs of a lottery experiment share it)."""
+    return load_dataset(name, data_dir, val_size=val_size, split_seed=split_seed, train_fraction=train_fraction)
+
+
+def make_trainer(cfg: TrainConfig, *, data_dir=None, progress: bool = False,
+                 checkpoint_every: int = 1000) -> ClassifyTrainer:
+    """The classification trainer of one replicate (`ticketlab.tasks`)."""
+    data = _dataset(cfg.dataset, None if data_dir is None else str(data_dir), cfg.val_size, cfg.split_seed,
+                    cfg.train_fraction)
+    return ClassifyTrainer(cfg, data, progress=progress, checkpoint_every=checkpoint_every)
+
+
+def validate(cfg: TrainConfig, data_dir=None) -> None:
+    """Check that the dataset and model exist and accept the config, without training."""
+    data = _dataset(cfg.dataset, None if data_dir is None else str(data_dir), cfg.val_size, cfg.split_seed,
+                    cfg.train_fraction)
+    with torch.device("meta"):  # checks names and arguments without allocating or initialising
+        create_model(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes,
+                     init=cfg.init, **cfg.model_args)
+
+
+register_task(Task("classify", TrainConfig, make_trainer, metric="test_acc", validate=validate))
