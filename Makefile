@@ -24,5 +24,8 @@ test-all: install
 demo: install
 	OMP_NUM_THREADS=1 $(VENV)/bin/ticketlab demo --store $(DEMO_STORE)
 
+bench: install
+	OMP_NUM_THREADS=1 TICKETLAB_DATA=$${TICKETLAB_DATA:-../shared/data} $(PY) benchmarks/speed/run.py
+
 clean:
 	rm -rf $(VENV) $(DEMO_STORE) ticketlab-results

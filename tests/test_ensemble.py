@@ -3,6 +3,7 @@
 import dataclasses
 
 import pytest
+from crash import Crash
 import torch
 
 from ticketlab.data import load_dataset
@@ -74,12 +75,6 @@ def test_stacked_equals_one_by_one(tmp_path, data, optimizer):
         assert rb["trained_with"] == 3
 
 
-class Crash:
-    def after_step(self, it):
-        if it == 170:
-            raise KeyboardInterrupt
-
-
 def test_stacked_resume_is_bit_identical_and_checkpoints_are_plain(tmp_path, data):
     cfg = TrainConfig(dataset="mnist1d", model="mlp", iterations=300, batch_size=50, eval_every=50)
     runs = lambda tag, ms: [Run(tmp_path / f"{tag}{s}", model=ms[s], data_seed=s) for s in range(3)]
@@ -87,7 +82,7 @@ def test_stacked_resume_is_bit_identical_and_checkpoints_are_plain(tmp_path, dat
     fit_many(runs("full", ms), data, cfg, Stacked(ms), options=QUIET)
     ms = models()
     with pytest.raises(KeyboardInterrupt):
-        fit_many(runs("cut", ms), data, cfg, Stacked(ms), hooks=[Crash()], options=QUIET)
+        fit_many(runs("cut", ms), data, cfg, Stacked(ms), hooks=[Crash(at=171)], options=QUIET)
     ck = load_state(tmp_path / "cut1" / "checkpoint.pt")
     plain = create_model("mlp", input_shape=(40,), num_classes=10, seed=0, widths=[64, 32])
     assert {k: v.shape for k, v in ck["model"].items()} == {k: v.shape for k, v in plain.state_dict().items()}
@@ -99,7 +94,7 @@ def test_stacked_resume_is_bit_identical_and_checkpoints_are_plain(tmp_path, dat
     # a stacked run's checkpoint resumes with the plain loop too (same format)
     ms = models()
     with pytest.raises(KeyboardInterrupt):
-        fit_many(runs("mixed", ms), data, cfg, Stacked(ms), hooks=[Crash()], options=QUIET)
+        fit_many(runs("mixed", ms), data, cfg, Stacked(ms), hooks=[Crash(at=171)], options=QUIET)
     fit(models(1)[0], data, dataclasses.replace(cfg, data_seed=0), tmp_path / "mixed0", options=QUIET)
     a, b = (load_state(tmp_path / f"{t}0" / "final.pt")["model"] for t in ("full", "mixed"))
     assert all(torch.allclose(a[n], b[n], atol=ATOL) for n in a)

@@ -5,6 +5,7 @@ import dataclasses
 import json
 
 import pytest
+from crash import Crash
 import torch
 
 from ticketlab import api, masks as M
@@ -90,19 +91,10 @@ def test_layerwise_rates_and_output_layer(tmp_path):
         assert not (m2[n] & ~m1[n]).any()  # pruned stays pruned
 
 
-class Crash:
-    def __init__(self):
-        self.armed = True
-    def after_step(self, it):
-        if self.armed and it == 120:
-            self.armed = False
-            raise KeyboardInterrupt
-
-
 def test_resumed_lottery_equals_uninterrupted(tmp_path, monkeypatch):
     full = lottery(tmp_path / "a", levels=2, rewind_iter=50)
     import ticketlab.trainers.classify as classify
-    crash, real_fit = Crash(), classify.fit
+    crash, real_fit = Crash(at=121), classify.fit
     def crashing_fit(*a, **kw):
         if str(a[3]).endswith("level_1"):
             kw["hooks"] = [crash]

@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+from crash import Crash
 import torch
 
 from ticketlab import distributions as D
@@ -23,17 +24,6 @@ RIGL = SparseConfig(method="rigl", sparsity=0.9, distribution="erk", update_inte
 def data():
     from ticketlab.data import load_dataset
     return load_dataset("mnist1d")
-
-
-class Crash:
-    """A hook that simulates a kill at a given iteration."""
-
-    def __init__(self, at):
-        self.at = at
-
-    def after_step(self, it):
-        if it + 1 == self.at:
-            raise KeyboardInterrupt
 
 
 def read_jsonl(path):

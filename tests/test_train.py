@@ -10,6 +10,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from crash import Crash
 import torch
 
 from ticketlab.schedules import lr_factor
@@ -62,15 +63,6 @@ def test_same_seeds_give_identical_weights(tmp_path):
     fit(tiny_model(0), data, replace(CFG, data_seed=1), tmp_path / "c", options=QUIET)
     wc = weights(tmp_path / "c")
     assert not torch.equal(wa["0.weight"], wc["0.weight"])
-
-
-class Crash:
-    """A hook that simulates a kill at a given iteration."""
-    def __init__(self, at):
-        self.at = at
-    def after_step(self, it):
-        if it + 1 == self.at:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
