@@ -64,7 +64,11 @@ class Single:
 
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x: [1, B, ...], y: [1, B] -> [1]: the mean cross-entropy."""
-        return F.cross_entropy(self.module(x[0]), y[0]).unsqueeze(0)
+        return self.loss(x[0], y[0]).unsqueeze(0)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x: [B, ...], y: [B] -> []: the mean cross-entropy (the training loop's one-model step)."""
+        return F.cross_entropy(self.module(x), y)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """x: [N, ...] -> [1, N, classes]."""
