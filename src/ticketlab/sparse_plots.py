@@ -1,8 +1,8 @@
 """Figures of sparse-training experiments (`ticketlab sparse-train`), as PNG and SVG.
 
-- `plot_sparse_accuracy`: test accuracy against sparsity, one line per (method, distribution)
-  over several experiments (RigL Fig. 2 left, Evci et al. 2019): mean ± std over replicates as a
-  band, dense training as a dashed horizontal line;
+- `plot_sparse_accuracy`: test accuracy against sparsity, one line per method, one panel per
+  (model, distribution), over several experiments (RigL Fig. 2 left, Evci et al. 2019): mean ± std
+  over replicates as a band, dense training as a dashed horizontal line;
 - `plot_churn`: mask churn at each update over training, the fraction of connections changed
   (`ticketlab.sparse_train`'s module docstring defines it), mean over replicates, one line per
   experiment. RigL's drop fraction decays with a cosine, and churn follows it (RigL §3, Fig. 2 right).
@@ -61,45 +61,56 @@ def accuracy_table(rows: list[dict], metric: str = "final_test_acc") -> list[dic
 
 
 def plot_sparse_accuracy(experiments: Sequence[str | Path], out: str | Path,
-                         metric: str = "final_test_acc") -> list[Path]:
-    """Accuracy against sparsity per (method, distribution); one panel per model."""
+                         metric: str = "final_test_acc", floor: float | None = 6.0) -> list[Path]:
+    """Accuracy against sparsity per method; one panel per (model, distribution).
+
+    `floor`: the y axis stops `floor` points below dense, so that a collapsed run (a layer cut off
+    at high sparsity) does not flatten the differences between the others; such points are drawn
+    on the bottom edge as ▼ with their value written beside them. None: no floor."""
     if metric not in METRIC_LABELS:
         raise TicketlabError(f"unknown metric {metric!r}; known: {', '.join(METRIC_LABELS)}")
     table = accuracy_table(sparse_rows(experiments), metric)
     if not table:
         raise TicketlabError("no finished sparse-training runs to plot")
-    models = list(dict.fromkeys(t["model"] for t in table))
-    fig = _figure(len(models))
+    panels = list(dict.fromkeys((t["model"], t["distribution"]) for t in table if t["method"] != "dense"))
+    panels = panels or list(dict.fromkeys((t["model"], "-") for t in table))
+    fig = _figure(len(panels))
     methods = sorted({t["method"] for t in table if t["method"] != "dense"},
                      key=lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)
-    dists = sorted({t["distribution"] for t in table if t["method"] != "dense"})
-    for i, model in enumerate(models):
-        ax = fig.add_subplot(1, len(models), i + 1)
-        rows = [t for t in table if t["model"] == model]
+    for i, (model, dist) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        dense = next((t for t in table if t["model"] == model and t["method"] == "dense"), None)
+        rows = [t for t in table if t["model"] == model and t["distribution"] == dist]
+        lo = None
+        if floor is not None and dense is not None:
+            lo = max(min(t["mean"] - t["std"] for t in rows + [dense]) - 0.2, dense["mean"] - floor)
         for j, method in enumerate(methods):
-            for k, dist in enumerate(dists):
-                pts = sorted((t for t in rows if t["method"] == method and t["distribution"] == dist),
-                             key=lambda t: t["sparsity"])
-                if not pts:
-                    continue
-                x = [100 * t["sparsity"] for t in pts]
-                y = [t["mean"] for t in pts]
-                sd = [t["std"] for t in pts]
-                color = f"C{j % 10}"
-                ax.plot(x, y, color=color, linestyle=("-", "--", ":")[k % 3], marker=MARKERS[j % len(MARKERS)],
-                        markersize=4, linewidth=1.4, label=f"{method} ({dist})")
-                if any(sd):
-                    ax.fill_between(x, [a - b for a, b in zip(y, sd)], [a + b for a, b in zip(y, sd)],
-                                    color=color, alpha=0.12, linewidth=0)
-        for t in rows:
-            if t["method"] == "dense":
-                ax.axhline(t["mean"], color="0.3", linestyle="--", linewidth=1.0,
-                           label=f"dense ({t['mean']:.2f} ± {t['std']:.2f})")
+            pts = sorted((t for t in rows if t["method"] == method), key=lambda t: t["sparsity"])
+            if not pts:
+                continue
+            x = [100 * t["sparsity"] for t in pts]
+            y = [t["mean"] if lo is None else max(t["mean"], lo) for t in pts]
+            sd = [t["std"] for t in pts]
+            color = f"C{j % 10}"
+            ax.plot(x, y, color=color, marker=MARKERS[j % len(MARKERS)], markersize=4, linewidth=1.4, label=method)
+            if any(sd):
+                ax.fill_between(x, [a - b for a, b in zip(y, sd)], [a + b for a, b in zip(y, sd)],
+                                color=color, alpha=0.12, linewidth=0)
+            for t, xv in zip(pts, x):
+                if lo is not None and t["mean"] < lo:  # off the axis: mark it on the edge
+                    ax.plot([xv], [lo], marker="v", color=color, markersize=7, clip_on=False)
+                    ax.annotate(f"{t['mean']:.1f}", (xv, lo), textcoords="offset points", xytext=(4, 4 + 8 * j),
+                                fontsize=6, color=color)
+        if dense is not None:
+            ax.axhline(dense["mean"], color="0.3", linestyle="--", linewidth=1.0,
+                       label=f"dense ({dense['mean']:.2f} ± {dense['std']:.2f})")
+        if lo is not None:  # the top too: a collapsed point's wide band must not stretch the axis
+            ax.set_ylim(lo, max([dense["mean"]] + [t["mean"] + t["std"] for t in rows if t["mean"] >= lo]) + 0.3)
         ax.set_xlabel("sparsity (%)")
         ax.set_ylabel(METRIC_LABELS[metric])
-        ax.set_title(model, fontsize=10)
+        ax.set_title(f"{model}, {dist}" if dist != "-" else model, fontsize=10)
         ax.grid(True, alpha=0.3)
-        n_max = max(t["n"] for t in rows)
+        n_max = max(t["n"] for t in rows) if rows else 0
         ax.legend(fontsize=6, loc="lower left", title=f"mean ± std (≤ {n_max} seeds)", title_fontsize=6)
     return save_figure(fig, out)
 
