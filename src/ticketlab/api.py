@@ -215,3 +215,12 @@ def set_threads(n: int | None = None) -> None:
 
 
 __all__ = ["build", "train", "lottery", "instability", "plot", "report", "export", "sweep", "sparse_train", "demo", "show", "ls", "set_threads"]
+
+
+def teacher_student(cfg, **kw) -> dict:
+    """Teacher–student specialization, luck and node tickets (`ticketlab teacher-student`; see
+    `ticketlab.teacher_student`). `cfg`: a TeacherStudentConfig or a list of them (a sweep).
+    Keyword arguments: store, workers, stack, checkpoint_every, out, verbose, log.
+    Returns {"experiments", "rows", "files"}."""
+    from ticketlab.teacher_student.experiment import run
+    return run(cfg, **kw)

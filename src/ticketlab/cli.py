@@ -250,6 +250,7 @@ def cmd_data_fetch(ns) -> None:
 # Modules that add their own commands: each defines `register(sub)`, adding subparsers to the
 # `ticketlab` command (domain studies that sit on top of the engine).
 PLUGINS: tuple[str, ...] = (
+    "ticketlab.teacher_student.cli",
 )
 
 
