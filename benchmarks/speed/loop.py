@@ -76,7 +76,7 @@ def measure(iterations: int = 3000, rounds: int = 7, eval_every: int = 1000, dat
     ratio = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b]))
     return {"iterations": iterations, "rounds": rounds, "eval_every": eval_every,
             "median_s": {k: statistics.median(v) for k, v in times.items()},
-            "ms_per_1000_iters": {k: 1000 * statistics.median(v) / iterations for k, v in times.items()},
+            "ms_per_iter": {k: 1000 * statistics.median(v) / iterations for k, v in times.items()},
             "loop_overhead": ratio("ticketlab", "bare"), "mask_cost": ratio("masked", "ticketlab")}
 
 
