@@ -214,7 +214,29 @@ def set_threads(n: int | None = None) -> None:
     torch.set_num_threads(n or 1)
 
 
-__all__ = ["build", "train", "lottery", "instability", "plot", "report", "export", "sweep", "sparse_train", "demo", "show", "ls", "set_threads"]
+__all__ = ["build", "train", "lottery", "instability", "plot", "report", "export", "sweep", "sparse_train", "demo", "show", "ls",
+           "set_threads", "transfer", "teacher_student"]
+
+
+def transfer(cfg=None, *, matrix=None, store=None, data_dir=None, progress: bool = True, log=None,
+             checkpoint_every: int = 1000, workers: int = 1, stack: int = 8) -> dict:
+    """Train a lottery experiment's tickets on another dataset and/or optimizer, with controls
+    (`ticketlab transfer`; Morcos et al. 2019, see `ticketlab.transfer`). `cfg` is a
+    `ticketlab.transfer.TransferConfig` (source, target overrides, levels, controls, ...); or
+    `matrix`, a transfer-matrix TOML file (see `ticketlab.transfer_matrix`), runs all its pairs.
+
+    Returns {"experiment", "source", "own", "random", "rows", "aggregate"} for one transfer, or
+    {"lotteries", "transfers"} for a matrix."""
+    if (cfg is None) == (matrix is None):
+        from ticketlab.errors import ConfigError
+        raise ConfigError("transfer: give either a TransferConfig or a matrix file, not both")
+    kw = dict(store=store, data_dir=data_dir, progress=progress, log=log, checkpoint_every=checkpoint_every,
+              workers=workers, stack=stack)
+    if matrix is not None:
+        from ticketlab.transfer_matrix import load_matrix, run_matrix
+        return run_matrix(load_matrix(matrix), **kw)
+    from ticketlab.transfer import run
+    return run(cfg, **kw)
 
 
 def teacher_student(cfg, **kw) -> dict:

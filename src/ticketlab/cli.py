@@ -251,6 +251,7 @@ def cmd_data_fetch(ns) -> None:
 # `ticketlab` command (domain studies that sit on top of the engine).
 PLUGINS: tuple[str, ...] = (
     "ticketlab.teacher_student.cli",
+    "ticketlab.transfer_cli",
 )
 
 
