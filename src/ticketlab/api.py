@@ -200,8 +200,11 @@ def _row(exp: Experiment) -> dict:
         if tickets:  # the deepest level reached: its weights remaining and mean accuracy
             deepest = max(r["level"] for r in tickets)
             at = [r for r in tickets if r["level"] == deepest]
-            row.update(levels=deepest, remaining=min(r["density"] for r in at),
-                       es_test_acc=sum(r["es_test_acc"] for r in at) / len(at))
+            row.update(levels=deepest, remaining=min(r["density"] for r in at))
+            if at[0]["metric"] == "test_acc":
+                row["es_test_acc"] = sum(r["es_test_acc"] for r in at) / len(at)
+            else:  # other tasks: their own metric (a return, a perplexity, BLEU)
+                row["metric"], row["es_score"] = at[0]["metric"], sum(r["es_score"] for r in at) / len(at)
     # levels and replicates are run shape: a lottery is never "done", it has so many finished runs
     n = sum(1 for _ in exp.path.glob("**/summary.json"))
     row["status"] = f"{n} runs" if n else "new"

@@ -217,8 +217,13 @@ def _plots(exp: Path, kind: str) -> list[tuple[str, str]]:
 
     specs = []
     if kind == "lottery":
-        specs += [("Test accuracy at early stopping against weights remaining (mean ± std band).",
-                   lambda out: plots.plot_accuracy([exp], out)),
+        from ticketlab.results import run_rows
+        rows = run_rows(exp)
+        metric = rows[0]["metric"] if rows else "test_acc"
+        specs += [(("Test accuracy" if metric == "test_acc" else f"{metric}") + " at early stopping against "
+                   "weights remaining (mean ± std band).",
+                   lambda out: plots.plot_accuracy([exp], out, metric="es_test_acc" if metric == "test_acc"
+                                                   else "es_score")),
                   ("Early-stopping iteration (minimum validation loss) against weights remaining.",
                    lambda out: plots.plot_early_stop([exp], out))]
         if instability_rows(exp):

@@ -151,14 +151,16 @@ def load_state(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _read_metrics(path: Path, upto: int) -> list[dict]:
+def read_metrics(path: Path, upto: int) -> list[dict]:
+    """The rows of a run's metrics.jsonl up to iteration `upto` (a resumed run drops later rows)."""
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [r for r in rows if r["iter"] <= upto]
 
 
-def _write_metrics(path: Path, rows: list[dict]) -> None:
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    """Atomically write a run's metrics.jsonl, one JSON row per evaluation."""
     _atomic.write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -262,7 +264,7 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
         optimizer.load_state_dict(ensemble.stack_optimizer([s["optimizer"] for s in states]))
         torch.set_rng_state(states[0]["rng"])
         elapsed = float(states[0].get("elapsed", 0.0))
-        rows = [_read_metrics(d / "metrics.jsonl", it) for d in dirs]
+        rows = [read_metrics(d / "metrics.jsonl", it) for d in dirs]
     else:
         if any(r.model is not None and r.model is not ensemble.module for r in runs):
             ensemble.load_state_dicts([r.model.state_dict() for r in runs])
@@ -362,7 +364,7 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
             record(it)
             if it % ckpt_every == 0 and it < total:
                 for d, rs in zip(dirs, rows):
-                    _write_metrics(d / "metrics.jsonl", rs)
+                    write_metrics(d / "metrics.jsonl", rs)
                 save_all(lambda d: "checkpoint.pt", it, elapsed=elapsed + time.perf_counter() - t0)
         if it in snapshot_iters:
             save_all(lambda d: f"snapshot_{it}.pt", it)
@@ -377,7 +379,7 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     save_all(lambda d: "final.pt", it)
     summaries = []
     for d, rs in zip(dirs, rows):
-        _write_metrics(d / "metrics.jsonl", rs)
+        write_metrics(d / "metrics.jsonl", rs)
         summary = {"iterations": total, "start_iter": start_iter, "final": rs[-1],
                    "early_stop": early_stopping(rs), "best_test_acc": max(r["test_acc"] for r in rs),
                    "wall_time_s": wall / R, "trained_with": R}
