@@ -408,7 +408,10 @@ def test_ctrl_c_stops_workers_and_the_same_command_resumes(tmp_path, reference):
     store = tmp_path / "store"
     exp0, exp1 = (experiment_path(t, store) for t in trials)
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(path), str(store)], stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            text=True, start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            # a terminal's Ctrl-C disposition, even when the tests run as a background job
+                            # (whose shell ignores SIGINT, which the child would inherit)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         worker = wait_for_checkpoint(exp0, proc)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole process group
