@@ -30,7 +30,7 @@ import torch
 
 from ticketlab import _atomic
 from ticketlab.masks import MaskEnforcer
-from ticketlab.train import load_state, save_state
+from ticketlab.train import load_state, read_metrics, save_state, write_metrics
 
 
 class Objective(Protocol):
@@ -81,17 +81,6 @@ def make_optimizer(name: str, params, *, lr: float, weight_decay: float = 0.0,
     return cls(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
 
 
-def _read_rows(path: Path, upto: int) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r["iter"] <= upto]
-
-
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    _atomic.write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
 def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimizer: torch.optim.Optimizer,
         total: int, lr: float, lr_at: Callable[[int], float], clip: float, eval_every: int,
         select: str, metric: str, higher_is_better: bool, masks: dict | None, prunable: dict,
@@ -125,7 +114,7 @@ def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimize
         it = int(state["iteration"])
         carry = tuple(state["carry"]) if state.get("carry") else None
         acc.update({k: float(state[k]) for k in acc if k in state})
-        rows = _read_rows(run_dir / "metrics.jsonl", it)
+        rows = read_metrics(run_dir / "metrics.jsonl", it)
     else:
         if start_optimizer is not None:
             optimizer.load_state_dict(start_optimizer)
@@ -197,7 +186,7 @@ def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimize
         if it in snapshot_iters:
             save(f"snapshot_{it}.pt", it)
         if it % checkpoint_every == 0 and it < total:
-            _write_rows(run_dir / "metrics.jsonl", rows)
+            write_metrics(run_dir / "metrics.jsonl", rows)
             c = [t.detach() for t in carry] if isinstance(carry, tuple) else []
             save("checkpoint.pt", it, carry=c, **{**acc, "elapsed": acc["elapsed"] + time.perf_counter() - t_start,
                                                   "cpu": acc["cpu"] + time.process_time() - c_start})
@@ -208,7 +197,7 @@ def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimize
     wall = acc["elapsed"] + time.perf_counter() - t_start
     cpu = acc["cpu"] + time.process_time() - c_start
     save("final.pt", it)
-    _write_rows(run_dir / "metrics.jsonl", rows)
+    write_metrics(run_dir / "metrics.jsonl", rows)
     best = (max if higher_is_better else min)(r[metric] for r in rows)
     summary = {"iterations": total, "start_iter": start_iter, "metric": metric, "select": select,
                "final": rows[-1], "early_stop": min(rows, key=lambda r: (r[select], r["iter"])),
