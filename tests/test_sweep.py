@@ -19,6 +19,7 @@ from ticketlab import api
 from ticketlab.errors import ConfigError, TicketlabError
 from ticketlab.lottery import LotteryConfig
 from ticketlab.parallel import make_executor
+from ticketlab.sparse_train import SparseConfig
 from ticketlab.store import Store
 from ticketlab.sweep import Trial, command, experiment_path, format_table, load_sweep, run_sweep
 from ticketlab.train import TrainConfig, load_state
@@ -133,6 +134,10 @@ def test_sectioned_and_flat_files_give_the_same_trials(tmp_path):
     ('kind = "train"\n[grid]\nlr = [0.1, -1.0]\n', ["lr", "-1.0", "trial 1"]),
     ('kind = "train"\n[grid]\ninit_seed = [0, 1, 0]\n', ["trials 0 and 2", "same config"]),
     ('kind = "train"\n[base]\ndataset = "mnist1d"\n[base.train]\ndataset = "digits"\n', ["'dataset'", "twice"]),
+    ('kind = "sparse"\n[grid]\nmethod = ["rigl", "magic"]\n', ["method", "'magic'", "trial 1"]),
+    ('kind = "sparse"\n[base.sparse]\nlevels = 2\n', ["'levels'", "[base.sparse]"]),
+    ('kind = "train"\n[sweep]\nreplicates = 3\n', ["replicates", "sparse", "init_seed"]),
+    ('kind = "sparse"\n[sweep]\nreplicates = 0\n', ["replicates", ">= 1"]),
 ])
 def test_sweep_file_errors_name_the_key_and_the_file(tmp_path, text, words):
     path = write(tmp_path, text, "bad-sweep.toml")
@@ -290,6 +295,34 @@ def test_lottery_trials_report_the_last_ticket_and_are_skipped_when_complete(tmp
     more = Trial(0, "lottery", (trial.configs[0], LotteryConfig(levels=2, prune_fraction=0.5)), {})
     (ext,) = run_sweep([more], backend="inline", store=tmp_path, progress=False, checkpoint_every=50)
     assert (ext["status"], ext["level"], ext["experiment"]) == ("done", 2, row["experiment"])
+
+
+def test_sparse_trials_run_sparse_train_with_the_sweeps_replicates(tmp_path):
+    trials, options = load_sweep(write(tmp_path, """
+        kind = "sparse"
+        [base]
+        dataset = "mnist1d"
+        model = "mlp"
+        iterations = 40
+        eval_every = 20
+        sparsity = 0.8
+        [grid.sparse]
+        method = ["rigl", "static"]
+        [sweep]
+        replicates = 2
+    """))
+    assert options == {"replicates": 2} and [t.configs[1].method for t in trials] == ["rigl", "static"]
+    assert trials[0].configs[1] == SparseConfig(method="rigl", sparsity=0.8)
+    rows = run_sweep(trials, backend="inline", store=tmp_path / "store", progress=False, **options)
+    for t, row in zip(trials, rows):
+        by_hand = api.sparse_train(*t.configs, store=tmp_path / "store", progress=False, replicates=2)
+        assert row["status"] == "done" and row["experiment"] == by_hand["experiment"]
+        assert row["experiment"] == str(experiment_path(t, tmp_path / "store"))
+        accs = [r["final_test_acc"] for r in by_hand["rows"]]
+        assert len(accs) == 2 and row["final_test_acc"] == pytest.approx(sum(accs) / 2)
+    again = run_sweep(trials, backend="inline", store=tmp_path / "store", progress=False, **options)
+    assert [r["status"] for r in again] == ["skipped", "skipped"]
+    assert "final_test_acc_std" in format_table(again)
 
 
 class Threads(ThreadPoolExecutor):

@@ -1,7 +1,8 @@
 """Dynamic sparse training on MNIST: the method × sparsity × distribution grid of issue #5.
 
-Runs every (method, sparsity, distribution) point with `ticketlab.api.sparse_train` (replicates
-stacked where the model allows), then writes the accuracy table (`results-<model>.md`, `.csv`) and
+Runs every (method, sparsity, distribution) point as a trial of a `ticketlab sweep` of kind
+"sparse" (`ticketlab.api.sparse_train` per point, replicates stacked where the model allows, points
+spread over `--workers` processes), then writes the accuracy table (`results-<model>.md`, `.csv`) and
 the plots (accuracy against sparsity, mask churn) next to this file. Every run lives in the store,
 so an interrupted grid resumes where it stopped and a finished one only re-draws.
 
@@ -32,11 +33,13 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--update-interval", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=1, help="points trained at once, one process each")
     a = ap.parse_args()
 
     from ticketlab import api
     from ticketlab.sparse_plots import accuracy_table, plot_churn, plot_sparse_accuracy, sparse_rows
     from ticketlab.sparse_train import SparseConfig
+    from ticketlab.sweep import Trial, run_sweep
     from ticketlab.train import TrainConfig
 
     api.set_threads(1)
@@ -50,16 +53,15 @@ def main() -> None:
             for m in a.methods.split(","):
                 points.append(SparseConfig(method=m, sparsity=s, distribution=d, update_interval=a.update_interval,
                                            saliency_scope="distribution"))
-    exps, t0 = [], time.time()
-    for i, p in enumerate(points):
-        t = time.time()
-        res = api.sparse_train(train, p, store=a.store, data_dir=a.data_dir, progress=False,
-                               replicates=a.seeds, stack=a.seeds)
-        exps.append(res["experiment"])
-        agg = res["aggregate"]
-        print(f"[{i + 1}/{len(points)}] {p.method:7s} {p.distribution:8s} {p.sparsity:.2f}: "
-              f"{100 * agg['final_test_acc']:.2f} ± {100 * agg['final_test_acc_std']:.2f}  "
-              f"({time.time() - t:.0f} s)", flush=True)
+    trials = [Trial(i, "sparse", (train, p), {"method": p.method, "sparsity": p.sparsity,
+                                               "distribution": p.distribution}) for i, p in enumerate(points)]
+    t0 = time.time()
+    rows = run_sweep(trials, backend="process" if a.workers > 1 else "inline", workers=a.workers,
+                     store=a.store, data_dir=a.data_dir, replicates=a.seeds, retries=0)
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        raise SystemExit(f"{len(failed)} points failed, e.g. {failed[0]['overrides']}: {failed[0]['error']}")
+    exps = [r["experiment"] for r in rows]
     print(f"grid done in {time.time() - t0:.0f} s")
 
     table = accuracy_table(sparse_rows(exps))

@@ -332,7 +332,7 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _common(p, data=False)
     p.set_defaults(fn=cmd_export)
 
-    p = sub.add_parser("sweep", help="run a grid of train or lottery configs in parallel (see examples/sweep.toml)")
+    p = sub.add_parser("sweep", help="run a grid of train, lottery or sparse-train configs in parallel (see examples/sweep.toml)")
     p.add_argument("file", metavar="CONFIG.toml")
     _common(p)
     p.add_argument("--backend", choices=("inline", "process", "ray"), default=None,

@@ -2,9 +2,10 @@
 
 A sweep file (TOML; see examples/sweep.toml):
 
-    kind = "lottery"            # or "train": which command each trial runs
-    [base]                      # the fixed config: keys of TrainConfig (and, for lottery,
-    dataset = "mnist1d"         #   LotteryConfig), flat or in [base.train] / [base.lottery] tables
+    kind = "lottery"            # or "train", "sparse": which command each trial runs
+    [base]                      # the fixed config: keys of TrainConfig (and LotteryConfig for
+    dataset = "mnist1d"         #   lottery, SparseConfig for sparse), flat or in [base.train] /
+                                #   [base.lottery] / [base.sparse] tables
     iterations = 1000
     levels = 3
     [grid]                      # one list per varied key (flat or [grid.train] / [grid.lottery]);
@@ -17,6 +18,7 @@ A sweep file (TOML; see examples/sweep.toml):
     workers = 2                 #   parallel trials (default: the CPUs)
     address = "auto"            #   ray only: join this cluster instead of starting a local one
     checkpoint_every = 1000     #   iterations between resumable checkpoints
+    replicates = 3              #   sparse only: replicates per trial (default 1)
 
 Unknown keys anywhere, a grid value that is not a non-empty list, a key given in both [base] and
 [grid], and two trials with identical configs are errors naming the key and the file.
@@ -43,6 +45,9 @@ does holds: finished work is not redone, interrupted work resumes from its last 
   earlier one's runs.
 - A lottery trial runs its IMP levels and controls in its worker's process (`api.lottery` with
   workers=1, the default `stack`): the sweep's parallelism is across trials.
+- A sparse trial is `ticketlab sparse-train` (`api.sparse_train`) with the [sweep] table's
+  `replicates`, stacked where the model allows; like a lottery trial it is always dispatched
+  (finished replicates train nothing) and reported `skipped` when no replicate finished.
 """
 
 from __future__ import annotations
@@ -63,11 +68,15 @@ from ticketlab import config as C
 from ticketlab.errors import ConfigError, TicketlabError
 from ticketlab.lottery import LotteryConfig, LotteryRun
 from ticketlab.parallel import BACKENDS, error_text, make_executor
+from ticketlab.sparse_train import SparseConfig, SparseRun
 from ticketlab.store import resolve_store
 from ticketlab.train import TrainConfig
 
-KINDS = {"train": {"train": TrainConfig}, "lottery": {"train": TrainConfig, "lottery": LotteryConfig}}
-OPTIONS = {"retries": int, "backend": str, "workers": int, "address": str, "checkpoint_every": int}
+KINDS = {"train": {"train": TrainConfig}, "lottery": {"train": TrainConfig, "lottery": LotteryConfig},
+         "sparse": {"train": TrainConfig, "sparse": SparseConfig}}
+IDENTITY = {"lottery": LotteryRun, "sparse": SparseRun}  # the store identity of a multi-config kind
+OPTIONS = {"retries": int, "backend": str, "workers": int, "address": str, "checkpoint_every": int,
+           "replicates": int}
 
 
 @dataclass(frozen=True)
@@ -75,8 +84,8 @@ class Trial:
     """One point of a sweep: the configs it runs and the grid values that made it."""
 
     index: int
-    kind: str                 # "train" or "lottery"
-    configs: tuple            # (TrainConfig,) or (TrainConfig, LotteryConfig)
+    kind: str                 # "train", "lottery" or "sparse"
+    configs: tuple            # (TrainConfig,), (TrainConfig, LotteryConfig) or (TrainConfig, SparseConfig)
     overrides: dict           # grid key -> value (as written in the file)
 
     @property
@@ -128,7 +137,12 @@ def load_sweep(path: str | Path) -> tuple[list[Trial], dict]:
                               f"({trial.label}); remove the duplicate grid value")
         seen[key] = i
         trials.append(trial)
-    return trials, _options(doc.get("sweep", {}), path)
+    options = _options(doc.get("sweep", {}), path)
+    if "replicates" in options and kind != "sparse":
+        hint = "set it in [base] or [grid]" if kind == "lottery" else "vary init_seed in [grid]"
+        raise ConfigError(f"replicates in [sweep] of {path} applies to kind = \"sparse\" only; "
+                          f"for a {kind} sweep, {hint}")
+    return trials, options
 
 
 def _split(values: dict, classes: dict, table: str, path: Path) -> tuple[dict[str, dict], list[tuple]]:
@@ -183,7 +197,7 @@ def _options(values: dict, path: Path) -> dict:
 
 def experiment_path(trial: Trial, store) -> Path:
     """The store folder of a trial's experiment (the one `Store(store).experiment` names), not created."""
-    identity = trial.configs[0] if trial.kind == "train" else LotteryRun(*trial.configs)
+    identity = trial.configs[0] if trial.kind == "train" else IDENTITY[trial.kind](*trial.configs)
     return resolve_store(store) / f"{trial.kind}-{C.config_hash(trial.kind, identity)}"
 
 
@@ -191,8 +205,9 @@ def _summaries(folder: Path) -> set[str]:
     return {str(p) for p in folder.glob("**/summary.json")} if folder.is_dir() else set()
 
 
-def run_trial(trial: Trial, store, data_dir=None, checkpoint_every: int = 1000) -> dict:
-    """Run one trial through the public API (quietly); return its status, folder and key metrics."""
+def run_trial(trial: Trial, store, data_dir=None, checkpoint_every: int = 1000, replicates: int = 1) -> dict:
+    """Run one trial through the public API (quietly); return its status, folder and key metrics.
+    `replicates` applies to sparse trials."""
     from ticketlab import api
 
     if trial.kind == "train":
@@ -201,6 +216,13 @@ def run_trial(trial: Trial, store, data_dir=None, checkpoint_every: int = 1000) 
                       checkpoint_every=checkpoint_every)
         return {"status": "skipped" if done_before else "done", **_train_metrics(s)}
     before = _summaries(experiment_path(trial, store))
+    if trial.kind == "sparse":
+        res = api.sparse_train(*trial.configs, store=store, data_dir=data_dir, progress=False,
+                               replicates=replicates, checkpoint_every=checkpoint_every)
+        changed = _summaries(Path(res["experiment"])) != before
+        agg = res["aggregate"]
+        return {"status": "done" if changed or not before else "skipped", "experiment": res["experiment"],
+                "final_test_acc": agg["final_test_acc"], "final_test_acc_std": agg.get("final_test_acc_std")}
     res = api.lottery(*trial.configs, store=store, data_dir=data_dir, progress=False,
                       checkpoint_every=checkpoint_every)
     changed = _summaries(Path(res["experiment"])) != before
@@ -229,12 +251,13 @@ def _lottery_metrics(res: dict) -> dict:
 
 def run_sweep(trials: list[Trial], *, backend: str | Executor = "process", workers: int | None = None,
               address: str | None = None, store=None, data_dir=None, retries: int = 1,
-              progress: bool = True, checkpoint_every: int = 1000) -> list[dict]:
+              progress: bool = True, checkpoint_every: int = 1000, replicates: int = 1) -> list[dict]:
     """Run every trial not yet done; return one row per trial, in trial order.
 
     A row: trial, overrides, status (done / skipped / failed), attempts, experiment (folder),
     the key metrics (train: es_iter, es_test_acc, final_test_acc, wall_s; lottery: the last
-    level's level, density, es_iter, es_test_acc), time_s in this sweep, and error if failed.
+    level's level, density, es_iter, es_test_acc; sparse: final_test_acc and its std over the
+    `replicates`), time_s in this sweep, and error if failed.
     `backend` may also be an executor from `ticketlab.parallel.make_executor`, used and left open.
     Progress lines go to stderr. On KeyboardInterrupt: workers stopped, the interrupt re-raised.
     """
@@ -261,7 +284,7 @@ def run_sweep(trials: list[Trial], *, backend: str | Executor = "process", worke
     ex = make_executor(backend, workers, address) if own else backend
     try:
         _dispatch(ex, todo, rows, len(trials), say, retries=retries,
-                  args=(store, data_dir, checkpoint_every))
+                  args=(store, data_dir, checkpoint_every, replicates))
     except KeyboardInterrupt:
         _stop(ex)
         own = False
@@ -312,6 +335,8 @@ def _progress_line(row: dict, t: Trial) -> str:
         outcome = row["error"]
     elif row.get("es_test_acc") is not None:
         outcome = f"es_test_acc={row['es_test_acc']:.4f}"
+    elif row.get("final_test_acc") is not None:
+        outcome = f"final_test_acc={row['final_test_acc']:.4f}"
     else:
         outcome = ""
     return (f"trial {t.index} {row['status']} ({t.label}) {Path(row['experiment']).name}: {outcome} "
@@ -348,7 +373,7 @@ def _short(v) -> str:
     return json.dumps(v, separators=(",", ":")) if isinstance(v, (dict, list)) else str(v)
 
 
-METRICS = ("level", "density", "es_iter", "es_test_acc", "final_test_acc")
+METRICS = ("level", "density", "es_iter", "es_test_acc", "final_test_acc", "final_test_acc_std")
 
 
 def format_table(rows: list[dict]) -> str:

@@ -40,6 +40,7 @@ from ticketlab import _atomic
 from ticketlab.config import param
 from ticketlab.ensemble import Single
 from ticketlab.masks import MaskEnforcer
+from ticketlab.optim import adam
 from ticketlab.schedules import lr_factor
 
 Hook = Callable[[int], None]
@@ -94,14 +95,8 @@ def make_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter]) -> to
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay)
-    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-    # fused=True: one elementwise kernel per tensor. Measured here (benchmarks/speed), the
-    # single-tensor and foreach paths call a vectorised sqrt that is ~6x slower on zeros, and a
-    # pruned network's Adam second moments are zero at every pruned position: a 21 %-dense
-    # LeNet-300-100 step cost 7x its dense step. The fused kernel costs the same at any density
-    # (and 2.7x less than the single-tensor path when dense). It is elementwise, so one model and
-    # the batched runner still compute identical updates.
-    return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=True)
+    return adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
+                decoupled=cfg.optimizer == "adamw")  # fused: see ticketlab.optim
 
 
 def batch_indices(n: int, batch_size: int, data_seed: int, it: int, _cache: dict = {}) -> torch.Tensor:

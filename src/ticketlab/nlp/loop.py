@@ -30,6 +30,7 @@ import torch
 
 from ticketlab import _atomic
 from ticketlab.masks import MaskEnforcer
+from ticketlab.optim import adam
 from ticketlab.train import load_state, read_metrics, save_state, write_metrics
 
 
@@ -77,8 +78,7 @@ def make_optimizer(name: str, params, *, lr: float, weight_decay: float = 0.0,
     params = list(params)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
-    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
-    return cls(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    return adam(params, lr=lr, betas=betas, weight_decay=weight_decay, decoupled=name == "adamw")
 
 
 def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimizer: torch.optim.Optimizer,
