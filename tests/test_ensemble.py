@@ -108,28 +108,3 @@ def test_group_consistency_errors(tmp_path, data):
         fit_many([Run(tmp_path / "a", model=ms[0]), Run(tmp_path / "b", model=ms[1])], data, cfg, Stacked(ms),
                  options=QUIET)
 
-
-def test_conv_nets_train_channels_last_with_plain_parameters(tmp_path):
-    """A conv net's input batch goes channels-last (faster oneDNN kernels); the loss is the NCHW
-    model's up to float rounding, and the parameters stay contiguous for the masks' flat indexing."""
-    import torch.nn.functional as F
-
-    from ticketlab.data.registry import Dataset, Split
-    from ticketlab.ensemble import Single
-
-    model = create_model("lenet5", input_shape=(1, 16, 16), num_classes=10, seed=0, channels=[4, 8], fc_widths=[16])
-    single = Single(model)
-    x, y = torch.randn(8, 1, 16, 16), torch.randint(0, 10, (8,))
-    assert single._input(x).is_contiguous(memory_format=torch.channels_last)
-    assert single.loss(x, y).item() == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-5)
-    assert torch.allclose(single.logits(x)[0], model(x), atol=1e-5)
-    flat = torch.randn(8, 40)
-    assert Single(models(1)[0])._input(flat) is flat  # an MLP's batches are untouched
-    masks = random_masks(model, 0)
-    n = 64
-    imgs = Dataset("images", *(Split(torch.randn(n, 1, 16, 16), torch.randint(0, 10, (n,))) for _ in range(3)),
-                   num_classes=10, input_shape=(1, 16, 16))
-    fit(model, imgs, TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, iterations=6, batch_size=16, eval_every=3),
-        tmp_path, masks=masks, options=QUIET)
-    for name, p in prunable_parameters(model).items():
-        assert p.is_contiguous() and bool((p[~masks[name]] == 0).all()), name

@@ -55,15 +55,6 @@ class Single:
         self.module = model
         self.size = 1
         self._prunable = prunable
-        # Conv nets run their activations channels-last: oneDNN's NHWC convolutions measured 1.3-1.5x
-        # faster per LeNet-5 training step on this CPU (one thread). Only the input batch is
-        # converted; parameters stay contiguous, which the mask code's flat indexing relies on.
-        self._channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
-
-    def _input(self, x: torch.Tensor) -> torch.Tensor:
-        if self._channels_last and x.dim() == 4:
-            return x.contiguous(memory_format=torch.channels_last)
-        return x
 
     def prunable(self) -> dict[str, nn.Parameter]:
         if self._prunable is None:
@@ -77,11 +68,11 @@ class Single:
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x: [B, ...], y: [B] -> []: the mean cross-entropy (the training loop's one-model step)."""
-        return F.cross_entropy(self.module(self._input(x)), y)
+        return F.cross_entropy(self.module(x), y)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """x: [N, ...] -> [1, N, classes]."""
-        return self.module(self._input(x)).unsqueeze(0)
+        return self.module(x).unsqueeze(0)
 
     def stack_masks(self, masks: Sequence[dict | None]) -> dict:
         return dict(masks[0] or {})
