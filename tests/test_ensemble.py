@@ -107,4 +107,3 @@ def test_group_consistency_errors(tmp_path, data):
     with pytest.raises(ValueError, match="some runs of the group are finished"):
         fit_many([Run(tmp_path / "a", model=ms[0]), Run(tmp_path / "b", model=ms[1])], data, cfg, Stacked(ms),
                  options=QUIET)
-

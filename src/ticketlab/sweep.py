@@ -219,14 +219,15 @@ def run_trial(trial: Trial, store, data_dir=None, checkpoint_every: int = 1000, 
     if trial.kind == "sparse":
         res = api.sparse_train(*trial.configs, store=store, data_dir=data_dir, progress=False,
                                replicates=replicates, checkpoint_every=checkpoint_every)
-        changed = _summaries(Path(res["experiment"])) != before
         agg = res["aggregate"]
-        return {"status": "done" if changed or not before else "skipped", "experiment": res["experiment"],
-                "final_test_acc": agg["final_test_acc"], "final_test_acc_std": agg.get("final_test_acc_std")}
-    res = api.lottery(*trial.configs, store=store, data_dir=data_dir, progress=False,
-                      checkpoint_every=checkpoint_every)
+        metrics = {"experiment": res["experiment"], "final_test_acc": agg["final_test_acc"],
+                   "final_test_acc_std": agg.get("final_test_acc_std")}
+    else:
+        res = api.lottery(*trial.configs, store=store, data_dir=data_dir, progress=False,
+                          checkpoint_every=checkpoint_every)
+        metrics = _lottery_metrics(res)
     changed = _summaries(Path(res["experiment"])) != before
-    return {"status": "done" if changed or not before else "skipped", **_lottery_metrics(res)}
+    return {"status": "done" if changed or not before else "skipped", **metrics}
 
 
 def _train_metrics(s: dict) -> dict:
