@@ -179,3 +179,16 @@ def test_stateful_hooks_are_checkpointed_and_restored(tmp_path):
     c3 = Counter()  # a fresh process: the state comes from the checkpoint at 150
     fit(tiny_model(0), data, CFG, tmp_path / "b", hooks=[c3], options=QUIET)
     assert c3.steps == 300
+
+
+def test_a_bad_train_config_fails_before_any_store_folder_exists(tmp_path):
+    from ticketlab import api
+    from ticketlab.errors import TicketlabError
+
+    store = tmp_path / "store"
+    with pytest.raises(TicketlabError, match="nosuchmodel"):
+        api.train(TrainConfig(dataset="mnist1d", model="nosuchmodel", iterations=10), store=store, progress=False)
+    with pytest.raises(TicketlabError, match="widths"):
+        api.train(TrainConfig(dataset="mnist1d", model="mlp", model_args={"widths": "wide"}, iterations=10),
+                  store=store, progress=False)
+    assert not store.exists() or not any(store.iterdir())
