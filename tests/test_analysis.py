@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from ticketlab import api, instability as I
+from ticketlab import api
+from ticketlab.experiments.lottery import instability as I
 from ticketlab.data import load_dataset
-from ticketlab.errors import ConfigError, TicketlabError
-from ticketlab.lottery import LotteryConfig, load_masks
-from ticketlab.results import run_rows
-from ticketlab.train import TrainConfig, evaluate, load_state
+from ticketlab.core.errors import ConfigError, TicketlabError
+from ticketlab.experiments.lottery.trunk import LotteryConfig, load_masks
+from ticketlab.engine.results import run_rows
+from ticketlab.training.loop import TrainConfig, evaluate, load_state
 
 torch.set_num_threads(1)
 
@@ -201,9 +202,9 @@ def test_instability_reproduces_a_missing_rewind_point(exp_a, exp_b, inst):
 def test_rerun_is_cached_and_new_points_need_no_training(exp_a, data, inst, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("trained")
-    import ticketlab.trainers.classify
+    import ticketlab.domains.classify
     monkeypatch.setattr(I, "fit", no_training)
-    monkeypatch.setattr(ticketlab.trainers.classify, "fit", no_training)
+    monkeypatch.setattr(ticketlab.domains.classify, "fit", no_training)
     path = I.instability_dir(exp_a, 0, 1, 80) / "instability.json"
     mtime = path.stat().st_mtime_ns
     assert I.instability(exp_a, level=1, rewind_iter=80, data=data) == inst[80]
@@ -244,7 +245,7 @@ def check_images(files, names):
 
 
 def test_plots_of_one_and_of_two_overlaid_experiments(exp_a, exp_b, exp_train, inst, tmp_path):
-    from ticketlab import plots
+    from ticketlab.reports import plots
     check_images(plots.plot_accuracy([exp_a], tmp_path / "one" / "accuracy.png"), ["accuracy"])
     svg = (tmp_path / "one" / "accuracy.svg").read_text()
     assert all(text in svg for text in ("ticket", "reinit", "dense (level 0)"))
@@ -273,7 +274,7 @@ def test_plots_of_one_and_of_two_overlaid_experiments(exp_a, exp_b, exp_train, i
 # ---- report ---------------------------------------------------------------------------------
 
 def test_report_is_self_contained_and_complete(exp_a, inst, tmp_path):
-    from ticketlab.report import mask_overlap, write_report
+    from ticketlab.reports.html import mask_overlap, write_report
     page = write_report(exp_a, tmp_path / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>")
     for value in ("digits", "mlp", "rewind_iter", "<td class=\"val\">40</td>", "cosine", "reinit"):
@@ -291,7 +292,7 @@ def test_report_is_self_contained_and_complete(exp_a, inst, tmp_path):
 
 
 def test_report_escapes_text_and_covers_train_experiments(exp_train, tmp_path):
-    from ticketlab.report import write_report
+    from ticketlab.reports.html import write_report
     odd = tmp_path / "train-<b>&x"
     shutil.copytree(exp_train, odd)
     page = write_report(odd, tmp_path / "odd.html").read_text()

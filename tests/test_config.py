@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-from ticketlab import config as C
-from ticketlab.cli import main
-from ticketlab.errors import ConfigError
-from ticketlab.train import TrainConfig
+from ticketlab.core import config as C
+from ticketlab.cli.commands import main
+from ticketlab.core.errors import ConfigError
+from ticketlab.training.loop import TrainConfig
 
 
 def test_unknown_key_names_key_and_source():

@@ -28,7 +28,7 @@ from ticketlab.data import (Dataset, Split, dataset_status, fetch, list_datasets
 from ticketlab.data import _checksums, cifar, generated
 from ticketlab.data._checksums import IDX_NAMES, FileSpec
 from ticketlab.data.idx import parse_idx
-from ticketlab.errors import DataError, TicketlabError
+from ticketlab.core.errors import DataError, TicketlabError
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 

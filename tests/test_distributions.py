@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from ticketlab import distributions as D
-from ticketlab.errors import ConfigError
+from ticketlab.core import distributions as D
+from ticketlab.core.errors import ConfigError
 from ticketlab.models import create_model, prunable_parameters
 
 torch.set_num_threads(1)
@@ -112,7 +112,7 @@ def test_random_masks_exact_and_independent_per_layer():
 
 _CHILD = """
 import hashlib, torch
-from ticketlab import distributions as D
+from ticketlab.core import distributions as D
 m = D.random_masks({"fc1.weight": (300, 784), "fc2.weight": (100, 300)}, {"fc1.weight": 0.9, "fc2.weight": 0.8}, seed=7)
 h = hashlib.sha256()
 for n in sorted(m):

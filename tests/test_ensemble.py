@@ -7,9 +7,9 @@ from crash import Crash
 import torch
 
 from ticketlab.data import load_dataset
-from ticketlab.ensemble import Stacked, stackable
+from ticketlab.training.stacked import Stacked, stackable
 from ticketlab.models import create_model, prunable_parameters
-from ticketlab.train import Run, RunOptions, TrainConfig, fit, fit_many, load_state
+from ticketlab.training.loop import Run, RunOptions, TrainConfig, fit, fit_many, load_state
 
 torch.set_num_threads(1)
 QUIET = RunOptions(progress=False, checkpoint_every=100)

@@ -15,11 +15,11 @@ from torch import nn
 
 from ticketlab import api
 from ticketlab.data import load_dataset
-from ticketlab.errors import TicketlabError
-from ticketlab.export import (CSRLinear, SparseModel, export_experiment, export_run, sparse_from_dense)
-from ticketlab.lottery import LotteryConfig
+from ticketlab.core.errors import TicketlabError
+from ticketlab.engine.export import (CSRLinear, SparseModel, export_experiment, export_run, sparse_from_dense)
+from ticketlab.experiments.lottery.trunk import LotteryConfig
 from ticketlab.models import create_model, prunable_parameters
-from ticketlab.train import TrainConfig, load_state
+from ticketlab.training.loop import TrainConfig, load_state
 
 torch.set_num_threads(1)
 TOL = dict(atol=1e-5, rtol=1e-5)

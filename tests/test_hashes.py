@@ -7,12 +7,12 @@ earlier versions would no longer resolve: change the code, never the number.
 
 import pytest
 
-from ticketlab.config import config_hash
-from ticketlab.lottery import LotteryConfig, LotteryRun
-from ticketlab.sparse_train import SparseConfig, SparseRun
-from ticketlab.teacher_student.spec import TeacherStudentConfig
-from ticketlab.train import TrainConfig
-from ticketlab.transfer import RandomTicketRun, TransferConfig, TransferRun
+from ticketlab.core.config import config_hash
+from ticketlab.experiments.lottery.trunk import LotteryConfig, LotteryRun
+from ticketlab.experiments.sparse_training import SparseConfig, SparseRun
+from ticketlab.experiments.teacher_student.spec import TeacherStudentConfig
+from ticketlab.training.loop import TrainConfig
+from ticketlab.experiments.transfer import RandomTicketRun, TransferConfig, TransferRun
 
 LENET = dict(model="lenet300_100", dataset="mnist", optimizer="adam", lr=1.2e-3, batch_size=60,
              iterations=50000)
@@ -41,9 +41,9 @@ def test_hash_is_pinned(name, kind, cfg, expected):
 
 
 def test_task_hashes_are_pinned():
-    from ticketlab.nlp.lm_task import LMConfig
-    from ticketlab.nlp.translate_task import TranslateConfig
-    from ticketlab.rl.config import RLConfig
+    from ticketlab.domains.nlp.lm_task import LMConfig
+    from ticketlab.domains.nlp.translate_task import TranslateConfig
+    from ticketlab.domains.rl.config import RLConfig
 
     assert config_hash("lottery", LotteryRun(RLConfig(), LotteryConfig(), task="rl")) == "6fc19d257319"
     assert config_hash("lottery", LotteryRun(LMConfig(), LotteryConfig(), task="lm")) == "974b327db093"

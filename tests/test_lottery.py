@@ -8,9 +8,10 @@ import pytest
 from crash import Crash
 import torch
 
-from ticketlab import api, masks as M
-from ticketlab.lottery import LotteryConfig, load_masks, n_levels
-from ticketlab.train import TrainConfig, fit, load_state
+from ticketlab import api
+from ticketlab.core import masks as M
+from ticketlab.experiments.lottery.trunk import LotteryConfig, load_masks, n_levels
+from ticketlab.training.loop import TrainConfig, fit, load_state
 from ticketlab.data import load_dataset
 from ticketlab.models import create_model, prunable_parameters
 
@@ -93,7 +94,7 @@ def test_layerwise_rates_and_output_layer(tmp_path):
 
 def test_resumed_lottery_equals_uninterrupted(tmp_path, monkeypatch):
     full = lottery(tmp_path / "a", levels=2, rewind_iter=50)
-    import ticketlab.trainers.classify as classify
+    import ticketlab.domains.classify as classify
     crash, real_fit = Crash(at=121), classify.fit
     def crashing_fit(*a, **kw):
         if str(a[3]).endswith("level_1"):
@@ -170,7 +171,7 @@ def test_global_strategy_and_replicates(tmp_path):
 
 
 def test_cli_lottery_with_toml_sections(tmp_path, capsys):
-    from ticketlab.cli import main
+    from ticketlab.cli.commands import main
     f = tmp_path / "exp.toml"
     f.write_text('[train]\ndataset = "mnist1d"\nmodel = "mlp"\nmodel_args = {widths = [32]}\n'
                  'iterations = 100\nbatch_size = 50\neval_every = 50\n'

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from ticketlab.errors import ConfigError
+from ticketlab.core.errors import ConfigError
 from ticketlab.models import (
     _registry,
     create_model,

@@ -1,4 +1,4 @@
-"""Language models and translation as lottery tasks (ticketlab.nlp), on tiny corpora written to tmp dirs:
+"""Language models and translation as lottery tasks (ticketlab.domains.nlp), on tiny corpora written to tmp dirs:
 perplexity against a hand-checked case, corpora checksums and errors, tokenizer round trip and
 determinism, BLEU against sacrebleu's own example, decoding, exact masks, resume, 2-level lotteries."""
 
@@ -16,14 +16,14 @@ import pytest
 import torch
 
 from ticketlab import api
-from ticketlab.errors import ConfigError, DataError
-from ticketlab.lottery import LotteryConfig
-from ticketlab.nlp import corpora
-from ticketlab.nlp.lm_models import LSTMLM, TransformerLM
-from ticketlab.nlp.lm_task import LMConfig, LMTrainer, perplexity
-from ticketlab.nlp.loop import lr_factor
-from ticketlab.nlp.vocab import Vocab, batchify, n_segments, segment, word_tokens
-from ticketlab.train import load_state
+from ticketlab.core.errors import ConfigError, DataError
+from ticketlab.experiments.lottery.trunk import LotteryConfig
+from ticketlab.domains.nlp import corpora
+from ticketlab.domains.nlp.lm_models import LSTMLM, TransformerLM
+from ticketlab.domains.nlp.lm_task import LMConfig, LMTrainer, perplexity
+from ticketlab.domains.nlp.loop import lr_factor
+from ticketlab.domains.nlp.vocab import Vocab, batchify, n_segments, segment, word_tokens
+from ticketlab.training.loop import load_state
 
 torch.set_num_threads(1)
 
@@ -146,7 +146,7 @@ def test_real_corpora_are_verified_and_wikitext_train_is_named_when_missing(tmp_
         with pytest.raises(DataError, match=r"wikitext-2/train\.txt is missing.*wiki\.train\.tokens.*36,718 lines.*"
                                             r"2d84b35af79e411d73ea7cae83c73964c6ac83b4"):
             corpora.check_present("wikitext2", data)
-        from ticketlab.cli import main
+        from ticketlab.cli.commands import main
         assert main(["lottery", "--task", "lm", "--dataset", "wikitext2", "--data-dir", data,
                      "--store", str(tmp_path), "--quiet"]) == 2
 
@@ -165,7 +165,7 @@ def test_corrupt_and_missing_files_raise_one_line_errors(tiny_ptb):
 # ---- tokenizer, BLEU, decoding -----------------------------------------------------------------
 
 def test_tokenizer_round_trips_and_is_deterministic_across_processes(tiny_multi30k, tmp_path):
-    from ticketlab.nlp.tokenizer import train_tokenizer
+    from ticketlab.domains.nlp.tokenizer import train_tokenizer
     text = corpora.read_parallel("multi30k", "en", "de", tiny_multi30k)["train"]
     sents = text[0] + text[1]
     tok = train_tokenizer(sents, vocab_size=300)
@@ -174,14 +174,14 @@ def test_tokenizer_round_trips_and_is_deterministic_across_processes(tiny_multi3
     assert train_tokenizer(sents, vocab_size=300).sha256 == tok.sha256
     corpus = tmp_path / "sents.json"
     corpus.write_text(json.dumps(sents))
-    code = ("import json,sys; from ticketlab.nlp.tokenizer import train_tokenizer; "
+    code = ("import json,sys; from ticketlab.domains.nlp.tokenizer import train_tokenizer; "
             f"print(train_tokenizer(json.load(open({str(corpus)!r})), vocab_size=300).sha256)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == tok.sha256
 
 
 def test_bleu_matches_sacrebleus_readme_example():
-    from ticketlab.nlp.translate_task import corpus_bleu
+    from ticketlab.domains.nlp.translate_task import corpus_bleu
     refs = [["The dog bit the man.", "It was not unexpected.", "The man bit him first."],
             ["The dog had bit the man.", "No one was surprised.", "The man had bitten the dog."]]
     hyps = ["The dog bit the man.", "It wasn't surprising.", "The man had just bitten him."]
@@ -189,8 +189,8 @@ def test_bleu_matches_sacrebleus_readme_example():
 
 
 def test_cached_decoding_equals_teacher_forcing_and_beam1_is_greedy():
-    from ticketlab.nlp.decode import beam_search, greedy
-    from ticketlab.nlp.seq2seq import Seq2SeqTransformer
+    from ticketlab.domains.nlp.decode import beam_search, greedy
+    from ticketlab.domains.nlp.seq2seq import Seq2SeqTransformer
     torch.manual_seed(0)
     m = Seq2SeqTransformer(40, 16, 2, 2, 32, 0.0, pad=0, tie=False).eval()
     src = torch.tensor([[5, 6, 7, 3, 0], [8, 9, 10, 11, 3]])
@@ -206,8 +206,8 @@ def test_cached_decoding_equals_teacher_forcing_and_beam1_is_greedy():
 
 @torch.no_grad()
 def test_a_wide_beam_finds_the_exhaustive_best_with_length_penalty():
-    from ticketlab.nlp.decode import beam_search, greedy, length_penalty
-    from ticketlab.nlp.seq2seq import Seq2SeqTransformer
+    from ticketlab.domains.nlp.decode import beam_search, greedy, length_penalty
+    from ticketlab.domains.nlp.seq2seq import Seq2SeqTransformer
     V, bos, eos, L, alpha = 6, 2, 3, 3, 0.6
     src = torch.tensor([[4, 5, 3], [5, 1, 3]])
     differs = 0
@@ -343,7 +343,7 @@ def test_lm_lottery_two_levels_with_late_rewinding_and_controls(tiny_ptb, tmp_pa
 
 
 def test_translate_lottery_two_levels(tiny_multi30k, tmp_path):
-    from ticketlab.nlp.translate_task import TranslateConfig
+    from ticketlab.domains.nlp.translate_task import TranslateConfig
     cfg = TranslateConfig(vocab_size=300, hidden=16, n_layers=1, heads=2, ffn=32, batch_size=40, epochs=2.0,
                           warmup=5, lr=3e-3, eval_every=10, beam_size=2, dropout=0.0)
     res = api.lottery(cfg, LotteryConfig(levels=2, prune_fraction=0.4, rewind_iter=4, controls=("random_mask",)),
@@ -354,5 +354,5 @@ def test_translate_lottery_two_levels(tiny_multi30k, tmp_path):
     run = res["rows"][0]["path"]
     s = json.loads(open(f"{run}/summary.json").read())
     assert s["early_stop"]["val_loss"] == min(json.loads(r)["val_loss"] for r in open(f"{run}/metrics.jsonl"))
-    from ticketlab.nlp.tokenizer import Tokenizer
+    from ticketlab.domains.nlp.tokenizer import Tokenizer
     assert Tokenizer.load(f"{run}/tokenizer.model").sha256 == s["tokenizer_sha256"]

@@ -1,4 +1,4 @@
-"""Tests for ticketlab.pruning and ticketlab.scores: exact counts, ties, purity, controls, selection."""
+"""Tests for ticketlab.core.pruning and ticketlab.core.scores: exact counts, ties, purity, controls, selection."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import time
 import pytest
 import torch
 
-from ticketlab import pruning, scores
-from ticketlab.errors import TicketlabError
-from ticketlab.masks import count, ones_masks
-from ticketlab.pruning import (
+from ticketlab.core import pruning, scores
+from ticketlab.core.errors import TicketlabError
+from ticketlab.core.masks import count, ones_masks
+from ticketlab.core.pruning import (
     PruningError,
     jaccard,
     ladder,
@@ -27,7 +27,7 @@ from ticketlab.pruning import (
     random_mask_like,
     select,
 )
-from ticketlab.scores import magnitude, random_scores
+from ticketlab.core.scores import magnitude, random_scores
 
 torch.set_num_threads(1)
 
@@ -268,7 +268,7 @@ def test_random_mask_like_counts_and_determinism():
 
 CHILD = """
 import hashlib, sys, torch
-from ticketlab.pruning import random_mask_like
+from ticketlab.core.pruning import random_mask_like
 masks = {n: torch.arange(torch.Size(s).numel()).reshape(s) % 3 == 0
          for n, s in [("fc1.weight", (30, 20)), ("fc2.weight", (10, 30)), ("out", (7,))]}
 h = hashlib.sha256()

@@ -1,4 +1,4 @@
-"""Lottery tickets in RL (ticketlab.rl): exact masks through SB3's updates (PPO and DQN, target
+"""Lottery tickets in RL (ticketlab.domains.rl): exact masks through SB3's updates (PPO and DQN, target
 network included), bit-exact rewinding and resume, a 2-level CartPole lottery end to end through
 the API and the CLI, config errors, and the Atari frame resize. Tiny budgets (a few hundred env steps)."""
 
@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from ticketlab import api, masks as M
-from ticketlab.cli import main
-from ticketlab.errors import ConfigError
-from ticketlab.lottery import LotteryConfig
-from ticketlab.rl import RLConfig
-from ticketlab.rl import trainer as rl_trainer
-from ticketlab.rl.envs import AreaResize
-from ticketlab.rl.task import make_trainer, validate
-from ticketlab.train import load_state
+from ticketlab import api
+from ticketlab.core import masks as M
+from ticketlab.cli.commands import main
+from ticketlab.core.errors import ConfigError
+from ticketlab.experiments.lottery.trunk import LotteryConfig
+from ticketlab.domains.rl import RLConfig
+from ticketlab.domains.rl import trainer as rl_trainer
+from ticketlab.domains.rl.envs import AreaResize
+from ticketlab.domains.rl.task import make_trainer, validate
+from ticketlab.training.loop import load_state
 
 torch.set_num_threads(1)
 

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ticketlab import distributions as D
-from ticketlab.errors import ConfigError
-from ticketlab.saliency import grasp, masks_from_scores, prune_at_init, snip, synflow, synflow_masks
+from ticketlab.core import distributions as D
+from ticketlab.core.errors import ConfigError
+from ticketlab.methods.saliency import grasp, masks_from_scores, prune_at_init, snip, synflow, synflow_masks
 
 torch.set_num_threads(1)
 

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ticketlab import distributions as D
-from ticketlab.errors import ConfigError
-from ticketlab.schedules import drop_fraction, gmp_sparsity
-from ticketlab.sparse import GMP, SET, SNFS, RigL, Static, Updater, sparsify, top_k
-from ticketlab.sparse.bench import update_cost
+from ticketlab.core import distributions as D
+from ticketlab.core.errors import ConfigError
+from ticketlab.core.schedules import drop_fraction, gmp_sparsity
+from ticketlab.methods.sparse import GMP, SET, SNFS, RigL, Static, Updater, sparsify, top_k
+from ticketlab.methods.sparse.bench import update_cost
 
 torch.set_num_threads(1)
 

@@ -8,10 +8,10 @@ import pytest
 from crash import Crash
 import torch
 
-from ticketlab import distributions as D
-from ticketlab.errors import ConfigError
-from ticketlab.sparse_train import SparseConfig, layer_sparsities, run
-from ticketlab.train import TrainConfig, load_state
+from ticketlab.core import distributions as D
+from ticketlab.core.errors import ConfigError
+from ticketlab.experiments.sparse_training import SparseConfig, layer_sparsities, run
+from ticketlab.training.loop import TrainConfig, load_state
 
 torch.set_num_threads(1)
 
@@ -143,8 +143,8 @@ def test_config_validation():
 
 
 def test_plots_accuracy_vs_sparsity_and_churn(tmp_path, data):
-    from ticketlab.plots import plot_all
-    from ticketlab.sparse_plots import accuracy_table, churn_curves, sparse_rows
+    from ticketlab.reports.plots import plot_all
+    from ticketlab.reports.sparse_plots import accuracy_table, churn_curves, sparse_rows
     short = dataclasses.replace(TRAIN, iterations=100)
     exps = [run(short, s, store=tmp_path, data=data, progress=False)["experiment"]
             for s in (SparseConfig(method="dense"), dataclasses.replace(RIGL, sparsity=0.8), RIGL,

@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from ticketlab import _atomic
-from ticketlab.errors import TicketlabError
-from ticketlab.store import Store
-from ticketlab.train import TrainConfig
+from ticketlab.core import atomic as _atomic
+from ticketlab.core.errors import TicketlabError
+from ticketlab.engine.store import Store
+from ticketlab.training.loop import TrainConfig
 
 
 def test_atomic_write_leaves_old_content_on_failure(tmp_path):
@@ -51,7 +51,7 @@ def test_lock_is_exclusive(tmp_path):
 
 
 def _try_lock(path, q):
-    from ticketlab.store import Experiment
+    from ticketlab.engine.store import Experiment
     try:
         with Experiment(__import__("pathlib").Path(path)).lock():
             q.put("acquired")

@@ -16,13 +16,15 @@ import pytest
 import torch
 
 from ticketlab import api
-from ticketlab.errors import ConfigError, TicketlabError
-from ticketlab.lottery import LotteryConfig
-from ticketlab.parallel import make_executor
-from ticketlab.sparse_train import SparseConfig
-from ticketlab.store import Store
+from ticketlab.experiments import dense
+from ticketlab.experiments.lottery import runner as lottery_runner
+from ticketlab.core.errors import ConfigError, TicketlabError
+from ticketlab.experiments.lottery.trunk import LotteryConfig
+from ticketlab.engine.parallel import make_executor
+from ticketlab.experiments.sparse_training import SparseConfig
+from ticketlab.engine.store import Store
 from ticketlab.sweep import Trial, command, experiment_path, format_table, load_sweep, run_sweep
-from ticketlab.train import TrainConfig, load_state
+from ticketlab.training.loop import TrainConfig, load_state
 
 torch.set_num_threads(1)
 
@@ -258,7 +260,7 @@ def tiny_trial(i, **changes):
 
 
 def test_a_trial_failing_once_is_retried_and_a_broken_one_reported(tmp_path, monkeypatch):
-    real, calls = api.train, []
+    real, calls = dense.train, []
 
     def flaky(cfg, **kw):  # the first call fails, as a transient error would
         calls.append(cfg.dataset)
@@ -266,7 +268,7 @@ def test_a_trial_failing_once_is_retried_and_a_broken_one_reported(tmp_path, mon
             raise RuntimeError("transient failure")
         return real(cfg, **kw)
 
-    monkeypatch.setattr(api, "train", flaky)
+    monkeypatch.setattr(dense, "train", flaky)
     trials = [tiny_trial(0, init_seed=3), tiny_trial(1, dataset="no-such-data")]
     rows = run_sweep(trials, backend="inline", store=tmp_path, retries=1, progress=False)
     assert calls == ["mnist1d", "no-such-data", "mnist1d", "no-such-data"]  # retries go to the back
@@ -341,7 +343,7 @@ def test_trials_sharing_a_folder_never_run_at_once(tmp_path, monkeypatch):
             events.append(("end", exp))
         return {"experiment": exp, "aggregate": []}
 
-    monkeypatch.setattr(api, "lottery", fake_lottery)
+    monkeypatch.setattr(lottery_runner, "run_lottery", fake_lottery)
     seed0, seed1 = TrainConfig(**TINY), TrainConfig(**TINY, init_seed=1)
     trials = [Trial(0, "lottery", (seed0, LotteryConfig(levels=1)), {}),
               Trial(1, "lottery", (seed0, LotteryConfig(levels=2)), {}),  # same folder as trial 0
@@ -369,7 +371,7 @@ def test_keyboard_interrupt_propagates_after_stopping(tmp_path, monkeypatch, cap
     def interrupted(cfg, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(api, "train", interrupted)
+    monkeypatch.setattr(dense, "train", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_sweep([tiny_trial(0), tiny_trial(1, init_seed=1)], backend="inline", store=tmp_path)
     assert "Run the same command again" in capsys.readouterr().err

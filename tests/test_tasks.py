@@ -2,9 +2,9 @@
 
 import pytest
 
-from ticketlab.errors import ConfigError
-from ticketlab.tasks import get_task, task_names, task_of
-from ticketlab.train import TrainConfig
+from ticketlab.core.errors import ConfigError
+from ticketlab.engine.tasks import get_task, task_names, task_of
+from ticketlab.training.loop import TrainConfig
 
 
 def test_classify_task_is_found_by_name_and_by_config():
@@ -22,13 +22,13 @@ def test_unknown_task_names_the_choices():
 
 
 def test_cli_rejects_an_unknown_task(capsys):
-    from ticketlab.cli import main
+    from ticketlab.cli.commands import main
     with pytest.raises(SystemExit) as e:
         main(["lottery", "--task", "nope"])
     assert e.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
 
 
 def test_classify_validate_names_a_bad_model(tmp_path):
-    from ticketlab.errors import TicketlabError
+    from ticketlab.core.errors import TicketlabError
     with pytest.raises(TicketlabError, match="nonesuch"):
         get_task("classify").validate(TrainConfig(model="nonesuch"), None)

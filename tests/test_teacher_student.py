@@ -11,16 +11,16 @@ import pytest
 import torch
 
 from ticketlab import api
-from ticketlab.cli import main
-from ticketlab.errors import ConfigError
-from ticketlab.teacher_student import metrics as Mx, prune as P
-from ticketlab.teacher_student.experiment import TeacherStudentConfig, fit_group, prepare_run, run
-from ticketlab.teacher_student.net import Net
-from ticketlab.teacher_student.optim import StackedOptimizer
-from ticketlab.teacher_student.student import make_student
-from ticketlab.teacher_student.teacher import GRID, compact, grid_rows, load_teacher, make_teacher
-from ticketlab.store import Store
-from ticketlab.train import load_state
+from ticketlab.cli.commands import main
+from ticketlab.core.errors import ConfigError
+from ticketlab.experiments.teacher_student import metrics as Mx, prune as P
+from ticketlab.experiments.teacher_student.experiment import TeacherStudentConfig, fit_group, prepare_run, run
+from ticketlab.experiments.teacher_student.net import Net
+from ticketlab.experiments.teacher_student.optim import StackedOptimizer
+from ticketlab.experiments.teacher_student.student import make_student
+from ticketlab.experiments.teacher_student.teacher import GRID, compact, grid_rows, load_teacher, make_teacher
+from ticketlab.engine.store import Store
+from ticketlab.training.loop import load_state
 
 torch.set_num_threads(1)
 
@@ -188,9 +188,9 @@ def test_stacked_optimizer_matches_torch(kind):
 # ---- a trained, pruned network as the teacher ---------------------------------------------------
 
 def test_checkpoint_teacher_from_a_lottery_level(tmp_path):
-    from ticketlab.lottery import save_masks
+    from ticketlab.experiments.lottery.trunk import save_masks
     from ticketlab.models import create_model
-    from ticketlab.train import save_state
+    from ticketlab.training.loop import save_state
     model = create_model("mlp", input_shape=(8,), num_classes=3, seed=0, widths=(6, 5))
     masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in model.named_parameters() if n.endswith("weight")}
     masks["fc1.weight"][2] = False      # hidden node 2 of layer 1: no fan-in (a constant node)
@@ -212,7 +212,7 @@ def test_checkpoint_teacher_from_a_lottery_level(tmp_path):
     assert torch.allclose(t(x)[0], model(x), atol=1e-5)
     cfg = TeacherStudentConfig(**{**TINY, "teacher_checkpoint": str(level), "multi": 2, "seeds": 1, "steps": 50,
                                   "log_every": 50})
-    res = run(cfg, store=tmp_path / "store", out=tmp_path / "plots")
+    res = api.teacher_student(cfg, store=tmp_path / "store", out=tmp_path / "plots")
     assert res["rows"][0]["teacher_widths"] == [4, 4]
     assert {"lshape_layers.png", "best_over_training_layers.svg", "luck_layer1.png"} <= {
         p.split("/")[-1] for p in res["files"]}

@@ -13,8 +13,8 @@ import pytest
 from crash import Crash
 import torch
 
-from ticketlab.schedules import lr_factor
-from ticketlab.train import RunOptions, TrainConfig, early_stopping, fit, load_state, make_optimizer
+from ticketlab.core.schedules import lr_factor
+from ticketlab.training.loop import RunOptions, TrainConfig, early_stopping, fit, load_state, make_optimizer
 
 torch.set_num_threads(1)
 
@@ -183,7 +183,7 @@ def test_stateful_hooks_are_checkpointed_and_restored(tmp_path):
 
 def test_a_bad_train_config_fails_before_any_store_folder_exists(tmp_path):
     from ticketlab import api
-    from ticketlab.errors import TicketlabError
+    from ticketlab.core.errors import TicketlabError
 
     store = tmp_path / "store"
     with pytest.raises(TicketlabError, match="nosuchmodel"):

@@ -8,13 +8,15 @@ import json
 import pytest
 import torch
 
-from ticketlab import api, cli, transfer as T
+from ticketlab import api
+from ticketlab.cli import commands as cli
+from ticketlab.experiments import transfer as T
 from ticketlab.data import Dataset, Split, load_dataset
-from ticketlab.errors import ConfigError, TicketlabError
-from ticketlab.lottery import LotteryConfig, load_masks
-from ticketlab.pruning import n_to_keep
-from ticketlab.train import TrainConfig, load_state
-from ticketlab.transfer import TransferConfig
+from ticketlab.core.errors import ConfigError, TicketlabError
+from ticketlab.experiments.lottery.trunk import LotteryConfig, load_masks
+from ticketlab.core.pruning import n_to_keep
+from ticketlab.training.loop import TrainConfig, load_state
+from ticketlab.experiments.transfer import TransferConfig
 
 torch.set_num_threads(1)
 
@@ -199,7 +201,7 @@ pairs = [["small", "sgd"]]
     assert set(res["lotteries"]) == {"adam", "sgd", "small"}  # a recipe's lottery is source and own ticket
     assert [(t["source"], t["target"]) for t in res["transfers"]] == [("adam", "sgd"), ("sgd", "adam"), ("small", "sgd")]
     assert len(list((tmp_path / "store").glob("lottery-*"))) == 3
-    from ticketlab.transfer_matrix import summary
+    from ticketlab.experiments.transfer_matrix import summary
     rows = summary(res["transfers"])
     assert len(rows) == 3 and all(r["own_acc_%"] is not None and r["random_acc_%"] is not None for r in rows)
     # two sources, one target, the same per-layer counts: one set of random tickets, shared

@@ -37,10 +37,10 @@ def main() -> None:
     a = ap.parse_args()
 
     from ticketlab import api
-    from ticketlab.sparse_plots import accuracy_table, plot_churn, plot_sparse_accuracy, sparse_rows
-    from ticketlab.sparse_train import SparseConfig
+    from ticketlab.reports.sparse_plots import accuracy_table, plot_churn, plot_sparse_accuracy, sparse_rows
+    from ticketlab.experiments.sparse_training import SparseConfig
     from ticketlab.sweep import Trial, run_sweep
-    from ticketlab.train import TrainConfig
+    from ticketlab.training.loop import TrainConfig
 
     api.set_threads(1)
     # SGD + Nesterov momentum, L2 1e-4, batch 100, cosine decay: the official RigL MNIST recipe

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ticketlab.plots import _metric_vs_density, plot_learning_curves
-from ticketlab.results import run_rows
+from ticketlab.reports.plots import _metric_vs_density, plot_learning_curves
+from ticketlab.engine.results import run_rows
 
 
 def experiments(store: Path) -> dict[str, Path]:

@@ -17,9 +17,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from ticketlab import plots
-from ticketlab.results import aggregate, run_rows
-from ticketlab.store import Store
+from ticketlab.reports import plots
+from ticketlab.engine.results import aggregate, run_rows
+from ticketlab.engine.store import Store
 
 
 def experiments(store: Path) -> list[tuple[Path, dict]]:

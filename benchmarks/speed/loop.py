@@ -6,7 +6,7 @@ load cancels (../shared/reference/performance.md §0).
 
 - bare: the same model, optimizer (Adam 1.2e-3), batch (60) and data order, written as the
   shortest plain PyTorch loop, evaluating validation and test at the same iterations.
-- ticketlab: `ticketlab.train.fit` doing the same steps (progress bar off, as in scripts).
+- ticketlab: `ticketlab.training.loop.fit` doing the same steps (progress bar off, as in scripts).
 - masked: `fit` with boolean masks at 21 % density (LTH level 7), enforced on gradients,
   weights and optimizer state.
 
@@ -26,12 +26,12 @@ import torch.nn.functional as F
 
 from ticketlab.data import load_dataset
 from ticketlab.models import create_model, prunable_parameters
-from ticketlab.train import RunOptions, TrainConfig, batch_indices, evaluate, fit
+from ticketlab.training.loop import RunOptions, TrainConfig, batch_indices, evaluate, fit
 
 
 def bare_loop(data, cfg: TrainConfig) -> None:
     model = create_model("lenet300_100", input_shape=data.input_shape, num_classes=10, seed=0)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)  # as `ticketlab.train.make_optimizer`
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)  # as `ticketlab.training.loop.make_optimizer`
     x, y = data.train.x, data.train.y
     evaluate(model, data.val.x, data.val.y), evaluate(model, data.test.x, data.test.y)
     for it in range(cfg.iterations):

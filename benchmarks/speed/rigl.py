@@ -1,6 +1,6 @@
 """RigL's mask update, amortised at ΔT = 100, as a share of training time (issue #5's cost goal).
 
-`ticketlab.sparse.bench.update_cost` times training steps and update steps of one model in the same
+`ticketlab.methods.sparse.bench.update_cost` times training steps and update steps of one model in the same
 process (medians over steps); the share is update time / (100 × step time). Goals: ≤ 3 % for
 LeNet-300-100 (MNIST shape, batch 60) and ≤ 0.5 % for a ResNet-scale model (resnet20 on CIFAR
 shape, batch 128). 90 % sparsity, uniform, α = 0.3 (performance.md §6).
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ticketlab.sparse.bench import update_cost
+from ticketlab.methods.sparse.bench import update_cost
 
 CASES = (("lenet300_100", (1, 28, 28), 60, "<= 0.03"), ("resnet20", (3, 32, 32), 128, "<= 0.005"))
 

@@ -1,4 +1,4 @@
-"""Sparse inference speed: `ticketlab.export.SparseModel` (CSR) against the masked dense model.
+"""Sparse inference speed: `ticketlab.engine.export.SparseModel` (CSR) against the masked dense model.
 
 Speed-up = dense time ÷ sparse time, forward only under `torch.inference_mode()`, 1 thread, random
 unstructured masks with exactly the given sparsity in every layer:
@@ -10,7 +10,7 @@ unstructured masks with exactly the given sparsity in every layer:
 Two dense baselines: ``dense`` is the masked model as users run it (``model(x)``, one module call per
 layer); ``dense_fn`` is the same computation as bare ``F.linear``/``relu`` calls, with no module
 overhead. `SparseModel` runs sequential networks without module calls either (see
-`ticketlab.export._make_plan`), so ``speedup`` (dense ÷ sparse) is what a user gains and
+`ticketlab.engine.export._make_plan`), so ``speedup`` (dense ÷ sparse) is what a user gains and
 ``speedup_fn`` (dense_fn ÷ sparse) the part that is due to the sparse kernels alone. On the 4096²
 layer the two coincide; at LeNet size and batch 1 module-call overhead is a large part of the time.
 
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ticketlab.export import sparse_from_dense
+from ticketlab.engine.export import sparse_from_dense
 from ticketlab.models import create_model, prunable_parameters
 
 SPARSITIES = (0.90, 0.95, 0.98, 0.99)

@@ -15,13 +15,13 @@ import sys
 from pathlib import Path
 
 from ticketlab import api
-from ticketlab.transfer_matrix import load_matrix, summary
-from ticketlab.transfer_plots import plot_all, plot_gap_heatmap
-from ticketlab.lottery import load_masks
-from ticketlab.plots import save_figure
-from ticketlab.pruning import layer_jaccard
-from ticketlab.results import aggregate, run_rows
-from ticketlab.transfer import links
+from ticketlab.experiments.transfer_matrix import load_matrix, summary
+from ticketlab.reports.transfer_plots import plot_all, plot_gap_heatmap
+from ticketlab.experiments.lottery.trunk import load_masks
+from ticketlab.reports.plots import save_figure
+from ticketlab.core.pruning import layer_jaccard
+from ticketlab.engine.results import aggregate, run_rows
+from ticketlab.experiments.transfer import links
 
 HERE = Path(__file__).parent
 OUT = HERE / "out"

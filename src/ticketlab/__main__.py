@@ -2,6 +2,6 @@
 
 import sys
 
-from ticketlab.cli import main
+from ticketlab.cli.commands import main
 
 sys.exit(main())

@@ -1,7 +1,7 @@
 """The Python API: one function per CLI command, sharing one code path with the CLI.
 
     from ticketlab import api
-    from ticketlab.train import TrainConfig
+    from ticketlab.training.loop import TrainConfig
     summary = api.train(TrainConfig(dataset="mnist1d", model="mlp", iterations=2000))
 
 Each function takes a config dataclass, finds (or creates) the experiment's folder in
@@ -11,43 +11,28 @@ stored results without training; an interrupted one resumes.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
-import torch
-
 from ticketlab.data import load_dataset
-from ticketlab.errors import TicketlabError
-from ticketlab.models import create_model
-from ticketlab.store import Experiment, Store
-from ticketlab.train import RunOptions, TrainConfig, fit
+from ticketlab.core.errors import TicketlabError
+from ticketlab.engine.store import Experiment, Store
+from ticketlab.engine.parallel import set_threads  # noqa: F401  (part of the API)
+from ticketlab.experiments import dense
+from ticketlab.training.loop import TrainConfig
 
 
 def build(cfg: TrainConfig, data_dir=None, *, seed: int | None = None):
     """(dataset, model) for a training config; the model is initialised from `seed` (default: init_seed)."""
-    data = load_dataset(cfg.dataset, data_dir, val_size=cfg.val_size, split_seed=cfg.split_seed,
-                        train_fraction=cfg.train_fraction)
-    model = create_model(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes,
-                         seed=cfg.init_seed if seed is None else seed, init=cfg.init, **cfg.model_args)
-    return data, model
+    return dense.build(cfg, data_dir, seed=seed)
 
 
 def train(cfg: TrainConfig, *, store=None, data_dir=None, progress: bool = True,
           tensorboard: bool = False, checkpoint_every: int = 1000) -> dict:
     """Train one dense model (the `ticketlab train` command). Returns the run's summary dict,
     with `experiment` set to the experiment's folder."""
-    # Building first checks the dataset, model and arguments before a store folder is made (a typo
-    # must not leave an empty experiment behind); the data is then loaded once.
-    data, model = build(cfg, data_dir)
-    exp = Store(store).experiment("train", cfg)
-    if (exp.path / "summary.json").exists():
-        return {**json.loads((exp.path / "summary.json").read_text()), "experiment": str(exp.path)}
-    with exp.lock():
-        summary = fit(model, data, cfg, exp.path, options=RunOptions(
-            progress=progress, desc=f"train {exp.name}", checkpoint_every=checkpoint_every,
-            tensorboard=exp.path / "tb" if tensorboard else None))
-    return {**summary, "experiment": str(exp.path)}
+    return dense.train(cfg, store=store, data_dir=data_dir, progress=progress, tensorboard=tensorboard,
+                       checkpoint_every=checkpoint_every)
 
 
 def lottery(train_cfg, cfg, *, store=None, data_dir=None, progress: bool = True,
@@ -55,35 +40,23 @@ def lottery(train_cfg, cfg, *, store=None, data_dir=None, progress: bool = True,
     """Run (or extend, or resume) an IMP experiment with its controls (`ticketlab lottery`).
 
     `train_cfg` is the task's recipe: a `TrainConfig` (classification), or the config of another
-    task (`ticketlab.tasks`: RL agents, language models, translation), which picks the trainer.
+    task (`ticketlab.engine.tasks`: RL agents, language models, translation), which picks the trainer.
     Runs go to `workers` processes (1: this process), and compatible runs of a stackable model
-    train `stack` at a time as one batched computation (`ticketlab.runner`).
+    train `stack` at a time as one batched computation (`ticketlab.experiments.lottery.runner`).
     Returns {"experiment": folder, "rows": one row per trained network, "aggregate": mean ± std
     per (branch, level)}. Levels, replicates and controls already in the store are not re-run.
     """
-    from ticketlab.lottery import LotteryRun
-    from ticketlab.results import aggregate, run_rows
-    from ticketlab.runner import Spec, run_graph
-    from ticketlab.tasks import get_task, task_of
-
-    task = get_task(task_of(train_cfg))
-    if task.validate is not None:
-        task.validate(train_cfg, data_dir)
-    exp = Store(store).experiment("lottery", LotteryRun(train_cfg, cfg, task=task.name))
-    spec = Spec(train_cfg, cfg, str(exp.path), None if data_dir is None else str(data_dir), checkpoint_every,
-                task=task.name)
-    with exp.lock():
-        run_graph(spec, workers=workers, stack=stack, progress=progress, log=log)
-    rows = run_rows(exp.path)
-    return {"experiment": str(exp.path), "rows": rows, "aggregate": aggregate(rows)}
+    from ticketlab.experiments.lottery.runner import run_lottery
+    return run_lottery(train_cfg, cfg, store=store, data_dir=data_dir, progress=progress, log=log,
+                       checkpoint_every=checkpoint_every, workers=workers, stack=stack)
 
 
 def instability(ref: str, *, level: int, rewind_iters, replicates=(0,), points: int = 11,
                 data_seeds=(1000, 1001), store=None, data_dir=None, progress: bool = True,
                 allow_inexact: bool = False, log=None) -> list[dict]:
     """Linear-mode-connectivity instability of a lottery experiment's ticket at `level`, from each
-    rewind point in `rewind_iters` (`ticketlab instability`; see `ticketlab.instability`)."""
-    from ticketlab.instability import experiment_task, instability as one, load_configs
+    rewind point in `rewind_iters` (`ticketlab instability`; see `ticketlab.experiments.lottery.instability`)."""
+    from ticketlab.experiments.lottery.instability import experiment_task, instability as one, load_configs
     exp = Store(store).get(ref)
     if experiment_task(exp.path) != "classify":
         raise TicketlabError(f"{exp.name}: instability is measured on classification experiments only "
@@ -98,20 +71,20 @@ def instability(ref: str, *, level: int, rewind_iters, replicates=(0,), points: 
 
 def plot(refs, out_dir, *, store=None) -> list[str]:
     """Plots of one or several experiments, overlaid, as PNG and SVG (`ticketlab plot`)."""
-    from ticketlab.plots import plot_all
+    from ticketlab.reports.plots import plot_all
     return [str(p) for p in plot_all([Store(store).get(r).path for r in refs], out_dir)]
 
 
 def report(ref: str, out, *, store=None) -> str:
     """A self-contained HTML report of one experiment (`ticketlab report`)."""
-    from ticketlab.report import write_report
+    from ticketlab.reports.html import write_report
     return str(write_report(Store(store).get(ref).path, out))
 
 
 def export(ref: str, out, *, level: int, replicate: int = 0, branch: str = "", store=None,
            min_sparsity: float = 0.0) -> Path:
     """Write a level's ticket as a compact sparse model: linear layers in CSR (`ticketlab export`)."""
-    from ticketlab.export import export_experiment
+    from ticketlab.engine.export import export_experiment
     return export_experiment(ref, out, level=level, replicate=replicate, branch=branch, store=store,
                              min_sparsity=min_sparsity)
 
@@ -127,10 +100,10 @@ def sweep(path, **kw) -> list[dict]:
 
 def sparse_train(train_cfg: TrainConfig, sparse_cfg, *, store=None, data_dir=None, progress: bool = True,
                  replicates: int = 1, stack: int = 8, checkpoint_every: int = 1000, log=None) -> dict:
-    """Dynamic or static sparse training from scratch (`ticketlab sparse-train`; see `ticketlab.sparse_train`).
+    """Dynamic or static sparse training from scratch (`ticketlab sparse-train`; see `ticketlab.experiments.sparse_training`).
 
     Returns {"experiment", "rows", "aggregate"}."""
-    from ticketlab.sparse_train import run
+    from ticketlab.experiments.sparse_training import run
     return run(train_cfg, sparse_cfg, store=store, data_dir=data_dir, progress=progress, replicates=replicates,
                stack=stack, checkpoint_every=checkpoint_every, log=log)
 
@@ -147,7 +120,7 @@ def demo(*, store=None, workers: int = 1, progress: bool = True, log=None) -> di
     IMP at 20 % per level (output layer 10 %) with reset to init, 8 levels (down to ≈17 % of the
     weights), 2 replicates, random-reinit and random-mask controls. Writes plots and an HTML report
     into the experiment's folder; returns `lottery`'s result plus their paths."""
-    from ticketlab.lottery import LotteryConfig
+    from ticketlab.experiments.lottery.trunk import LotteryConfig
     res = lottery(TrainConfig(**DEMO_TRAIN), LotteryConfig(**DEMO_LOTTERY), store=store, progress=progress,
                   log=log, workers=workers)
     exp = res["experiment"]
@@ -185,7 +158,7 @@ def _row(exp: Experiment) -> dict:
                    es_test_acc=s["early_stop"]["test_acc"], final_test_acc=s["final"]["test_acc"])
         return row
     if exp.kind == "lottery":
-        from ticketlab.results import run_rows
+        from ticketlab.engine.results import run_rows
         tickets = [r for r in run_rows(exp.path) if r["branch"] == "ticket"]
         if tickets:  # the deepest level reached: its weights remaining and mean accuracy
             deepest = max(r["level"] for r in tickets)
@@ -201,12 +174,6 @@ def _row(exp: Experiment) -> dict:
     return row
 
 
-def set_threads(n: int | None = None) -> None:
-    """One torch thread per process by default: measured here, 2 threads can run up to 30x
-    slower when another process holds a core (../shared/reference/performance.md §3)."""
-    torch.set_num_threads(n or 1)
-
-
 __all__ = ["build", "train", "lottery", "instability", "plot", "report", "export", "sweep", "sparse_train", "demo", "show", "ls",
            "set_threads", "transfer", "teacher_student"]
 
@@ -214,28 +181,35 @@ __all__ = ["build", "train", "lottery", "instability", "plot", "report", "export
 def transfer(cfg=None, *, matrix=None, store=None, data_dir=None, progress: bool = True, log=None,
              checkpoint_every: int = 1000, workers: int = 1, stack: int = 8) -> dict:
     """Train a lottery experiment's tickets on another dataset and/or optimizer, with controls
-    (`ticketlab transfer`; Morcos et al. 2019, see `ticketlab.transfer`). `cfg` is a
-    `ticketlab.transfer.TransferConfig` (source, target overrides, levels, controls, ...); or
-    `matrix`, a transfer-matrix TOML file (see `ticketlab.transfer_matrix`), runs all its pairs.
+    (`ticketlab transfer`; Morcos et al. 2019, see `ticketlab.experiments.transfer`). `cfg` is a
+    `ticketlab.experiments.transfer.TransferConfig` (source, target overrides, levels, controls, ...); or
+    `matrix`, a transfer-matrix TOML file (see `ticketlab.experiments.transfer_matrix`), runs all its pairs.
 
     Returns {"experiment", "source", "own", "random", "rows", "aggregate"} for one transfer, or
     {"lotteries", "transfers"} for a matrix."""
     if (cfg is None) == (matrix is None):
-        from ticketlab.errors import ConfigError
+        from ticketlab.core.errors import ConfigError
         raise ConfigError("transfer: give either a TransferConfig or a matrix file, not both")
     kw = dict(store=store, data_dir=data_dir, progress=progress, log=log, checkpoint_every=checkpoint_every,
               workers=workers, stack=stack)
     if matrix is not None:
-        from ticketlab.transfer_matrix import load_matrix, run_matrix
+        from ticketlab.experiments.transfer_matrix import load_matrix, run_matrix
         return run_matrix(load_matrix(matrix), **kw)
-    from ticketlab.transfer import run
+    from ticketlab.experiments.transfer import run
     return run(cfg, **kw)
 
 
 def teacher_student(cfg, **kw) -> dict:
     """Teacher–student specialization, luck and node tickets (`ticketlab teacher-student`; see
-    `ticketlab.teacher_student`). `cfg`: a TeacherStudentConfig or a list of them (a sweep).
+    `ticketlab.experiments.teacher_student`). `cfg`: a TeacherStudentConfig or a list of them (a sweep).
     Keyword arguments: store, workers, stack, checkpoint_every, out, verbose, log.
     Returns {"experiments", "rows", "files"}."""
-    from ticketlab.teacher_student.experiment import run
-    return run(cfg, **kw)
+    from ticketlab.experiments.teacher_student.experiment import run
+    out = kw.pop("out", None)
+    res = run(cfg, **kw)
+    if out is not None:  # CSV tables and plots of every experiment, into `out`
+        from ticketlab.reports.teacher_student_plots import plot_all
+        from ticketlab.reports.teacher_student_tables import write_all
+        paths = [Path(e) for e in res["experiments"]]
+        res["files"] = [str(p) for p in write_all(res["rows"], paths, out) + plot_all(paths, out)]
+    return res

@@ -24,7 +24,7 @@ Unknown keys anywhere, a grid value that is not a non-empty list, a key given in
 [grid], and two trials with identical configs are errors naming the key and the file.
 
 Each trial calls `api.train` or `api.lottery`, exactly as `ticketlab train` / `ticketlab lottery`
-would with the same config, in a worker (`ticketlab.parallel`; one torch thread per worker). So its
+would with the same config, in a worker (`ticketlab.engine.parallel`; one torch thread per worker). So its
 results land in the store folder that the hand-run command would use, and everything the store
 does holds: finished work is not redone, interrupted work resumes from its last checkpoint.
 
@@ -64,13 +64,16 @@ from concurrent.futures import FIRST_COMPLETED, Executor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from ticketlab import config as C
-from ticketlab.errors import ConfigError, TicketlabError
-from ticketlab.lottery import LotteryConfig, LotteryRun
-from ticketlab.parallel import BACKENDS, error_text, make_executor
-from ticketlab.sparse_train import SparseConfig, SparseRun
-from ticketlab.store import resolve_store
-from ticketlab.train import TrainConfig
+from ticketlab.core import config as C
+from ticketlab.core.errors import ConfigError, TicketlabError
+from ticketlab.experiments.lottery.trunk import LotteryConfig, LotteryRun
+from ticketlab.engine.parallel import BACKENDS, error_text, make_executor, set_threads
+from ticketlab.experiments import dense, sparse_training
+from ticketlab.experiments.lottery import runner as lottery_runner
+from ticketlab.experiments.sparse_training import SparseConfig, SparseRun
+from ticketlab.engine.store import resolve_store
+from ticketlab.reports.tables import text_table
+from ticketlab.training.loop import TrainConfig
 
 KINDS = {"train": {"train": TrainConfig}, "lottery": {"train": TrainConfig, "lottery": LotteryConfig},
          "sparse": {"train": TrainConfig, "sparse": SparseConfig}}
@@ -208,22 +211,20 @@ def _summaries(folder: Path) -> set[str]:
 def run_trial(trial: Trial, store, data_dir=None, checkpoint_every: int = 1000, replicates: int = 1) -> dict:
     """Run one trial through the public API (quietly); return its status, folder and key metrics.
     `replicates` applies to sparse trials."""
-    from ticketlab import api
-
     if trial.kind == "train":
         done_before = (experiment_path(trial, store) / "summary.json").exists()
-        s = api.train(trial.configs[0], store=store, data_dir=data_dir, progress=False,
+        s = dense.train(trial.configs[0], store=store, data_dir=data_dir, progress=False,
                       checkpoint_every=checkpoint_every)
         return {"status": "skipped" if done_before else "done", **_train_metrics(s)}
     before = _summaries(experiment_path(trial, store))
     if trial.kind == "sparse":
-        res = api.sparse_train(*trial.configs, store=store, data_dir=data_dir, progress=False,
+        res = sparse_training.run(*trial.configs, store=store, data_dir=data_dir, progress=False,
                                replicates=replicates, checkpoint_every=checkpoint_every)
         agg = res["aggregate"]
         metrics = {"experiment": res["experiment"], "final_test_acc": agg["final_test_acc"],
                    "final_test_acc_std": agg.get("final_test_acc_std")}
     else:
-        res = api.lottery(*trial.configs, store=store, data_dir=data_dir, progress=False,
+        res = lottery_runner.run_lottery(*trial.configs, store=store, data_dir=data_dir, progress=False,
                           checkpoint_every=checkpoint_every)
         metrics = _lottery_metrics(res)
     changed = _summaries(Path(res["experiment"])) != before
@@ -259,7 +260,7 @@ def run_sweep(trials: list[Trial], *, backend: str | Executor = "process", worke
     the key metrics (train: es_iter, es_test_acc, final_test_acc, wall_s; lottery: the last
     level's level, density, es_iter, es_test_acc; sparse: final_test_acc and its std over the
     `replicates`), time_s in this sweep, and error if failed.
-    `backend` may also be an executor from `ticketlab.parallel.make_executor`, used and left open.
+    `backend` may also be an executor from `ticketlab.engine.parallel.make_executor`, used and left open.
     Progress lines go to stderr. On KeyboardInterrupt: workers stopped, the interrupt re-raised.
     """
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -379,7 +380,6 @@ METRICS = ("level", "density", "es_iter", "es_test_acc", "final_test_acc", "fina
 
 def format_table(rows: list[dict]) -> str:
     """The sweep's summary: one line per trial, grid values as columns, then status and metrics."""
-    from ticketlab.cli import _table
 
     keys = list(dict.fromkeys(k for r in rows for k in r.get("overrides", {})))
     metrics = [m for m in METRICS if any(r.get(m) is not None for r in rows)]
@@ -395,7 +395,7 @@ def format_table(rows: list[dict]) -> str:
     cols = ["trial", *keys, "status", "experiment", *metrics, "attempts", "time_s"]
     if any("error" in c for c in cells):
         cols.append("error")
-    return _table(cells, cols)
+    return text_table(cells, cols)
 
 
 def run_file(path, *, backend: str | None = None, workers: int | None = None, address: str | None = None,
@@ -410,9 +410,7 @@ def run_file(path, *, backend: str | None = None, workers: int | None = None, ad
 def command(path, **kwargs) -> list[dict]:
     """`ticketlab sweep FILE`: `run_file`, then print the table. Raises TicketlabError after the
     table if any trial failed (so the command exits non-zero)."""
-    from ticketlab import api
-
-    api.set_threads(1)  # the inline backend trains in this process; the others only wait here
+    set_threads(1)  # the inline backend trains in this process; the others only wait here
     rows = run_file(path, **kwargs)
     print(format_table(rows))
     failed = [r["trial"] for r in rows if r["status"] == "failed"]

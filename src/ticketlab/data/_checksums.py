@@ -25,7 +25,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ticketlab.errors import DataError
+from ticketlab.core.errors import DataError
 
 
 @dataclass(frozen=True)

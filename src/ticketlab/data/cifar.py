@@ -19,7 +19,7 @@ import tarfile
 
 import numpy as np
 
-from ticketlab.errors import DataError
+from ticketlab.core.errors import DataError
 
 try:  # numpy >= 2 keeps the implementation in numpy._core; numpy.core is a deprecated alias
     from numpy._core import multiarray as _multiarray, numeric as _numeric

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ticketlab.data import _checksums
 from ticketlab.data.registry import get_info, resolve_data_dir
-from ticketlab.errors import DataError
+from ticketlab.core.errors import DataError
 
 _CHUNK = 1 << 20
 _TIMEOUT = 60  # seconds without data before a mirror is given up

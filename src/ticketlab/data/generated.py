@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ticketlab import _atomic
+from ticketlab.core import atomic as _atomic
 
 _MNIST1D_KEYS = ("x", "y", "x_test", "y_test")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ticketlab.errors import DataError
+from ticketlab.core.errors import DataError
 
 # IDX type code -> numpy dtype (big-endian as the format specifies).
 _TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

@@ -19,7 +19,7 @@ import torch
 from ticketlab.data import _checksums, cifar, generated
 from ticketlab.data.idx import parse_idx
 from ticketlab.data.registry import Dataset, DatasetInfo, Split, default_data_dir, get_info, resolve_data_dir
-from ticketlab.errors import DataError
+from ticketlab.core.errors import DataError
 
 
 def _require_present(name: str, folder: Path) -> list[tuple[Path, _checksums.FileSpec]]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ticketlab.errors import DataError
+from ticketlab.core.errors import DataError
 
 
 @dataclass(frozen=True)

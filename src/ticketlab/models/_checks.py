@@ -1,6 +1,6 @@
 """Argument checks shared by the model constructors.
 
-Every check raises `ticketlab.errors.ConfigError` with a message naming the offending value, so a
+Every check raises `ticketlab.core.errors.ConfigError` with a message naming the offending value, so a
 bad option surfaces as one readable line (no TypeError from deep inside `torch.nn`).
 """
 
@@ -10,7 +10,7 @@ import math
 import operator
 from collections.abc import Iterable
 
-from ticketlab.errors import ConfigError
+from ticketlab.core.errors import ConfigError
 
 
 def as_int(value: object) -> int | None:

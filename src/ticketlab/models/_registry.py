@@ -18,7 +18,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from ticketlab.errors import ConfigError
+from ticketlab.core.errors import ConfigError
 from ticketlab.models import _checks
 from ticketlab.models.init import check_scheme, init_weights
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ticketlab.errors import ConfigError
+from ticketlab.core.errors import ConfigError
 
 INIT_SCHEMES: tuple[str, ...] = ("glorot_normal", "kaiming_normal", "torch")
 NORM_INITS: tuple[str, ...] = ("uniform", "ones")

@@ -3,7 +3,7 @@
 - LeNet-300-100: the fully connected network of LeCun et al. 1998 as used by Frankle & Carbin 2019
   (Fig. 2): 784-300-100-10, ReLU, Gaussian Glorot init.
 - LeNet-5: the convolutional network of LeCun et al. 1998, in the Caffe layout that the sparse-training
-  literature (and the ERK tables of ``sparse_training.md`` §5) uses: conv 20 -> conv 50 -> fc 500 -> out.
+  literature (and the ERK table of ``docs/sparse_training.md`` §8) uses: conv 20 -> conv 50 -> fc 500 -> out.
   The original LeCun shapes (6 and 16 channels, padded first conv, fc 120 and 84) are one set of
   options away: ``channels=(6, 16), fc_widths=(120, 84), conv1_padding=2``.
 """
@@ -14,7 +14,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from ticketlab.errors import ConfigError
+from ticketlab.core.errors import ConfigError
 from ticketlab.models import _checks
 from ticketlab.models._registry import register_model
 from ticketlab.models.init import init_weights
@@ -29,7 +29,7 @@ class LeNet5(nn.Sequential):
         fc1    Linear(50*h*w, 500)           -> ReLU       (h*w = 4*4 on 28x28, 5*5 on 32x32)
         fc2    Linear(500, num_classes)                    (output layer)
 
-    These are exactly the shapes of the LeNet-5 ERK worked tables in ``sparse_training.md`` §5
+    These are exactly the shapes of the LeNet-5 ERK worked table in ``docs/sparse_training.md`` §8
     (conv1 500, conv2 25,000, fc1 400,000, fc2 5,000 weights), so ERK tests can use this model as is.
     `channels`, `fc_widths` (hidden FC widths; layers ``fc1`` .. ``fc{len+1}``) and `conv1_padding`
     change the layout; the flatten size is computed from `input_shape`. Default init: Gaussian Glorot.
@@ -110,7 +110,7 @@ def lenet5(
 ) -> LeNet5:
     """LeNet-5, Caffe layout by default (conv1 20 ch 5x5, conv2 50 ch 5x5, fc1 500, fc2 out).
 
-    Matches the LeNet-5 of the ERK tables in ``sparse_training.md`` §5 (430,500 weights on MNIST).
+    Matches the LeNet-5 of the ERK table in ``docs/sparse_training.md`` §8 (430,500 weights on MNIST).
     LeCun et al. 1998's original shapes: ``channels=(6, 16), fc_widths=(120, 84), conv1_padding=2``
     (61,470 weights). Needs input of at least 16x16 (12x12 with ``conv1_padding=2``). Default init:
     Gaussian Glorot. Output layer ``fc{len(fc_widths)+1}.weight`` (``fc2.weight`` by default).

@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from ticketlab.errors import ConfigError
+from ticketlab.core.errors import ConfigError
 from ticketlab.models import _checks
 from ticketlab.models._registry import register_model
 from ticketlab.models.init import init_weights

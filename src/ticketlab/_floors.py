@@ -1,0 +1,35 @@
+"""The floors of the package, bottom to top: the one place where the layering is declared.
+
+A module may import from its own floor and from the floors below it, never from a floor above,
+and the modules never import each other in a cycle (function-local imports count).
+`tests/test_layers.py` enforces both; the README's Architecture section explains each floor.
+"""
+
+FLOORS = (
+    ("core",),                 # masks, scores, pruning, distributions, schedules, config, errors
+    ("models", "data"),        # the registered networks and datasets
+    ("methods",),              # IMP step, saliency, sparse methods: act on (model, optimizer) only
+    ("training",),             # the run folder, the one loop, stacking, optimizers, export
+    ("engine",),               # store, results, executors, scheduler, trainer protocol, task registry
+    ("domains",),              # classify, rl, nlp: tasks behind the trainer protocol
+    ("experiments",),          # lottery, sparse training, transfer, teacher-student
+    ("reports",),              # plots, tables, the HTML report
+    ("api", "sweep"),          # the facade and the one sweep grammar
+    ("cli", "__main__"),       # the command line
+)
+
+# modules at the package root that belong to the bottom floor: the package itself (version,
+# errors) and the old-path finder (it imports nothing at module level)
+ROOT_MODULES = ("", "_moved", "_floors")
+
+
+def floor_of(module: str) -> int:
+    """The floor index of a `ticketlab.*` module name (ValueError if it belongs to none)."""
+    rest = module.split(".")[1:] if module != "ticketlab" else []
+    head = rest[0] if rest else ""
+    if head in ROOT_MODULES:
+        return 0
+    for i, names in enumerate(FLOORS):
+        if head in names:
+            return i
+    raise ValueError(f"{module}: not on any floor; add it to ticketlab._floors.FLOORS")

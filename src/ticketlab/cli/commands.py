@@ -1,0 +1,326 @@
+"""The `ticketlab` command line. Every command calls the function of the same name in
+`ticketlab.api`, so the CLI and the Python API share one code path.
+
+Configs come from flags, or from a TOML file (`--config FILE`) whose keys are the same
+names with underscores; flags override the file. Errors a user can cause print one line
+naming the key or file, with no traceback, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ticketlab.cli.common import _common, _config, _configs, _run_flags  # noqa: F401
+from ticketlab.core import config as C
+from ticketlab.reports.tables import lottery_table, text_table as _table  # noqa: F401
+from ticketlab.core.errors import TicketlabError
+
+
+# ---- commands ----------------------------------------------------------------------
+
+def cmd_train(ns) -> None:
+    from ticketlab import api
+    from ticketlab.training.loop import TrainConfig
+    cfg = _config(TrainConfig, ns)
+    api.set_threads(ns.threads)
+    s = api.train(cfg, store=ns.store, data_dir=ns.data_dir, progress=not ns.quiet,
+                  tensorboard=ns.tensorboard, checkpoint_every=ns.checkpoint_every)
+    es, fin = s["early_stop"], s["final"]
+    print(_table([{"experiment": s["experiment"], "iterations": s["iterations"], "es_iter": es["iter"],
+                   "es_test_acc": es["test_acc"], "final_test_acc": fin["test_acc"],
+                   "wall_s": s["wall_time_s"]}],
+                 ["experiment", "iterations", "es_iter", "es_test_acc", "final_test_acc", "wall_s"]))
+
+
+def cmd_lottery(ns) -> None:
+    from ticketlab import api
+    from ticketlab.experiments.lottery.trunk import LotteryConfig
+    from ticketlab.engine.tasks import get_task
+    train_cfg, cfg = _configs({"train": get_task(ns.task).config, "lottery": LotteryConfig}, ns)
+    api.set_threads(ns.threads)
+    log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
+    res = api.lottery(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, progress=not ns.quiet, log=log,
+                      checkpoint_every=ns.checkpoint_every, workers=ns.workers, stack=ns.stack)
+    print(f"experiment: {res['experiment']}")
+    metric = res["aggregate"][0]["metric"] if res["aggregate"] else "test_acc"
+    print(f"{'test accuracy (%)' if metric == 'test_acc' else metric} at the early-stopping iteration "
+          "(mean ± std over replicates and draws)")
+    print(lottery_table(res["aggregate"]))
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise C.ConfigError(f"{flag}: got {text!r}, expected comma-separated integers") from None
+
+
+def cmd_instability(ns) -> None:
+    from ticketlab import api
+    api.set_threads(ns.threads)
+    log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
+    rows = api.instability(ns.experiment, level=ns.level, rewind_iters=_ints(ns.rewind_iters, "--rewind-iters"),
+                           replicates=_ints(ns.replicates, "--replicates"), points=ns.points,
+                           data_seeds=_ints(ns.data_seeds, "--data-seeds"), store=ns.store, data_dir=ns.data_dir,
+                           progress=not ns.quiet, allow_inexact=ns.allow_inexact, log=log)
+    print(_table([{"replicate": r["replicate"], "level": r["level"], "remaining_%": f"{100 * r['density']:.2f}",
+                   "k": r["rewind_iter"], "instability_%": f"{100 * r['instability']:.2f}",
+                   "endpoint_err_%": " / ".join(f"{100 * e:.2f}" for e in r["endpoint_errors"]),
+                   "max_err_%": f"{100 * max(r['errors']):.2f}", "rewind_source": r["rewind_source"]}
+                  for r in rows],
+                 ["replicate", "level", "remaining_%", "k", "instability_%", "endpoint_err_%", "max_err_%",
+                  "rewind_source"]))
+
+
+def cmd_plot(ns) -> None:
+    from ticketlab import api
+    print("\n".join(api.plot(ns.experiments, ns.out, store=ns.store)))
+
+
+def cmd_report(ns) -> None:
+    from ticketlab import api
+    print(api.report(ns.experiment, ns.out, store=ns.store))
+
+
+def cmd_export(ns) -> None:
+    from ticketlab import api
+    path = api.export(ns.experiment, ns.out, level=ns.level, replicate=ns.replicate, branch=ns.branch,
+                      store=ns.store, min_sparsity=ns.min_sparsity)
+    print(json.dumps({"out": str(path), "bytes": path.stat().st_size}))
+
+
+def cmd_sweep(ns) -> None:
+    from ticketlab import sweep
+    sweep.command(ns.file, backend=ns.backend, workers=ns.workers, address=ns.address, store=ns.store,
+                  data_dir=ns.data_dir, retries=ns.retries, progress=not ns.quiet)
+
+
+def cmd_sparse_train(ns) -> None:
+    from ticketlab import api
+    from ticketlab.experiments.sparse_training import SparseConfig
+    from ticketlab.training.loop import TrainConfig
+    train_cfg, cfg = _configs({"train": TrainConfig, "sparse": SparseConfig}, ns)
+    api.set_threads(ns.threads)
+    log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
+    res = api.sparse_train(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, progress=not ns.quiet,
+                           replicates=ns.replicates, stack=ns.stack, checkpoint_every=ns.checkpoint_every, log=log)
+    print(f"experiment: {res['experiment']}")
+    keys = [k for k in ("replicate", "sparsity", "es_iter", "es_test_acc", "final_test_acc", "wall_time_s")
+            if res["rows"] and k in res["rows"][0]]
+    print(_table(res["rows"], keys))
+    for a in res["aggregate"] if isinstance(res["aggregate"], list) else [res["aggregate"]]:
+        print("mean: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in a.items()))
+
+
+def cmd_demo(ns) -> None:
+    from ticketlab import api
+    api.set_threads(1)
+    log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
+    res = api.demo(store=ns.store, workers=ns.workers, progress=not ns.quiet, log=log)
+    print(f"experiment: {res['experiment']}")
+    print("MNIST-1D, 40-300-100-10 MLP, IMP 20%/level with reset to init, 2 replicates")
+    print("test accuracy at the early-stopping iteration (mean ± std over replicates)")
+    print(lottery_table(res["aggregate"]))
+    print(f"plots:  {', '.join(p for p in res['plots'] if p.endswith('.png'))}")
+    print(f"report: {res['report']}")
+
+
+def cmd_ls(ns) -> None:
+    from ticketlab import api
+    rows = api.ls(store=ns.store)
+    if not rows:
+        print(f"no experiments in the store")
+        return
+    cols = ["experiment", "status", "model", "dataset", "iterations", "es_iter", "es_test_acc", "final_test_acc"]
+    extra = sorted({k for r in rows for k in r} - set(cols))
+    print(_table(rows, cols + extra))
+
+
+def cmd_show(ns) -> None:
+    from ticketlab import api
+    print(json.dumps(api.show(ns.experiment, store=ns.store), indent=2))
+
+
+def cmd_models(ns) -> None:
+    from ticketlab.models import list_models
+    print("\n".join(list_models(ns.pattern)))
+
+
+def cmd_data_ls(ns) -> None:
+    from ticketlab.data import dataset_status, list_datasets, resolve_data_dir
+    print(f"data directory: {resolve_data_dir(ns.data_dir)}")
+    rows = []
+    for name in list_datasets():
+        s = dataset_status(name, ns.data_dir)
+        rows.append({"dataset": name, "present": s["present"], "verified": s["verified"],
+                     "problem": s.get("problem") or ""})
+    print(_table(rows, ["dataset", "present", "verified", "problem"]))
+
+
+def cmd_data_fetch(ns) -> None:
+    from ticketlab.data import fetch
+    paths = fetch(ns.name, ns.data_dir, base_url=ns.base_url, progress=not ns.quiet)
+    print(f"{ns.name}: {len(paths)} file(s) downloaded and verified" if paths else f"{ns.name}: already present and verified")
+
+
+# Modules that add their own commands: each defines `register(sub)`, adding subparsers to the
+# `ticketlab` command (domain studies that sit on top of the engine).
+PLUGINS: tuple[str, ...] = (
+    "ticketlab.cli.teacher_student",
+    "ticketlab.cli.transfer",
+)
+
+
+def _task_arg(argv: list[str] | None) -> str:
+    """The `--task` value on the command line (its flags decide the lottery command's options)."""
+    argv = sys.argv[1:] if argv is None else argv
+    for i, a in enumerate(argv):
+        if a == "--task" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--task="):
+            return a.split("=", 1)[1]
+    return "classify"
+
+
+def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    from ticketlab.engine.tasks import get_task, task_names
+    from ticketlab.training.loop import TrainConfig
+    ap = argparse.ArgumentParser(prog="ticketlab", description="Lottery tickets and sparse training.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one dense model", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _run_flags(p)
+    p.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (in the experiment folder)")
+    C.add_flags(p, TrainConfig)
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("lottery", help="iterative magnitude pruning with rewinding, and its controls",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _run_flags(p)
+    from ticketlab.experiments.lottery.runner import default_workers
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="worker processes, one torch thread each (1: run in this process)")
+    p.add_argument("--stack", type=int, default=8,
+                   help="train up to N compatible runs of an MLP-type model as one batched computation (1: off)")
+    from ticketlab.experiments.lottery.trunk import LotteryConfig
+    task = _task_arg(argv)
+    p.add_argument("--task", default="classify", choices=task_names(),
+                   help="the domain; `ticketlab lottery --task NAME --help` lists that task's training flags")
+    task_config = get_task(task).config if task in task_names() else TrainConfig
+    C.add_flags(p.add_argument_group(f"training ({task})"), task_config)
+    C.add_flags(p.add_argument_group("lottery"), LotteryConfig)
+    p.set_defaults(fn=cmd_lottery)
+
+    p = sub.add_parser("instability", help="linear-mode-connectivity instability of a lottery ticket")
+    p.add_argument("experiment", help="a lottery experiment (folder name, path or unique hash prefix)")
+    p.add_argument("--level", type=int, required=True, help="the ticket's level (0: the dense network)")
+    p.add_argument("--rewind-iters", default="0", help="rewind points k, comma-separated")
+    p.add_argument("--replicates", default="0", help="replicates, comma-separated")
+    p.add_argument("--points", type=int, default=11, help="points on the linear path (>= 3)")
+    p.add_argument("--data-seeds", default="1000,1001", help="the two copies' data-order seeds")
+    p.add_argument("--allow-inexact", action="store_true",
+                   help="accept a reproduced rewind point that differs from the trunk's by float rounding")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--threads", type=int, default=None)
+    _common(p)
+    p.set_defaults(fn=cmd_instability)
+
+    p = sub.add_parser("plot", help="plot one or several experiments, overlaid (PNG and SVG)")
+    p.add_argument("experiments", nargs="+")
+    p.add_argument("-o", "--out", default="plots", help="output folder")
+    _common(p, data=False)
+    p.set_defaults(fn=cmd_plot)
+
+    p = sub.add_parser("report", help="write one self-contained HTML report of an experiment")
+    p.add_argument("experiment")
+    p.add_argument("-o", "--out", default="report.html")
+    _common(p, data=False)
+    p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("export", help="write a ticket as a compact sparse model (CSR linear layers)")
+    p.add_argument("experiment")
+    p.add_argument("--level", type=int, required=True)
+    p.add_argument("--replicate", type=int, default=0)
+    p.add_argument("--branch", default="", help="a control branch folder, e.g. reinit_0 (default: the ticket)")
+    p.add_argument("--min-sparsity", type=float, default=0.0,
+                   help="keep a linear layer dense below this sparsity (CSR breaks even near 0.8 on CPU)")
+    p.add_argument("-o", "--out", required=True)
+    _common(p, data=False)
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("sweep", help="run a grid of train, lottery or sparse-train configs in parallel (see examples/sweep.toml)")
+    p.add_argument("file", metavar="CONFIG.toml")
+    _common(p)
+    p.add_argument("--backend", choices=("inline", "process", "ray"), default=None,
+                   help="default: the file's [sweep] backend, else process")
+    p.add_argument("--workers", type=int, default=None, help="trials at once (default: the CPUs; ray: the cluster's)")
+    p.add_argument("--address", default=None, help="ray: join this cluster (e.g. auto) instead of starting a local one")
+    p.add_argument("--retries", type=int, default=None, help="re-runs of a failed trial (default: the file's, else 1)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=cmd_sweep)
+
+    from ticketlab.experiments.sparse_training import SparseConfig
+    p = sub.add_parser("sparse-train", help="sparse training from scratch: RigL, SET, SNFS, static, GMP, SNIP/GraSP/SynFlow",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _run_flags(p)
+    p.add_argument("--replicates", type=int, default=1, help="replicates (init and data seeds + r)")
+    p.add_argument("--stack", type=int, default=8, help="replicates of an MLP-type model trained as one batched computation")
+    C.add_flags(p.add_argument_group("training"), TrainConfig)
+    C.add_flags(p.add_argument_group("sparse training"), SparseConfig)
+    p.set_defaults(fn=cmd_sparse_train)
+
+    p = sub.add_parser("demo", help="a small lottery-ticket study on MNIST-1D, with table, plots and report")
+    p.add_argument("--workers", type=int, default=default_workers())
+    p.add_argument("--quiet", action="store_true")
+    _common(p, data=False)
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("ls", help="list the store's experiments with their key metrics")
+    _common(p, data=False)
+    p.set_defaults(fn=cmd_ls)
+
+    p = sub.add_parser("show", help="show one experiment's config and results")
+    p.add_argument("experiment", help="folder name, path, or unique hash prefix")
+    _common(p, data=False)
+    p.set_defaults(fn=cmd_show)
+
+    p = sub.add_parser("models", help="list the registered models")
+    p.add_argument("pattern", nargs="?", default="*")
+    p.set_defaults(fn=cmd_models)
+
+    p = sub.add_parser("data", help="list or fetch datasets")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    q = dsub.add_parser("ls", help="which datasets are present and verified")
+    q.add_argument("--data-dir", default=None)
+    q.set_defaults(fn=cmd_data_ls)
+    q = dsub.add_parser("fetch", help="download a dataset's original files and verify them")
+    q.add_argument("name")
+    q.add_argument("--data-dir", default=None)
+    q.add_argument("--base-url", default=None, help="download from this URL instead of the canonical mirrors")
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(fn=cmd_data_fetch)
+
+    import importlib
+    for name in PLUGINS:
+        importlib.import_module(name).register(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `ticketlab` console script."""
+    try:
+        ns = parser(argv).parse_args(argv)
+        ns.fn(ns)
+    except TicketlabError as e:
+        print(f"ticketlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ticketlab: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

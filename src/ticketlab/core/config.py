@@ -1,0 +1,218 @@
+"""Typed configurations: frozen dataclasses whose fields are the hyper-parameters.
+
+One dataclass per experiment kind (a training run, a lottery run, ...). The same
+class gives:
+- validation: every field may carry `choices`, `min`, `max`; a bad value raises a
+  `ConfigError` that names the key, the value and what was expected;
+- the canonical JSON of every field, defaults included, and its hash, which names
+  the experiment's folder in the results store (open_lth's scheme, but hashing JSON
+  rather than `str()`, with a schema version);
+- the CLI flags (`--kebab-case`, help text from the field's `help`);
+- loading from TOML files, with unknown keys reported by name and file.
+
+Identity versus run shape (open_lth): fields marked `hashed=False` (how many levels
+to run, how many replicates) change how much of an experiment is run, not what it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from ticketlab.core.errors import ConfigError
+
+SCHEMA_VERSION = 1
+
+
+def param(default: Any, help: str, *, choices=None, min=None, max=None, hashed: bool = True,
+          flag: bool = True):
+    """A config field with its help text and valid range.
+
+    `min`/`max` are inclusive bounds; `choices` a tuple of allowed values; `hashed=False`
+    keeps the field out of the experiment's identity; `flag=False` keeps it off the CLI.
+    """
+    meta = dict(help=help, choices=choices, min=min, max=max, hashed=hashed, flag=flag)
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple or a default_factory for mutable defaults")
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _describe(meta: dict) -> str:
+    if meta.get("choices"):
+        return "one of " + ", ".join(map(str, meta["choices"]))
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and hi is not None:
+        return f"a value in [{lo}, {hi}]"
+    if lo is not None:
+        return f"a value >= {lo}"
+    return f"a value <= {hi}"
+
+
+def validate(cfg) -> None:
+    """Check every field of `cfg` against its `choices`/`min`/`max`; raise ConfigError naming the key."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        meta = f.metadata
+        if v is None:
+            continue
+        vals = v if isinstance(v, tuple) else (v,)
+        for x in vals:
+            if meta.get("choices") and x not in meta["choices"]:
+                raise ConfigError(f"{f.name}: got {x!r}, expected {_describe(meta)}")
+            if isinstance(x, (int, float)) and not isinstance(x, bool):
+                if (meta.get("min") is not None and x < meta["min"]) or (
+                        meta.get("max") is not None and x > meta["max"]):
+                    raise ConfigError(f"{f.name}: got {x!r}, expected {_describe(meta)}")
+
+
+def _base_type(tp):
+    """(kind, inner) for a field annotation: kind in int/float/str/bool/tuple/dict."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0])
+    if origin is tuple:
+        return tuple, typing.get_args(tp)[0]
+    if origin is dict or tp is dict:
+        return dict, None
+    return tp, None
+
+
+def _coerce(name: str, tp, value, source: str):
+    """Convert a TOML/JSON/CLI value to the field's type, or raise ConfigError naming the key."""
+    kind, inner = _base_type(tp)
+    where = f" (in {source})" if source else ""
+    if value is None:
+        return None
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+        if kind is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split() if v]
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            return tuple(_coerce(name, inner, v, source) for v in value)
+        if kind is dict:
+            if isinstance(value, str):
+                value = json.loads(value)
+            if not isinstance(value, dict):
+                raise ValueError
+            return dict(value)
+    except (ValueError, TypeError, json.JSONDecodeError):
+        pass
+    else:
+        return value
+    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+                tuple: "a list", dict: "a table / JSON object"}.get(kind, str(kind))
+    raise ConfigError(f"{name}: got {value!r}{where}, expected {expected}")
+
+
+def from_dict(cls, values: dict, source: str = ""):
+    """Build and validate a `cls` from a mapping; unknown keys raise ConfigError naming them."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        where = f" in {source}" if source else ""
+        raise ConfigError(f"unknown key {unknown[0]!r}{where}; known keys: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(k, hints[k], v, source) for k, v in values.items()}
+    cfg = cls(**kwargs)
+    validate(cfg)
+    return cfg
+
+
+def replace(cfg, **changes):
+    """`dataclasses.replace` with coercion and validation."""
+    return from_dict(type(cfg), {**to_dict(cfg, all_fields=True), **changes})
+
+
+def to_dict(cfg, *, all_fields: bool = True) -> dict:
+    """Every field as plain JSON types (tuples become lists); with all_fields=False, only hashed ones."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        if not all_fields and not f.metadata.get("hashed", True):
+            continue
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            v = to_dict(v, all_fields=all_fields)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def canonical_json(kind: str, cfg) -> str:
+    """The experiment's identity: kind, schema version and every hashed field, as sorted JSON."""
+    body = {"kind": kind, "schema": SCHEMA_VERSION, "config": to_dict(cfg, all_fields=False)}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+
+def config_hash(kind: str, cfg) -> str:
+    """First 12 hex digits of the sha256 of `canonical_json`."""
+    return hashlib.sha256(canonical_json(kind, cfg).encode()).hexdigest()[:12]
+
+
+def load_toml(path: str | Path) -> dict:
+    """Read a TOML config file; syntax errors and missing files raise ConfigError naming the file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+
+
+def add_flags(parser, cls) -> None:
+    """Add a `--kebab-case` flag per field of `cls`; unset flags stay absent from the namespace."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("flag", True):
+            continue
+        kind, _ = _base_type(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_ = f"{f.metadata.get('help', '')} (default: {default!r})"
+        flag = "--" + f.name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS,
+                                action=argparse.BooleanOptionalAction, help=help_)
+        else:
+            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar="V", help=help_)
+
+
+def field_names(cls) -> list[str]:
+    """The field names of a config class."""
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def flags_to_dict(cls, ns: argparse.Namespace) -> dict:
+    """The fields of `cls` that were given on the command line."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(ns).items() if k in names}

@@ -1,0 +1,98 @@
+"""Boolean masks, one per prunable parameter, and their enforcement during training.
+
+A ticket is a mask m and a starting point θ (LTH §1). Masks are `dict[str, BoolTensor]`
+keyed by parameter name, saved with every checkpoint.
+
+Enforcement (see docs/performance.md §3): masking in place around the
+optimizer step costs ≈3–8 % over dense, against 10–40 % for reparametrised or
+functional forwards (`torch.nn.utils.prune`, parametrize, `functional_call`). So:
+- gradients are multiplied by the mask after backward, so pruned weights get no update
+  and no momentum / Adam moment ever builds up for them;
+- weights are re-zeroed after each optimizer step (decoupled weight decay, or any optimizer
+  that moves a weight with zero gradient, cannot revive them);
+- the optimizer state at pruned positions is zeroed once when a mask is installed; the
+  masked gradient keeps it at zero from then on.
+Float copies of the masks are cached: `w.mul_(float_mask)` is the fastest in-place mask
+(≈8 ms against 29–61 ms for `masked_fill_`/`where`/bool `mul_` on a 4096² tensor).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+Masks = dict[str, torch.Tensor]
+
+
+def ones_masks(params: Mapping[str, torch.Tensor]) -> Masks:
+    """All-true masks (a dense network) for the given parameters."""
+    return {n: torch.ones_like(p, dtype=torch.bool) for n, p in params.items()}
+
+
+def count(masks: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    """(kept, total) over all masks."""
+    kept = sum(int(m.sum()) for m in masks.values())
+    return kept, sum(m.numel() for m in masks.values())
+
+
+def density(masks: Mapping[str, torch.Tensor]) -> float:
+    """Fraction of prunable weights kept (LTH's Pm / 100)."""
+    kept, total = count(masks)
+    return kept / total if total else 1.0
+
+
+def layer_density(masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Per-parameter fraction kept."""
+    return {n: float(m.float().mean()) for n, m in masks.items()}
+
+
+def check_masks(masks: Mapping[str, torch.Tensor], params: Mapping[str, torch.Tensor]) -> None:
+    """Raise ValueError unless `masks` are boolean and match `params` by name and shape."""
+    for n, m in masks.items():
+        if n not in params:
+            raise ValueError(f"mask for {n!r} matches no prunable parameter")
+        if m.dtype != torch.bool or m.shape != params[n].shape:
+            raise ValueError(f"mask {n!r} must be bool of shape {tuple(params[n].shape)}, "
+                             f"got {m.dtype} {tuple(m.shape)}")
+
+
+@torch.no_grad()
+def apply_masks(params: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> None:
+    """Zero the pruned entries of each parameter in place."""
+    for n, m in masks.items():
+        params[n].mul_(m)
+
+
+class MaskEnforcer:
+    """Keeps pruned weights exactly zero through training (hooks for the training loop)."""
+
+    def __init__(self, params: Mapping[str, torch.nn.Parameter], masks: Mapping[str, torch.Tensor]):
+        check_masks(masks, params)
+        self.masks = {n: m.clone() for n, m in masks.items()}
+        # Only masks that prune something cost work in the hot loop.
+        self._active = [(params[n], m.to(params[n].dtype)) for n, m in self.masks.items()
+                        if not bool(m.all())]
+
+    @torch.no_grad()
+    def install(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Zero pruned weights and, if given, the optimizer state at pruned positions."""
+        for p, fm in self._active:
+            p.mul_(fm)
+            if optimizer is not None:
+                for v in optimizer.state.get(p, {}).values():
+                    if torch.is_tensor(v) and v.shape == p.shape:
+                        v.mul_(fm)
+
+    @torch.no_grad()
+    def after_backward(self, it: int) -> None:
+        """Mask gradients, so pruned weights get no update and no optimizer state."""
+        for p, fm in self._active:
+            if p.grad is not None:
+                p.grad.mul_(fm)
+
+    @torch.no_grad()
+    def after_step(self, it: int) -> None:
+        """Re-zero pruned weights after the optimizer step."""
+        for p, fm in self._active:
+            p.mul_(fm)

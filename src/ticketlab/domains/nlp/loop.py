@@ -1,0 +1,214 @@
+"""The resumable training loop of the NLP tasks (language modelling, translation).
+
+It writes a run folder exactly as `ticketlab.training.loop.fit` does, so the lottery engine, the store,
+the results tables and the plots treat an NLP run like any other (see docs/rl_nlp.md §5): `snapshot_<k>.pt` (the state before step k: the rewind points), `checkpoint.pt` every
+`checkpoint_every` steps (weights, optimizer, masks, RNG state and the recurrent state carried
+between BPTT segments, so an interrupted run resumes exactly), `metrics.jsonl` (one row per
+evaluation), `final.pt` and, last, `summary.json`, whose presence marks the run done.
+
+A step: loss → backward → mask the gradients → clip the global gradient norm (Zaremba et al.
+2014 §4; masked first, so the norm is the surviving weights') → optimizer step → re-zero the
+pruned weights (`ticketlab.core.masks.MaskEnforcer`). Throughput is measured in training tokens per
+second of training time (evaluation excluded), shown on the progress bar and recorded per
+evaluation and in the summary; the summary also gives tokens per second of the process's CPU
+time, the figure that stays meaningful on a shared machine (`cpu_time_s`: the whole run's).
+
+The early-stopping row is the evaluation with the lowest validation loss (perplexity or
+cross-entropy): selected on validation data, never on test data (LTH App. C).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import torch
+
+from ticketlab.core import atomic as _atomic
+from ticketlab.core.masks import MaskEnforcer
+from ticketlab.training.optim import adam
+from ticketlab.training.loop import load_state, read_metrics, save_state, write_metrics
+
+
+class Objective(Protocol):
+    """What the loop needs from a task: a training loss per step and an evaluation."""
+
+    def train_loss(self, model: torch.nn.Module, it: int, carry) -> tuple[torch.Tensor, int, object]:
+        """(mean loss of step `it`, tokens it trained on, state carried to the next step)."""
+
+    def evaluate(self, model: torch.nn.Module) -> dict:
+        """The evaluation columns of a metrics row (the first two are what learning curves draw)."""
+
+    # optional `loss_scale`: the gradient is that of loss_scale × the (logged) mean loss
+
+
+def lr_factor(it: int, *, schedule: str, total: int, steps_per_epoch: int, warmup: int = 0,
+              decay_start: float = 0.0, decay_every: float = 1.0, lr_decay: float = 1.0) -> float:
+    """Multiplier of the base learning rate at step `it` (0-based).
+
+    - `zaremba`: constant for `decay_start` epochs, then × `lr_decay` every `decay_every` epochs
+      (Zaremba et al. 2014 §4: small, 4 epochs then ×0.5 per epoch; medium, 6 then ÷1.2);
+    - `cosine`: cosine decay to 0 over the run; `inverse_sqrt`: ∝ 1/√step after the warmup
+      (Vaswani et al. 2017 §5.3, peaking at the base rate); `constant`;
+    - a linear warmup over `warmup` steps multiplies any of them.
+    """
+    if schedule == "zaremba":
+        epoch = it / steps_per_epoch
+        f = lr_decay ** (math.floor((epoch - decay_start) / decay_every) + 1) if epoch >= decay_start else 1.0
+    elif schedule == "cosine":
+        f = 0.5 * (1.0 + math.cos(math.pi * min(it, total) / max(total, 1)))
+    elif schedule == "inverse_sqrt":
+        f = math.sqrt(max(warmup, 1) / max(it + 1, warmup, 1))
+    elif schedule == "constant":
+        f = 1.0
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}")
+    if warmup > 0 and it < warmup:
+        f *= (it + 1) / warmup
+    return f
+
+
+def make_optimizer(name: str, params, *, lr: float, weight_decay: float = 0.0,
+                   betas: Sequence[float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+    """Plain SGD (Zaremba et al.), Adam or AdamW (Vaswani et al.: Adam, β = (0.9, 0.98))."""
+    params = list(params)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    return adam(params, lr=lr, betas=betas, weight_decay=weight_decay, decoupled=name == "adamw")
+
+
+def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimizer: torch.optim.Optimizer,
+        total: int, lr: float, lr_at: Callable[[int], float], clip: float, eval_every: int,
+        select: str, metric: str, higher_is_better: bool, masks: dict | None, prunable: dict,
+        start_iter: int = 0, start_optimizer: dict | None = None, lr_offset: int = 0,
+        snapshot_iters: Sequence[int] = (), seed: int = 0, progress: bool = False, desc: str = "train",
+        checkpoint_every: int = 1000, extra_summary: dict | None = None) -> dict:
+    """Train `model` from `start_iter` to `total` steps in `run_dir`, resumably; return the summary.
+
+    `lr_at(i)` is the learning-rate factor of schedule position i; step `it` uses position
+    `it - lr_offset` (a rewound run that restarts its schedule). `select` is the row key the
+    early-stopping row minimises; `metric` the headline key (best over rows by `higher_is_better`).
+    `seed` seeds dropout when the run starts fresh; a resumed run restores the RNG state.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "summary.json").exists():
+        return json.loads((run_dir / "summary.json").read_text())
+    if not 0 <= start_iter <= total:
+        raise ValueError(f"start_iter {start_iter} outside [0, {total}]")
+    ckpt = run_dir / "checkpoint.pt"
+    it, carry = start_iter, None
+    acc = {"elapsed": 0.0, "cpu": 0.0, "train_time": 0.0, "train_cpu": 0.0, "tokens": 0.0, "loss_sum": 0.0,
+           "loss_n": 0.0}
+    if ckpt.exists():  # resume
+        state = load_state(ckpt)
+        if masks and any(not torch.equal(state["masks"][n], m) for n, m in masks.items()):
+            raise ValueError(f"{ckpt}: the checkpoint's masks differ from this run's masks")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        it = int(state["iteration"])
+        carry = tuple(state["carry"]) if state.get("carry") else None
+        acc.update({k: float(state[k]) for k in acc if k in state})
+        rows = read_metrics(run_dir / "metrics.jsonl", it)
+    else:
+        if start_optimizer is not None:
+            optimizer.load_state_dict(start_optimizer)
+        torch.manual_seed(seed)
+        rows = []
+    enforcer = MaskEnforcer(prunable, masks) if masks else None
+    if enforcer is not None:
+        enforcer.install(optimizer)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    scale = float(getattr(objective, "loss_scale", 1.0))
+    snapshot_iters = sorted(k for k in set(snapshot_iters) if it <= k <= total)
+
+    def save(name: str, i: int, **extra) -> None:
+        save_state(run_dir / name, model=model, optimizer=optimizer, iteration=i, masks=masks, **extra)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, initial=it, desc=desc, leave=False, mininterval=1.0, dynamic_ncols=True)
+    t_start, c_start = time.perf_counter(), time.process_time()
+    t_interval, tok_interval = 0.0, 0
+
+    def record(i: int) -> None:
+        nonlocal t_interval, tok_interval
+        row = {"iter": i, **objective.evaluate(model),
+               "train_loss": acc["loss_sum"] / acc["loss_n"] if acc["loss_n"] else None,
+               "lr": lr * lr_at(max(i - 1, 0) - lr_offset),
+               "tokens_per_s": tok_interval / t_interval if t_interval > 0 else None}
+        rows.append(row)
+        acc["loss_sum"] = acc["loss_n"] = 0.0
+        t_interval, tok_interval = 0.0, 0
+        model.train()
+
+    if it in snapshot_iters:
+        save(f"snapshot_{it}.pt", it)
+    model.train()
+    # ALGO: the hot loop
+    while it < total:
+        t0, c0 = time.perf_counter(), time.process_time()
+        for g in optimizer.param_groups:
+            g["lr"] = lr * lr_at(it - lr_offset)
+        optimizer.zero_grad(set_to_none=True)
+        loss, n_tok, carry = objective.train_loss(model, it, carry)
+        (loss * scale if scale != 1.0 else loss).backward()
+        if enforcer is not None:
+            enforcer.after_backward(it)
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        optimizer.step()
+        if enforcer is not None:
+            enforcer.after_step(it)
+        it += 1
+        dt = time.perf_counter() - t0
+        acc["train_time"] += dt
+        acc["train_cpu"] += time.process_time() - c0
+        acc["tokens"] += n_tok
+        acc["loss_sum"] += float(loss.detach())
+        acc["loss_n"] += 1
+        t_interval += dt
+        tok_interval += n_tok
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{acc['loss_sum'] / acc['loss_n']:.3f}",
+                            tok_s=f"{tok_interval / max(t_interval, 1e-9):.0f}", refresh=False)
+        if it % eval_every == 0 or it == total:
+            record(it)
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.4g}" for k, v in list(rows[-1].items())[1:3]}, refresh=False)
+        if it in snapshot_iters:
+            save(f"snapshot_{it}.pt", it)
+        if it % checkpoint_every == 0 and it < total:
+            write_metrics(run_dir / "metrics.jsonl", rows)
+            c = [t.detach() for t in carry] if isinstance(carry, tuple) else []
+            save("checkpoint.pt", it, carry=c, **{**acc, "elapsed": acc["elapsed"] + time.perf_counter() - t_start,
+                                                  "cpu": acc["cpu"] + time.process_time() - c_start})
+    if not rows or rows[-1]["iter"] != it:  # a run that starts at its end (rewind point = total)
+        record(it)
+    if bar is not None:
+        bar.close()
+    wall = acc["elapsed"] + time.perf_counter() - t_start
+    cpu = acc["cpu"] + time.process_time() - c_start
+    save("final.pt", it)
+    write_metrics(run_dir / "metrics.jsonl", rows)
+    best = (max if higher_is_better else min)(r[metric] for r in rows)
+    summary = {"iterations": total, "start_iter": start_iter, "metric": metric, "select": select,
+               "final": rows[-1], "early_stop": min(rows, key=lambda r: (r[select], r["iter"])),
+               "best_score": best, "wall_time_s": wall, "cpu_time_s": cpu, "train_time_s": acc["train_time"],
+               "train_tokens": int(acc["tokens"]),
+               "tokens_per_s": acc["tokens"] / acc["train_time"] if acc["train_time"] else None,
+               "tokens_per_cpu_s": acc["tokens"] / acc["train_cpu"] if acc["train_cpu"] else None,
+               **(extra_summary or {})}
+    _atomic.write_json(run_dir / "summary.json", summary)
+    if ckpt.exists():
+        ckpt.unlink()
+    return summary
+
+
+__all__ = ["Objective", "fit", "lr_factor", "make_optimizer"]

@@ -1,0 +1,84 @@
+"""Reading a lottery experiment's results back from the store, per run and aggregated.
+
+One row per trained network: the ticket at each level of each replicate, and every control
+branch. `aggregate` gives mean ± std over replicates (and control draws) per (branch, level),
+which is what the tables, plots and report show.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from ticketlab.core import masks as M
+
+_LEVEL = re.compile(r"level_(\d+)$")
+METRICS = ("density", "es_iter", "es_test_acc", "es_val_loss", "final_test_acc", "best_test_acc", "wall_time_s",
+           "es_score", "final_score", "best_score")
+
+
+def _branch(folder: str) -> tuple[str, int]:
+    """'reinit_2' -> ('reinit', 2); 'oneshot' -> ('oneshot', 0); '' -> ('ticket', 0)."""
+    if not folder:
+        return "ticket", 0
+    m = re.match(r"(.+)_(\d+)$", folder)
+    return (m.group(1), int(m.group(2))) if m else (folder, 0)
+
+
+def run_rows(exp_path: str | Path) -> list[dict]:
+    """One row per finished run in a lottery experiment folder."""
+    rows = []
+    for rep_dir in sorted(Path(exp_path).glob("replicate_*")):
+        r = int(rep_dir.name.split("_")[1])
+        for level_dir in sorted(rep_dir.glob("**/level_*")):
+            m = _LEVEL.search(level_dir.name)
+            summary = level_dir / "summary.json"
+            if not m or not summary.exists():
+                continue
+            rel = level_dir.parent.relative_to(rep_dir)
+            control, draw = _branch("" if str(rel) == "." else str(rel))
+            s = json.loads(summary.read_text())
+            masks = torch.load(level_dir / "mask.pt", map_location="cpu", weights_only=True)
+            rows.append({"replicate": r, "branch": control, "draw": draw, "level": int(m.group(1)),
+                         "density": M.density(masks), **summary_metrics(s), "path": str(level_dir)})
+    return sorted(rows, key=lambda x: (x["branch"] != "ticket", x["branch"], x["level"], x["replicate"], x["draw"]))
+
+
+def summary_metrics(s: dict) -> dict:
+    """A run summary's metrics as row fields.
+
+    Every task reports its headline metric (`s["metric"]`, test accuracy when absent) at the
+    early-stopping row, at the end and at its best, as `es_score`, `final_score` and `best_score`;
+    classification runs also keep their accuracy names (`es_test_acc`, ...)."""
+    metric = s.get("metric", "test_acc")
+    es, fin = s["early_stop"], s["final"]
+    out = {"metric": metric, "es_iter": es["iter"], "es_score": es[metric], "final_score": fin[metric],
+           "best_score": s.get("best_score", s.get("best_" + metric, fin[metric])),
+           "wall_time_s": s["wall_time_s"]}
+    if "val_loss" in es:
+        out["es_val_loss"] = es["val_loss"]
+    if metric == "test_acc":
+        out.update(es_test_acc=es["test_acc"], final_test_acc=fin["test_acc"], best_test_acc=s["best_test_acc"])
+    return out
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Mean and (sample) std of each metric per (branch, level), over replicates and draws."""
+    groups = defaultdict(list)
+    for row in rows:
+        groups[(row["branch"], row["level"])].append(row)
+    out = []
+    for (branch, level), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "ticket", kv[0])):
+        agg = {"branch": branch, "level": level, "n": len(rs), "metric": rs[0].get("metric", "test_acc")}
+        for k in (k for k in METRICS if all(k in x for x in rs)):
+            vals = [x[k] for x in rs]
+            mean = sum(vals) / len(vals)
+            agg[k] = mean
+            agg[k + "_std"] = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+        out.append(agg)
+    return out

@@ -1,0 +1,118 @@
+"""The results store: one folder per experiment, named by the hash of its canonical config.
+
+Layout (open_lth's scheme, with JSON hashing and a schema version, see `config.py`):
+
+    <store>/<kind>-<hash12>/config.json     the resolved config: every field, defaults included
+    <store>/<kind>-<hash12>/...             the experiment's runs (metrics.jsonl, checkpoints, summary.json)
+
+Identical experiments land in one folder, so finished work is found and skipped. Every
+file is written atomically (`_atomic`), and an experiment is run under an exclusive lock
+file, so two processes writing *different* experiments into one store never interfere,
+and two processes asked to run the *same* one do not both write it.
+
+The store root: the `--store` flag, then `TICKETLAB_STORE`, then `./ticketlab-results`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from ticketlab.core import atomic as _atomic
+from ticketlab.core.config import SCHEMA_VERSION, config_hash, to_dict
+from ticketlab.core.errors import TicketlabError
+
+
+def resolve_store(root: str | os.PathLike | None = None) -> Path:
+    """The store root: the argument, then $TICKETLAB_STORE, then ./ticketlab-results."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ.get("TICKETLAB_STORE", "ticketlab-results"))
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A folder in the store holding one experiment."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def kind(self) -> str:
+        return self.name.rsplit("-", 1)[0]
+
+    @property
+    def config(self) -> dict:
+        """The saved resolved config (all fields)."""
+        return json.loads((self.path / "config.json").read_text())["config"]
+
+    @contextmanager
+    def lock(self, part: str = "", *, wait: bool = False) -> Iterator[None]:
+        """Hold an exclusive lock on this experiment (or on one part of it, e.g. a replicate).
+
+        Without `wait`, another holder makes it fail fast with a TicketlabError; with it, block
+        until the holder is done. Locks are released when the process dies, even by SIGKILL.
+        """
+        fd = os.open(self.path / f".lock{'-' + part if part else ''}", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                what = f"{part} of " if part else ""
+                raise TicketlabError(f"{self.path}: another process is running {what}this experiment") from None
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+
+class Store:
+    """A results store rooted at a folder."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = resolve_store(root)
+
+    def experiment(self, kind: str, cfg) -> Experiment:
+        """The experiment folder for (kind, cfg), created with its config.json if new."""
+        key = config_hash(kind, cfg)
+        path = self.root / f"{kind}-{key}"
+        path.mkdir(parents=True, exist_ok=True)
+        cfg_path = path / "config.json"
+        body = {"kind": kind, "schema": SCHEMA_VERSION, "hash": key, "config": to_dict(cfg),
+                "identity": to_dict(cfg, all_fields=False)}
+        if not cfg_path.exists():
+            _atomic.write_json(cfg_path, body)
+        else:
+            old = json.loads(cfg_path.read_text())
+            if old.get("identity") != body["identity"]:
+                raise TicketlabError(f"{cfg_path}: hash collision with a different config")
+            if old != body:  # run-shape fields (levels, replicates) may grow
+                _atomic.write_json(cfg_path, body)
+        return Experiment(path)
+
+    def list(self) -> list[Experiment]:
+        """All experiments in the store, by name."""
+        if not self.root.exists():
+            return []
+        return [Experiment(p) for p in sorted(self.root.iterdir())
+                if p.is_dir() and (p / "config.json").exists()]
+
+    def get(self, ref: str) -> Experiment:
+        """An experiment by folder name, path, or a unique prefix of its name or hash."""
+        p = Path(ref)
+        if (p / "config.json").exists():
+            return Experiment(p)
+        hits = [e for e in self.list()
+                if e.name == ref or e.name.startswith(ref) or e.name.split("-")[-1].startswith(ref)]
+        if len(hits) == 1:
+            return hits[0]
+        if not hits:
+            raise TicketlabError(f"no experiment {ref!r} in store {self.root}")
+        raise TicketlabError(f"{ref!r} is ambiguous in {self.root}: " + ", ".join(e.name for e in hits))

@@ -1,0 +1,346 @@
+"""The sparse-training experiment: train a network sparse from scratch (or prune it gradually).
+
+One experiment = a training recipe (`TrainConfig`) + a `SparseConfig`: the method (dense, static, SET,
+SNFS, RigL, GMP, or a pruning-at-init baseline SNIP / GraSP / SynFlow trained with its fixed mask), the
+target sparsity and how it is spread over the layers (uniform / ER / ERK, first/last-layer policy),
+and the drop-and-grow schedule. `run` trains R replicates (replicate r: init and data seeds + r as in
+`ticketlab.experiments.lottery.trunk.replicate_seeds`, mask seed + r) on the shared loop (`ticketlab.training.loop.fit`), or
+stacked `stack` at a time for stackable models (`fit_many` + `ticketlab.training.stacked.Stacked`; each
+model's masks and draws are those it would get alone).
+
+Store layout (``<store>/sparse-<hash>/``; the hash covers both configs, not the run shape):
+
+    replicate_<r>/metrics.jsonl, summary.json, final.pt   the run (`fit`); final.pt holds the sparse
+                                                          state under "hooks" (masks, step, history)
+    replicate_<r>/checkpoint.pt                           while running: resume point, with the masks,
+                                                          the step counter and the schedule position
+    replicate_<r>/churn.jsonl                             one row per mask update (below)
+    replicate_<r>/masks.pt                                the final boolean masks, every prunable layer
+    replicate_<r>/sparsity.json                           per-layer targets, counts, achieved sparsity
+    replicate_<r>/group.json                              the replicates trained together with r
+
+Mask churn: the fraction of connections changed by an update,
+churn = (dropped + grown) / (nnz before + nnz after) over all masked layers, counting only real
+changes (a connection dropped and regrown at once is no change). For drop-and-grow methods it is
+the fraction of active connections replaced; for GMP, dropped / (2·nnz − dropped).
+
+Schedule in steps: RigL/SET/SNFS update every `update_interval` steps from step 0 (an update step, as
+in the official code) to ⌊end_fraction · T⌋; GMP prunes from ⌊gmp_begin · T⌋ to ⌊gmp_end · T⌋ every
+`gmp_frequency` steps; T = the run length in iterations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ticketlab.core import atomic as _atomic, distributions
+from ticketlab.core.config import param, validate
+from ticketlab.core.errors import ConfigError
+from ticketlab.training.loop import RunOptions, TrainConfig, load_state, total_iterations
+
+METHODS = ("dense", "static", "set", "snfs", "rigl", "gmp", "snip", "grasp", "synflow")
+PRUNE_AT_INIT = ("snip", "grasp", "synflow")
+DISTRIBUTIONS = ("uniform", "er", "erk")
+
+
+@dataclass(frozen=True)
+class SparseConfig:
+    """What sparse training to run. The training recipe is a separate `TrainConfig`."""
+
+    method: str = param("rigl", "sparse-training method", choices=METHODS)
+    sparsity: float = param(0.9, "target fraction of zero weights over the masked layers", min=0.0, max=0.9999)
+    distribution: str = param("erk", "how the sparsity is spread over layers", choices=DISTRIBUTIONS)
+    dense_first: bool = param(False, "keep the first prunable layer dense (outside the sparsity budget)")
+    dense_last: bool = param(False, "keep the output layer dense (outside the sparsity budget)")
+    erk_power_scale: float = param(1.0, "ERK: exponent of the raw density score (0: uniform)", min=0.0)
+    update_interval: int = param(100, "ΔT: steps between mask updates (SET/SNFS/RigL)", min=1)
+    drop_fraction: float = param(0.3, "α: fraction of active weights replaced at the first update", min=0.0, max=1.0)
+    drop_fraction_decay: str = param("cosine", "decay of the drop fraction to end_fraction",
+                                     choices=("cosine", "constant"))
+    end_fraction: float = param(0.75, "last mask update, as a fraction of training (SET/SNFS/RigL)",
+                                min=0.0, max=1.0)
+    skip_step: bool | None = param(None, "skip the optimizer step on update steps (default: the "
+                                         "official choice, yes for RigL, no for SET/SNFS)")
+    snfs_momentum: float = param(0.9, "SNFS: momentum of the dense-gradient buffer", min=0.0, max=0.999)
+    gmp_begin: float = param(0.1, "GMP: first pruning step, as a fraction of training", min=0.0, max=1.0)
+    gmp_end: float = param(0.75, "GMP: step reaching the target sparsity, as a fraction of training",
+                           min=0.0, max=1.0)
+    gmp_frequency: int = param(100, "GMP: steps between pruning steps", min=1)
+    saliency_scope: str = param("global", "SNIP/GraSP/SynFlow: one global threshold (the papers), or "
+                                          "per-layer targets from `distribution`",
+                                choices=("global", "distribution"))
+    saliency_batch: int = param(100, "SNIP/GraSP: training examples scored", min=1)
+    synflow_iterations: int = param(100, "SynFlow: pruning rounds", min=1)
+    grasp_temperature: float = param(200.0, "GraSP: logits temperature", min=1e-9)
+    seed: int = param(0, "seed of the random masks and random growth (replicate r: seed + r)", min=0)
+
+    def __post_init__(self):
+        validate(self)
+        if self.gmp_begin > self.gmp_end:
+            raise ConfigError(f"gmp_begin ({self.gmp_begin}) is after gmp_end ({self.gmp_end})")
+
+
+@dataclass(frozen=True)
+class SparseRun:
+    """A sparse-training experiment's identity: the training recipe and the sparse config."""
+
+    train: TrainConfig
+    sparse: SparseConfig
+
+
+# --- building blocks ---------------------------------------------------------------------------------
+
+def make_method(cfg: SparseConfig, total: int):
+    """The `ticketlab.methods.sparse` method of `cfg` for a run of `total` steps (None for dense)."""
+    from ticketlab.methods import sparse
+    if cfg.method == "dense":
+        return None
+    if cfg.method in ("static", *PRUNE_AT_INIT):
+        return sparse.Static()
+    if cfg.method == "gmp":
+        return sparse.GMP(begin_step=math.floor(cfg.gmp_begin * total), end_step=math.floor(cfg.gmp_end * total),
+                          frequency=cfg.gmp_frequency)
+    cls = sparse.METHODS[cfg.method]
+    kw = dict(update_interval=cfg.update_interval, drop_fraction=cfg.drop_fraction,
+              drop_fraction_decay=cfg.drop_fraction_decay, end_step=math.floor(cfg.end_fraction * total))
+    if cfg.skip_step is not None:
+        kw["skip_step"] = cfg.skip_step
+    if cfg.method == "snfs":
+        kw["momentum"] = cfg.snfs_momentum
+    return cls(**kw)
+
+
+def dense_policy(cfg: SparseConfig, model: torch.nn.Module) -> list[str]:
+    """The layers the first/last-layer policy keeps dense."""
+    from ticketlab.models import output_layer_name, prunable_parameters
+    names = list(prunable_parameters(model))
+    return distributions.dense_layers(names, dense_first=cfg.dense_first, dense_last=cfg.dense_last,
+                                      last=output_layer_name(model) if cfg.dense_last else None)
+
+
+def layer_sparsities(cfg: SparseConfig, model: torch.nn.Module) -> dict[str, float]:
+    """Target sparsity of every prunable layer of `model` under `cfg`'s distribution and policy."""
+    from ticketlab.models import prunable_parameters
+    shapes = {n: tuple(p.shape) for n, p in prunable_parameters(model).items()}
+    kw = {"power_scale": cfg.erk_power_scale} if cfg.distribution == "erk" else {}
+    return distributions.sparsities(cfg.distribution, shapes, cfg.sparsity, dense=dense_policy(cfg, model), **kw)
+
+
+def saliency_batch(data, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` training examples drawn from (seed): the batch SNIP and GraSP score on."""
+    from ticketlab.core.scores import name_seed
+    g = torch.Generator().manual_seed(name_seed(seed, "saliency-batch"))
+    idx = torch.randperm(len(data.train.x), generator=g)[:min(n, len(data.train.x))]
+    return data.train.x[idx], data.train.y[idx]
+
+
+def init_masks(cfg: SparseConfig, model: torch.nn.Module, data, data_seed: int) -> dict[str, torch.Tensor] | None:
+    """One-shot pruning-at-init masks of `model` for SNIP / GraSP / SynFlow (None for other methods)."""
+    if cfg.method not in PRUNE_AT_INIT:
+        return None
+    from ticketlab.methods.saliency import prune_at_init
+    x, y = saliency_batch(data, cfg.saliency_batch, data_seed) if cfg.method != "synflow" else (None, None)
+    scope = "global" if cfg.saliency_scope == "global" else cfg.distribution
+    return prune_at_init(cfg.method, model, cfg.sparsity, x=x, y=y, input_shape=data.input_shape,
+                         distribution=scope, dense=dense_policy(cfg, model),
+                         synflow_iterations=cfg.synflow_iterations, grasp_temperature=cfg.grasp_temperature)
+
+
+# --- the experiment ------------------------------------------------------------------------------------
+
+def _rep_dir(exp_path: Path, r: int) -> Path:
+    return Path(exp_path) / f"replicate_{r}"
+
+
+def _groups(exp_path: Path, pending: list[int], stack: int) -> list[list[int]]:
+    """Replicates to train together: interrupted groups as they were (group.json), then new ones."""
+    groups, seen = [], set()
+    for r in pending:
+        gfile = _rep_dir(exp_path, r) / "group.json"
+        if r in seen or not (_rep_dir(exp_path, r) / "checkpoint.pt").exists() or not gfile.exists():
+            continue
+        members = [m for m in json.loads(gfile.read_text())["members"] if m in pending]
+        groups.append(members)
+        seen.update(members)
+    rest = [r for r in pending if r not in seen]
+    groups += [rest[i:i + stack] for i in range(0, len(rest), stack)]
+    return groups
+
+
+def run(train_cfg: TrainConfig, sparse_cfg: SparseConfig, *, store=None, data_dir=None, progress: bool = True,
+        replicates: int = 1, stack: int = 1, checkpoint_every: int = 1000, hooks: Sequence[object] = (),
+        data=None, log=None) -> dict:
+    """Run (or resume, or extend to more replicates) a sparse-training experiment (`ticketlab sparse-train`).
+
+    - `replicates`: replicate r uses init_seed + r, data_seed + r and mask seed + r.
+    - `stack`: for stackable models (MLPs, LeNet-300-100), train up to `stack` replicates as one
+      batched computation; other models train one at a time.
+    - `hooks`: extra `fit` hooks (e.g. to stop a run); `data`: a loaded dataset (default: load it).
+    Returns {"experiment": folder, "rows": one per replicate, "aggregate": mean ± std over replicates}.
+    """
+    from ticketlab.data import load_dataset
+    from ticketlab.training.stacked import stackable
+    from ticketlab.models import create_model
+    from ticketlab.engine.store import Store
+
+    if replicates < 1 or stack < 1:
+        raise ConfigError(f"replicates and stack must be >= 1, got {replicates}, {stack}")
+    if data is None:
+        data = load_dataset(train_cfg.dataset, data_dir, val_size=train_cfg.val_size,
+                            split_seed=train_cfg.split_seed, train_fraction=train_cfg.train_fraction)
+
+    def build(seed: int) -> torch.nn.Module:
+        return create_model(train_cfg.model, input_shape=data.input_shape, num_classes=data.num_classes,
+                            seed=seed, init=train_cfg.init, **train_cfg.model_args)
+
+    probe = build(train_cfg.init_seed)  # a bad model name or option fails before the store is touched
+    layer_sparsities(sparse_cfg, probe)
+    exp = Store(store).experiment("sparse", SparseRun(train_cfg, sparse_cfg))
+    total = total_iterations(train_cfg, len(data.train))
+    log = log or (lambda s: None)
+    with exp.lock():
+        pending = [r for r in range(replicates) if not (_rep_dir(exp.path, r) / "summary.json").exists()]
+        can_stack = stack > 1 and stackable(probe)
+        for group in _groups(exp.path, pending, stack if can_stack else 1):
+            log(f"{sparse_cfg.method} {sparse_cfg.sparsity}: replicates {group}")
+            _train_group(exp.path, group, train_cfg, sparse_cfg, data, build, total, progress=progress,
+                         checkpoint_every=checkpoint_every, hooks=hooks)
+        for r in range(replicates):
+            if not (_rep_dir(exp.path, r) / "sparsity.json").exists():
+                _write_outputs(exp.path, r, train_cfg, sparse_cfg, build)
+    rows = [replicate_row(exp.path, r) for r in range(replicates)]
+    return {"experiment": str(exp.path), "rows": rows, "aggregate": aggregate(rows)}
+
+
+def _train_group(exp_path: Path, group: list[int], train_cfg: TrainConfig, cfg: SparseConfig, data, build,
+                 total: int, *, progress: bool, checkpoint_every: int, hooks: Sequence[object]) -> None:
+    from ticketlab.training.stacked import Stacked
+    from ticketlab.experiments.lottery.trunk import replicate_seeds
+    from ticketlab.models import prunable_parameters
+    from ticketlab.methods.sparse import Updater
+    from ticketlab.training.loop import Run, fit, fit_many
+
+    for r in group:
+        d = _rep_dir(exp_path, r)
+        d.mkdir(parents=True, exist_ok=True)
+        _atomic.write_json(d / "group.json", {"members": group})
+    seeds = [replicate_seeds(train_cfg, r) for r in group]
+    models = [build(init_seed) for init_seed, _ in seeds]
+    masks0 = [init_masks(cfg, m, data, ds) for m, (_, ds) in zip(models, seeds)]
+    method = make_method(cfg, total)
+    options = RunOptions(progress=progress, checkpoint_every=checkpoint_every,
+                         desc=f"{cfg.method} {cfg.sparsity:g} rep {','.join(map(str, group))}")
+    mask_seeds = [cfg.seed + r for r in group]
+    targets = layer_sparsities(cfg, models[0])
+    if len(group) == 1:
+        r, (init_seed, data_seed) = group[0], seeds[0]
+        updater = None if method is None else Updater(method, None if masks0[0] is not None else targets,
+                                                      masks=masks0[0], seed=mask_seeds[0])
+        cfg_r = dataclasses.replace(train_cfg, init_seed=init_seed, data_seed=data_seed)
+        fit(models[0], data, cfg_r, _rep_dir(exp_path, r), prunable=prunable_parameters(models[0]),
+            hooks=([updater] if updater else []) + list(hooks), options=options)
+        return
+    ens = Stacked(models)
+    updater = None
+    if method is not None:
+        stacked = None
+        if masks0[0] is not None:
+            stacked = {n: torch.stack([m[n] for m in masks0]) for n in masks0[0]}
+        updater = Updater(method, None if stacked is not None else targets, masks=stacked, seed=mask_seeds)
+    runs = [Run(_rep_dir(exp_path, r), model=m, data_seed=ds) for r, m, (_, ds) in zip(group, models, seeds)]
+    fit_many(runs, data, train_cfg, ens, hooks=([updater] if updater else []) + list(hooks), options=options)
+
+
+def churn_rows(state: dict, row: int = 0) -> list[dict]:
+    """Per-update churn of model `row` of a saved `Updater` state (see the module docstring)."""
+    out = []
+    for h in state.get("history", []):
+        dropped = sum(v[row] for v in h["dropped"].values())
+        grown = sum(v[row] for v in h["grown"].values())
+        after = sum(h["nnz"].values())
+        before = after + dropped - grown
+        layers = {}
+        for n in h["nnz"]:
+            a = h["nnz"][n]
+            b = a + h["dropped"][n][row] - h["grown"][n][row]
+            layers[n] = (h["dropped"][n][row] + h["grown"][n][row]) / (a + b) if a + b else 0.0
+        churn = (dropped + grown) / (before + after) if before + after else 0.0
+        out.append({"step": h["step"], "drop_fraction": h["drop_fraction"], "churn": churn, "dropped": dropped,
+                    "grown": grown, "nnz": after, "layers": layers})
+    return out
+
+
+def _write_outputs(exp_path: Path, r: int, train_cfg: TrainConfig, cfg: SparseConfig, build) -> None:
+    """churn.jsonl, masks.pt and sparsity.json of a finished replicate, from its final.pt."""
+    from ticketlab.experiments.lottery.trunk import replicate_seeds, save_masks
+    from ticketlab.models import prunable_parameters
+    d = _rep_dir(exp_path, r)
+    final = load_state(d / "final.pt")
+    hook_states = final.get("hooks") or []
+    state = hook_states[0] if hook_states and isinstance(hook_states[0], dict) and "masks" in hook_states[0] else None
+    probe = build(replicate_seeds(train_cfg, r)[0])
+    shapes = {n: tuple(p.shape) for n, p in prunable_parameters(probe).items()}
+    masks = {n: torch.ones(s, dtype=torch.bool) for n, s in shapes.items()}
+    churn = []
+    if state is not None:
+        seeds = list(state["seeds"])
+        row = seeds.index(cfg.seed + r)
+        stacked = len(seeds) > 1
+        for n, m in state["masks"].items():
+            masks[n] = (m[row] if stacked else m).clone()
+        churn = churn_rows(state, row)
+    save_masks(d / "masks.pt", masks)
+    _atomic.write_text(d / "churn.jsonl", "".join(json.dumps(c) + "\n" for c in churn))
+    if cfg.method == "dense":
+        targets = {n: 0.0 for n in shapes}
+    elif cfg.method in PRUNE_AT_INIT and cfg.saliency_scope == "global":  # per-layer counts follow the scores
+        targets = {n: (0.0 if n in dense_policy(cfg, probe) else None) for n in shapes}
+    else:
+        targets = layer_sparsities(cfg, probe)
+    kept = {n: int(m.sum()) for n, m in masks.items()}
+    numel = {n: math.prod(s) for n, s in shapes.items()}
+    _atomic.write_json(d / "sparsity.json", {
+        "target": cfg.sparsity if cfg.method != "dense" else 0.0,
+        "achieved": 1.0 - sum(kept.values()) / sum(numel.values()),
+        "layers": {n: {"target": targets.get(n, 0.0), "numel": numel[n], "nnz": kept[n],
+                       "sparsity": 1.0 - kept[n] / numel[n]} for n in shapes},
+    })
+
+
+def replicate_row(exp_path: Path, r: int) -> dict:
+    """One result row of a finished replicate."""
+    d = _rep_dir(exp_path, r)
+    s = json.loads((d / "summary.json").read_text())
+    sp = json.loads((d / "sparsity.json").read_text())
+    cfg = json.loads((Path(exp_path) / "config.json").read_text())["config"]["sparse"]
+    churn = [json.loads(line) for line in (d / "churn.jsonl").read_text().splitlines() if line.strip()]
+    return {"replicate": r, "method": cfg["method"], "distribution": cfg["distribution"], "sparsity": sp["target"],
+            "achieved_sparsity": sp["achieved"], "es_iter": s["early_stop"]["iter"],
+            "es_test_acc": s["early_stop"]["test_acc"], "final_test_acc": s["final"]["test_acc"],
+            "best_test_acc": s["best_test_acc"], "wall_time_s": s["wall_time_s"], "updates": len(churn),
+            "mean_churn": statistics.fmean(c["churn"] for c in churn) if churn else None, "path": str(d)}
+
+
+AGG_METRICS = ("achieved_sparsity", "es_test_acc", "final_test_acc", "best_test_acc", "wall_time_s")
+
+
+def aggregate(rows: list[dict]) -> dict:
+    """Mean and sample std of each metric over the replicates."""
+    out = {"n": len(rows)}
+    for k in AGG_METRICS:
+        vals = [row[k] for row in rows]
+        out[k] = statistics.fmean(vals) if vals else None
+        out[k + "_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return out
+
+
+__all__ = ["SparseConfig", "SparseRun", "METHODS", "PRUNE_AT_INIT", "run", "make_method", "layer_sparsities",
+           "dense_policy", "init_masks", "churn_rows", "replicate_row", "aggregate"]

@@ -1,0 +1,226 @@
+"""Teacher–student experiments on the results store: run them end to end, and read them back.
+
+Reproduces the setting of Tian et al. 2019 ("Luck Matters", §5) and Tian 2019 ("Student
+Specialization", §6): a fixed teacher (`teacher.py`), an over-realized student of the same depth
+(`student.py`) trained by SGD or Adam on the squared error to the teacher's outputs, with Gaussian
+inputs from a finite sampled training set or fresh each step; every `log_every` steps the
+correlation of every teacher node with every student node is measured on an evaluation set
+(`metrics.py`). After training, students can be node-pruned by fan-out and the kept nodes
+retrained from their initial weights, against a random reinit (`prune.py`).
+
+Store layout (kind "teacher_student"; the seeds are run shape, not identity):
+
+    teacher_student-<hash>/config.json
+    teacher_student-<hash>/seed_<s>/teacher.pt      the teacher's tensors (kept, never re-derived)
+    teacher_student-<hash>/seed_<s>/init.pt         the student at step 0 (θ0)
+    teacher_student-<hash>/seed_<s>/checkpoint.pt   resumable state, every `checkpoint_every` steps
+    teacher_student-<hash>/seed_<s>/metrics.jsonl   one row per log step
+    teacher_student-<hash>/seed_<s>/final.pt, corr.pt, summary.json   (summary.json marks it done)
+    teacher_student-<hash>/seed_<s>/prune_<score>_keep<k>/{pruned.json, ticket/, reinit/}
+
+The config and a run's pieces are in `spec.py`; the stacked, resumable training loop in
+`loop.py`. This module runs experiments end to end: it prepares every seed's run, trains the
+pending ones in groups, node-prunes finished students and retrains their tickets, and reads the
+results back (`point_row`, `prune_readout`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ticketlab.core import atomic as _atomic, config as C
+from ticketlab.engine.store import Experiment, Store
+from ticketlab.experiments.teacher_student import metrics as Mx
+from ticketlab.experiments.teacher_student import prune as P
+from ticketlab.experiments.teacher_student.loop import _evaluate, execute, fit_group, group_jobs
+from ticketlab.experiments.teacher_student.net import Net
+from ticketlab.experiments.teacher_student.spec import (KIND, SCHEDULE_FIELDS, JobSpec, TeacherStudentConfig, _save, _seed,
+                                            build_teacher, datasets, load_config, prepare_run, seeds_of)
+from ticketlab.experiments.teacher_student.student import random_init
+from ticketlab.training.loop import load_state
+
+# ---- node pruning and the ticket ------------------------------------------------------------
+
+def prune_dir(run_dir: Path, cfg: TeacherStudentConfig) -> Path:
+    return Path(run_dir) / f"prune_{cfg.prune_score}_keep{cfg.prune_keep:g}"
+
+
+@torch.no_grad()
+def prepare_prune(exp: Experiment, cfg: TeacherStudentConfig, seed: int) -> list[JobSpec]:
+    """Node-prune a finished run's student; write the pruned readout and the ticket / reinit starts.
+    Returns the retraining runs still to do."""
+    run_dir = exp.path / f"seed_{seed}"
+    pdir = prune_dir(run_dir, cfg)
+    pdir.mkdir(parents=True, exist_ok=True)
+    teacher = Net.from_state(load_state(run_dir / "teacher.pt"))
+    init = Net.from_state(load_state(run_dir / "init.pt"))
+    final = Net.from_state(load_state(run_dir / "final.pt")["student"])
+    keep = P.kept_counts(teacher.widths, final.widths, cfg.prune_keep)
+    masks = P.node_masks(final, keep, cfg.prune_score)
+    if not (pdir / "pruned.json").exists():
+        _, x_eval = datasets(cfg, seed, teacher.input_dim)
+        x_eval, y_eval = x_eval.unsqueeze(0), teacher(x_eval.unsqueeze(0))
+        var = y_eval.double().var(1).mean()
+        mse_full, post_full, _ = _evaluate(teacher, final, x_eval, y_eval)
+        pruned = P.compact(final, masks)
+        mse_p, post_p, _ = _evaluate(teacher, pruned, x_eval, y_eval)
+        layers = []
+        for l in range(len(keep)):
+            best, idx = Mx.best_match(post_full[l][0])
+            kept = masks[l][0].nonzero().squeeze(1).tolist()
+            smax = Mx.student_max_corr(post_full[l][0])
+            layers.append({"kept": kept, "keep": keep[l], "student_width": final.widths[l],
+                           "best_full": best.tolist(), "best_idx_full": idx.tolist(),
+                           "best_pruned": Mx.best_match(post_p[l][0])[0].tolist(),
+                           "kept_max_corr": smax[kept].tolist()})
+        _atomic.write_json(pdir / "pruned.json", {
+            "score": cfg.prune_score, "keep_factor": cfg.prune_keep,
+            "eval_mse_full": float(mse_full[0]), "eval_rel_mse_full": float(mse_full[0] / var),
+            "eval_mse_pruned": float(mse_p[0]), "eval_rel_mse_pruned": float(mse_p[0] / var), "layers": layers})
+    specs = []
+    for branch in ("ticket", "reinit") if cfg.prune_retrain else ():
+        bdir = pdir / branch
+        bdir.mkdir(exist_ok=True)
+        ipath = bdir / "init.pt"
+        if not ipath.exists():
+            if branch == "ticket":  # the kept nodes with their own initial weights
+                start = P.compact(init, masks)
+            else:  # the same architecture, freshly initialised
+                sizes = [teacher.input_dim, *keep, teacher.output_dim]
+                g = torch.Generator().manual_seed(_seed(seed, 6))
+                ws, bs = random_init(sizes, "small" if cfg.init == "small" else "default", g, cfg.init_std)
+                start = Net([w.unsqueeze(0) for w in ws], [b.unsqueeze(0) for b in bs], teacher.activation,
+                            teacher.slope)
+            _save(ipath, start.state(0))
+        if not (bdir / "summary.json").exists():
+            specs.append(JobSpec(str(exp.path), str(bdir), C.to_dict(cfg), seed, str(run_dir / "teacher.pt"),
+                                 str(ipath), f"seed_{seed}_{pdir.name}_{branch}"))
+    return specs
+
+
+def prune_readout(run_dir: Path, cfg: TeacherStudentConfig) -> dict:
+    """The node-pruning result of one run at `cfg.threshold`: which nodes were kept, whether they are
+    the specialized ones, the teacher-fit error before / after pruning, and ticket vs reinit."""
+    pdir = prune_dir(run_dir, cfg)
+    pr = json.loads((pdir / "pruned.json").read_text())
+    tau = cfg.threshold
+    layers = []
+    for L in pr["layers"]:
+        spec = {k for b, k in zip(L["best_full"], L["best_idx_full"]) if b >= tau}  # specialized winners
+        kept = set(L["kept"])
+        layers.append({
+            "keep": L["keep"], "student_width": L["student_width"], "specialized": len(spec),
+            "specialized_kept": len(spec & kept),
+            "kept_specialized_frac": sum(1 for v in L["kept_max_corr"] if v >= tau) / len(kept),
+            "success_full": sum(b >= tau for b in L["best_full"]) / len(L["best_full"]),
+            "success_pruned": sum(b >= tau for b in L["best_pruned"]) / len(L["best_pruned"])})
+    out = {"score": pr["score"], "keep_factor": pr["keep_factor"], "eval_rel_mse_full": pr["eval_rel_mse_full"],
+           "eval_rel_mse_pruned": pr["eval_rel_mse_pruned"], "layers": layers}
+    for branch in ("ticket", "reinit"):
+        p = pdir / branch / "summary.json"
+        if p.exists():
+            s = json.loads(p.read_text())
+            out[f"{branch}_eval_rel_mse"] = s["eval_rel_mse"]
+            out[f"{branch}_success"] = [sum(b >= tau for b in L["best"]) / len(L["best"]) for L in s["layers"]]
+            out[f"{branch}_mean_best"] = [sum(L["best"]) / len(L["best"]) for L in s["layers"]]
+    return out
+
+
+# ---- readouts of an experiment ----------------------------------------------------------------
+
+def run_summaries(exp_path: Path, cfg: TeacherStudentConfig) -> list[dict]:
+    """The finished runs' summaries of an experiment, by seed."""
+    out = []
+    for s in seeds_of(cfg):
+        p = Path(exp_path) / f"seed_{s}" / "summary.json"
+        if p.exists():
+            out.append(json.loads(p.read_text()))
+    return out
+
+
+def _mean(v):
+    v = [x for x in v if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return sum(v) / len(v) if v else float("nan")
+
+
+def point_row(exp_path: Path, cfg: TeacherStudentConfig) -> dict:
+    """One row per experiment: success rate and mean best match per layer (mean, min, max over
+    seeds), the per-teacher-node success rate over seeds, eval loss, luck and wall time."""
+    runs = run_summaries(exp_path, cfg)
+    tau = cfg.threshold
+    row = {"experiment": Path(exp_path).name, "teacher_widths": list(runs[0]["teacher_widths"]) if runs else
+           list(cfg.teacher_widths), "multi": cfg.multi, "p": cfg.strength_decay, "seeds": len(runs),
+           "steps": cfg.steps, "threshold": tau}
+    if not runs:
+        return row
+    n_layers = len(runs[0]["layers"])
+    layers = []
+    for l in range(n_layers):
+        succ = [sum(b >= tau for b in r["layers"][l]["best"]) / len(r["layers"][l]["best"]) for r in runs]
+        mb = [_mean(r["layers"][l]["best"]) for r in runs]
+        m = len(runs[0]["layers"][l]["best"])
+        per_node = [sum(r["layers"][l]["best"][j] >= tau for r in runs) / len(runs) for j in range(m)]
+        # luck: the init rank (as a fraction of the student width) of specialized winners
+        lk = [(r["layers"][l]["luck"]["init_rank"][j] / max(1, r["layers"][l]["luck"]["students"] - 1))
+              for r in runs for j in range(m) if r["layers"][l]["best"][j] >= tau]
+        layers.append({"success": _mean(succ), "success_min": min(succ), "success_max": max(succ),
+                       "mean_best": _mean(mb), "mean_best_min": min(mb), "mean_best_max": max(mb),
+                       "mean_best_pre": _mean([_mean(r["layers"][l]["best_pre"]) for r in runs]),
+                       "mean_best_init": _mean([_mean(r["layers"][l]["best_init"]) for r in runs]),
+                       "per_node_success": per_node,
+                       "luck_rank_frac": _mean(lk), "luck_top10": _mean([1.0 if v <= 0.1 else 0.0 for v in lk]),
+                       "luck_rank_final_spearman": _mean([r["layers"][l]["luck"]["rank_final_spearman"] for r in runs])})
+    row.update(layers=layers, eval_rel_mse=_mean([r["eval_rel_mse"] for r in runs]),
+               wall_time_s=_mean([r["wall_time_s"] for r in runs]))
+    if cfg.prune:
+        pr = [prune_readout(Path(exp_path) / f"seed_{r['seed']}", cfg) for r in runs
+              if (prune_dir(Path(exp_path) / f"seed_{r['seed']}", cfg) / "pruned.json").exists()]
+        if pr:
+            row["prune"] = pr
+    return row
+
+
+# ---- the entry point ----------------------------------------------------------------------------
+
+def run(cfgs: TeacherStudentConfig | Sequence[TeacherStudentConfig], *, store=None, workers: int = 1,
+        stack: int = 16, checkpoint_every: int = 5000, verbose: bool = False,
+        log: Callable[[str], None] | None = None) -> dict:
+    """Run (or resume, or just read) one or several teacher–student experiments.
+
+    Runs of all experiments that share shapes and schedule train stacked, `stack` at a time, in
+    `workers` processes. With `prune`, finished runs are node-pruned and their ticket and reinit
+    retrained (stacked likewise). The tables and plots are written by `ticketlab.api.teacher_student`
+    (the reports floor sits above this one).
+    Returns {"experiments": [folders], "rows": [`point_row` per config], "files": []}.
+    """
+    if isinstance(cfgs, TeacherStudentConfig):
+        cfgs = [cfgs]
+    store = Store(store)
+    exps = []
+    for cfg in cfgs:
+        build_teacher(cfg, cfg.seed)  # fail on a bad teacher before a store folder is made
+        exps.append(store.experiment(KIND, cfg))
+    specs = []
+    for exp, cfg in zip(exps, cfgs):
+        for s in seeds_of(cfg):
+            if not (exp.path / f"seed_{s}" / "summary.json").exists():
+                specs.append(prepare_run(exp, cfg, s))
+    execute(group_jobs(specs, stack), workers=workers, checkpoint_every=checkpoint_every, verbose=verbose, log=log)
+    retrain = []
+    for exp, cfg in zip(exps, cfgs):
+        if cfg.prune:
+            for s in seeds_of(cfg):
+                retrain += prepare_prune(exp, cfg, s)
+    execute(group_jobs(retrain, stack), workers=workers, checkpoint_every=checkpoint_every, verbose=verbose, log=log)
+    rows = [point_row(e.path, cfg) for e, cfg in zip(exps, cfgs)]
+    return {"experiments": [str(e.path) for e in exps], "rows": rows, "files": []}
+
+
+__all__ = ["KIND", "TeacherStudentConfig", "SCHEDULE_FIELDS", "build_teacher", "datasets", "JobSpec", "prepare_run",
+           "fit_group", "group_jobs", "execute", "prepare_prune", "prune_readout", "run_summaries", "point_row",
+           "run", "load_config", "seeds_of"]

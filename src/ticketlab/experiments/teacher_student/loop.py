@@ -1,0 +1,267 @@
+"""The training loop: runs of one shape trained together as one stacked computation, resumable.
+
+Runs that share every shape and training field (they may differ in seed, strength decay, data
+std, teacher seed and init) train as one stack (`net.Net`): one `baddbmm` per layer for S
+networks, gradients written out by hand (`Net.loss_and_grads`), one elementwise optimizer
+(`optim.StackedOptimizer`). Each run still draws its own minibatches from its own generator and
+writes its own folder (`metrics.jsonl`, atomic `checkpoint.pt` every `checkpoint_every` steps,
+`final.pt`, `corr.pt`, `summary.json`), so its results do not depend on its group, and an
+interrupted group resumes exactly. Groups run in this process or in worker processes
+(`ticketlab.engine.parallel`).
+
+Every `log_every` steps the correlation of every teacher node with every student node, of every
+hidden layer, after and before the activation, is measured on the run's evaluation inputs
+(`metrics.CorrStats`), and each teacher node's best match is logged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ticketlab.core import atomic as _atomic
+from ticketlab.core.errors import TicketlabError
+from ticketlab.engine.store import Experiment
+from ticketlab.experiments.teacher_student import metrics as Mx
+from ticketlab.experiments.teacher_student.net import Net
+from ticketlab.experiments.teacher_student.optim import StackedOptimizer
+from ticketlab.experiments.teacher_student.spec import SCHEDULE_FIELDS, JobSpec, TeacherStudentConfig, _save, _seed, datasets
+from ticketlab.training.loop import load_state
+
+@torch.no_grad()
+def _evaluate(teacher: Net, student: Net, x: torch.Tensor, y: torch.Tensor, chunk: int = 2048
+              ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """(eval MSE [S] (mean over outputs), post- and pre-activation correlations per layer [S, m, n])."""
+    post = [Mx.CorrStats() for _ in teacher.widths]
+    pre = [Mx.CorrStats() for _ in teacher.widths]
+    se = torch.zeros(student.size, dtype=torch.float64)
+    for i in range(0, x.shape[1], chunk):
+        xb = x[:, i:i + chunk]
+        _, tpre, tpost = teacher.forward(xb)
+        out, spre, spost = student.forward(xb)
+        se += (out - y[:, i:i + chunk]).double().pow(2).sum((1, 2))
+        for l in range(len(post)):
+            post[l].update(tpost[l], spost[l])
+            pre[l].update(tpre[l], spre[l])
+    return se / (x.shape[1] * y.shape[2]), [c.corr() for c in post], [c.corr() for c in pre]
+
+
+def _lr_at(cfg: TeacherStudentConfig, step: int) -> float:
+    return cfg.lr * cfg.gamma ** sum(1 for m in cfg.milestones if step >= m)
+
+
+def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000,
+              log: Callable[[str], None] | None = None) -> list[dict]:
+    """Train runs of one shape and schedule together; each writes its own folder. Returns summaries.
+
+    All runs must be new, or all have checkpoints at the same step (the caller groups them so).
+    """
+    cfgs = [s.config for s in specs]
+    c = cfgs[0]
+    S = len(specs)
+    dirs = [Path(s.run_dir) for s in specs]
+    teacher = Net.stack([Net.from_state(load_state(Path(s.teacher_path))) for s in specs])
+    init = Net.stack([Net.from_state(load_state(Path(s.init_path))) for s in specs])
+    d = teacher.input_dim
+    data = [datasets(cfg, s.seed, d) for cfg, s in zip(cfgs, specs)]
+    x_eval = torch.stack([e for _, e in data])  # [S, E, d]
+    with torch.no_grad():
+        y_eval = torch.cat([teacher(x_eval[:, i:i + 4096]) for i in range(0, x_eval.shape[1], 4096)], 1)
+        y_var = y_eval.double().var(1).mean(1)  # [S]: the teacher's output variance, for relative MSE
+        x_train = y_train = None
+        if c.train_size:
+            x_train = torch.stack([t for t, _ in data])  # [S, N, d]
+            y_train = torch.cat([teacher(x_train[:, i:i + 4096]) for i in range(0, x_train.shape[1], 4096)], 1)
+    stds = torch.tensor([cfg.data_std for cfg in cfgs]).view(S, 1, 1)
+
+    student = init.detach()
+    params = student.params()  # plain leaf tensors: gradients are set by hand (`Net.loss_and_grads`)
+    opt = StackedOptimizer(params, c.optimizer, lr=c.lr, momentum=c.momentum)
+    gens = [torch.Generator().manual_seed(_seed(s.seed, 4)) for s in specs]
+    step, elapsed = 0, 0.0
+    rows: list[list[dict]] = [[] for _ in specs]
+    ckpts = [p / "checkpoint.pt" for p in dirs]
+    if any(p.exists() for p in ckpts):  # resume
+        if not all(p.exists() for p in ckpts):
+            raise ValueError("fit_group: only some runs of the group have checkpoints; group them apart")
+        states = [load_state(p) for p in ckpts]
+        if len({int(st["step"]) for st in states}) != 1:
+            raise ValueError("fit_group: the group's checkpoints are at different steps")
+        step = int(states[0]["step"])
+        loaded = Net.stack([Net.from_state(st["student"]) for st in states])
+        with torch.no_grad():
+            for p, q in zip(params, loaded.params()):
+                p.copy_(q)
+        opt.load([st["optimizer"] for st in states])
+        for g, st in zip(gens, states):
+            g.set_state(st["gen"])
+        elapsed = float(states[0]["elapsed"])
+        rows = [[json.loads(line) for line in (p / "metrics.jsonl").read_text().splitlines() if line.strip()]
+                for p in dirs]
+        rows = [[r for r in rs if r["step"] <= step] for rs in rows]
+
+    running = torch.zeros(S, dtype=torch.float64)
+    n_running = 0
+
+    def record(i: int) -> None:
+        nonlocal running, n_running
+        mse, post, pre = _evaluate(teacher, student, x_eval, y_eval)
+        for s in range(S):
+            bests = [Mx.best_match(cp[s]) for cp in post]
+            rows[s].append({
+                "step": i, "lr": _lr_at(c, i),
+                "train_loss": float(running[s]) / n_running if n_running else None,
+                "eval_mse": float(mse[s]), "eval_rel_mse": float(mse[s] / y_var[s]),
+                "best": [[round(v, 6) for v in b.tolist()] for b, _ in bests],
+                "best_idx": [k.tolist() for _, k in bests],
+                "best_pre": [[round(v, 6) for v in Mx.best_match(cp[s])[0].tolist()] for cp in pre]})
+        running, n_running = torch.zeros(S, dtype=torch.float64), 0
+        if log is not None:
+            means = " ".join(f"{sum(sum(r['best'][l]) / len(r['best'][l]) for r in (rs[-1] for rs in rows)) / S:.3f}"
+                             for l in range(len(post)))
+            log(f"{Path(specs[0].exp_path).name} step {i}: eval rel. MSE {float((mse / y_var).mean()):.4g}, "
+                f"mean best match per layer {means}")
+
+    def save_checkpoints(i: int) -> None:
+        for s in range(S):
+            _atomic.write_text(dirs[s] / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows[s]))
+            _save(ckpts[s], {"step": i, "student": student.state(s), "optimizer": opt.state(s),
+                             "gen": gens[s].get_state(), "elapsed": elapsed + time.perf_counter() - t0})
+
+    t0 = time.perf_counter()
+    if not rows[0]:
+        record(0)
+    ar = torch.arange(S).unsqueeze(1)
+    B = c.batch_size
+    lr = None
+    # ALGO: the hot loop: S networks, one stacked forward/backward per step.
+    while step < c.steps:
+        new_lr = _lr_at(c, step)
+        if new_lr != lr:
+            lr = new_lr
+            opt.lr = lr
+        if x_train is not None:  # with replacement, as SS's use_sgd
+            idx = torch.stack([torch.randint(c.train_size, (B,), generator=g) for g in gens])  # [S, B]
+            xb, yb = x_train[ar, idx], y_train[ar, idx]
+        else:
+            xb = torch.stack([torch.randn(B, d, generator=g) for g in gens]) * stds
+            with torch.no_grad():
+                yb = teacher(xb)
+        per_run, grads = student.loss_and_grads(xb, yb, c.loss)  # each slice its own run's gradient
+        opt.step(grads)  # elementwise: one optimizer on the stack is S optimizers
+        running += per_run.double()
+        n_running += 1
+        step += 1
+        if step % c.log_every == 0 or step == c.steps:
+            record(step)
+        if step % checkpoint_every == 0 and step < c.steps:
+            save_checkpoints(step)
+    wall = elapsed + time.perf_counter() - t0
+
+    # ---- final readouts: correlations at init and at the end, L-shape, luck ----
+    student = student.detach()
+    _, post_f, pre_f = _evaluate(teacher, student, x_eval, y_eval)
+    _, post_0, pre_0 = _evaluate(teacher, init, x_eval, y_eval)
+    summaries = []
+    for s in range(S):
+        _save(dirs[s] / "final.pt", {"step": step, "student": student.state(s)})
+        _save(dirs[s] / "corr.pt", {"init": [cp[s].float() for cp in post_0], "final": [cp[s].float() for cp in post_f],
+                                    "init_pre": [cp[s].float() for cp in pre_0],
+                                    "final_pre": [cp[s].float() for cp in pre_f]})
+        _atomic.write_text(dirs[s] / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows[s]))
+        layers = []
+        for l in range(len(post_f)):
+            best, idx = Mx.best_match(post_f[l][s])
+            layers.append({
+                "teacher_width": teacher.widths[l], "student_width": student.widths[l],
+                "best": best.tolist(), "best_idx": idx.tolist(),
+                "best_pre": Mx.best_match(pre_f[l][s])[0].tolist(),
+                "best_init": Mx.best_match(post_0[l][s])[0].tolist(),
+                "student_max_corr": Mx.student_max_corr(post_f[l][s]).tolist(),
+                "fan_out_norm": student.slice(s).fan_out_norm(l)[0].tolist(),
+                "teacher_fan_out_norm": teacher.slice(s).fan_out_norm(l)[0].tolist(),
+                "fan_out_scaled": Mx.scaled_fan_out(student.slice(s), l)[0].tolist(),
+                "teacher_fan_out_scaled": Mx.scaled_fan_out(teacher.slice(s), l)[0].tolist(),
+                "luck": Mx.luck(post_0[l][s], post_f[l][s])})
+        last = rows[s][-1]
+        summary = {"seed": specs[s].seed, "steps": step, "wall_time_s": wall / S, "trained_with": S,
+                   "teacher_widths": list(teacher.widths), "student_widths": list(student.widths),
+                   "eval_mse": last["eval_mse"], "eval_rel_mse": last["eval_rel_mse"],
+                   "train_loss": last["train_loss"], "layers": layers}
+        _atomic.write_json(dirs[s] / "summary.json", summary)
+        if ckpts[s].exists():
+            ckpts[s].unlink()
+        summaries.append(summary)
+    return summaries
+
+
+def _fit_job(specs: list[JobSpec], checkpoint_every: int, verbose: bool) -> list[dict]:
+    """A group as one job (module level, so a worker process can run it), under the runs' locks."""
+    torch.set_num_threads(1)
+    log = (lambda s: print(s, flush=True)) if verbose else None
+    with ExitStack() as stack:
+        for s in specs:
+            stack.enter_context(Experiment(Path(s.exp_path)).lock(s.lock))
+        todo = [s for s in specs if not (Path(s.run_dir) / "summary.json").exists()]  # another process may have run it
+        if todo:
+            fit_group(todo, checkpoint_every=checkpoint_every, log=log)
+    return [json.loads((Path(s.run_dir) / "summary.json").read_text()) for s in specs]
+
+
+def group_jobs(specs: Sequence[JobSpec], stack: int) -> list[list[JobSpec]]:
+    """Group runs that can train as one computation: same shapes, same training fields, same
+    resume step; at most `stack` per group."""
+    groups: dict[tuple, list[JobSpec]] = {}
+    for s in specs:
+        cfg = {k: s.cfg[k] for k in SCHEDULE_FIELDS}
+        ck = Path(s.run_dir) / "checkpoint.pt"
+        at = int(load_state(ck)["step"]) if ck.exists() else 0
+        key = (json.dumps(cfg, sort_keys=True), s.shapes(), at)
+        groups.setdefault(key, []).append(s)
+    out = []
+    for g in groups.values():
+        out += [g[i:i + stack] for i in range(0, len(g), stack)]
+    return out
+
+
+def execute(groups: list[list[JobSpec]], *, workers: int = 1, checkpoint_every: int = 5000,
+            verbose: bool = False, log: Callable[[str], None] | None = None) -> None:
+    """Train groups, in this process (workers = 1) or across worker processes (`ticketlab.engine.parallel`)."""
+    if not groups:
+        return
+    if workers <= 1 or len(groups) == 1:
+        for i, g in enumerate(groups):
+            if log:
+                log(f"group {i + 1}/{len(groups)}: {len(g)} run(s) of {Path(g[0].exp_path).name} ...")
+            _fit_job(g, checkpoint_every, verbose)
+        return
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from ticketlab.engine.parallel import error_text, make_executor
+    ex = make_executor("process", workers=min(workers, len(groups)))
+    pending, running, errors = list(groups), {}, []
+    try:
+        while pending or running:
+            while pending and len(running) < ex.workers:
+                g = pending.pop(0)
+                running[ex.submit(_fit_job, g, checkpoint_every, verbose)] = g
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in done:
+                g = running.pop(f)
+                if f.exception() is not None:
+                    errors.append(f"{Path(g[0].run_dir).name} of {Path(g[0].exp_path).name}: {error_text(f.exception())}")
+                elif log:
+                    log(f"done: {len(g)} run(s) of {Path(g[0].exp_path).name}")
+    except KeyboardInterrupt:
+        ex.terminate()
+        raise
+    ex.shutdown()
+    if errors:
+        raise TicketlabError("teacher-student: " + "; ".join(errors))
+
+
+__all__ = ["fit_group", "group_jobs", "execute"]

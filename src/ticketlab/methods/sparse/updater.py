@@ -1,0 +1,452 @@
+"""The drop-and-grow machinery shared by every sparse-training method, attached to any torch optimizer.
+
+`Updater(method, sparsities, seed=...).attach(optimizer, params)` registers two optimizer step hooks
+(`Optimizer.register_step_pre_hook` / `register_step_post_hook`), so the training code keeps calling
+``optimizer.step()``. With `ticketlab.training.loop.fit` the updater is passed as a hook: `fit` calls `attach`
+once the optimizer exists and saves `state_dict()` in every checkpoint.
+
+What happens at optimizer step t (t counts the `step()` calls, from 0):
+
+- **pre-step**: SNFS folds the dense gradient into its momentum (every step). On an update step the
+  method's grow score is captured: RigL's |dense gradient| **only on update steps**
+  (`dense_grad_captures` counts them). Weights are zero in place at inactive positions, so
+  ``p.grad`` before masking is exactly dL/d(w·m), the gradient RigL grows by (docs/sparse_training.md §4, §9).
+  Then the gradients are masked, so inactive positions never get an update or optimizer state. If
+  the method skips the optimizer step on update steps (RigL, as the official code does: its
+  ``apply_gradients`` is ``cond(update step, mask update, gradient step)``, docs/sparse_training.md §4), every gradient of
+  the optimizer is set to None instead, so ``step()`` moves nothing (biases included, as in the
+  official code) and no moment or step count advances.
+- **post-step**: inactive weights are re-zeroed (weight decay or any optimizer that moves a weight
+  with zero gradient cannot revive them); on an update step the masks are updated (below).
+
+A mask update of one layer (google-research/rigl ``_get_update_op``; docs/sparse_training.md §3), per model slice:
+1. k = the method's drop count (RigL/SET/SNFS: ⌊nnz · drop_fraction(t)⌋; GMP: down to its cubic
+   target). The k active entries with the smallest |w| are dropped.
+2. Growth (not GMP): the k entries with the highest grow score among the inactive *and just-dropped*
+   entries are activated. A connection dropped and regrown in the same update keeps its value and
+   optimizer state (official ``reinit_when_same=False``); every other grown connection starts at
+   exactly zero with every optimizer-state tensor of the parameter's shape zeroed (momentum, both Adam
+   moments, amsgrad's max). Dropped weights and their state are zeroed (the official code leaves
+   them stale: harmless in TF's w·m forward, not with in-place masks). So nnz is exact after every
+   update: drop k, grow exactly k. Adam's per-tensor ``step`` cannot be reset per entry (docs/sparse_training.md §9).
+3. Ties: among equal scores, the entry with the lower flat index is dropped (or grown) first. The
+   official code breaks drop ties with 1e-5 Gaussian noise, which also reorders near-ties; here the
+   choice is exact and does not depend on the order in which active entries are stored, so a resumed
+   run, whose active lists are rebuilt from the saved masks, makes the same choices.
+
+Cost (docs/performance.md §6). Nothing is sorted. Each layer keeps its active positions as an index
+tensor [R, nnz], so the drop looks only at the nnz active weights (a gather). The grow threshold is
+found on a candidate set: a fixed random sample of the scores estimates a value safely below the k-th
+largest, the entries above it (typically ~1.3–1.6k of them) are compacted, and `kthvalue` runs on those
+only; the result is exact (if the estimate were ever too high, the full row is used). The update writes
+only the 2k changed positions of the weights, masks and optimizer state (gather/scatter), never a
+full pass per state tensor.
+
+Stacked parameters ([R, ...], R models trained together by `fit_many`): pass one seed per model;
+each slice gets its own mask, counts and random draws, identical to what that model would get alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from ticketlab.core.errors import ConfigError
+
+
+# --- selection -------------------------------------------------------------------------------------
+
+_SAMPLES: dict[int, Tensor] = {}
+_SAMPLE_SIZE = 4096
+_SAMPLE_MIN = 4 * _SAMPLE_SIZE  # below this the candidate filter does not pay
+
+
+def _sample_index(n: int) -> Tensor:
+    """A fixed pseudo-random sample of positions in [0, n) (only speed depends on it, not results)."""
+    idx = _SAMPLES.get(n)
+    if idx is None:
+        if len(_SAMPLES) > 512:
+            _SAMPLES.clear()
+        g = torch.Generator().manual_seed(n)
+        idx = _SAMPLES[n] = torch.randint(0, n, (_SAMPLE_SIZE,), generator=g)
+    return idx
+
+
+def _row_top(v: Tensor, k: int) -> tuple[Tensor, bool]:
+    """(columns of the k largest entries of the 1-D `v`, ties to the lower column; whether some
+    entries tied at the threshold were left out). Columns unordered. 0 < k <= n."""
+    n = v.numel()
+    cand = None
+    if n >= _SAMPLE_MIN and 2 * k < n:
+        # Candidate filter: a threshold safely below the k-th largest, estimated on a fixed sample,
+        # keeps ~1.3k entries; kthvalue then runs on those only. Exact whatever the sample.
+        sv = v[_sample_index(n)]
+        m = sv.numel()
+        expect = k * m / n
+        j = math.ceil(1.25 * expect + 4.0 * math.sqrt(expect) + 8)  # >= 8 sigma above expect
+        if j < m:
+            t_est = torch.kthvalue(sv, m - j + 1).values  # j-th largest of the sample
+            c = (v >= t_est).nonzero().squeeze(1)
+            if c.numel() >= k:  # else the estimate was too high: use the whole row
+                cand = c
+    cv = v if cand is None else v[cand]
+    t = torch.kthvalue(cv, cv.numel() - k + 1).values  # the k-th largest value
+    ge = cv >= t
+    n_ge = int(ge.sum())
+    if n_ge == k:  # no choice to make among ties (the common case)
+        sel, split = ge.nonzero().squeeze(1), False
+    else:  # candidates are in ascending column order: the first ties by column
+        gt = cv > t
+        need = k - int(gt.sum())
+        tied = (ge & ~gt).nonzero().squeeze(1)[:need]
+        sel, split = torch.cat([gt.nonzero().squeeze(1), tied]), True
+    return (sel if cand is None else cand[sel]), split
+
+
+def top_k(scores: Tensor, k: int, *, largest: bool = True, positions: Tensor | None = None) -> Tensor:
+    """Per row of `scores` [R, n], the columns of the k largest (or smallest) scores: [R, k] int64.
+
+    Exact counts; ties go to the lower position, where `positions` [R, n] gives each column's flat
+    position (default: the column itself), so the chosen *positions* do not depend on the order of
+    the columns. The columns in a row of the result are unordered.
+
+    >>> top_k(torch.tensor([[0.5, 2.0, 1.0, 2.0]]), 2).sort().values
+    tensor([[1, 3]])
+    >>> top_k(torch.tensor([[1.0, 0.0, 0.0, 3.0]]), 1, largest=False)
+    tensor([[1]])
+    """
+    R, n = scores.shape
+    if not 0 <= k <= n:
+        raise ValueError(f"top_k: k={k} outside [0, {n}]")
+    if k == 0:
+        return torch.empty(R, 0, dtype=torch.long)
+    rows = []
+    for r in range(R):
+        v = scores[r] if largest else -scores[r]
+        cols, split = _row_top(v, k)
+        if split and positions is not None:  # ties split by column order: redo them by position
+            order = positions[r].argsort()
+            cols = order[_row_top(v[order], k)[0]]
+        rows.append(cols)
+    return torch.stack(rows)
+
+
+# --- methods ---------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class LayerContext:
+    """What a method sees of one layer when scoring growth: views of shape [R, n]."""
+
+    name: str
+    step: int
+    weight: Tensor  # [R, n]
+    grad: Tensor | None  # the captured dense gradient [R, n] (RigL), owned by the update
+    buffer: Tensor | None  # the method's per-layer buffer [R, n] (SNFS momentum)
+    seeds: tuple[int, ...]  # one per row
+
+
+class Method:
+    """Base of the sparse-training methods. A method is a frozen dataclass whose fields are its
+    hyper-parameters; it is stateless: the masks, counters and buffers live in the `Updater`."""
+
+    name = "method"
+    skip_step = False  # skip the optimizer step on update steps
+    observes = False  # needs the dense gradient every step (`observe`)
+    regrows = True  # grows as many connections as it drops
+    dense_start = False  # starts from all-ones masks (GMP)
+    updates = False  # ever changes its masks (else: per-slice counts may differ, e.g. global SNIP masks)
+
+    def is_update(self, step: int) -> bool:
+        return False
+
+    def drop_fraction_at(self, step: int) -> float:
+        return 0.0
+
+    def n_drop(self, step: int, nnz: int, numel: int, sparsity: float) -> int:
+        return 0
+
+    def needs_grad(self, step: int) -> bool:
+        """Whether the pre-step hook captures the dense gradient at `step`."""
+        return False
+
+    def grow_scores(self, ctx: LayerContext) -> Tensor:
+        """[R, n] scores, higher = grown first; a new tensor the update may modify."""
+        raise NotImplementedError
+
+    def new_buffer(self, weight: Tensor) -> Tensor | None:
+        return None
+
+    def observe(self, buffer: Tensor, grad: Tensor) -> None:
+        pass
+
+
+# --- the updater -----------------------------------------------------------------------------------
+
+class _Layer:
+    __slots__ = ("name", "p", "fm", "idx", "nnz", "numel", "target", "buffer", "captured")
+
+    def __init__(self, name, p, fm, target, buffer):
+        self.name, self.p, self.fm, self.target, self.buffer = name, p, fm, target, buffer
+        self.captured = None
+        self.numel = 0  # per model slice
+        self.idx = None  # [R, nnz] flat positions of the active entries, in no particular order
+        self.nnz = 0
+
+
+class Updater:
+    """Keeps the masks of a sparse-training `method` through training (see the module docstring).
+
+    - `sparsities`: {layer name: target sparsity}. Layers at 0 (dense) are not masked and cost nothing.
+      Build it with `ticketlab.core.distributions` (uniform / ER / ERK, first/last-layer policy).
+    - `masks`: optional initial boolean masks (parameter-shaped), e.g. from SNIP; else random masks with
+      exact counts from (seed, layer name) (`distributions.random_masks`), or all-ones for GMP.
+    - `seed`: an int for plain parameters; a sequence of R ints for stacked [R, ...] parameters (one
+      model per slice; slice r is masked, updated and drawn exactly as a model with seed[r] alone).
+    - `on_update`: called with each update's log row (also kept in `history`).
+    """
+
+    def __init__(self, method: Method, sparsities: Mapping[str, float] | None = None, *,
+                 masks: Mapping[str, Tensor] | None = None, seed: int | Sequence[int] = 0,
+                 on_update: Callable[[dict], None] | None = None):
+        if sparsities is None and masks is None:
+            raise ConfigError("Updater needs sparsities or initial masks")
+        self.method = method
+        self.stacked = not isinstance(seed, int)
+        self.seeds = tuple(int(s) for s in (seed if self.stacked else (seed,)))
+        if not self.seeds:
+            raise ConfigError("Updater: stacked parameters need one seed per model")
+        self.R = len(self.seeds)
+        self.sparsities = dict(sparsities) if sparsities is not None else None
+        self._init_masks = dict(masks) if masks is not None else None
+        self.on_update = on_update
+        self.step = 0
+        self.history: list[dict] = []
+        self.dense_grad_captures = 0
+        self.update_seconds = 0.0  # wall time spent in mask updates (not saved)
+        self.layers: dict[str, _Layer] = {}
+        self._optimizer = None
+        self._handles: list = []
+        self._loaded: dict | None = None
+        self._update_now = False
+        self._skipped = False
+
+    # ---- setup ----
+    def _row(self, t: Tensor) -> Tensor:
+        return t.view(self.R, -1)
+
+    def _targets(self, params: Mapping[str, Tensor]) -> dict[str, float]:
+        if self.sparsities is not None:
+            for n in self.sparsities:
+                if n not in params:
+                    raise ConfigError(f"sparsity given for {n!r}, which is not among the parameters "
+                                      f"{', '.join(params)}")
+            return {n: float(s) for n, s in self.sparsities.items() if s > 0}
+        out = {}
+        for n, m in self._init_masks.items():
+            m = m.bool()
+            if not bool(m.all()):
+                out[n] = 1.0 - float(m.float().mean())
+        return out
+
+    def _initial_masks(self, params: Mapping[str, Tensor], targets: dict[str, float]) -> dict[str, Tensor]:
+        if self._init_masks is not None:
+            missing = [n for n in targets if n not in self._init_masks]
+            if missing:
+                raise ConfigError(f"no initial mask given for {', '.join(missing)}")
+            return {n: self._init_masks[n].bool() for n in targets}
+        shape = {n: tuple(params[n].shape[1:] if self.stacked else params[n].shape) for n in targets}
+        if self.method.dense_start:
+            per = [{n: torch.ones(s, dtype=torch.bool) for n, s in shape.items()} for _ in self.seeds]
+        else:
+            from ticketlab.core.distributions import random_masks
+            per = [random_masks(shape, targets, s) for s in self.seeds]
+        if not self.stacked:
+            return per[0]
+        return {n: torch.stack([m[n] for m in per]) for n in targets}
+
+    @torch.no_grad()
+    def attach(self, optimizer: torch.optim.Optimizer, params: Mapping[str, Tensor]) -> "Updater":
+        """Install the masks on `params` (weights and optimizer state zeroed at inactive positions)
+        and register the optimizer step hooks. Returns self."""
+        if self._optimizer is not None:
+            raise RuntimeError("Updater is already attached; call detach() first")
+        in_opt = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        targets = self._targets(params)
+        loaded = self._loaded
+        masks = loaded["masks"] if loaded is not None else self._initial_masks(params, targets)
+        if loaded is not None and set(masks) != set(targets):
+            raise ValueError(f"saved sparse state masks {sorted(masks)}, this run masks {sorted(targets)}")
+        self.layers = {}
+        for n in targets:
+            p = params[n]
+            if id(p) not in in_opt:
+                raise ConfigError(f"parameter {n!r} is not in the optimizer")
+            if self.stacked and (p.dim() < 2 or p.shape[0] != self.R):
+                raise ConfigError(f"{n!r}: stacked parameters need shape [{self.R}, ...], got {tuple(p.shape)}")
+            if not p.is_contiguous():
+                raise ConfigError(f"{n!r}: parameter must be contiguous")
+            m = masks[n]
+            if m.shape != p.shape or m.dtype != torch.bool:
+                raise ValueError(f"mask {n!r} must be bool of shape {tuple(p.shape)}, got {m.dtype} {tuple(m.shape)}")
+            fm = m.to(p.dtype).clone()
+            buf = self.method.new_buffer(p)
+            if loaded is not None and n in loaded.get("buffers", {}):
+                buf = loaded["buffers"][n].to(p.dtype).clone()
+            L = _Layer(n, p, fm, targets[n], buf)
+            L.numel = p[0].numel() if self.stacked else p.numel()
+            counts = self._row(m).sum(1)
+            if int(counts.min()) == int(counts.max()):
+                L.nnz = int(counts[0])
+                L.idx = self._row(m).nonzero()[:, 1].view(self.R, L.nnz)
+            elif self.method.updates:
+                raise ValueError(f"mask {n!r}: every model slice must keep the same count, got {counts.tolist()}")
+            else:  # a fixed mask: no active lists needed
+                L.nnz, L.idx = -1, None
+            p.mul_(fm)
+            for v in optimizer.state.get(p, {}).values():
+                if torch.is_tensor(v) and v.shape == p.shape:
+                    v.mul_(fm)
+            self.layers[n] = L
+        if loaded is not None:
+            self.step = int(loaded["step"])
+            self.history = list(loaded.get("history", []))
+            self.dense_grad_captures = int(loaded.get("dense_grad_captures", 0))
+        self._optimizer = optimizer
+        self._handles = [optimizer.register_step_pre_hook(self._pre_step),
+                         optimizer.register_step_post_hook(self._post_step)]
+        return self
+
+    def detach(self) -> None:
+        """Remove the optimizer hooks (the masks stay on the weights)."""
+        for h in self._handles:
+            h.remove()
+        self._handles, self._optimizer = [], None
+
+    # ---- the hooks ----
+    @torch.no_grad()
+    def _pre_step(self, optimizer, args, kwargs) -> None:
+        t, m = self.step, self.method
+        upd = self._update_now = m.is_update(t)
+        if m.observes:
+            for L in self.layers.values():
+                if L.p.grad is not None:
+                    m.observe(L.buffer, L.p.grad)
+        skip = upd and m.skip_step
+        if upd and m.needs_grad(t):
+            for L in self.layers.values():
+                g = L.p.grad
+                L.captured = None if g is None else (g.detach() if skip else g.detach().clone())
+            self.dense_grad_captures += 1
+        self._skipped = skip
+        if skip:  # the official RigL step: this batch's gradient only chooses the grown connections
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+        else:
+            for L in self.layers.values():
+                if L.p.grad is not None:
+                    L.p.grad.mul_(L.fm)
+
+    @torch.no_grad()
+    def _post_step(self, optimizer, args, kwargs) -> None:
+        if not self._skipped:
+            for L in self.layers.values():
+                L.p.mul_(L.fm)
+        if self._update_now:
+            self.update_masks(self.step)
+        self.step += 1
+
+    # ---- the update ----
+    @torch.no_grad()
+    def update_masks(self, t: int) -> dict:
+        """Drop and grow at step `t` (called by the post-step hook on update steps). Returns the log row."""
+        t0 = time.perf_counter()
+        m, R = self.method, self.R
+        state = self._optimizer.state if self._optimizer is not None else {}
+        row = {"step": int(t), "drop_fraction": float(m.drop_fraction_at(t)), "nnz": {}, "dropped": {},
+               "grown": {}}
+        for n, L in self.layers.items():
+            k = m.n_drop(t, L.nnz, L.numel, L.target)
+            if k <= 0:
+                row["nnz"][n], row["dropped"][n], row["grown"][n] = L.nnz, [0] * R, [0] * R
+                L.captured = None
+                continue
+            w = self._row(L.p)
+            fm = self._row(L.fm)
+            # 1. drop: the k smallest |w| among the active entries
+            cols = top_k(w.gather(1, L.idx).abs_(), k, largest=False, positions=L.idx)
+            D = L.idx.gather(1, cols)  # flat positions of the dropped entries
+            # 2. grow: the k best scores among the inactive and just-dropped entries
+            if m.regrows:
+                ctx = LayerContext(n, t, w, None if L.captured is None else self._row(L.captured),
+                                   None if L.buffer is None else self._row(L.buffer), self.seeds)
+                s = m.grow_scores(ctx)
+                s_dropped = s.gather(1, D)
+                s.scatter_(1, L.idx, -math.inf)  # the kept entries cannot be grown...
+                s.scatter_(1, D, s_dropped)  # ...the just-dropped ones can
+                G = top_k(s, k)
+                was = fm.gather(1, G)  # 1: dropped just now and regrown (keeps value and state)
+            fm.scatter_(1, D, 0.0)
+            if m.regrows:
+                fm.scatter_(1, G, 1.0)
+            kept_d = fm.gather(1, D)  # 1: regrown
+            pos, fac = (torch.cat([D, G], 1), torch.cat([kept_d, was], 1)) if m.regrows else (D, kept_d)
+            # 3. zero dropped weights and grown-new weights, and their optimizer state (2k positions)
+            for v in [L.p] + [v for v in state.get(L.p, {}).values() if torch.is_tensor(v) and v.shape == L.p.shape]:
+                vv = self._row(v)
+                vv.scatter_(1, pos, vv.gather(1, pos).mul_(fac if fac.dtype == v.dtype else fac.to(v.dtype)))
+            if m.regrows:  # the grown positions take the dropped ones' columns: no compaction
+                L.idx.scatter_(1, cols, G)
+            else:
+                keep = torch.ones(R, L.nnz, dtype=torch.bool)
+                keep.scatter_(1, cols, False)
+                L.idx = L.idx[keep].view(R, L.nnz - k)
+            L.nnz = L.idx.shape[1]
+            L.captured = None
+            row["nnz"][n] = L.nnz
+            row["dropped"][n] = (kept_d == 0).sum(1).tolist()
+            row["grown"][n] = (was == 0).sum(1).tolist() if m.regrows else [0] * R
+        for L in self.layers.values():
+            L.captured = None
+        self.history.append(row)
+        self.update_seconds += time.perf_counter() - t0
+        if self.on_update is not None:
+            self.on_update(row)
+        return row
+
+    # ---- inspection and state ----
+    @property
+    def masks(self) -> dict[str, Tensor]:
+        """The current boolean masks, parameter-shaped ([R, ...] when stacked), of the masked layers."""
+        return {n: L.fm != 0 for n, L in self.layers.items()}
+
+    def replica_masks(self, r: int) -> dict[str, Tensor]:
+        """Model r's masks (plain shapes); r = 0 for plain parameters."""
+        return {n: (m[r] if self.stacked else m).clone() for n, m in self.masks.items()}
+
+    def state_dict(self) -> dict:
+        if not self.layers and self._loaded is not None:
+            return self._loaded
+        return {"method": self.method.name, "step": self.step, "seeds": list(self.seeds),
+                "masks": self.masks,
+                "buffers": {n: L.buffer.clone() for n, L in self.layers.items() if L.buffer is not None},
+                "history": list(self.history), "dense_grad_captures": self.dense_grad_captures}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("method") != self.method.name:
+            raise ValueError(f"sparse state of method {state.get('method')!r}, this updater runs {self.method.name!r}")
+        if list(state.get("seeds", [])) != list(self.seeds):
+            raise ValueError(f"sparse state of models with seeds {state.get('seeds')}, this updater has "
+                             f"{list(self.seeds)}: resume with the same group of models")
+        self._loaded = state
+        if self._optimizer is not None:  # already attached: reinstall from the state
+            opt, params = self._optimizer, {n: L.p for n, L in self.layers.items()}
+            self.detach()
+            self.sparsities = {n: L.target for n, L in self.layers.items()}
+            self.attach(opt, params)
+

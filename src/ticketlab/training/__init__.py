@@ -1,0 +1,2 @@
+"""Floor 3, training: the one training loop, stacked models, optimizers and sparse export.
+"""

@@ -1,0 +1,433 @@
+"""One training loop for supervised classification, with checkpoints, resume and hooks.
+
+The protocol follows LTH (Frankle & Carbin 2019, App. C and G.1): train for a fixed
+number of iterations, evaluate validation and test every `eval_every` iterations, and
+find the early-stopping iteration *after* training as the iteration of minimum
+validation loss; report test accuracy there.
+
+What makes a run reproducible and resumable, bit for bit:
+- the model is initialised from `init_seed`, the data order comes from `data_seed`:
+  the permutation of epoch e is drawn from a generator seeded by (data_seed, e), so the
+  batch of any iteration is a pure function of the iteration;
+- the learning rate is a pure function of the iteration (`schedules.lr_factor`);
+- a checkpoint holds the weights, masks, optimizer state, iteration and RNG states
+  (for dropout), written atomically and loaded with `torch.load(weights_only=True)`.
+
+Pruning methods act through hooks: objects with any of
+- `attach(optimizer, params)`: called once the optimizer exists (and any saved state is loaded),
+  with the trained parameters by name (stacked [R, ...] when R models train together); a method
+  that works through `optimizer.register_step_pre_hook`/`post_hook` registers them here;
+- `after_backward(it)` (e.g. mask gradients, capture a dense gradient) and `after_step(it)`;
+- `state_dict()` / `load_state_dict(state)`: the hook's state (e.g. dynamic masks, a schedule
+  position), saved in every checkpoint, snapshot and final state under "hooks", and restored
+  on resume, so an interrupted run continues exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ticketlab.core import atomic as _atomic
+from ticketlab.core.config import param
+from ticketlab.training.stacked import Single
+from ticketlab.core.masks import MaskEnforcer
+from ticketlab.training.optim import adam
+from ticketlab.core.schedules import lr_factor
+
+Hook = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines one supervised training run."""
+
+    dataset: str = param("mnist1d", "dataset name (see `ticketlab data ls`)")
+    val_size: int | None = param(None, "validation examples held out of train (None: the dataset's default)", min=0)
+    split_seed: int = param(0, "seed of the train/validation split", min=0)
+    train_fraction: float = param(1.0, "fraction of the training split to use", min=1e-6, max=1.0)
+    model: str = param("mlp", "model name (see `ticketlab models`)")
+    model_args: dict = dataclasses.field(default_factory=dict, metadata=dict(
+        help="extra model arguments, as a TOML table or JSON object, e.g. '{\"widths\": [100, 100]}'"))
+    init: str | None = param(None, "weight init: the model's default, or glorot_normal / kaiming_normal / torch",
+                             choices=(None, "glorot_normal", "kaiming_normal", "torch"))
+    optimizer: str = param("adam", "optimizer", choices=("sgd", "adam", "adamw"))
+    lr: float = param(1.2e-3, "base learning rate", min=0.0)
+    momentum: float = param(0.0, "SGD momentum", min=0.0, max=1.0)
+    nesterov: bool = param(False, "Nesterov momentum (SGD)")
+    weight_decay: float = param(0.0, "weight decay (L2 for sgd/adam, decoupled for adamw)", min=0.0)
+    betas: tuple[float, ...] = param((0.9, 0.999), "Adam betas", min=0.0, max=1.0)
+    schedule: str = param("constant", "learning-rate schedule", choices=("constant", "multistep", "cosine"))
+    milestones: tuple[int, ...] = param((), "multistep: iterations at which the rate is multiplied by gamma", min=0)
+    gamma: float = param(0.1, "multistep factor", min=0.0)
+    warmup_iters: int = param(0, "linear warmup length in iterations", min=0)
+    iterations: int | None = param(3000, "training length in iterations (or set epochs)", min=1)
+    epochs: int | None = param(None, "training length in epochs; overrides iterations", min=1)
+    batch_size: int = param(100, "minibatch size", min=1)
+    eval_every: int = param(100, "evaluate validation and test every N iterations", min=1)
+    init_seed: int = param(0, "seed of the weight initialisation", min=0)
+    data_seed: int = param(0, "seed of the data order (separate from the init seed)", min=0)
+
+    def __post_init__(self):
+        if self.optimizer in ("adam", "adamw") and len(self.betas) != 2:
+            from ticketlab.core.errors import ConfigError
+            raise ConfigError(f"betas: got {self.betas!r}, expected two numbers")
+
+
+def total_iterations(cfg: TrainConfig, n_train: int) -> int:
+    """Run length in iterations: `epochs × ceil(n_train / batch_size)` when epochs is set."""
+    if cfg.epochs is not None:
+        return cfg.epochs * math.ceil(n_train / cfg.batch_size)
+    return int(cfg.iterations)
+
+
+def make_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov, L2 weight decay), Adam (L2) or AdamW (decoupled decay)."""
+    params = list(params)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    return adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
+                decoupled=cfg.optimizer == "adamw")  # fused: see ticketlab.training.optim
+
+
+def batch_indices(n: int, batch_size: int, data_seed: int, it: int, _cache: dict = {}) -> torch.Tensor:
+    """Indices of the minibatch at iteration `it`: epoch-wise reshuffled, a pure function of `it`.
+
+    The last partial batch of an epoch is dropped (every step sees `batch_size` examples).
+    The current epoch's permutation is cached per (n, data_seed), so R models with R data
+    orders trained together do not redraw permutations.
+    """
+    per_epoch = n // batch_size
+    epoch, pos = divmod(it, per_epoch)
+    cached = _cache.get((n, data_seed))
+    if cached is None or cached[0] != epoch:
+        if len(_cache) > 256:
+            _cache.clear()
+        g = torch.Generator().manual_seed(data_seed * 1_000_003 + epoch)
+        cached = _cache[(n, data_seed)] = (epoch, torch.randperm(n, generator=g))
+    return cached[1][pos * batch_size:(pos + 1) * batch_size]
+
+
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `model` on (x, y), in eval mode: `evaluate_many` of one model."""
+    return evaluate_many(Single(model, {}), x, y, batch)[0]
+
+
+def early_stopping(rows: Sequence[dict]) -> dict:
+    """The row at minimum validation loss (first on ties): LTH's early-stopping iteration."""
+    best = min(rows, key=lambda r: (r["val_loss"], r["iter"]))
+    return {"iter": best["iter"], "val_loss": best["val_loss"], "val_acc": best["val_acc"],
+            "test_loss": best["test_loss"], "test_acc": best["test_acc"]}
+
+
+# ---- checkpoints -----------------------------------------------------------------
+
+def save_state(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+               iteration: int, masks: dict | None = None, **extra) -> None:
+    """Atomically write a checkpoint: weights, masks, optimizer state, iteration, RNG state.
+
+    `extra` holds further plain values (floats, ints, tensors), e.g. the elapsed time.
+    """
+    _save(path, model.state_dict(), optimizer.state_dict() if optimizer is not None else None,
+          iteration, masks, **extra)
+
+
+def load_state(path: Path) -> dict:
+    """Load a checkpoint without unpickling arbitrary objects (`weights_only=True`)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_metrics(path: Path, upto: int) -> list[dict]:
+    """The rows of a run's metrics.jsonl up to iteration `upto` (a resumed run drops later rows)."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["iter"] <= upto]
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    """Atomically write a run's metrics.jsonl, one JSON row per evaluation."""
+    _atomic.write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+# ---- the loop --------------------------------------------------------------------
+
+@dataclass
+class RunOptions:
+    """How to run (not what): never part of an experiment's identity."""
+
+    checkpoint_every: int = 1000  # iterations; rounded up to a multiple of eval_every
+    progress: bool = True
+    desc: str = "train"
+    tensorboard: Path | None = None
+
+
+def fit(model: torch.nn.Module, data, cfg: TrainConfig, run_dir: Path, *,
+        masks: dict[str, torch.Tensor] | None = None, prunable: dict | None = None,
+        start_iter: int = 0, start_optimizer: dict | None = None, lr_offset: int = 0,
+        snapshot_iters: Sequence[int] = (), hooks: Sequence[object] = (),
+        options: RunOptions | None = None) -> dict:
+    """Train `model` on `data` (a `ticketlab.data.Dataset`) from `start_iter` to the end.
+
+    - `run_dir` receives `metrics.jsonl` (one row per evaluation), `checkpoint.pt` (for
+      resume), `snapshot_<k>.pt` for each k in `snapshot_iters` (rewind points, taken before
+      the step at iteration k), `final.pt`, and finally `summary.json`, whose presence marks
+      the run done. A finished run is not re-run: its summary is returned. An interrupted one
+      resumes from its last checkpoint.
+    - `masks` (bool, keyed like `prunable`, the model's prunable parameters) are enforced: see
+      `ticketlab.core.masks.MaskEnforcer`.
+    - `start_iter`/`start_optimizer` start a run mid-schedule (late rewinding): data order and
+      learning rate continue from that iteration; optimizer state is restored if given.
+      `lr_offset` shifts the schedule: the rate at iteration it is that of it - lr_offset
+      (a rewound run that restarts its schedule instead of fast-forwarding it).
+    - `hooks`: objects with optional `attach`, `after_backward`, `after_step`, `state_dict`
+      and `load_state_dict` methods (see the module docstring).
+    Returns the summary dict.
+    """
+    run = Run(run_dir, model=model, masks=masks, start_optimizer=start_optimizer)
+    return fit_many([run], data, cfg, Single(model, prunable), start_iter=start_iter, lr_offset=lr_offset,
+                    snapshot_iters=snapshot_iters, hooks=hooks, options=options)[0]
+
+
+@dataclass
+class Run:
+    """One run of a group trained together: its folder, starting weights, masks, data order."""
+
+    run_dir: Path
+    model: torch.nn.Module | None = None  # starting weights (ignored when resuming)
+    masks: dict | None = None
+    start_optimizer: dict | None = None
+    data_seed: int | None = None  # None: the config's
+
+
+def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_iter: int = 0,
+             lr_offset: int = 0, snapshot_iters: Sequence[int] = (), hooks: Sequence[object] = (),
+             options: RunOptions | None = None) -> list[dict]:
+    """Train several runs in lockstep as one computation (`ticketlab.training.stacked`); see `fit`.
+
+    Every run writes its own folder exactly as `fit` would, so a run's checkpoint and results
+    do not depend on whether it was trained alone or in a group. The runs share the config,
+    the start iteration and the schedule; they differ in weights, masks, optimizer state and
+    data order (`Run.data_seed`). All runs of a group must be at the same point: all new, all
+    finished, or all with checkpoints at the same iteration.
+    """
+    options = options or RunOptions()
+    dirs = [Path(r.run_dir) for r in runs]
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+    done = [(d / "summary.json").exists() for d in dirs]
+    if all(done):
+        return [json.loads((d / "summary.json").read_text()) for d in dirs]
+    if any(done):
+        raise ValueError("fit_many: some runs of the group are finished and others are not; group them apart")
+
+    total = total_iterations(cfg, len(data.train))
+    if not 0 <= start_iter <= total:
+        raise ValueError(f"start_iter {start_iter} outside [0, {total}]")
+    x_train, y_train = data.train.x, data.train.y
+    n_train = len(x_train)
+    if n_train < cfg.batch_size:
+        raise ValueError(f"batch_size {cfg.batch_size} exceeds the training set ({n_train})")
+    seeds = [cfg.data_seed if r.data_seed is None else r.data_seed for r in runs]
+    masks = [r.masks for r in runs]
+    R = len(runs)
+
+    optimizer = make_optimizer(cfg, ensemble.module.parameters())
+    ckpts = [d / "checkpoint.pt" for d in dirs]
+    it, elapsed = start_iter, 0.0
+    if any(c.exists() for c in ckpts):  # resume
+        if not all(c.exists() for c in ckpts):
+            raise ValueError("fit_many: only some runs of the group have checkpoints; group them apart")
+        states = [load_state(c) for c in ckpts]
+        its = {int(s["iteration"]) for s in states}
+        if len(its) != 1:
+            raise ValueError(f"fit_many: the group's checkpoints are at different iterations {sorted(its)}")
+        it = its.pop()
+        for c, s, m in zip(ckpts, states, masks):
+            if m and (set(s["masks"]) != set(m) or any(not torch.equal(s["masks"][n], m[n]) for n in m)):
+                raise ValueError(f"{c}: the checkpoint's masks differ from this run's masks")
+        ensemble.load_state_dicts([s["model"] for s in states])
+        optimizer.load_state_dict(ensemble.stack_optimizer([s["optimizer"] for s in states]))
+        torch.set_rng_state(states[0]["rng"])
+        elapsed = float(states[0].get("elapsed", 0.0))
+        rows = [read_metrics(d / "metrics.jsonl", it) for d in dirs]
+    else:
+        if any(r.model is not None and r.model is not ensemble.module for r in runs):
+            ensemble.load_state_dicts([r.model.state_dict() for r in runs])
+        starts = [r.start_optimizer for r in runs]
+        if any(s is not None for s in starts):
+            if any(s is None for s in starts):
+                raise ValueError("fit_many: either every run of a group restores an optimizer state, or none")
+            optimizer.load_state_dict(ensemble.stack_optimizer(starts))
+        torch.manual_seed(seeds[0] * 7919 + cfg.init_seed + start_iter)
+        rows = [[] for _ in runs]
+    stacked_masks = ensemble.stack_masks(masks)
+    enforcer = MaskEnforcer(ensemble.prunable(), stacked_masks) if stacked_masks else None
+    if enforcer is not None:
+        enforcer.install(optimizer)
+    stateful = [h for h in hooks if hasattr(h, "state_dict")]
+    if any(c.exists() for c in ckpts):
+        for h, st in zip(stateful, states[0].get("hooks", [])):
+            h.load_state_dict(st)
+    for h in hooks:
+        if hasattr(h, "attach"):
+            h.attach(optimizer, ensemble.prunable())
+
+    members = ([enforcer] if enforcer else []) + list(hooks)
+    after_backward = [h.after_backward for h in members if hasattr(h, "after_backward")]
+    after_step = [h.after_step for h in members if hasattr(h, "after_step")]
+    snapshot_iters = sorted(set(k for k in snapshot_iters if it <= k <= total))
+    ckpt_every = max(cfg.eval_every, math.ceil(options.checkpoint_every / cfg.eval_every) * cfg.eval_every)
+    lr_kw = dict(schedule=cfg.schedule, total=total, milestones=cfg.milestones, gamma=cfg.gamma,
+                 warmup_iters=cfg.warmup_iters)
+    constant_lr = cfg.schedule == "constant" and cfg.warmup_iters == 0
+    model = ensemble.module
+
+    def save_all(name_fn, i: int, **extra) -> None:
+        if stateful:  # hook state (e.g. dynamic masks) of the group, saved with every run
+            extra["hooks"] = [h.state_dict() for h in stateful]
+        opt_states = ensemble.split_optimizer(optimizer.state_dict())
+        for d, sd, os_, m in zip(dirs, ensemble.state_dicts(), opt_states, masks):
+            _save(d / name_fn(d), sd, os_, i, m, **extra)
+
+    writer = _tensorboard(options.tensorboard)
+    bar = _progress(options, total, it)
+    model.train()
+    running = torch.zeros(R)
+    n_running = 0
+    t0 = time.perf_counter()
+
+    def record(i: int) -> None:
+        nonlocal running, n_running
+        val = evaluate_many(ensemble, data.val.x, data.val.y)
+        test = evaluate_many(ensemble, data.test.x, data.test.y)
+        for r in range(R):
+            row = {"iter": i, "train_loss": float(running[r]) / n_running if n_running else None,
+                   "val_loss": val[r][0], "val_acc": val[r][1], "test_loss": test[r][0], "test_acc": test[r][1]}
+            rows[r].append(row)
+        running, n_running = torch.zeros(R), 0
+        if writer is not None:
+            for k, v in rows[0][-1].items():
+                if k != "iter" and v is not None:
+                    writer.add_scalar(k, v, i)
+        if bar is not None:
+            bar.set_postfix(val_acc=f"{val[0][1]:.4f}", test_acc=f"{test[0][1]:.4f}", refresh=False)
+
+    if not rows[0] and it % cfg.eval_every == 0:
+        record(it)
+    if it in snapshot_iters:
+        save_all(lambda d: f"snapshot_{it}.pt", it)
+    base_lrs = [cfg.lr for _ in optimizer.param_groups]
+    for g in optimizer.param_groups:  # a loaded optimizer state carries a *scheduled* rate
+        g["lr"] = cfg.lr
+    single = R == 1
+    # ALGO: the hot loop. Keep it free of per-example Python and host syncs.
+    while it < total:
+        if not constant_lr:
+            f = lr_factor(it - lr_offset, **lr_kw)
+            for g, lr in zip(optimizer.param_groups, base_lrs):
+                g["lr"] = lr * f
+        optimizer.zero_grad(set_to_none=True)
+        if single:  # one model: a plain step, no [1, B] views or loss sum (they cost ~3 % at LeNet size)
+            idx = batch_indices(n_train, cfg.batch_size, seeds[0], it)
+            losses = ensemble.loss(x_train[idx], y_train[idx])
+            losses.backward()
+        else:  # each model its own data order: [R, B]
+            idx = torch.stack([batch_indices(n_train, cfg.batch_size, s, it) for s in seeds])
+            losses = ensemble.losses(x_train[idx], y_train[idx])  # [R]: each model's mean loss on its own batch
+            losses.sum().backward()
+        for h in after_backward:
+            h(it)
+        optimizer.step()
+        for h in after_step:
+            h(it)
+        running += losses.detach()
+        n_running += 1
+        it += 1
+        if bar is not None:
+            bar.update(1)
+        if it % cfg.eval_every == 0 or it == total:
+            record(it)
+            if it % ckpt_every == 0 and it < total:
+                for d, rs in zip(dirs, rows):
+                    write_metrics(d / "metrics.jsonl", rs)
+                save_all(lambda d: "checkpoint.pt", it, elapsed=elapsed + time.perf_counter() - t0)
+        if it in snapshot_iters:
+            save_all(lambda d: f"snapshot_{it}.pt", it)
+    for g, lr in zip(optimizer.param_groups, base_lrs):
+        g["lr"] = lr
+    if bar is not None:
+        bar.close()
+    if writer is not None:
+        writer.close()
+    wall = elapsed + time.perf_counter() - t0
+
+    save_all(lambda d: "final.pt", it)
+    summaries = []
+    for d, rs in zip(dirs, rows):
+        write_metrics(d / "metrics.jsonl", rs)
+        summary = {"iterations": total, "start_iter": start_iter, "final": rs[-1],
+                   "early_stop": early_stopping(rs), "best_test_acc": max(r["test_acc"] for r in rs),
+                   "wall_time_s": wall / R, "trained_with": R}
+        _atomic.write_json(d / "summary.json", summary)
+        if (d / "checkpoint.pt").exists():
+            (d / "checkpoint.pt").unlink()
+        summaries.append(summary)
+    return summaries
+
+
+@torch.no_grad()
+def evaluate_many(ensemble, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> list[tuple[float, float]]:
+    """[(mean cross-entropy, accuracy)] per model of the ensemble, in eval mode."""
+    model = ensemble.module
+    was_training = model.training
+    model.eval()
+    R = ensemble.size
+    loss, correct = torch.zeros(R, dtype=torch.float64), torch.zeros(R, dtype=torch.int64)
+    for i in range(0, len(x), batch):
+        out = ensemble.logits(x[i:i + batch])  # [R, n, classes]
+        yy = y[i:i + batch]
+        loss += F.cross_entropy(out.transpose(1, 2), yy.expand(R, -1), reduction="none").sum(1).double()
+        correct += (out.argmax(2) == yy).sum(1)
+    model.train(was_training)
+    n = max(len(x), 1)
+    return [(float(loss[r]) / n, int(correct[r]) / n) for r in range(R)]
+
+
+def _save(path: Path, model_state: dict, optimizer_state: dict | None, iteration: int,
+          masks: dict | None, **extra) -> None:
+    state = {"iteration": iteration, "model": model_state, "masks": dict(masks or {}),
+             "rng": torch.get_rng_state(), **extra}
+    if optimizer_state is not None:
+        state["optimizer"] = optimizer_state
+    with _atomic.atomic_open(path, "wb") as f:
+        torch.save(state, f)
+
+
+def _progress(options: RunOptions, total: int, start: int):
+    if not options.progress:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=start, desc=options.desc, leave=False, mininterval=0.5,
+                dynamic_ncols=True)
+
+
+def _tensorboard(logdir: Path | None):
+    if logdir is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:  # tensorboard is an optional dependency
+        from ticketlab.core.errors import ConfigError
+        raise ConfigError(f"tensorboard: logging needs the tensorboard package ({e}); "
+                          "pip install 'ticketlab[dev]'") from None
+    return SummaryWriter(str(logdir))
