@@ -62,7 +62,8 @@ import torch
 from ticketlab.core import atomic as _atomic, config as C, masks as M, pruning, scores
 from ticketlab.engine import results
 from ticketlab.core.errors import ConfigError, TicketlabError
-from ticketlab.experiments.lottery.trunk import LotteryConfig, Plan, execute, load_masks, replicate_seeds, save_masks
+from ticketlab.experiments.lottery.trunk import (LotteryConfig, Plan, execute, load_masks, prune, replicate_seeds,
+                                                save_masks)
 from ticketlab.engine.store import Experiment, Store
 from ticketlab.training.loop import TrainConfig, load_state
 
@@ -279,6 +280,7 @@ class Transfer:
         if not have:
             raise TicketlabError(f"{Path(self.spec.source_path).name}: replicate {self.r} has no level {L} "
                                  f"(level {L - 1} is not finished); run the source lottery with more levels")
+        prune(self.src, L)  # the source's own IMP step: saved there, as its next level would
         return self.src.masks(L)
 
     def masks(self, L: int) -> M.Masks:

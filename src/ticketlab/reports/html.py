@@ -28,6 +28,7 @@ from pathlib import Path
 from ticketlab.core import atomic as _atomic
 from ticketlab import __version__
 from ticketlab.core.errors import TicketlabError
+from ticketlab.experiments.lottery.controls import branch_order
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
@@ -46,9 +47,6 @@ figure { margin: 1em 0; } figcaption { color: #555; font-size: 0.85em; }
 figure svg { max-width: 100%; height: auto; }
 .note { color: #555; font-size: 0.85em; max-width: 60em; }
 """
-
-_BRANCH_ORDER = ("ticket", "reinit", "random_mask", "random_mask_global", "oneshot", "continued")
-
 
 def _e(x) -> str:
     return html.escape(str(x), quote=True)
@@ -91,7 +89,7 @@ def _config_tables(body: dict) -> str:
 
 
 def _results_table(agg: list[dict]) -> str:
-    branches = [b for b in _BRANCH_ORDER if any(a["branch"] == b for a in agg)]
+    branches = [b for b in branch_order() if any(a["branch"] == b for a in agg)]
     branches += sorted({a["branch"] for a in agg} - set(branches))
     by = {(a["branch"], a["level"]): a for a in agg}
     metric = agg[0].get("metric", "test_acc") if agg else "test_acc"

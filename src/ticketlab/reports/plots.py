@@ -27,15 +27,12 @@ import matplotlib
 
 from ticketlab.core.errors import TicketlabError
 from ticketlab.engine.results import METRICS, aggregate, run_rows
+from ticketlab.experiments.lottery.controls import CONTROLS, branch_order
 from ticketlab.reports.style import MARKERS, METRIC_LABELS, density_axis, figure, save_figure  # noqa: F401
 
 _figure, _density_axis = figure, density_axis  # the names other modules used before reports.style
 
-BRANCHES = ("ticket", "reinit", "random_mask", "random_mask_global", "oneshot", "continued")
-BRANCH_COLORS = {"ticket": "C0", "reinit": "C3", "random_mask": "C2", "random_mask_global": "C4",
-                 "oneshot": "C1", "continued": "C5"}
-BRANCH_STYLES = {"ticket": "-", "reinit": (0, (4, 1.5)), "random_mask": (0, (1, 1.2)),
-                 "random_mask_global": (0, (4, 1.5, 1, 1.5)), "oneshot": (0, (6, 2)), "continued": (0, (2, 2))}
+TICKET_COLOR = "C0"  # the branches' colours, line styles and labels are the controls' (`CONTROLS`)
 LEVEL_STYLES = ("-", "--", ":", "-.")
 
 
@@ -107,10 +104,16 @@ def _title(experiments: Sequence[Path]) -> str:
 
 def _style(i_exp: int, n_exp: int, branch: str) -> dict:
     """One experiment: colour by branch. Several: colour by experiment, line style by branch."""
+    control = CONTROLS.get(branch)
     if n_exp == 1:
-        return dict(color=BRANCH_COLORS.get(branch, "C7"), linestyle="-", marker="o")
-    return dict(color=f"C{i_exp % 10}", linestyle=BRANCH_STYLES.get(branch, "-"),
+        color = TICKET_COLOR if branch == "ticket" else control.color if control else "C7"
+        return dict(color=color, linestyle="-", marker="o")
+    return dict(color=f"C{i_exp % 10}", linestyle=control.linestyle if control else "-",
                 marker=MARKERS[i_exp % len(MARKERS)])
+
+
+def _label(branch: str) -> str:
+    return CONTROLS[branch].label if branch in CONTROLS else branch
 
 
 def _aggregates(experiments: Sequence[Path]) -> list[list[dict]]:
@@ -137,7 +140,7 @@ def _metric_vs_density(experiments, out, metric: str, labels, *, dense_line: boo
     ax = fig.add_subplot()
     xs_all, n_max = [], 1
     for i, (label, agg) in enumerate(zip(labels, aggs)):
-        branches = [b for b in BRANCHES if any(a["branch"] == b for a in agg)]
+        branches = [b for b in branch_order() if any(a["branch"] == b for a in agg)]
         branches += sorted({a["branch"] for a in agg} - set(branches))
         for b in branches:
             rs = sorted((a for a in agg if a["branch"] == b), key=lambda a: a["level"])
@@ -146,7 +149,7 @@ def _metric_vs_density(experiments, out, metric: str, labels, *, dense_line: boo
             s = [scale * a[metric + "_std"] for a in rs]
             n_max = max(n_max, *(a["n"] for a in rs))
             xs_all += x
-            name = b if len(paths) == 1 else f"{label}: {b}"
+            name = _label(b) if len(paths) == 1 else f"{label}: {_label(b)}"
             st = _style(i, len(paths), b)
             ax.plot(x, y, label=name, markersize=4, linewidth=1.6, **st)
             if any(v > 0 for v in s):

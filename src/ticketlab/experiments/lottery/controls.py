@@ -1,8 +1,7 @@
-"""Lottery-ticket controls: branches off an IMP trunk, each stored beside it.
+"""Lottery-ticket controls: branches off an IMP trunk, one registered class each.
 
-LTH (Frankle & Carbin 2019) §2, App. B and E; open_lth's branches. Each control is a
-small function of (replicate, level, draw) that trains a network compared against the
-ticket at the same level:
+LTH (Frankle & Carbin 2019) §2, App. B and E; open_lth's branches; docs/lottery.md §6. A control
+trains a network that is compared with the ticket at the same level:
 
 - `reinit`: the ticket's mask with a fresh random initialisation (LTH §2: 3 reinits per
   ticket). It trains the same schedule as the ticket, from the rewind point.
@@ -15,6 +14,13 @@ ticket at the same level:
 - `continued`: LTH App. B "strategy 2": prune and keep training from the trained weights,
   with no reset; each level continues from the previous continued level.
 
+A control is a `Control` subclass decorated with `@register`: its name, its masks, where it
+starts (weights and schedule), which runs it needs, and its plot style. `CONTROLS` (name →
+control, in registration order) is what the config's `controls` choices, the run graph
+(`ticketlab.experiments.lottery.runner`), the plots and the report read, so adding a control
+touches one file. The steps that save a control's masks and train it are the trunk's own
+(`ticketlab.experiments.lottery.trunk.prune`, `.plan`, `.train`).
+
 Folders: `replicate_<r>/<control>_<draw>/level_<L>/` for random controls,
 `replicate_<r>/<control>/level_<L>/` for deterministic ones.
 """
@@ -22,87 +28,149 @@ Folders: `replicate_<r>/<control>_<draw>/level_<L>/` for random controls,
 from __future__ import annotations
 
 import hashlib
-import json
 
 from ticketlab.core import masks as M, pruning, scores
-from ticketlab.experiments.lottery.trunk import (Plan, Replicate, execute, final_weights, load_masks, prune_level,
-                               pruned_layers, save_masks)
+from ticketlab.methods.imp import prune_level, pruned_layers
 
-RANDOM = ("reinit", "random_mask", "random_mask_global")
+CONTROLS: dict = {}  # name -> Control, in registration order (a live view: later registrations count)
+
+
+def register(cls: type) -> type:
+    """Class decorator: add a control to `CONTROLS` (its place there is its place in plots and tables)."""
+    control = cls()
+    if not control.name or control.name == "ticket":
+        raise ValueError(f"{cls.__name__}: a control needs a name other than 'ticket'")
+    CONTROLS[control.name] = control
+    return cls
+
+
+class Control:
+    """One control branch. `rep` below is the replicate (`trunk.Replicate`): its getters
+    (`masks`, `trained_weights`, `rewind_state`) read finished runs and never train."""
+
+    name: str = ""
+    random: bool = False   # drawn `control_draws` times: folders <name>_<draw>, seeds by `control_seed`
+    rewinds: bool = True   # starts at the rewind point k, so it shares the ticket's schedule (and stacks)
+    color: str = "C7"      # plot colour (one experiment: colour by branch)
+    linestyle: object = "-"  # plot line style (several experiments: line style by branch)
+
+    @property
+    def label(self) -> str:
+        """The legend's name of the branch."""
+        return self.name
+
+    def draws(self, cfg) -> int:
+        """How many times the control runs per level (`cfg` is the `LotteryConfig`)."""
+        return cfg.control_draws if self.random else 1
+
+    def folder(self, draw: int) -> str:
+        """The branch's folder in the replicate."""
+        return f"{self.name}_{draw}" if self.random else self.name
+
+    def needs(self, level: int) -> list[tuple[int, str | None]]:
+        """The runs (level, control; None is the trunk) trained before this control's run at `level`:
+        the trunk's level L−1, whose pruning gives the ticket's mask, and level 0, the rewind point."""
+        return [(0, None), (level - 1, None)]
+
+    def masks(self, rep, level: int, draw: int) -> M.Masks:
+        """The masks the control trains with (the trunk saves them as its `mask.pt`)."""
+        raise NotImplementedError
+
+    def plan(self, rep, level: int, draw: int, run_dir, masks: M.Masks, desc: str):
+        """Where the run starts, as a `trunk.Plan`: by default the ticket's own θk, rewound."""
+        return rep.plan_rewind(run_dir, masks, None, desc)
+
+
+def branch_order() -> list[str]:
+    """Every branch of a lottery experiment in the plots' and tables' order: the ticket, then the
+    controls as registered."""
+    return ["ticket", *CONTROLS]
 
 
 def branch_name(control: str, draw: int) -> str:
     """Folder name of a control branch."""
-    return f"{control}_{draw}" if control in RANDOM else control
+    return CONTROLS[control].folder(draw)
 
 
-def control_seed(rep: Replicate, control: str, level: int, draw: int) -> int:
+def control_seed(rep, control: str, level: int, draw: int) -> int:
     """A seed for a random control, stable across processes (no salted hash())."""
     h = hashlib.sha256(f"{rep.seed}:{rep.r}:{control}:{level}:{draw}".encode()).digest()
     return int.from_bytes(h[:4], "little")
 
 
-def control_masks(rep: Replicate, control: str, level: int, draw: int = 0) -> M.Masks:
-    """The masks a control trains with at `level` (saved beside its run)."""
-    run_dir = rep.level_dir(level, branch_name(control, draw))
-    path = run_dir / "mask.pt"
-    if path.exists():
-        return load_masks(path)
-    ticket = rep.masks(level)
-    layers = pruned_layers(rep.cfg, rep.prunable_shapes)
-    if control == "reinit":
-        m = ticket
-    elif control == "random_mask":
-        m = pruning.random_mask_like(ticket, control_seed(rep, control, level, draw), "layerwise", layers)
-    elif control == "random_mask_global":
-        m = pruning.random_mask_like(ticket, control_seed(rep, control, level, draw), "global", layers)
-    elif control == "oneshot":
-        dense = final_weights(rep.level_dir(0)) if (rep.level_dir(0) / "summary.json").exists() else None
-        if dense is None:
-            rep.run_level(0)
-            dense = final_weights(rep.level_dir(0))
+@register
+class Reinit(Control):
+    """The ticket's mask with fresh random weights (LTH §2)."""
+
+    name, random, color, linestyle = "reinit", True, "C3", (0, (4, 1.5))
+
+    def masks(self, rep, level, draw):
+        return rep.masks(level)
+
+    def plan(self, rep, level, draw, run_dir, masks, desc):
+        seed = control_seed(rep, self.name, level, draw)
+        fresh = rep.trainer.build(seed).state_dict()
+        return rep.plan_rewind(run_dir, masks, fresh, desc, seed=seed)
+
+
+@register
+class RandomMask(Control):
+    """A random mask with the ticket's per-layer counts, from the ticket's θk."""
+
+    name, random, color, linestyle = "random_mask", True, "C2", (0, (1, 1.2))
+    strategy = "layerwise"
+
+    def masks(self, rep, level, draw):
+        layers = pruned_layers(rep.cfg, rep.prunable_shapes)
+        return pruning.random_mask_like(rep.masks(level), control_seed(rep, self.name, level, draw),
+                                        self.strategy, layers)
+
+
+@register
+class RandomMaskGlobal(RandomMask):
+    """A random mask with the ticket's total count, anywhere in the pruned layers, from θk."""
+
+    name, color, linestyle = "random_mask_global", "C4", (0, (4, 1.5, 1, 1.5))
+    strategy = "global"
+
+
+@register
+class OneShot(Control):
+    """The trained dense network pruned straight to the ticket's density, rewound (LTH §2)."""
+
+    name, color, linestyle = "oneshot", "C1", (0, (6, 2))
+
+    def masks(self, rep, level, draw):
+        ticket, layers = rep.masks(level), pruned_layers(rep.cfg, rep.prunable_shapes)
+        dense = rep.trained_weights(0)
         s = scores.magnitude({n: dense[n] for n in ticket})
         full = M.ones_masks(ticket)
         if rep.cfg.strategy == "layerwise":
-            m = pruning.prune_to_density(s, full, M.layer_density(ticket))
-        else:
-            kept, total = M.count({n: ticket[n] for n in layers})
-            m = pruning.prune_to_density(s, full, kept / total, layers)
-    elif control == "continued":
-        if level == 1:
-            prev_w, prev_m = final_weights(rep.level_dir(0)), rep.masks(0)
-        else:
-            prev_dir = rep.level_dir(level - 1, "continued")
-            run_control(rep, "continued", level - 1)
-            prev_w, prev_m = final_weights(prev_dir), load_masks(prev_dir / "mask.pt")
-        m = prune_level(rep.cfg, prev_w, prev_m, rep.output)
-    else:
-        raise ValueError(f"unknown control {control!r}")
-    save_masks(path, m)
-    return m
+            return pruning.prune_to_density(s, full, M.layer_density(ticket))
+        kept, total = M.count({n: ticket[n] for n in layers})
+        return pruning.prune_to_density(s, full, kept / total, layers)
 
 
-def plan_control(rep: Replicate, control: str, level: int, draw: int = 0) -> Plan:
-    """The run of one control branch at one level, ready to train."""
-    run_dir = rep.level_dir(level, branch_name(control, draw))
-    m = control_masks(rep, control, level, draw)
-    desc = f"rep {rep.r} {branch_name(control, draw)} level {level}"
-    if control == "reinit":
-        seed = control_seed(rep, control, level, draw)
-        fresh = rep.trainer.build(seed).state_dict()
-        return rep.plan_rewind(run_dir, m, fresh, desc, seed=seed)
-    if control == "continued":
-        prev = rep.level_dir(0) if level == 1 else rep.level_dir(level - 1, "continued")
+@register
+class Continued(Control):
+    """Prune and keep training, never rewinding (LTH App. B strategy 2): level L continues level L−1."""
+
+    name, rewinds, color, linestyle = "continued", False, "C5", (0, (2, 2))
+
+    def needs(self, level):
+        return super().needs(level) + ([(level - 1, self.name)] if level > 1 else [])
+
+    def _previous(self, level: int) -> tuple[int, str]:
+        """The run that level `level` continues: the trunk's level 0, then the chain's own L−1."""
+        return (0, "") if level == 1 else (level - 1, self.name)
+
+    def masks(self, rep, level, draw):
+        L, branch = self._previous(level)
+        return prune_level(rep.cfg, rep.trained_weights(L, branch), rep.masks(L, branch), rep.output)
+
+    def plan(self, rep, level, draw, run_dir, masks, desc):
         # a fresh optimizer and the full schedule again, from the trained weights: no reset
-        return Plan(rep.trainer, run_dir, rep.start(final_weights(prev), m), m, data_seed=rep.data_seed, desc=desc)
-    return rep.plan_rewind(run_dir, m, None, desc)
+        return rep.plan_from(run_dir, masks, rep.trained_weights(*self._previous(level)), desc)
 
 
-def run_control(rep: Replicate, control: str, level: int, draw: int = 0) -> dict:
-    """Train (or load) one control branch at one level (cached and resumable like the trunk)."""
-    run_dir = rep.level_dir(level, branch_name(control, draw))
-    if (run_dir / "summary.json").exists():
-        return json.loads((run_dir / "summary.json").read_text())
-    plan = plan_control(rep, control, level, draw)
-    rep.log(plan.desc)
-    return execute([plan])[0]
+__all__ = ["CONTROLS", "Control", "register", "branch_order", "branch_name", "control_seed"]

@@ -3,7 +3,10 @@
 An IMP study is a graph of runs: level L of a replicate needs level L−1 (its mask comes from
 L−1's trained weights); a control at level L needs the same, plus level 0 (the rewind point and,
 for one-shot, the trained dense net); `continued` level L needs `continued` L−1. Everything
-else is independent. The runner keeps the ready runs flowing to the workers:
+else is independent. The graph comes from the trunk's steps (`ticketlab.experiments.lottery.trunk`):
+its runs are the loop's (`trunk.branches`), its edges the steps' declared inputs (`trunk.needs`),
+and a node runs the loop's own `prune` and `plan` before training. The runner keeps the ready runs
+flowing to the workers:
 
 - worker processes, one torch thread each (docs/performance.md §2: 2 processes ×
   1 thread gave 1.6× over one process, and 2 threads in one process can be 30× slower when
@@ -27,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ticketlab.experiments.lottery.controls import RANDOM, branch_name, plan_control
+from ticketlab.experiments.lottery import trunk
+from ticketlab.experiments.lottery.controls import CONTROLS, branch_name
 from ticketlab.experiments.lottery.trunk import LotteryConfig, LotteryRun, Replicate, execute, lottery_levels, replicate_seeds
 from ticketlab.engine.results import aggregate, run_rows
 from ticketlab.engine.store import Store
@@ -49,18 +53,14 @@ class Task:
         return (rep / branch if branch else rep) / f"level_{self.level}"
 
     def deps(self) -> list["Task"]:
-        if self.control is None:
-            return [Task(self.r, self.level - 1)] if self.level > 0 else []
-        deps = [Task(self.r, 0), Task(self.r, self.level - 1)]
-        if self.control == "continued" and self.level > 1:
-            deps.append(Task(self.r, self.level - 1, "continued"))
-        return deps
+        """The runs this one reads: the inputs its steps declare (`trunk.needs`)."""
+        return [Task(self.r, L, c) for L, c in trunk.needs(self.level, self.control)]
 
     def kind(self) -> str:
         """Tasks of one kind share a schedule: the rewound ones (tickets, reinit, random masks,
-        one-shot), level 0, and continued training."""
-        if self.control == "continued":
-            return "continued"
+        one-shot), level 0, and each control that does not rewind (continued training)."""
+        if self.control is not None and not CONTROLS[self.control].rewinds:
+            return self.control
         return "dense" if self.control is None and self.level == 0 else "rewind"
 
 
@@ -87,14 +87,16 @@ def replicate(spec: Spec, r: int, *, progress: bool = False, log=None) -> Replic
 
 
 def run_tasks(spec: Spec, tasks: list[Task], progress: bool = False) -> list[Task]:
-    """Train one group of tasks in this process: planned, then as one stack when they can."""
+    """Train one group of tasks in this process: each pruned and planned by the trunk's steps, then
+    trained as one stack when they can."""
     exp = Path(spec.exp_path)
     tasks = [t for t in tasks if not (t.run_dir(exp) / "summary.json").exists()]
     reps: dict[int, Replicate] = {}
     plans = []
     for t in tasks:
         rep = reps.get(t.r) or reps.setdefault(t.r, replicate(spec, t.r, progress=progress))
-        plans.append(rep.plan_level(t.level) if t.control is None else plan_control(rep, t.control, t.level, t.draw))
+        trunk.prune(rep, t.level, t.control, t.draw)
+        plans.append(trunk.plan(rep, t.level, t.control, t.draw))
     if plans:
         execute(plans, stack=len(plans))
     return tasks
@@ -132,20 +134,7 @@ def graph(spec: Spec) -> list[Task]:
     probe = replicate(spec, 0)
     levels = lottery_levels(cfg, probe)
     tasks = [Task(r, L) for L in range(levels + 1) for r in range(cfg.replicates)]
-    control_levels = [L for L in (cfg.control_levels or range(1, levels + 1)) if L <= levels]
-    for L in control_levels:
-        for r in range(cfg.replicates):
-            for c in cfg.controls:
-                for d in range(cfg.control_draws if c in RANDOM else 1):
-                    tasks.append(Task(r, L, c, d))
-    if "continued" in cfg.controls:  # a continued chain needs every level below it
-        have = {t for t in tasks}
-        for r in range(cfg.replicates):
-            for L in range(1, max(control_levels, default=0)):
-                t = Task(r, L, "continued")
-                if t not in have:
-                    tasks.append(t)
-    return tasks
+    return tasks + [Task(r, L, c, d) for r in range(cfg.replicates) for L, c, d in trunk.branches(cfg, levels)]
 
 
 def run_graph(spec: Spec, *, workers: int = 1, stack: int = 8, progress: bool = True,

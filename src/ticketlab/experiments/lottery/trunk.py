@@ -1,12 +1,20 @@
-"""Iterative magnitude pruning (IMP) with rewinding: the lottery-ticket procedure.
+"""Iterative magnitude pruning (IMP) with rewinding: the lottery-ticket procedure, as a loop of steps.
 
 Frankle & Carbin 2019 (LTH) §2, with late rewinding from Frankle et al. 2019 (Stab):
 
 1. initialise; save θ0 as tensors (never rebuild it by re-seeding);
 2. level 0: train the dense network to the end, saving θk on the way (k = rewind_iter);
 3. prune a fraction of the *surviving* weights with the smallest |w| of the level just
-   trained, per layer (LTH: fc 20 %, output at half rate, conv 10–15 %) or globally;
+   trained, per layer (LTH: fc 20 %, output at half rate, conv 10–15 %) or globally
+   (`ticketlab.methods.imp`);
 4. rewind the survivors to θk (θ0 when k = 0) and retrain from iteration k; go to 3.
+
+`run` is that loop, for one replicate and its controls. Each step is a function of (replicate,
+level[, control, draw]) that writes files and is skipped when they exist: `prune` saves a run's
+masks, `plan` rewinds (the start weights and schedule, ready to train) and `train` trains it.
+`needs` declares which runs a step reads; the runner (`ticketlab.experiments.lottery.runner`)
+calls the same steps per run once those are trained, across replicates, controls and processes.
+The `Replicate` getters only read: asking for what is not there yet raises, it never trains.
 
 What is rewound (see docs/lottery.md §5): weights always; the optimizer
 state only with `rewind_optimizer` (open_lth starts a fresh optimizer); the learning-rate
@@ -34,12 +42,12 @@ from typing import Callable
 
 import torch
 
-from ticketlab.core import atomic as _atomic, masks as M, pruning, scores
+from ticketlab.core import atomic as _atomic, masks as M
 from ticketlab.core.config import param
-from ticketlab.core.errors import ConfigError
+from ticketlab.core.errors import ConfigError, TicketlabError
+from ticketlab.experiments.lottery.controls import CONTROLS, branch_name
+from ticketlab.methods.imp import level_fractions, n_levels, prune_level, pruned_layers
 from ticketlab.training.loop import TrainConfig, load_state
-
-CONTROLS = ("reinit", "random_mask", "random_mask_global", "oneshot", "continued")
 
 
 @dataclass(frozen=True)
@@ -84,61 +92,6 @@ class LotteryRun:
     task: str = param("classify", "the domain: classify, rl, lm or translate (ticketlab.engine.tasks)", hashed=False)
 
 
-def level_fractions(cfg: LotteryConfig, params: dict[str, torch.Tensor], output: str | None) -> dict[str, float]:
-    """Per-layer pruning rates of one level (layerwise strategy)."""
-    names = pruned_layers(cfg, params)
-    out = {}
-    for n in names:
-        if n == output:
-            out[n] = cfg.output_fraction if cfg.output_fraction is not None else cfg.prune_fraction / 2
-        elif params[n].dim() > 2 and cfg.conv_fraction is not None:
-            out[n] = cfg.conv_fraction
-        else:
-            out[n] = cfg.prune_fraction
-    return out
-
-
-def pruned_layers(cfg: LotteryConfig, params: dict[str, torch.Tensor]) -> list[str]:
-    """The prunable parameters this run prunes, by the include/exclude patterns."""
-    try:
-        names = pruning.select(params, cfg.layers)
-        excluded = set(pruning.select(names, cfg.exclude)) if cfg.exclude else set()
-    except ValueError as e:
-        raise ConfigError(f"layers/exclude: {e}; prunable parameters: {', '.join(params)}") from None
-    return [n for n in names if n not in excluded]
-
-
-def prune_level(cfg: LotteryConfig, weights: dict[str, torch.Tensor], masks: M.Masks, output: str | None) -> M.Masks:
-    """One IMP pruning step: remove the smallest-|w| surviving weights (per layer or globally)."""
-    params = {n: weights[n] for n in masks}  # the prunable tensors only, not biases or norms
-    s = scores.magnitude(params)
-    if cfg.strategy == "layerwise":
-        return pruning.prune_layerwise(s, masks, level_fractions(cfg, params, output))
-    return pruning.prune_global(s, masks, cfg.prune_fraction, pruned_layers(cfg, params))
-
-
-def n_levels(cfg: LotteryConfig, params: dict[str, torch.Tensor], output: str | None) -> int:
-    """Levels to run: `levels`, or the first level whose sparsity reaches `target_sparsity`."""
-    if cfg.target_sparsity is None:
-        return cfg.levels
-    sizes = {n: p.numel() for n, p in params.items()}
-    if cfg.strategy == "layerwise":
-        fr = {n: 0.0 for n in params} | level_fractions(cfg, params, output)
-        ladder = pruning.ladder(sizes, fr, 200)
-    else:  # global pruning removes the same total count per level whatever the layer
-        sel = set(pruned_layers(cfg, params))
-        kept_fixed = sum(v for n, v in sizes.items() if n not in sel)
-        rem, total, ladder = sum(sizes[n] for n in sel), sum(sizes.values()), []
-        for _ in range(201):
-            ladder.append((rem + kept_fixed) / total)
-            rem -= pruning.n_to_prune(rem, cfg.prune_fraction)
-    for L, d in enumerate(ladder):
-        if 1 - d >= cfg.target_sparsity - 1e-12:
-            return L
-    raise ConfigError(f"target_sparsity: {cfg.target_sparsity} is not reached in 200 levels "
-                      f"with these pruning rates")
-
-
 def save_masks(path: Path, masks: M.Masks) -> None:
     """Atomically save boolean masks (loadable with weights_only=True)."""
     with _atomic.atomic_open(path, "wb") as f:
@@ -156,7 +109,10 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 class Replicate:
-    """One IMP trunk: seeds, folders and the levels of one replicate."""
+    """One IMP trunk: the seeds, folders and getters of one replicate.
+
+    The getters (`masks`, `trained_weights`, `rewind_state`) read what the steps wrote and raise a
+    `TicketlabError` when it is not there yet: they never train."""
 
     def __init__(self, cfg: LotteryConfig, trainer, root: Path, r: int, *, seed: int, data_seed: int,
                  log: Callable[[str], None] = lambda s: None):
@@ -170,29 +126,32 @@ class Replicate:
     def level_dir(self, L: int, branch: str = "") -> Path:
         return (self.root / branch if branch else self.root) / f"level_{L}"
 
-    # ---- the trunk ----
-    def masks(self, L: int) -> M.Masks:
-        """The ticket's masks at level L (computed and saved on first use)."""
-        path = self.level_dir(L) / "mask.pt"
-        if path.exists():
-            return load_masks(path)
-        if L == 0:
-            m = M.ones_masks(self.prunable_shapes)
-        else:
-            prev = self.level_dir(L - 1)
-            if not (prev / "summary.json").exists():
-                self.run_level(L - 1)
-            m = prune_level(self.cfg, final_weights(prev), self.masks(L - 1), self.output)
-        save_masks(path, m)
-        return m
+    # ---- getters: they read, never train ----
+    def masks(self, L: int, branch: str = "") -> M.Masks:
+        """The saved masks of level L (of the ticket, or of a control's `branch` folder)."""
+        path = self.level_dir(L, branch) / "mask.pt"
+        if not path.exists():
+            raise TicketlabError(f"{path} is missing: level {L} of replicate {self.r} is not pruned yet "
+                                 f"(prune it once level {L - 1} is trained: trunk.prune)")
+        return load_masks(path)
+
+    def trained_weights(self, L: int, branch: str = "") -> dict[str, torch.Tensor]:
+        """The trained weights of level L (of the ticket, or of a control's `branch` folder)."""
+        run_dir = self.level_dir(L, branch)
+        if not (run_dir / "summary.json").exists():
+            raise TicketlabError(f"{run_dir} is not trained yet: train level {L} of replicate {self.r} "
+                                 f"first (trunk.train)")
+        return final_weights(run_dir)
 
     def rewind_state(self) -> dict:
         """The saved state at the rewind point k (level 0's snapshot)."""
         path = self.level_dir(0) / f"snapshot_{self.cfg.rewind_iter}.pt"
         if not path.exists():
-            self.run_level(0)
+            raise TicketlabError(f"{path} is missing: level 0 of replicate {self.r} has not been trained "
+                                 f"(trunk.train)")
         return load_state(path)
 
+    # ---- runs, ready to train ----
     def start(self, weights: dict, masks: M.Masks, *, seed: int | None = None) -> torch.nn.Module:
         """A model holding `weights`, masked (pruned entries zero)."""
         model = self.trainer.build(self.seed if seed is None else seed)
@@ -215,6 +174,11 @@ class Replicate:
                     lr_offset=0 if self.cfg.rewind_schedule else k, snapshot_iters=(k,),
                     data_seed=self.data_seed, desc=desc)
 
+    def plan_from(self, run_dir: Path, masks: M.Masks, weights: dict, desc: str) -> "Plan":
+        """A masked network that trains the whole schedule from `weights`, with a fresh optimizer
+        (no rewinding: the `continued` control)."""
+        return Plan(self.trainer, run_dir, self.start(weights, masks), masks, data_seed=self.data_seed, desc=desc)
+
     def plan_level(self, L: int) -> "Plan":
         """Level L's run: level 0 dense from θ0 (saving θ0 and θk), later levels from the rewind point."""
         masks = self.masks(L)
@@ -236,17 +200,13 @@ class Replicate:
         return execute([self.plan_rewind(run_dir, masks, weights, desc, seed=seed)])[0]
 
     def run_level(self, L: int) -> dict:
-        """Train (or load) level L."""
-        run_dir = self.level_dir(L)
-        if (run_dir / "summary.json").exists():
-            return json.loads((run_dir / "summary.json").read_text())
-        plan = self.plan_level(L)
-        self.log(plan.desc)
-        return execute([plan])[0]
+        """Prune and train (or load) level L of the trunk; level L−1 must be trained."""
+        prune(self, L)
+        return train(self, L)
 
     def run(self, levels: int) -> list[dict]:
-        """Run (or load) levels 0..levels of this replicate."""
-        return [self.run_level(L) for L in range(levels + 1)]
+        """Run (or load) levels 0..levels and the configured controls: `run`."""
+        return run(self, levels)
 
 
 @dataclass
@@ -285,6 +245,92 @@ def execute(plans: list[Plan], stack: int = 1) -> list[dict]:
     return [p.fit() for p in plans]
 
 
+# ---- the steps: (replicate, level[, control, draw]) -> files, skipped when written ----------------
+
+def needs(L: int, control: str | None = None) -> list[tuple[int, str | None]]:
+    """The runs (level, control; None is the trunk) that must be trained before run (L, control) of
+    the same replicate can be pruned and planned: the trunk's level L−1; a control's own `needs`."""
+    if control is not None:
+        return CONTROLS[control].needs(L)
+    return [(L - 1, None)] if L > 0 else []
+
+
+def _folder(control: str | None, draw: int) -> str:
+    return branch_name(control, draw) if control is not None else ""
+
+
+def prune(rep: Replicate, L: int, control: str | None = None, draw: int = 0) -> None:
+    """Save the masks of level L (`mask.pt`, before it trains); skipped when saved.
+
+    The trunk's are the trained weights of level L−1, pruned (level 0: every weight); a control's
+    follow its rule (`Control.masks`), from the ticket's at the same level."""
+    path = rep.level_dir(L, _folder(control, draw)) / "mask.pt"
+    if path.exists():
+        return
+    if control is not None:
+        prune(rep, L)  # every control is defined against the ticket of its level
+        m = CONTROLS[control].masks(rep, L, draw)
+    elif L == 0:
+        m = M.ones_masks(rep.prunable_shapes)
+    else:
+        m = prune_level(rep.cfg, rep.trained_weights(L - 1), rep.masks(L - 1), rep.output)
+    save_masks(path, m)
+
+
+def plan(rep: Replicate, L: int, control: str | None = None, draw: int = 0) -> Plan:
+    """The run (L, control, draw) ready to train: its saved masks on its start weights, rewound to θk
+    (the trunk's level 0: θ0, dense; a control: `Control.plan`)."""
+    if control is None:
+        return rep.plan_level(L)
+    folder = _folder(control, draw)
+    return CONTROLS[control].plan(rep, L, draw, rep.level_dir(L, folder), rep.masks(L, folder),
+                                  f"rep {rep.r} {folder} level {L}")
+
+
+def train(rep: Replicate, L: int, control: str | None = None, draw: int = 0) -> dict:
+    """Train the run (L, control, draw) from its `plan`; skipped (its summary read) when trained."""
+    summary = rep.level_dir(L, _folder(control, draw)) / "summary.json"
+    if summary.exists():
+        return json.loads(summary.read_text())
+    p = plan(rep, L, control, draw)
+    rep.log(p.desc)
+    return execute([p])[0]
+
+
+def branches(cfg: LotteryConfig, levels: int) -> list[tuple[int, str, int]]:
+    """The control runs of one replicate as (level, control, draw), by level: `controls` at
+    `control_levels` (every level >= 1 when empty), and the control runs they need (a `continued`
+    chain needs every level below it)."""
+    at = [L for L in (cfg.control_levels or range(1, levels + 1)) if L <= levels]
+    runs = {(L, c, d) for L in at for c in cfg.controls for d in range(CONTROLS[c].draws(cfg))}
+    todo = list(runs)
+    while todo:
+        L, c, _ = todo.pop()
+        for need in needs(L, c):
+            if need[1] is not None and (*need, 0) not in runs:
+                runs.add((*need, 0))
+                todo.append((*need, 0))
+    order = list(CONTROLS)
+    return sorted(runs, key=lambda t: (t[0], order.index(t[1]), t[2]))
+
+
+def run(rep: Replicate, levels: int) -> list[dict]:
+    """Run (or load) levels 0..levels of one replicate, with its controls; the trunk's summaries.
+
+    IMP as a loop (LTH §2): the runner (`runner.run_graph`) calls the same steps, run by run, in
+    parallel, and writes the same files."""
+    controls = branches(rep.cfg, levels)
+    trunk = []
+    for L in range(levels + 1):
+        prune(rep, L)               # level L−1's trained weights, pruned (level 0: all weights)
+        trunk.append(train(rep, L))  # rewound to θk (level 0: θ0) and trained
+        for level, control, draw in controls:
+            if level == L:          # the controls of this level, against its ticket
+                prune(rep, L, control, draw)
+                train(rep, L, control, draw)
+    return trunk
+
+
 def replicate_seeds(train_cfg, r: int) -> tuple[int, int]:
     """(init seed, data seed) of replicate r: the configured seeds shifted by r."""
     return train_cfg.init_seed + r, train_cfg.data_seed + r
@@ -295,5 +341,6 @@ def lottery_levels(cfg: LotteryConfig, rep: Replicate) -> int:
     return n_levels(cfg, rep.prunable_shapes, rep.output)
 
 
-__all__ = ["LotteryConfig", "LotteryRun", "CONTROLS", "Replicate", "Plan", "execute", "prune_level", "level_fractions", "n_levels",
-           "save_masks", "load_masks", "final_weights", "replicate_seeds", "lottery_levels"]
+__all__ = ["LotteryConfig", "LotteryRun", "CONTROLS", "Replicate", "Plan", "execute", "prune_level", "level_fractions",
+           "pruned_layers", "n_levels", "save_masks", "load_masks", "final_weights", "replicate_seeds",
+           "lottery_levels", "needs", "prune", "plan", "train", "branches", "run"]
