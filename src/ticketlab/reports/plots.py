@@ -28,6 +28,7 @@ import matplotlib
 from ticketlab.core.errors import TicketlabError
 from ticketlab.engine.results import METRICS, aggregate, run_rows
 from ticketlab.reports.style import MARKERS, METRIC_LABELS, density_axis, figure, save_figure  # noqa: F401
+from ticketlab.training.rundir import read_metrics
 
 _figure, _density_axis = figure, density_axis  # the names other modules used before reports.style
 
@@ -235,7 +236,7 @@ def plot_instability(experiments: Sequence[str | Path], out: str | Path,
 
 
 def _metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_metrics(path)  # the run folder's reader: rows keyed by "iter", old "step" rows too
 
 
 def learning_curve_runs(run_dir_or_exp: str | Path) -> list[tuple[str, Path]]:
