@@ -28,7 +28,7 @@ import matplotlib
 from ticketlab.core.errors import TicketlabError
 from ticketlab.engine.results import METRICS, aggregate, run_rows
 from ticketlab.reports.style import MARKERS, METRIC_LABELS, density_axis, figure, save_figure  # noqa: F401
-from ticketlab.training.rundir import read_metrics
+from ticketlab.training.rundir import early_stopping, read_metrics
 
 _figure, _density_axis = figure, density_axis  # the names other modules used before reports.style
 
@@ -291,7 +291,7 @@ def plot_learning_curves(run_dir_or_exp: str | Path, out: str | Path) -> list[Pa
         keys = keys or _curve_keys(rows)
         scale = 100.0 if keys[0].endswith("_acc") else 1.0
         color = "C0" if len(runs) == 1 else cmap(i / max(len(runs) - 1, 1) * 0.9)
-        es = min(rows, key=lambda r: (r["val_loss"], r["iter"])) if "val_loss" in rows[0] else None
+        es = early_stopping(rows, "val_loss") if "val_loss" in rows[0] else None
         its = [r["iter"] for r in rows]
         for ax, key in zip(axes, keys):
             ax.plot(its, [scale * r[key] for r in rows], color=color, linewidth=1.3, label=label)
