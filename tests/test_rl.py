@@ -14,10 +14,10 @@ from ticketlab.cli.commands import main
 from ticketlab.core.errors import ConfigError
 from ticketlab.experiments.lottery.trunk import LotteryConfig
 from ticketlab.domains.rl import RLConfig
-from ticketlab.domains.rl import trainer as rl_trainer
 from ticketlab.domains.rl.envs import AreaResize
 from ticketlab.domains.rl.task import make_trainer, validate
 from ticketlab.training.loop import load_state
+from ticketlab.training.rundir import RunDir
 
 torch.set_num_threads(1)
 
@@ -113,17 +113,16 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch, cfg):
     tr = make_trainer(cfg)
     masks = random_masks(tr.prunable(tr.build(0)), 0.5)
     fit(cfg, tmp_path / "whole", masks=masks, checkpoint_every=cfg.eval_every)
-    real = rl_trainer.save_state
+    real = RunDir.checkpoint
 
-    def interrupt(path, **kw):
-        real(path, **kw)
-        if path.name == "checkpoint.pt":
-            raise KeyboardInterrupt
+    def interrupt(self, rows, iteration, **state):
+        real(self, rows, iteration, **state)
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(rl_trainer, "save_state", interrupt)
+    monkeypatch.setattr(RunDir, "checkpoint", interrupt)
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, tmp_path / "cut", masks=masks, checkpoint_every=cfg.eval_every)
-    monkeypatch.setattr(rl_trainer, "save_state", real)
+    monkeypatch.setattr(RunDir, "checkpoint", real)
     assert (tmp_path / "cut" / "checkpoint.pt").exists() and not (tmp_path / "cut" / "summary.json").exists()
     if cfg.algo == "dqn":
         assert load_state(tmp_path / "cut" / "checkpoint.pt")["replay"]["pos"] == cfg.eval_every

@@ -239,7 +239,7 @@ def test_resume_is_exact_and_stacking_matches_alone(tmp_path):
     specs = [prepare_run(exp, cfg, s) for s in (0, 1)]
     with pytest.raises(Stop):
         fit_group(specs, checkpoint_every=100, log=stop_at_200)
-    assert load_state(exp.path / "seed_0" / "checkpoint.pt")["step"] == 100
+    assert load_state(exp.path / "seed_0" / "checkpoint.pt")["iteration"] == 100
     resumed = run(cfg, store=tmp_path / "b")
     for s in (0, 1):
         a = load_state(f"{exp_a}/seed_{s}/final.pt")["student"]["weights"]
@@ -277,7 +277,7 @@ def test_sweep_with_pruning_tables_and_plots(tmp_path):
     assert {"points.csv", "per_node.csv", "prune.csv", "luck.csv", "success_by_node.png", "success_vs_multi.svg",
             "lshape.png", "lshape_scaled.png", "luck.png", "nodes_over_training.png"} <= names
     metrics = [json.loads(x) for x in open(f"{exp}/seed_0/metrics.jsonl")]
-    assert [r["step"] for r in metrics] == [0, 100, 200, 300]
+    assert [r["iter"] for r in metrics] == [0, 100, 200, 300]
 
 
 def test_cli_sweep_and_errors(tmp_path, capsys):

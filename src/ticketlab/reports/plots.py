@@ -29,6 +29,7 @@ from ticketlab.core.errors import TicketlabError
 from ticketlab.engine.results import METRICS, aggregate, run_rows
 from ticketlab.experiments.lottery.controls import CONTROLS, branch_order
 from ticketlab.reports.style import MARKERS, METRIC_LABELS, density_axis, figure, save_figure  # noqa: F401
+from ticketlab.training.rundir import early_stopping, read_metrics
 
 _figure, _density_axis = figure, density_axis  # the names other modules used before reports.style
 
@@ -238,7 +239,7 @@ def plot_instability(experiments: Sequence[str | Path], out: str | Path,
 
 
 def _metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_metrics(path)  # the run folder's reader: rows keyed by "iter", old "step" rows too
 
 
 def learning_curve_runs(run_dir_or_exp: str | Path) -> list[tuple[str, Path]]:
@@ -293,7 +294,7 @@ def plot_learning_curves(run_dir_or_exp: str | Path, out: str | Path) -> list[Pa
         keys = keys or _curve_keys(rows)
         scale = 100.0 if keys[0].endswith("_acc") else 1.0
         color = "C0" if len(runs) == 1 else cmap(i / max(len(runs) - 1, 1) * 0.9)
-        es = min(rows, key=lambda r: (r["val_loss"], r["iter"])) if "val_loss" in rows[0] else None
+        es = early_stopping(rows, "val_loss") if "val_loss" in rows[0] else None
         its = [r["iter"] for r in rows]
         for ax, key in zip(axes, keys):
             ax.plot(its, [scale * r[key] for r in rows], color=color, linewidth=1.3, label=label)

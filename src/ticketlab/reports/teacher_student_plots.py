@@ -20,7 +20,6 @@ Every figure states τ, the data std and the sample counts in its title or axis 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -28,6 +27,7 @@ from matplotlib.figure import Figure
 
 from ticketlab.reports.style import save_figure
 from ticketlab.experiments.teacher_student.experiment import load_config, run_summaries, seeds_of
+from ticketlab.training.rundir import RunDir
 
 MARKERS = ("o", "s", "^", "D", "v", "P")
 
@@ -43,9 +43,9 @@ def _load(exps: Sequence[str | Path]) -> list[tuple[Path, object, list[dict]]]:
 def _metrics(exp: Path, cfg) -> list[list[dict]]:
     rows = []
     for s in seeds_of(cfg):
-        p = exp / f"seed_{s}" / "metrics.jsonl"
-        if (exp / f"seed_{s}" / "summary.json").exists():
-            rows.append([json.loads(x) for x in p.read_text().splitlines() if x.strip()])
+        run = RunDir(exp / f"seed_{s}")
+        if run.done():
+            rows.append(run.read_metrics())  # rows written before "iter" (with "step") read alike
     return rows
 
 
@@ -72,7 +72,7 @@ def plot_success_by_node(exps: Sequence[str | Path], out, early: float = 0.2) ->
                 ax.plot(range(k), final, marker=MARKERS[i % len(MARKERS)], color=f"C{i}", label=f"p = {p:g}")
                 mets = _metrics(exp, cfg)
                 target = early * cfg.steps
-                at = [min(rs, key=lambda r: abs(r["step"] - target)) for rs in mets]
+                at = [min(rs, key=lambda r: abs(r["iter"] - target)) for rs in mets]
                 early_s = [sum(r["best"][0][j] >= tau for r in at) / len(at) for j in range(k)]
                 ax.plot(range(k), early_s, ls=":", color=f"C{i}")
         ax.set_title(f"student ×{m}")
@@ -191,7 +191,7 @@ def plot_best_over_training(exps: Sequence[str | Path], out) -> list[Path]:
     axes = fig.subplots(1, len(data), squeeze=False)[0]
     for ax, (exp, cfg, runs) in zip(axes, data):
         mets = _metrics(exp, cfg)
-        steps = [r["step"] for r in mets[0]]
+        steps = [r["iter"] for r in mets[0]]
         for l in range(len(mets[0][0]["best"])):
             per_seed = [[sum(r["best"][l]) / len(r["best"][l]) for r in rs] for rs in mets]
             n = min(len(v) for v in per_seed)
@@ -222,7 +222,7 @@ def plot_nodes_over_training(exps: Sequence[str | Path], out) -> list[Path]:
     for ax, (exp, cfg, runs) in zip(axes, data):
         mets = _metrics(exp, cfg)
         n = min(len(rs) for rs in mets)
-        steps = [r["step"] for r in mets[0][:n]]
+        steps = [r["iter"] for r in mets[0][:n]]
         k = len(mets[0][0]["best"][0])
         for j in range(k):
             y = [sum(rs[i]["best"][0][j] for rs in mets) / len(mets) for i in range(n)]

@@ -11,7 +11,8 @@ What makes a run reproducible and resumable, bit for bit:
   batch of any iteration is a pure function of the iteration;
 - the learning rate is a pure function of the iteration (`schedules.lr_factor`);
 - a checkpoint holds the weights, masks, optimizer state, iteration and RNG states
-  (for dropout), written atomically and loaded with `torch.load(weights_only=True)`.
+  (for dropout), written atomically and loaded with `torch.load(weights_only=True)`: the run
+  folder's files are written and read by `ticketlab.training.rundir`, shared by every domain's loop.
 
 Pruning methods act through hooks: objects with any of
 - `attach(optimizer, params)`: called once the optimizer exists (and any saved state is loaded),
@@ -26,7 +27,6 @@ Pruning methods act through hooks: objects with any of
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -36,11 +36,11 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ticketlab.core import atomic as _atomic
 from ticketlab.core.config import param
+from ticketlab.training import optim, rundir
+from ticketlab.training.rundir import RunDir, load_state, read_metrics, save_state, write_metrics  # noqa: F401 (the old names)
 from ticketlab.training.stacked import Single
 from ticketlab.core.masks import MaskEnforcer
-from ticketlab.training.optim import adam
 from ticketlab.core.schedules import lr_factor
 
 Hook = Callable[[int], None]
@@ -91,12 +91,8 @@ def total_iterations(cfg: TrainConfig, n_train: int) -> int:
 
 def make_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov, L2 weight decay), Adam (L2) or AdamW (decoupled decay)."""
-    params = list(params)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
-    return adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
-                decoupled=cfg.optimizer == "adamw")  # fused: see ticketlab.training.optim
+    return optim.make_optimizer(cfg.optimizer, params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                weight_decay=cfg.weight_decay, betas=cfg.betas)
 
 
 def batch_indices(n: int, batch_size: int, data_seed: int, it: int, _cache: dict = {}) -> torch.Tensor:
@@ -122,41 +118,13 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
     return evaluate_many(Single(model, {}), x, y, batch)[0]
 
 
+ES_COLUMNS = ("iter", "val_loss", "val_acc", "test_loss", "test_acc")  # the summary's early_stop row
+
+
 def early_stopping(rows: Sequence[dict]) -> dict:
     """The row at minimum validation loss (first on ties): LTH's early-stopping iteration."""
-    best = min(rows, key=lambda r: (r["val_loss"], r["iter"]))
-    return {"iter": best["iter"], "val_loss": best["val_loss"], "val_acc": best["val_acc"],
-            "test_loss": best["test_loss"], "test_acc": best["test_acc"]}
-
-
-# ---- checkpoints -----------------------------------------------------------------
-
-def save_state(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-               iteration: int, masks: dict | None = None, **extra) -> None:
-    """Atomically write a checkpoint: weights, masks, optimizer state, iteration, RNG state.
-
-    `extra` holds further plain values (floats, ints, tensors), e.g. the elapsed time.
-    """
-    _save(path, model.state_dict(), optimizer.state_dict() if optimizer is not None else None,
-          iteration, masks, **extra)
-
-
-def load_state(path: Path) -> dict:
-    """Load a checkpoint without unpickling arbitrary objects (`weights_only=True`)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def read_metrics(path: Path, upto: int) -> list[dict]:
-    """The rows of a run's metrics.jsonl up to iteration `upto` (a resumed run drops later rows)."""
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r["iter"] <= upto]
-
-
-def write_metrics(path: Path, rows: list[dict]) -> None:
-    """Atomically write a run's metrics.jsonl, one JSON row per evaluation."""
-    _atomic.write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    best = rundir.early_stopping(rows, "val_loss")
+    return {k: best[k] for k in ES_COLUMNS}
 
 
 # ---- the loop --------------------------------------------------------------------
@@ -221,14 +189,10 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     finished, or all with checkpoints at the same iteration.
     """
     options = options or RunOptions()
-    dirs = [Path(r.run_dir) for r in runs]
-    for d in dirs:
-        d.mkdir(parents=True, exist_ok=True)
-    done = [(d / "summary.json").exists() for d in dirs]
-    if all(done):
-        return [json.loads((d / "summary.json").read_text()) for d in dirs]
-    if any(done):
-        raise ValueError("fit_many: some runs of the group are finished and others are not; group them apart")
+    dirs = [RunDir(r.run_dir).create() for r in runs]
+    summaries = rundir.finished(dirs, "fit_many")
+    if summaries is not None:
+        return summaries
 
     total = total_iterations(cfg, len(data.train))
     if not 0 <= start_iter <= total:
@@ -242,24 +206,15 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     R = len(runs)
 
     optimizer = make_optimizer(cfg, ensemble.module.parameters())
-    ckpts = [d / "checkpoint.pt" for d in dirs]
     it, elapsed = start_iter, 0.0
-    if any(c.exists() for c in ckpts):  # resume
-        if not all(c.exists() for c in ckpts):
-            raise ValueError("fit_many: only some runs of the group have checkpoints; group them apart")
-        states = [load_state(c) for c in ckpts]
-        its = {int(s["iteration"]) for s in states}
-        if len(its) != 1:
-            raise ValueError(f"fit_many: the group's checkpoints are at different iterations {sorted(its)}")
-        it = its.pop()
-        for c, s, m in zip(ckpts, states, masks):
-            if m and (set(s["masks"]) != set(m) or any(not torch.equal(s["masks"][n], m[n]) for n in m)):
-                raise ValueError(f"{c}: the checkpoint's masks differ from this run's masks")
+    resumed = rundir.resume_group(dirs, "fit_many", masks)
+    if resumed is not None:
+        states, rows = resumed
+        it = int(states[0]["iteration"])
         ensemble.load_state_dicts([s["model"] for s in states])
         optimizer.load_state_dict(ensemble.stack_optimizer([s["optimizer"] for s in states]))
         torch.set_rng_state(states[0]["rng"])
         elapsed = float(states[0].get("elapsed", 0.0))
-        rows = [read_metrics(d / "metrics.jsonl", it) for d in dirs]
     else:
         if any(r.model is not None and r.model is not ensemble.module for r in runs):
             ensemble.load_state_dicts([r.model.state_dict() for r in runs])
@@ -275,7 +230,7 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     if enforcer is not None:
         enforcer.install(optimizer)
     stateful = [h for h in hooks if hasattr(h, "state_dict")]
-    if any(c.exists() for c in ckpts):
+    if resumed is not None:
         for h, st in zip(stateful, states[0].get("hooks", [])):
             h.load_state_dict(st)
     for h in hooks:
@@ -292,12 +247,18 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     constant_lr = cfg.schedule == "constant" and cfg.warmup_iters == 0
     model = ensemble.module
 
-    def save_all(name_fn, i: int, **extra) -> None:
-        if stateful:  # hook state (e.g. dynamic masks) of the group, saved with every run
+    def run_states(**extra) -> list[dict]:
+        """Each run's state: weights, masks, optimizer state, and the group's hook state (e.g. dynamic
+        masks), saved with every run."""
+        if stateful:
             extra["hooks"] = [h.state_dict() for h in stateful]
         opt_states = ensemble.split_optimizer(optimizer.state_dict())
-        for d, sd, os_, m in zip(dirs, ensemble.state_dicts(), opt_states, masks):
-            _save(d / name_fn(d), sd, os_, i, m, **extra)
+        return [dict(model=sd, masks=dict(m or {}), optimizer=os_, **extra)
+                for sd, os_, m in zip(ensemble.state_dicts(), opt_states, masks)]
+
+    def save_all(name: str, i: int) -> None:
+        for d, st in zip(dirs, run_states()):
+            d.save(name, i, **st)
 
     writer = _tensorboard(options.tensorboard)
     bar = _progress(options, total, it)
@@ -325,7 +286,7 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     if not rows[0] and it % cfg.eval_every == 0:
         record(it)
     if it in snapshot_iters:
-        save_all(lambda d: f"snapshot_{it}.pt", it)
+        save_all(rundir.snapshot_name(it), it)
     base_lrs = [cfg.lr for _ in optimizer.param_groups]
     for g in optimizer.param_groups:  # a loaded optimizer state carries a *scheduled* rate
         g["lr"] = cfg.lr
@@ -358,11 +319,10 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
         if it % cfg.eval_every == 0 or it == total:
             record(it)
             if it % ckpt_every == 0 and it < total:
-                for d, rs in zip(dirs, rows):
-                    write_metrics(d / "metrics.jsonl", rs)
-                save_all(lambda d: "checkpoint.pt", it, elapsed=elapsed + time.perf_counter() - t0)
+                for d, rs, st in zip(dirs, rows, run_states(elapsed=elapsed + time.perf_counter() - t0)):
+                    d.checkpoint(rs, it, **st)
         if it in snapshot_iters:
-            save_all(lambda d: f"snapshot_{it}.pt", it)
+            save_all(rundir.snapshot_name(it), it)
     for g, lr in zip(optimizer.param_groups, base_lrs):
         g["lr"] = lr
     if bar is not None:
@@ -371,18 +331,11 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
         writer.close()
     wall = elapsed + time.perf_counter() - t0
 
-    save_all(lambda d: "final.pt", it)
-    summaries = []
-    for d, rs in zip(dirs, rows):
-        write_metrics(d / "metrics.jsonl", rs)
-        summary = {"iterations": total, "start_iter": start_iter, "final": rs[-1],
-                   "early_stop": early_stopping(rs), "best_test_acc": max(r["test_acc"] for r in rs),
-                   "wall_time_s": wall / R, "trained_with": R}
-        _atomic.write_json(d / "summary.json", summary)
-        if (d / "checkpoint.pt").exists():
-            (d / "checkpoint.pt").unlink()
-        summaries.append(summary)
-    return summaries
+    save_all(rundir.FINAL, it)
+    return [d.finish(rs, {"iterations": total, "start_iter": start_iter, "final": rs[-1],
+                          "early_stop": early_stopping(rs), "best_test_acc": max(r["test_acc"] for r in rs),
+                          "wall_time_s": wall / R, "trained_with": R})
+            for d, rs in zip(dirs, rows)]
 
 
 @torch.no_grad()
@@ -401,16 +354,6 @@ def evaluate_many(ensemble, x: torch.Tensor, y: torch.Tensor, batch: int = 2000)
     model.train(was_training)
     n = max(len(x), 1)
     return [(float(loss[r]) / n, int(correct[r]) / n) for r in range(R)]
-
-
-def _save(path: Path, model_state: dict, optimizer_state: dict | None, iteration: int,
-          masks: dict | None, **extra) -> None:
-    state = {"iteration": iteration, "model": model_state, "masks": dict(masks or {}),
-             "rng": torch.get_rng_state(), **extra}
-    if optimizer_state is not None:
-        state["optimizer"] = optimizer_state
-    with _atomic.atomic_open(path, "wb") as f:
-        torch.save(state, f)
 
 
 def _progress(options: RunOptions, total: int, start: int):

@@ -44,7 +44,8 @@ from ticketlab.core.config import param
 from ticketlab.core.errors import ConfigError
 from ticketlab.domains.nlp import corpora
 from ticketlab.domains.nlp.lm_models import LSTMLM, TransformerLM
-from ticketlab.domains.nlp.loop import fit, lr_factor, make_optimizer
+from ticketlab.domains.nlp.loop import fit, lr_factor
+from ticketlab.training.optim import make_optimizer
 from ticketlab.domains.nlp.vocab import Vocab, batchify, char_tokens, n_segments, segment, word_tokens
 from ticketlab.engine.tasks import Task, register_task
 

@@ -1,7 +1,8 @@
 """The resumable training loop of the NLP tasks (language modelling, translation).
 
-It writes a run folder exactly as `ticketlab.training.loop.fit` does, so the lottery engine, the store,
-the results tables and the plots treat an NLP run like any other (see docs/rl_nlp.md §5): `snapshot_<k>.pt` (the state before step k: the rewind points), `checkpoint.pt` every
+It writes its run folder through `ticketlab.training.rundir`, as every loop does, so the lottery engine,
+the store, the results tables and the plots treat an NLP run like any other (see docs/rl_nlp.md §5):
+`snapshot_<k>.pt` (the state before step k: the rewind points), `checkpoint.pt` every
 `checkpoint_every` steps (weights, optimizer, masks, RNG state and the recurrent state carried
 between BPTT segments, so an interrupted run resumes exactly), `metrics.jsonl` (one row per
 evaluation), `final.pt` and, last, `summary.json`, whose presence marks the run done.
@@ -19,7 +20,6 @@ cross-entropy): selected on validation data, never on test data (LTH App. C).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -27,10 +27,10 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
-from ticketlab.core import atomic as _atomic
 from ticketlab.core.masks import MaskEnforcer
-from ticketlab.training.optim import adam
-from ticketlab.training.loop import load_state, read_metrics, save_state, write_metrics
+from ticketlab.training import rundir
+from ticketlab.training.optim import make_optimizer
+from ticketlab.training.rundir import RunDir
 
 
 class Objective(Protocol):
@@ -71,15 +71,6 @@ def lr_factor(it: int, *, schedule: str, total: int, steps_per_epoch: int, warmu
     return f
 
 
-def make_optimizer(name: str, params, *, lr: float, weight_decay: float = 0.0,
-                   betas: Sequence[float] = (0.9, 0.999)) -> torch.optim.Optimizer:
-    """Plain SGD (Zaremba et al.), Adam or AdamW (Vaswani et al.: Adam, β = (0.9, 0.98))."""
-    params = list(params)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
-    return adam(params, lr=lr, betas=betas, weight_decay=weight_decay, decoupled=name == "adamw")
-
-
 def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimizer: torch.optim.Optimizer,
         total: int, lr: float, lr_at: Callable[[int], float], clip: float, eval_every: int,
         select: str, metric: str, higher_is_better: bool, masks: dict | None, prunable: dict,
@@ -93,27 +84,23 @@ def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimize
     early-stopping row minimises; `metric` the headline key (best over rows by `higher_is_better`).
     `seed` seeds dropout when the run starts fresh; a resumed run restores the RNG state.
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if (run_dir / "summary.json").exists():
-        return json.loads((run_dir / "summary.json").read_text())
+    rd = RunDir(run_dir).create()
+    if rd.done():
+        return rd.summary()
     if not 0 <= start_iter <= total:
         raise ValueError(f"start_iter {start_iter} outside [0, {total}]")
-    ckpt = run_dir / "checkpoint.pt"
     it, carry = start_iter, None
     acc = {"elapsed": 0.0, "cpu": 0.0, "train_time": 0.0, "train_cpu": 0.0, "tokens": 0.0, "loss_sum": 0.0,
            "loss_n": 0.0}
-    if ckpt.exists():  # resume
-        state = load_state(ckpt)
-        if masks and any(not torch.equal(state["masks"][n], m) for n, m in masks.items()):
-            raise ValueError(f"{ckpt}: the checkpoint's masks differ from this run's masks")
+    resumed = rd.resume(masks)
+    if resumed is not None:
+        state, rows = resumed
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         it = int(state["iteration"])
         carry = tuple(state["carry"]) if state.get("carry") else None
         acc.update({k: float(state[k]) for k in acc if k in state})
-        rows = read_metrics(run_dir / "metrics.jsonl", it)
     else:
         if start_optimizer is not None:
             optimizer.load_state_dict(start_optimizer)
@@ -126,8 +113,8 @@ def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimize
     scale = float(getattr(objective, "loss_scale", 1.0))
     snapshot_iters = sorted(k for k in set(snapshot_iters) if it <= k <= total)
 
-    def save(name: str, i: int, **extra) -> None:
-        save_state(run_dir / name, model=model, optimizer=optimizer, iteration=i, masks=masks, **extra)
+    def state(**extra) -> dict:
+        return dict(model=model.state_dict(), masks=dict(masks or {}), optimizer=optimizer.state_dict(), **extra)
 
     bar = None
     if progress:
@@ -148,7 +135,7 @@ def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimize
         model.train()
 
     if it in snapshot_iters:
-        save(f"snapshot_{it}.pt", it)
+        rd.save(rundir.snapshot_name(it), it, **state())
     model.train()
     # ALGO: the hot loop
     while it < total:
@@ -183,32 +170,27 @@ def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimize
             if bar is not None:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in list(rows[-1].items())[1:3]}, refresh=False)
         if it in snapshot_iters:
-            save(f"snapshot_{it}.pt", it)
+            rd.save(rundir.snapshot_name(it), it, **state())
         if it % checkpoint_every == 0 and it < total:
-            write_metrics(run_dir / "metrics.jsonl", rows)
             c = [t.detach() for t in carry] if isinstance(carry, tuple) else []
-            save("checkpoint.pt", it, carry=c, **{**acc, "elapsed": acc["elapsed"] + time.perf_counter() - t_start,
-                                                  "cpu": acc["cpu"] + time.process_time() - c_start})
+            rd.checkpoint(rows, it, **state(carry=c, **{**acc, "elapsed": acc["elapsed"] + time.perf_counter() - t_start,
+                                                        "cpu": acc["cpu"] + time.process_time() - c_start}))
     if not rows or rows[-1]["iter"] != it:  # a run that starts at its end (rewind point = total)
         record(it)
     if bar is not None:
         bar.close()
     wall = acc["elapsed"] + time.perf_counter() - t_start
     cpu = acc["cpu"] + time.process_time() - c_start
-    save("final.pt", it)
-    write_metrics(run_dir / "metrics.jsonl", rows)
+    rd.save(rundir.FINAL, it, **state())
     best = (max if higher_is_better else min)(r[metric] for r in rows)
     summary = {"iterations": total, "start_iter": start_iter, "metric": metric, "select": select,
-               "final": rows[-1], "early_stop": min(rows, key=lambda r: (r[select], r["iter"])),
+               "final": rows[-1], "early_stop": rundir.early_stopping(rows, select),
                "best_score": best, "wall_time_s": wall, "cpu_time_s": cpu, "train_time_s": acc["train_time"],
                "train_tokens": int(acc["tokens"]),
                "tokens_per_s": acc["tokens"] / acc["train_time"] if acc["train_time"] else None,
                "tokens_per_cpu_s": acc["tokens"] / acc["train_cpu"] if acc["train_cpu"] else None,
                **(extra_summary or {})}
-    _atomic.write_json(run_dir / "summary.json", summary)
-    if ckpt.exists():
-        ckpt.unlink()
-    return summary
+    return rd.finish(rows, summary)
 
 
 __all__ = ["Objective", "fit", "lr_factor", "make_optimizer"]

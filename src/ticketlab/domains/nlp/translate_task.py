@@ -39,7 +39,8 @@ from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.domains.nlp import corpora
 from ticketlab.domains.nlp.decode import beam_search
 from ticketlab.domains.nlp.lm_task import prunable_weights
-from ticketlab.domains.nlp.loop import fit, lr_factor, make_optimizer
+from ticketlab.domains.nlp.loop import fit, lr_factor
+from ticketlab.training.optim import make_optimizer
 from ticketlab.domains.nlp.seq2seq import Seq2SeqTransformer
 from ticketlab.domains.nlp.tokenizer import BOS, EOS, PAD, Tokenizer, cached_tokenizer
 from ticketlab.engine.tasks import Task, register_task

@@ -36,7 +36,6 @@ as at the start of level 0.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -48,12 +47,12 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
-from ticketlab.core import atomic as _atomic
 from ticketlab.core.errors import ConfigError
 from ticketlab.domains.rl import agent as A
 from ticketlab.domains.rl.config import RLConfig, resolve, rollout_size
 from ticketlab.domains.rl.envs import env_spaces, evaluate, is_pixels, make_env, make_vec_env, reset_vec_env
-from ticketlab.training.loop import load_state, read_metrics, save_state, write_metrics
+from ticketlab.training import rundir
+from ticketlab.training.rundir import RunDir
 
 METRIC = "eval_return"
 VAL_SEED_OFFSET = 100_000
@@ -67,7 +66,7 @@ def segment_seeds(data_seed: int, it: int) -> tuple[int, int]:
 
 def early_stopping(rows: Sequence[dict]) -> dict:
     """The evaluation with the best validation return (first on ties): the early-stopping point."""
-    return max(rows, key=lambda r: (r["val_return"], -r["iter"]))
+    return rundir.early_stopping(rows, "val_return", higher_is_better=True)
 
 
 class RLTrainer:
@@ -110,15 +109,15 @@ class RLTrainer:
     def fit(self, model, run_dir: Path, *, masks=None, start_iter: int = 0, start_optimizer=None,
             lr_offset: int = 0, snapshot_iters: Sequence[int] = (), data_seed: int | None = None,
             desc: str = "") -> dict:
-        run_dir = Path(run_dir)
-        if (run_dir / "summary.json").exists():
-            return json.loads((run_dir / "summary.json").read_text())
-        run_dir.mkdir(parents=True, exist_ok=True)
+        rd = RunDir(run_dir)
+        if rd.done():
+            return rd.summary()
+        rd.create()
         T = self.total_iterations
         if not 0 <= start_iter <= T:
             raise ValueError(f"start_iter {start_iter} outside [0, {T}]")
         self.check_points([start_iter, *snapshot_iters])
-        return _Run(self, run_dir, model, masks=masks, start_iter=start_iter, start_optimizer=start_optimizer,
+        return _Run(self, rd, model, masks=masks, start_iter=start_iter, start_optimizer=start_optimizer,
                     lr_offset=lr_offset, snapshot_iters=snapshot_iters,
                     data_seed=self.cfg.data_seed if data_seed is None else data_seed, desc=desc).train()
 
@@ -153,29 +152,25 @@ def make_algorithm(cfg: RLConfig, hp: dict, venv, pixels: bool, *, start_iter: i
 class _Run:
     """One training run: the SB3 algorithm, its evaluation environments, rows and files."""
 
-    def __init__(self, trainer: RLTrainer, run_dir: Path, model, *, masks, start_iter, start_optimizer, lr_offset,
+    def __init__(self, trainer: RLTrainer, rd: RunDir, model, *, masks, start_iter, start_optimizer, lr_offset,
                  snapshot_iters, data_seed, desc):
         cfg, hp = trainer.cfg, trainer.hp
-        self.trainer, self.cfg, self.hp, self.run_dir = trainer, cfg, hp, run_dir
+        self.trainer, self.cfg, self.hp, self.rd = trainer, cfg, hp, rd
         self.T, self.start_iter, self.data_seed, self.masks = cfg.env_steps, start_iter, data_seed, masks
         self.venv = make_vec_env(cfg.env, hp["n_envs"])
         self.algo = make_algorithm(cfg, hp, self.venv, trainer.pixels, start_iter=start_iter, lr_offset=lr_offset)
         self.policy = self.algo.policy
         self.dqn = cfg.algo == "dqn"
-        ckpt = run_dir / "checkpoint.pt"
         self.elapsed = self.eval_time = 0.0
-        if ckpt.exists():  # resume
-            st = load_state(ckpt)
+        resumed = rd.resume(masks)
+        if resumed is not None:
+            st, self.rows = resumed
             self.it = int(st["iteration"])
-            saved = st["masks"]
-            if masks and (set(saved) != set(masks) or any(not torch.equal(saved[n], masks[n]) for n in masks)):
-                raise ValueError(f"{ckpt}: the checkpoint's masks differ from this run's masks")
             self.policy.load_state_dict(st["model"])
             self.policy.optimizer.load_state_dict(st["optimizer"])
             if self.dqn:
                 A.load_replay_state(self.algo.replay_buffer, st["replay"])
             self.elapsed, self.eval_time = float(st["elapsed"]), float(st["eval_time"])
-            self.rows = read_metrics(run_dir / "metrics.jsonl", self.it)
         else:
             self.it = start_iter
             self.policy.load_state_dict(model.state_dict())
@@ -201,17 +196,16 @@ class _Run:
     def boundary(self, s: int, first: bool = False) -> None:
         """The agent is complete before env step s: snapshot, evaluate, checkpoint, start a segment."""
         if s in self.snapshots:
-            self.save(f"snapshot_{s}.pt", s)
+            self.save(rundir.snapshot_name(s), s)
         if not (first or s % self.cfg.eval_every == 0):
             return
         if not self.rows or self.rows[-1]["iter"] < s:
             self.record(s)
         if not first and s % self.ckpt_every == 0 and s < self.T:
-            write_metrics(self.run_dir / "metrics.jsonl", self.rows)
             extra = dict(elapsed=self.elapsed + time.perf_counter() - self.t0, eval_time=self.eval_time)
             if self.dqn:
                 extra["replay"] = A.replay_state(self.algo.replay_buffer)
-            self.save("checkpoint.pt", s, **extra)
+            self.rd.checkpoint(self.rows, s, **self.state(**extra))
         self.start_segment(s)
 
     def start_segment(self, s: int) -> None:
@@ -246,9 +240,13 @@ class _Run:
         if self.bar is not None:
             self.bar.set_postfix(eval_return=f"{test.mean():.1f}", refresh=False)
 
-    def save(self, name: str, s: int, **extra) -> None:
-        save_state(self.run_dir / name, model=self.policy, optimizer=self.policy.optimizer, iteration=s,
-                   masks=self.masks, **extra)
+    def state(self, **extra) -> dict:
+        """The agent's state file: policy weights, masks, optimizer state, and `extra`."""
+        return dict(model=self.policy.state_dict(), masks=dict(self.masks or {}),
+                    optimizer=self.policy.optimizer.state_dict(), **extra)
+
+    def save(self, name: str, s: int) -> None:
+        self.rd.save(name, s, **self.state())
 
     # ---- the run ----
     def train(self) -> dict:
@@ -258,7 +256,7 @@ class _Run:
         if self.it < self.T:
             self.algo.learn(self.T - self.it, callback=_Callback(self), reset_num_timesteps=False, log_interval=None)
         if self.T in self.snapshots and self.start_iter < self.T:
-            self.save(f"snapshot_{self.T}.pt", self.T)
+            self.save(rundir.snapshot_name(self.T), self.T)
         if self.rows[-1]["iter"] < self.T:
             self.record(self.T)
         wall = self.elapsed + time.perf_counter() - self.t0
@@ -266,8 +264,7 @@ class _Run:
             self.bar.close()
         if self.hooks is not None:
             self.hooks.remove()
-        self.save("final.pt", self.T)
-        write_metrics(self.run_dir / "metrics.jsonl", self.rows)
+        self.save(rundir.FINAL, self.T)
         steps = self.T - self.start_iter
         summary = {"iterations": self.T, "start_iter": self.start_iter, "metric": METRIC,
                    "final": self.rows[-1], "early_stop": early_stopping(self.rows),
@@ -276,8 +273,7 @@ class _Run:
                    "env_steps_per_s": steps / max(wall - self.eval_time, 1e-9) if steps else None,
                    "trained_with": 1, "env": self.cfg.env, "algo": self.cfg.algo,
                    "hyperparameters": {k: list(v) if isinstance(v, tuple) else v for k, v in self.hp.items()}}
-        _atomic.write_json(self.run_dir / "summary.json", summary)
-        (self.run_dir / "checkpoint.pt").unlink(missing_ok=True)
+        self.rd.finish(self.rows, summary)
         self.venv.close()
         for e in self.eval_envs:
             e.close()

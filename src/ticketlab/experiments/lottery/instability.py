@@ -48,6 +48,7 @@ from ticketlab.core import atomic as _atomic, config as C, masks as M
 from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.experiments.lottery.trunk import LotteryConfig, Replicate, final_weights, load_masks, replicate_seeds
 from ticketlab.training.loop import RunOptions, TrainConfig, evaluate, fit, load_state
+from ticketlab.training.rundir import read_metrics
 
 
 # ---- the path between two weight sets ----------------------------------------------------------
@@ -125,10 +126,7 @@ class _StopAt:
 
 
 def _rows(path: Path) -> dict[int, dict]:
-    if not path.exists():
-        return {}
-    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return {r["iter"]: r for r in rows}
+    return {r["iter"]: r for r in read_metrics(path)}
 
 
 def _same_tensors(a, b) -> bool:

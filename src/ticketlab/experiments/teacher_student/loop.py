@@ -4,9 +4,9 @@ Runs that share every shape and training field (they may differ in seed, strengt
 std, teacher seed and init) train as one stack (`net.Net`): one `baddbmm` per layer for S
 networks, gradients written out by hand (`Net.loss_and_grads`), one elementwise optimizer
 (`optim.StackedOptimizer`). Each run still draws its own minibatches from its own generator and
-writes its own folder (`metrics.jsonl`, atomic `checkpoint.pt` every `checkpoint_every` steps,
-`final.pt`, `corr.pt`, `summary.json`), so its results do not depend on its group, and an
-interrupted group resumes exactly. Groups run in this process or in worker processes
+writes its own folder through `ticketlab.training.rundir` (`metrics.jsonl`, `checkpoint.pt` every
+`checkpoint_every` steps, `final.pt`, `corr.pt`, `summary.json`), so its results do not depend on its
+group, and an interrupted group resumes exactly. Groups run in this process or in worker processes
 (`ticketlab.engine.parallel`).
 
 Every `log_every` steps the correlation of every teacher node with every student node, of every
@@ -24,14 +24,14 @@ from typing import Callable, Sequence
 
 import torch
 
-from ticketlab.core import atomic as _atomic
 from ticketlab.core.errors import TicketlabError
 from ticketlab.engine.store import Experiment
 from ticketlab.experiments.teacher_student import metrics as Mx
 from ticketlab.experiments.teacher_student.net import Net
 from ticketlab.experiments.teacher_student.optim import StackedOptimizer
-from ticketlab.experiments.teacher_student.spec import SCHEDULE_FIELDS, JobSpec, TeacherStudentConfig, _save, _seed, datasets
-from ticketlab.training.loop import load_state
+from ticketlab.experiments.teacher_student.spec import SCHEDULE_FIELDS, JobSpec, TeacherStudentConfig, _seed, datasets
+from ticketlab.training import rundir
+from ticketlab.training.rundir import RunDir, load_state
 
 @torch.no_grad()
 def _evaluate(teacher: Net, student: Net, x: torch.Tensor, y: torch.Tensor, chunk: int = 2048
@@ -64,7 +64,7 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000,
     cfgs = [s.config for s in specs]
     c = cfgs[0]
     S = len(specs)
-    dirs = [Path(s.run_dir) for s in specs]
+    dirs = [RunDir(s.run_dir) for s in specs]
     teacher = Net.stack([Net.from_state(load_state(Path(s.teacher_path))) for s in specs])
     init = Net.stack([Net.from_state(load_state(Path(s.init_path))) for s in specs])
     d = teacher.input_dim
@@ -85,14 +85,10 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000,
     gens = [torch.Generator().manual_seed(_seed(s.seed, 4)) for s in specs]
     step, elapsed = 0, 0.0
     rows: list[list[dict]] = [[] for _ in specs]
-    ckpts = [p / "checkpoint.pt" for p in dirs]
-    if any(p.exists() for p in ckpts):  # resume
-        if not all(p.exists() for p in ckpts):
-            raise ValueError("fit_group: only some runs of the group have checkpoints; group them apart")
-        states = [load_state(p) for p in ckpts]
-        if len({int(st["step"]) for st in states}) != 1:
-            raise ValueError("fit_group: the group's checkpoints are at different steps")
-        step = int(states[0]["step"])
+    resumed = rundir.resume_group(dirs, "fit_group")
+    if resumed is not None:
+        states, rows = resumed
+        step = int(states[0]["iteration"])
         loaded = Net.stack([Net.from_state(st["student"]) for st in states])
         with torch.no_grad():
             for p, q in zip(params, loaded.params()):
@@ -101,9 +97,6 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000,
         for g, st in zip(gens, states):
             g.set_state(st["gen"])
         elapsed = float(states[0]["elapsed"])
-        rows = [[json.loads(line) for line in (p / "metrics.jsonl").read_text().splitlines() if line.strip()]
-                for p in dirs]
-        rows = [[r for r in rs if r["step"] <= step] for rs in rows]
 
     running = torch.zeros(S, dtype=torch.float64)
     n_running = 0
@@ -114,7 +107,7 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000,
         for s in range(S):
             bests = [Mx.best_match(cp[s]) for cp in post]
             rows[s].append({
-                "step": i, "lr": _lr_at(c, i),
+                "iter": i, "lr": _lr_at(c, i),
                 "train_loss": float(running[s]) / n_running if n_running else None,
                 "eval_mse": float(mse[s]), "eval_rel_mse": float(mse[s] / y_var[s]),
                 "best": [[round(v, 6) for v in b.tolist()] for b, _ in bests],
@@ -129,9 +122,8 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000,
 
     def save_checkpoints(i: int) -> None:
         for s in range(S):
-            _atomic.write_text(dirs[s] / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows[s]))
-            _save(ckpts[s], {"step": i, "student": student.state(s), "optimizer": opt.state(s),
-                             "gen": gens[s].get_state(), "elapsed": elapsed + time.perf_counter() - t0})
+            dirs[s].checkpoint(rows[s], i, student=student.state(s), optimizer=opt.state(s),
+                               gen=gens[s].get_state(), elapsed=elapsed + time.perf_counter() - t0)
 
     t0 = time.perf_counter()
     if not rows[0]:
@@ -169,11 +161,10 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000,
     _, post_0, pre_0 = _evaluate(teacher, init, x_eval, y_eval)
     summaries = []
     for s in range(S):
-        _save(dirs[s] / "final.pt", {"step": step, "student": student.state(s)})
-        _save(dirs[s] / "corr.pt", {"init": [cp[s].float() for cp in post_0], "final": [cp[s].float() for cp in post_f],
-                                    "init_pre": [cp[s].float() for cp in pre_0],
-                                    "final_pre": [cp[s].float() for cp in pre_f]})
-        _atomic.write_text(dirs[s] / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows[s]))
+        dirs[s].save(rundir.FINAL, step, student=student.state(s))
+        rundir.save_file(dirs[s].path / "corr.pt", {
+            "init": [cp[s].float() for cp in post_0], "final": [cp[s].float() for cp in post_f],
+            "init_pre": [cp[s].float() for cp in pre_0], "final_pre": [cp[s].float() for cp in pre_f]})
         layers = []
         for l in range(len(post_f)):
             best, idx = Mx.best_match(post_f[l][s])
@@ -193,10 +184,7 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000,
                    "teacher_widths": list(teacher.widths), "student_widths": list(student.widths),
                    "eval_mse": last["eval_mse"], "eval_rel_mse": last["eval_rel_mse"],
                    "train_loss": last["train_loss"], "layers": layers}
-        _atomic.write_json(dirs[s] / "summary.json", summary)
-        if ckpts[s].exists():
-            ckpts[s].unlink()
-        summaries.append(summary)
+        summaries.append(dirs[s].finish(rows[s], summary))
     return summaries
 
 
@@ -219,8 +207,7 @@ def group_jobs(specs: Sequence[JobSpec], stack: int) -> list[list[JobSpec]]:
     groups: dict[tuple, list[JobSpec]] = {}
     for s in specs:
         cfg = {k: s.cfg[k] for k in SCHEDULE_FIELDS}
-        ck = Path(s.run_dir) / "checkpoint.pt"
-        at = int(load_state(ck)["step"]) if ck.exists() else 0
+        at = RunDir(s.run_dir).checkpoint_iter() or 0
         key = (json.dumps(cfg, sort_keys=True), s.shapes(), at)
         groups.setdefault(key, []).append(s)
     out = []

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ticketlab.core import atomic as _atomic, config as C
+from ticketlab.core import config as C
 from ticketlab.core.config import param
 from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.engine.store import Experiment
@@ -24,7 +24,7 @@ from ticketlab.experiments.teacher_student import prune as P
 from ticketlab.experiments.teacher_student.net import ACTIVATIONS, Net
 from ticketlab.experiments.teacher_student.student import INITS, make_student
 from ticketlab.experiments.teacher_student.teacher import GRID, load_teacher, make_teacher
-from ticketlab.training.loop import load_state
+from ticketlab.training.rundir import load_state, save_file
 
 KIND = "teacher_student"
 
@@ -141,9 +141,7 @@ def datasets(cfg: TeacherStudentConfig, seed: int, input_dim: int) -> tuple[torc
     return train, ev * cfg.data_std
 
 
-def _save(path: Path, obj) -> None:
-    with _atomic.atomic_open(path, "wb") as f:
-        torch.save(obj, f)
+_save = save_file  # teacher.pt, init.pt: atomic, loadable with weights_only
 
 
 @dataclass(frozen=True)

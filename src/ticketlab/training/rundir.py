@@ -1,0 +1,204 @@
+"""The run folder: the one place where a training run's files are written and read back.
+
+Every training loop of ticketlab (classification, language, RL, teacher–student) keeps its run in a
+folder of the same layout (docs/rl_nlp.md §5), so the lottery engine, the store, the tables, the
+plots and the report read any run alike:
+
+    metrics.jsonl      one JSON row per evaluation; "iter" is the iteration
+    snapshot_<k>.pt    the state before the step at iteration k (θ0 and the rewind points θk)
+    checkpoint.pt      the resume state, every checkpoint interval; deleted when the run finishes
+    final.pt           the state at the end
+    summary.json       written last: its presence marks the run done
+
+A state file is a dict of plain values and tensors: "iteration", "rng" (torch's RNG state, for
+dropout) and what the loop puts there ("model", "masks", "optimizer", "hooks", ...). It loads with
+`torch.load(weights_only=True)`. Every file is written atomically (`ticketlab.core.atomic`): an
+interrupted write leaves the previous file, never half of one. Stores written before the keys were
+unified (the teacher–student loop wrote "step") stay readable: `load_state` and `read_metrics`
+rename "step" to the canonical key.
+
+The early-stopping row is chosen after training on validation data, never on test data
+(Frankle & Carbin 2019, App. C): `early_stopping`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ticketlab.core import atomic as _atomic
+
+ITER = "iter"            # the iteration of a metrics row
+ITERATION = "iteration"  # the iteration of a state file
+OLD_ITER = "step"        # what the teacher–student loop wrote for both, before ITER / ITERATION
+
+CHECKPOINT, METRICS, FINAL, SUMMARY = "checkpoint.pt", "metrics.jsonl", "final.pt", "summary.json"
+
+
+def snapshot_name(k: int) -> str:
+    """The file of the state before the step at iteration `k`."""
+    return f"snapshot_{k}.pt"
+
+
+# ---- files ------------------------------------------------------------------------------
+
+def save_file(path: str | Path, obj) -> None:
+    """Atomically `torch.save` a dict of plain values and tensors (loadable with weights_only)."""
+    with _atomic.atomic_open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def load_state(path: str | Path) -> dict:
+    """Load a state file without unpickling arbitrary objects (`weights_only=True`).
+
+    A run state written with the old "step" key reads with "iteration" instead.
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and OLD_ITER in state and ITERATION not in state:
+        state = {(ITERATION if k == OLD_ITER else k): v for k, v in state.items()}
+    return state
+
+
+def save_state(path: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+               iteration: int, masks: dict | None = None, **extra) -> None:
+    """Atomically write a network's state: weights, masks, optimizer state, iteration, RNG state.
+
+    `extra` holds further plain values (floats, ints, tensors), e.g. the elapsed time.
+    """
+    path = Path(path)
+    RunDir(path.parent).save(path.name, iteration, model=model.state_dict(), masks=dict(masks or {}),
+                             optimizer=optimizer.state_dict() if optimizer is not None else None, **extra)
+
+
+def read_metrics(path: str | Path, upto: int | None = None) -> list[dict]:
+    """The rows of a metrics.jsonl (none if it is missing), up to iteration `upto` when given
+    (a resumed run drops the rows after its checkpoint). An old "step" key reads as "iter"."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [{(ITER if k == OLD_ITER else k): v for k, v in r.items()} if OLD_ITER in r and ITER not in r else r
+            for r in rows]
+    return rows if upto is None else [r for r in rows if r[ITER] <= upto]
+
+
+def write_metrics(path: str | Path, rows: Sequence[dict]) -> None:
+    """Atomically write a metrics.jsonl, one JSON row per evaluation."""
+    _atomic.write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def early_stopping(rows: Sequence[dict], metric: str, *, higher_is_better: bool = False) -> dict:
+    """The row with the best `metric` (lowest, or highest with `higher_is_better`), the first on
+    ties: the early-stopping point, when `metric` is measured on validation data."""
+    if higher_is_better:
+        return max(rows, key=lambda r: (r[metric], -r[ITER]))
+    return min(rows, key=lambda r: (r[metric], r[ITER]))
+
+
+# ---- one run ----------------------------------------------------------------------------
+
+class RunDir:
+    """One run's folder: its states, metrics rows, summary, and the checks a resume makes."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def create(self) -> "RunDir":
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def done(self) -> bool:
+        """Whether the run has finished (its summary.json exists)."""
+        return (self.path / SUMMARY).exists()
+
+    def summary(self) -> dict:
+        return json.loads((self.path / SUMMARY).read_text())
+
+    # ---- state files ----
+    def save(self, name: str, iteration: int, **state) -> None:
+        """Atomically write state file `name`: `state` (None values left out), the iteration and
+        torch's RNG state."""
+        body = {ITERATION: int(iteration), **{k: v for k, v in state.items() if v is not None},
+                "rng": torch.get_rng_state()}
+        save_file(self.path / name, body)
+
+    def load(self, name: str) -> dict:
+        return load_state(self.path / name)
+
+    def checkpoint_iter(self) -> int | None:
+        """The iteration of the run's checkpoint, None when it has none."""
+        ckpt = self.path / CHECKPOINT
+        return int(load_state(ckpt)[ITERATION]) if ckpt.exists() else None
+
+    # ---- metrics ----
+    def read_metrics(self, upto: int | None = None) -> list[dict]:
+        return read_metrics(self.path / METRICS, upto)
+
+    def write_metrics(self, rows: Sequence[dict]) -> None:
+        write_metrics(self.path / METRICS, rows)
+
+    # ---- the protocol ----
+    def resume(self, masks: dict | None = None) -> tuple[dict, list[dict]] | None:
+        """(checkpoint state, metrics rows up to it) of an interrupted run; None for a new one.
+
+        Raises ValueError when the checkpoint was trained under other `masks` than this run's.
+        """
+        ckpt = self.path / CHECKPOINT
+        if not ckpt.exists():
+            return None
+        state = load_state(ckpt)
+        saved = state.get("masks", {})
+        if masks and (set(saved) != set(masks) or any(not torch.equal(saved[n], masks[n]) for n in masks)):
+            raise ValueError(f"{ckpt}: the checkpoint's masks differ from this run's masks")
+        return state, self.read_metrics(int(state[ITERATION]))
+
+    def checkpoint(self, rows: Sequence[dict], iteration: int, **state) -> None:
+        """Write the resume point: the metrics rows so far, then checkpoint.pt."""
+        self.write_metrics(rows)
+        self.save(CHECKPOINT, iteration, **state)
+
+    def finish(self, rows: Sequence[dict], summary: dict) -> dict:
+        """Mark the run done: the metrics rows, summary.json (last), then drop the checkpoint."""
+        self.write_metrics(rows)
+        _atomic.write_json(self.path / SUMMARY, summary)
+        (self.path / CHECKPOINT).unlink(missing_ok=True)
+        return summary
+
+
+# ---- a group of runs trained together ---------------------------------------------------
+
+def finished(runs: Sequence[RunDir], who: str) -> list[dict] | None:
+    """The summaries when every run of a group is done; None when none is; ValueError when some are."""
+    done = [r.done() for r in runs]
+    if all(done):
+        return [r.summary() for r in runs]
+    if any(done):
+        raise ValueError(f"{who}: some runs of the group are finished and others are not; group them apart")
+    return None
+
+
+def resume_group(runs: Sequence[RunDir], who: str, masks: Sequence[dict | None] | None = None
+                 ) -> tuple[list[dict], list[list[dict]]] | None:
+    """`RunDir.resume` for runs trained as one computation: every run has a checkpoint, all at one
+    iteration, or none has one (None). ValueError otherwise."""
+    have = [(r.path / CHECKPOINT).exists() for r in runs]
+    if not any(have):
+        return None
+    if not all(have):
+        raise ValueError(f"{who}: only some runs of the group have checkpoints; group them apart")
+    resumed = [r.resume(m) for r, m in zip(runs, masks or [None] * len(runs))]
+    its = {int(s[ITERATION]) for s, _ in resumed}
+    if len(its) != 1:
+        raise ValueError(f"{who}: the group's checkpoints are at different iterations {sorted(its)}")
+    return [s for s, _ in resumed], [rows for _, rows in resumed]
+
+
+__all__ = ["RunDir", "early_stopping", "finished", "resume_group", "load_state", "save_state", "save_file",
+           "read_metrics", "write_metrics", "snapshot_name", "ITER", "ITERATION", "CHECKPOINT", "METRICS",
+           "FINAL", "SUMMARY"]
