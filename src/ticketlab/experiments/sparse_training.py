@@ -42,7 +42,7 @@ from typing import Sequence
 import torch
 
 from ticketlab.core import atomic as _atomic, distributions
-from ticketlab.core.config import param, validate
+from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError
 from ticketlab.training.loop import RunOptions, TrainConfig, load_state, total_iterations
 
@@ -52,7 +52,7 @@ DISTRIBUTIONS = ("uniform", "er", "erk")
 
 
 @dataclass(frozen=True)
-class SparseConfig:
+class SparseConfig(Config):
     """What sparse training to run. The training recipe is a separate `TrainConfig`."""
 
     method: str = param("rigl", "sparse-training method", choices=METHODS)
@@ -82,8 +82,7 @@ class SparseConfig:
     grasp_temperature: float = param(200.0, "GraSP: logits temperature", min=1e-9)
     seed: int = param(0, "seed of the random masks and random growth (replicate r: seed + r)", min=0)
 
-    def __post_init__(self):
-        validate(self)
+    def check(self):
         if self.gmp_begin > self.gmp_end:
             raise ConfigError(f"gmp_begin ({self.gmp_begin}) is after gmp_end ({self.gmp_end})")
 

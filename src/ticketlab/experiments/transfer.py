@@ -72,7 +72,7 @@ FIXED = ("model", "model_args", "init")  # the ticket's architecture: a target c
 
 
 @dataclass(frozen=True)
-class TransferConfig:
+class TransferConfig(C.Config):
     """What to transfer and how. The source and target are resolved into the experiment's identity
     (`TransferRun`): the source by its folder name, the target as a full TrainConfig."""
 

@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 
 from ticketlab.core import atomic as _atomic
-from ticketlab.core.config import param
+from ticketlab.core.config import Config, param
+from ticketlab.core.errors import ConfigError
 from ticketlab.training.stacked import Single
 from ticketlab.core.masks import MaskEnforcer
 from ticketlab.training.optim import adam
@@ -47,7 +48,7 @@ Hook = Callable[[int], None]
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """Everything that defines one supervised training run."""
 
     dataset: str = param("mnist1d", "dataset name (see `ticketlab data ls`)")
@@ -76,9 +77,8 @@ class TrainConfig:
     init_seed: int = param(0, "seed of the weight initialisation", min=0)
     data_seed: int = param(0, "seed of the data order (separate from the init seed)", min=0)
 
-    def __post_init__(self):
+    def check(self):
         if self.optimizer in ("adam", "adamw") and len(self.betas) != 2:
-            from ticketlab.core.errors import ConfigError
             raise ConfigError(f"betas: got {self.betas!r}, expected two numbers")
 
 

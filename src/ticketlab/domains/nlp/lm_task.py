@@ -40,7 +40,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ticketlab.core.config import param
+from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError
 from ticketlab.domains.nlp import corpora
 from ticketlab.domains.nlp.lm_models import LSTMLM, TransformerLM
@@ -67,7 +67,7 @@ PUBLISHED_PTB_TEST_PPL = {"lstm_small": 114.5, "lstm_medium": 82.7, "lstm_large"
 
 
 @dataclass(frozen=True)
-class LMConfig:
+class LMConfig(Config):
     """A language-modelling recipe. Fields left at None take the model's preset (see the module)."""
 
     dataset: str = param("ptb", "corpus: ptb, wikitext2 (needs a user-supplied train.txt), shakespeare (characters)",
@@ -111,7 +111,7 @@ class LMConfig:
     init_seed: int = param(0, "seed of the weight initialisation", min=0)
     data_seed: int = param(0, "seed of dropout (the corpus is read in order, as in Zaremba et al.)", min=0)
 
-    def __post_init__(self):
+    def check(self):
         if self.tie_embeddings and self.prune_embeddings != self.prune_softmax:
             raise ConfigError("prune_embeddings/prune_softmax: with tie_embeddings the embedding is the softmax "
                               "matrix; set both to the same value")

@@ -34,7 +34,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ticketlab.core.config import param
+from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.domains.nlp import corpora
 from ticketlab.domains.nlp.decode import beam_search
@@ -46,7 +46,7 @@ from ticketlab.engine.tasks import Task, register_task
 
 
 @dataclass(frozen=True)
-class TranslateConfig:
+class TranslateConfig(Config):
     """A translation recipe: corpus, tokenizer, Transformer, optimisation and decoding."""
 
     dataset: str = param("multi30k", "parallel corpus", choices=("multi30k",))
@@ -82,7 +82,7 @@ class TranslateConfig:
     init_seed: int = param(0, "seed of the weight initialisation", min=0)
     data_seed: int = param(0, "seed of the batch order and dropout", min=0)
 
-    def __post_init__(self):
+    def check(self):
         if self.src_lang == self.tgt_lang:
             raise ConfigError(f"tgt_lang: got {self.tgt_lang!r}, the same as src_lang")
         if self.tie_embeddings and self.prune_embeddings != self.prune_softmax:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ticketlab.core.config import param
+from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError
 
 ALGOS = ("ppo", "a2c", "dqn")
@@ -45,7 +45,7 @@ CNN_NET_ARCH: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
-class RLConfig:
+class RLConfig(Config):
     """One RL training run: environment, algorithm, its hyper-parameters, evaluation and seeds."""
 
     env: str = param("CartPole-v1", "gymnasium environment id, e.g. CartPole-v1, Acrobot-v1, LunarLander-v3, "

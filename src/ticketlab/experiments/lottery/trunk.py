@@ -35,7 +35,7 @@ from typing import Callable
 import torch
 
 from ticketlab.core import atomic as _atomic, masks as M, pruning, scores
-from ticketlab.core.config import param
+from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError
 from ticketlab.training.loop import TrainConfig, load_state
 
@@ -43,7 +43,7 @@ CONTROLS = ("reinit", "random_mask", "random_mask_global", "oneshot", "continued
 
 
 @dataclass(frozen=True)
-class LotteryConfig:
+class LotteryConfig(Config):
     """IMP hyper-parameters. The training recipe is a separate `TrainConfig`."""
 
     strategy: str = param("layerwise", "prune each layer by its own rate, or one global threshold",
