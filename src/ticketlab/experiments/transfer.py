@@ -62,6 +62,7 @@ import torch
 from ticketlab.core import atomic as _atomic, config as C, masks as M, pruning, scores
 from ticketlab.engine import results
 from ticketlab.core.errors import ConfigError, TicketlabError
+from ticketlab.core.seeds import derive_seed
 from ticketlab.experiments.lottery.trunk import LotteryConfig, Plan, execute, load_masks, replicate_seeds, save_masks
 from ticketlab.engine.store import Experiment, Store
 from ticketlab.training.loop import TrainConfig, load_state
@@ -204,8 +205,8 @@ def _counts(masks: M.Masks) -> dict:
 
 
 def _seed(*parts) -> int:
-    """A 32-bit seed from its parts, stable across processes (no salted hash())."""
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little")
+    """A 32-bit seed from its parts, stable across processes (`ticketlab.core.seeds`)."""
+    return derive_seed(*parts, bits=32)
 
 
 # ---- the experiment --------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from ticketlab.training.stacked import Single
 from ticketlab.core.masks import MaskEnforcer
 from ticketlab.training.optim import adam
 from ticketlab.core.schedules import lr_factor
+from ticketlab.core.seeds import stream_seed
 
 Hook = Callable[[int], None]
 
@@ -112,7 +113,7 @@ def batch_indices(n: int, batch_size: int, data_seed: int, it: int, _cache: dict
     if cached is None or cached[0] != epoch:
         if len(_cache) > 256:
             _cache.clear()
-        g = torch.Generator().manual_seed(data_seed * 1_000_003 + epoch)
+        g = torch.Generator().manual_seed(stream_seed(data_seed, epoch))
         cached = _cache[(n, data_seed)] = (epoch, torch.randperm(n, generator=g))
     return cached[1][pos * batch_size:(pos + 1) * batch_size]
 

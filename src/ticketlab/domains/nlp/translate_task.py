@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ticketlab.core.config import Config, param
+from ticketlab.core.seeds import stream_seed
 from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.domains.nlp import corpora
 from ticketlab.domains.nlp.decode import beam_search
@@ -147,7 +148,7 @@ class TranslateObjective:
         """Indices of the training pairs of step `it` (a pure function of it and the data seed)."""
         epoch, pos = divmod(it, self.steps_per_epoch)
         if self._epoch is None or self._epoch[0] != epoch:
-            g = torch.Generator().manual_seed(self.data_seed * 1_000_003 + epoch)
+            g = torch.Generator().manual_seed(stream_seed(self.data_seed, epoch))
             n, B = len(self.data.train[0]), self.cfg.batch_size
             perm = torch.randperm(n, generator=g).tolist()[:self.steps_per_epoch * B]
             src = self.data.train[0]

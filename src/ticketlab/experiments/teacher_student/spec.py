@@ -19,6 +19,7 @@ import torch
 from ticketlab.core import atomic as _atomic, config as C
 from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError, TicketlabError
+from ticketlab.core.seeds import stream_seed
 from ticketlab.engine.store import Experiment
 from ticketlab.experiments.teacher_student import prune as P
 from ticketlab.experiments.teacher_student.net import ACTIVATIONS, Net
@@ -128,7 +129,7 @@ def build_teacher(cfg: TeacherStudentConfig, seed: int) -> Net:
 
 def _seed(seed: int, stream: int) -> int:
     """Independent generator seeds per purpose (1: student init, 2: train set, 3: eval set, 4: batches)."""
-    return int(seed) * 1_000_003 + stream
+    return stream_seed(int(seed), stream)
 
 
 def datasets(cfg: TeacherStudentConfig, seed: int, input_dim: int) -> tuple[torch.Tensor | None, torch.Tensor]:
