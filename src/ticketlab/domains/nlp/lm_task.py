@@ -44,7 +44,8 @@ from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError
 from ticketlab.domains.nlp import corpora
 from ticketlab.domains.nlp.lm_models import LSTMLM, TransformerLM
-from ticketlab.domains.nlp.loop import fit, lr_factor, make_optimizer
+from ticketlab.core.schedules import lr_factor
+from ticketlab.domains.nlp.loop import fit, make_optimizer
 from ticketlab.domains.nlp.vocab import Vocab, batchify, char_tokens, n_segments, segment, word_tokens
 from ticketlab.engine.tasks import Task, register_task
 
@@ -250,7 +251,7 @@ class LMTrainer:
     def lr_at(self, it: int) -> float:
         r = self.r
         return lr_factor(it, schedule=r["schedule"], total=self.total_iterations, steps_per_epoch=self.steps_per_epoch,
-                         warmup=r["warmup"], decay_start=r["decay_start"], decay_every=r["decay_every"],
+                         warmup_iters=r["warmup"], decay_start=r["decay_start"], decay_every=r["decay_every"],
                          lr_decay=r["lr_decay"])
 
     def fit(self, model, run_dir: Path, *, masks=None, start_iter: int = 0, start_optimizer=None, lr_offset: int = 0,

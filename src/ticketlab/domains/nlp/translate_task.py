@@ -40,7 +40,8 @@ from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.domains.nlp import corpora
 from ticketlab.domains.nlp.decode import beam_search
 from ticketlab.domains.nlp.lm_task import prunable_weights
-from ticketlab.domains.nlp.loop import fit, lr_factor, make_optimizer
+from ticketlab.core.schedules import lr_factor
+from ticketlab.domains.nlp.loop import fit, make_optimizer
 from ticketlab.domains.nlp.seq2seq import Seq2SeqTransformer
 from ticketlab.domains.nlp.tokenizer import BOS, EOS, PAD, Tokenizer, cached_tokenizer
 from ticketlab.engine.tasks import Task, register_task
@@ -248,7 +249,7 @@ class TranslateTrainer:
     def lr_at(self, it: int) -> float:
         c = self.cfg
         return lr_factor(it, schedule=c.schedule, total=self.total_iterations, steps_per_epoch=self.steps_per_epoch,
-                         warmup=c.warmup)
+                         warmup_iters=c.warmup)
 
     def fit(self, model, run_dir: Path, *, masks=None, start_iter: int = 0, start_optimizer=None, lr_offset: int = 0,
             snapshot_iters: Sequence[int] = (), data_seed: int | None = None, desc: str = "") -> dict:
