@@ -275,15 +275,16 @@ def load_toml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
 
 
-def add_flags(parser, cls) -> None:
-    """Add a `--kebab-case` flag per field of `cls`; unset flags stay absent from the namespace."""
+def add_flags(parser, cls, names=None, *, hidden: bool = False) -> None:
+    """Add a `--kebab-case` flag per field of `cls` (or per field in `names`); unset flags stay absent
+    from the namespace. `hidden` flags are accepted but left out of `--help`."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if not f.metadata.get("flag", True):
+        if not f.metadata.get("flag", True) or (names is not None and f.name not in names):
             continue
         kind, _ = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_ = f"{f.metadata.get('help', '')} (default: {default!r})"
+        help_ = argparse.SUPPRESS if hidden else f"{f.metadata.get('help', '')} (default: {default!r})"
         flag = "--" + f.name.replace("_", "-")
         if kind is bool:
             parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS,
