@@ -85,6 +85,7 @@ def test_every_bad_value_raises_at_construction_naming_the_field(cfg):
     (lambda: SparseConfig(method="magic"), "method: got 'magic', expected one of dense, static, set, snfs, rigl, "
                                            "gmp, snip, grasp, synflow"),
     (lambda: TranslateConfig(src_lang="de"), "tgt_lang: got 'de', the same as src_lang"),
+    (lambda: RLConfig(algo="dqn", n_steps=5), "n_steps: got 5, but dqn does not use it (leave it unset)"),
     (lambda: sparse.RigL(), "end_step: got None, a cosine drop_fraction_decay needs an end_step or end_fraction"),
     (lambda: sparse.SET(end_step=10, end_fraction=0.5), "end_fraction: got 0.5 and end_step 10; expected one of the two"),
     (lambda: sparse.GMP(begin_fraction=0.5, end_fraction=0.2), "begin_fraction: got 0.5, expected <= end_fraction (0.2)"),
@@ -94,6 +95,10 @@ def test_listed_bad_values(make, message):
     with pytest.raises(ConfigError) as e:
         make()
     assert str(e.value) == message
+
+
+def test_huge_ints_are_finite():
+    assert TrainConfig(init_seed=10**400).init_seed == 10**400
 
 
 def test_lists_become_tuples_and_hash_the_same():

@@ -121,9 +121,9 @@ def validate(cfg) -> None:
                 raise ConfigError(f"{f.name}: got {x!r} in {v!r}, expected {_EXPECTED[inner]} per entry")
             if meta.get("choices") and x not in meta["choices"]:
                 raise ConfigError(f"{f.name}: got {x!r}, expected {_describe(meta)}")
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ConfigError(f"{f.name}: got {x!r}, expected a finite number")
             if isinstance(x, (int, float)) and not isinstance(x, bool):
-                if not math.isfinite(x):
-                    raise ConfigError(f"{f.name}: got {x!r}, expected a finite number")
                 if (meta.get("min") is not None and x < meta["min"]) or (
                         meta.get("max") is not None and x > meta["max"]):
                     raise ConfigError(f"{f.name}: got {x!r}, expected {_describe(meta)}")
