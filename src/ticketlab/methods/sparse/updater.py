@@ -173,11 +173,10 @@ class Method(Config):
     updates = False  # ever changes its masks (else: per-slice counts may differ, e.g. global SNIP masks)
 
     def check(self) -> None:
-        for f in dataclasses.fields(self):
-            step = f.metadata.get("step")
-            if step and getattr(self, f.name) is not None and \
-                    getattr(self, step) != self.__dataclass_fields__[step].default:
-                raise ConfigError(f"{f.name}: got {getattr(self, f.name)!r} and {step} {getattr(self, step)!r}; "
+        for name in self.unresolved():  # a fraction set: its step must be left at its default
+            step = self.__dataclass_fields__[name].metadata["step"]
+            if getattr(self, step) != self.__dataclass_fields__[step].default:
+                raise ConfigError(f"{name}: got {getattr(self, name)!r} and {step} {getattr(self, step)!r}; "
                                   f"expected one of the two")
 
     def unresolved(self) -> list[str]:
@@ -246,10 +245,10 @@ class Updater:
                  on_update: Callable[[dict], None] | None = None):
         if sparsities is None and masks is None:
             raise ConfigError("Updater needs sparsities or initial masks")
-        if not isinstance(method, Method):
+        if not callable(getattr(method, "is_update", None)):  # e.g. Dense, or a one-shot SNIP config
             raise ConfigError(f"Updater: got {type(method).__name__}, expected a sparse-training Method "
                               f"(a one-shot mask trains with Static and masks=...)")
-        if method.unresolved():
+        if isinstance(method, Method) and method.unresolved():
             name = method.unresolved()[0]
             raise ConfigError(f"{name}: got {getattr(method, name)!r}, a fraction of training: pass "
                               f"method.resolve(total_steps) to the Updater")
