@@ -173,15 +173,34 @@ PLUGINS: tuple[str, ...] = (
 )
 
 
-def _task_arg(argv: list[str] | None) -> str:
-    """The `--task` value on the command line (its flags decide the lottery command's options)."""
+def _arg(argv: list[str] | None, flag: str, default: str) -> str:
+    """The value of `flag` on the command line, read before parsing (it decides which flags exist)."""
     argv = sys.argv[1:] if argv is None else argv
     for i, a in enumerate(argv):
-        if a == "--task" and i + 1 < len(argv):
+        if a == flag and i + 1 < len(argv):
             return argv[i + 1]
-        if a.startswith("--task="):
+        if a.startswith(flag + "="):
             return a.split("=", 1)[1]
-    return "classify"
+    return default
+
+
+def _task_arg(argv: list[str] | None) -> str:
+    """The `--task` value on the command line (its flags decide the lottery command's options)."""
+    return _arg(argv, "--task", "classify")
+
+
+def _sparse_flags(p: argparse.ArgumentParser, method: str) -> None:
+    """sparse-train's SparseConfig flags: the common ones, then those of `method`'s class in
+    `ticketlab.methods.sparse.METHODS`; the other methods' flags are accepted but not shown."""
+    from ticketlab.experiments.sparse_training import METHODS, SparseConfig, method_fields
+    every = {n for m in METHODS for n in method_fields(m)}
+    own = method_fields(method) if method in METHODS else []
+    C.add_flags(p.add_argument_group("sparse training"), SparseConfig,
+                [n for n in C.field_names(SparseConfig) if n not in every])
+    if own:
+        doc = (METHODS[method].__doc__ or "").strip().splitlines()[0].rstrip(".")
+        C.add_flags(p.add_argument_group(f"method {method}: {doc}"), SparseConfig, own)
+    C.add_flags(p, SparseConfig, every - set(own), hidden=True)
 
 
 def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -268,7 +287,7 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--replicates", type=int, default=1, help="replicates (init and data seeds + r)")
     p.add_argument("--stack", type=int, default=8, help="replicates of an MLP-type model trained as one batched computation")
     C.add_flags(p.add_argument_group("training"), TrainConfig)
-    C.add_flags(p.add_argument_group("sparse training"), SparseConfig)
+    _sparse_flags(p, _arg(argv, "--method", SparseConfig.method))
     p.set_defaults(fn=cmd_sparse_train)
 
     p = sub.add_parser("demo", help="a small lottery-ticket study on MNIST-1D, with table, plots and report")

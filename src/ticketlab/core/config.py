@@ -1,8 +1,11 @@
 """Typed configurations: frozen dataclasses whose fields are the hyper-parameters.
 
-One dataclass per experiment kind (a training run, a lottery run, ...). The same
-class gives:
-- validation: every field may carry `choices`, `min`, `max`; a bad value raises a
+One dataclass per experiment kind (a training run, a lottery run, ...), a subclass of
+`Config`. The same class gives:
+- validation on construction, in Python as from the CLI or a TOML file: every field may
+  carry `choices`, `min`, `max`; its annotation is checked where cheap (int, float, str,
+  bool, tuple, dict, None only where the annotation allows it); NaN and ±inf are refused
+  in every float field; then the class's cross-field `check()` runs. A bad value raises a
   `ConfigError` that names the key, the value and what was expected;
 - the canonical JSON of every field, defaults included, and its hash, which names
   the experiment's folder in the results store (open_lth's scheme, but hashing JSON
@@ -20,6 +23,8 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
 import tomllib
 import types
 import typing
@@ -32,13 +37,15 @@ SCHEMA_VERSION = 1
 
 
 def param(default: Any, help: str, *, choices=None, min=None, max=None, hashed: bool = True,
-          flag: bool = True):
+          flag: bool = True, **extra):
     """A config field with its help text and valid range.
 
-    `min`/`max` are inclusive bounds; `choices` a tuple of allowed values; `hashed=False`
-    keeps the field out of the experiment's identity; `flag=False` keeps it off the CLI.
+    `min`/`max` are inclusive bounds; `choices` a collection of allowed values (a tuple, or a
+    registry dict whose keys are the names); `hashed=False` keeps the field out of the
+    experiment's identity; `flag=False` keeps it off the CLI; `extra` is further metadata
+    read by the class that declares the field.
     """
-    meta = dict(help=help, choices=choices, min=min, max=max, hashed=hashed, flag=flag)
+    meta = dict(help=help, choices=choices, min=min, max=max, hashed=hashed, flag=flag, **extra)
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple or a default_factory for mutable defaults")
     return dataclasses.field(default=default, metadata=meta)
@@ -55,21 +62,99 @@ def _describe(meta: dict) -> str:
     return f"a value <= {hi}"
 
 
+_EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+             tuple: "a list", dict: "a table / JSON object"}
+
+
+def _is(kind, x) -> bool:
+    """Whether `x` has the field kind `kind` (an int is a float; a bool is neither)."""
+    if kind is bool:
+        return isinstance(x, bool)
+    if kind is int:
+        return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+    if kind is float:
+        return isinstance(x, numbers.Real) and not isinstance(x, bool)
+    if kind is tuple:
+        return isinstance(x, (tuple, list))
+    return isinstance(x, kind)
+
+
+_KINDS: dict[type, list] = {}
+
+
+def _kinds(cls) -> list:
+    """Per field of `cls`: (field, kind, element kind, None allowed); kind None = not checked."""
+    if cls not in _KINDS:
+        try:
+            hints = typing.get_type_hints(cls)
+        except (NameError, TypeError):  # an unresolvable annotation: check values only
+            hints = {}
+        out = []
+        for f in dataclasses.fields(cls):
+            tp = hints.get(f.name)
+            kind, inner = _base_type(tp) if tp is not None else (None, None)
+            origin = typing.get_origin(tp)
+            optional = tp is None or (origin in (typing.Union, types.UnionType)
+                                      and type(None) in typing.get_args(tp))
+            known = (bool, int, float, str, tuple, dict)
+            out.append((f, kind if kind in known else None, inner if inner in known else None, optional))
+        _KINDS[cls] = out
+    return _KINDS[cls]
+
+
 def validate(cfg) -> None:
-    """Check every field of `cfg` against its `choices`/`min`/`max`; raise ConfigError naming the key."""
-    for f in dataclasses.fields(cfg):
+    """Check every field of `cfg`: its type (where cheap), `choices`, `min`/`max`, and that no
+    float is NaN or infinite; raise a one-line ConfigError naming the key, the value and what
+    was expected."""
+    for f, kind, inner, optional in _kinds(type(cfg)):
         v = getattr(cfg, f.name)
         meta = f.metadata
         if v is None:
-            continue
-        vals = v if isinstance(v, tuple) else (v,)
+            if optional or kind is None:
+                continue
+            raise ConfigError(f"{f.name}: got None, expected {_EXPECTED[kind]}")
+        if kind is not None and not _is(kind, v):
+            raise ConfigError(f"{f.name}: got {v!r}, expected {_EXPECTED[kind]}")
+        vals = v if isinstance(v, (tuple, list)) else (v,)
         for x in vals:
+            if kind is tuple and inner is not None and not _is(inner, x):
+                raise ConfigError(f"{f.name}: got {x!r} in {v!r}, expected {_EXPECTED[inner]} per entry")
             if meta.get("choices") and x not in meta["choices"]:
                 raise ConfigError(f"{f.name}: got {x!r}, expected {_describe(meta)}")
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ConfigError(f"{f.name}: got {x!r}, expected a finite number")
             if isinstance(x, (int, float)) and not isinstance(x, bool):
                 if (meta.get("min") is not None and x < meta["min"]) or (
                         meta.get("max") is not None and x > meta["max"]):
                     raise ConfigError(f"{f.name}: got {x!r}, expected {_describe(meta)}")
+
+
+class Config:
+    """Base of the config dataclasses: a config is valid from the moment it exists.
+
+    Construction (`Cls(...)`, `dataclasses.replace`, `from_dict`, the CLI) runs `validate` on
+    every field, then the class's `check()` for rules between fields. A list given for a tuple
+    field is stored as a tuple (the canonical JSON, hence the hash, is the same).
+
+        @dataclass(frozen=True)
+        class MyConfig(Config):
+            lo: float = param(0.1, "lower bound", min=0.0)
+            hi: float = param(0.9, "upper bound", max=1.0)
+
+            def check(self):
+                if self.lo > self.hi:
+                    raise ConfigError(f"lo: got {self.lo}, expected <= hi ({self.hi})")
+    """
+
+    def __post_init__(self):
+        for f, kind, _, _ in _kinds(type(self)):
+            if kind is tuple and isinstance(getattr(self, f.name), list):
+                object.__setattr__(self, f.name, tuple(getattr(self, f.name)))
+        validate(self)
+        self.check()
+
+    def check(self) -> None:
+        """Rules between fields (override); raise a ConfigError naming the field."""
 
 
 def _base_type(tp):
@@ -130,8 +215,7 @@ def _coerce(name: str, tp, value, source: str):
         pass
     else:
         return value
-    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-                tuple: "a list", dict: "a table / JSON object"}.get(kind, str(kind))
+    expected = _EXPECTED.get(kind, str(kind))
     raise ConfigError(f"{name}: got {value!r}{where}, expected {expected}")
 
 
@@ -145,7 +229,8 @@ def from_dict(cls, values: dict, source: str = ""):
         raise ConfigError(f"unknown key {unknown[0]!r}{where}; known keys: {', '.join(sorted(names))}")
     kwargs = {k: _coerce(k, hints[k], v, source) for k, v in values.items()}
     cfg = cls(**kwargs)
-    validate(cfg)
+    if not isinstance(cfg, Config):  # a Config validated itself on construction
+        validate(cfg)
     return cfg
 
 
@@ -190,15 +275,16 @@ def load_toml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
 
 
-def add_flags(parser, cls) -> None:
-    """Add a `--kebab-case` flag per field of `cls`; unset flags stay absent from the namespace."""
+def add_flags(parser, cls, names=None, *, hidden: bool = False) -> None:
+    """Add a `--kebab-case` flag per field of `cls` (or per field in `names`); unset flags stay absent
+    from the namespace. `hidden` flags are accepted but left out of `--help`."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if not f.metadata.get("flag", True):
+        if not f.metadata.get("flag", True) or (names is not None and f.name not in names):
             continue
         kind, _ = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_ = f"{f.metadata.get('help', '')} (default: {default!r})"
+        help_ = argparse.SUPPRESS if hidden else f"{f.metadata.get('help', '')} (default: {default!r})"
         flag = "--" + f.name.replace("_", "-")
         if kind is bool:
             parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS,

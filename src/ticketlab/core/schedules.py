@@ -3,10 +3,15 @@
 The learning rate at iteration `it` is a pure function of the config, so a resumed or
 rewound run needs only the iteration counter to be at the right point of its schedule
 (LTH/open_lth fast-forward the schedule to the rewind point k; here that is free).
+`lr_factor` is the one schedule of every loop (classification, language modelling,
+translation, teacher-student):
 
 - constant;
 - multistep: multiply by `gamma` at each milestone iteration (VGG/ResNet recipes, LTH §4);
 - cosine: cosine decay from the base rate to 0 over the run (Loshchilov & Hutter 2017);
+- zaremba: constant for `decay_start` epochs, then × `lr_decay` every `decay_every` epochs
+  (Zaremba et al. 2014 §4: small, 4 epochs then ×0.5 per epoch; medium, 6 then ÷1.2);
+- inverse_sqrt: ∝ 1/√step after the warmup, peaking at the base rate (Vaswani et al. 2017 §5.3);
 - linear warmup from 0 over `warmup_iters`, composed with any of the above (Goyal et al. 2017;
   LTH §4 uses it for VGG-19 and ResNet-18).
 """
@@ -18,14 +23,24 @@ import math
 
 
 def lr_factor(it: int, *, schedule: str, total: int, milestones: tuple[int, ...] = (),
-              gamma: float = 0.1, warmup_iters: int = 0) -> float:
-    """Multiplier of the base learning rate for the step taken at iteration `it` (0-based)."""
+              gamma: float = 0.1, warmup_iters: int = 0, steps_per_epoch: int | None = None,
+              decay_start: float = 0.0, decay_every: float = 1.0, lr_decay: float = 1.0) -> float:
+    """Multiplier of the base learning rate for the step taken at iteration `it` (0-based).
+
+    `milestones`/`gamma` belong to multistep; `steps_per_epoch`, `decay_start`, `decay_every`
+    and `lr_decay` (epochs, factor) to zaremba.
+    """
     if schedule == "constant":
         f = 1.0
     elif schedule == "multistep":
         f = gamma ** bisect.bisect_right(sorted(milestones), it)
     elif schedule == "cosine":
         f = 0.5 * (1.0 + math.cos(math.pi * min(it, total) / max(total, 1)))
+    elif schedule == "zaremba":
+        epoch = it / steps_per_epoch
+        f = lr_decay ** (math.floor((epoch - decay_start) / decay_every) + 1) if epoch >= decay_start else 1.0
+    elif schedule == "inverse_sqrt":
+        f = math.sqrt(max(warmup_iters, 1) / max(it + 1, warmup_iters, 1))
     else:
         raise ValueError(f"unknown schedule {schedule!r}")
     if warmup_iters > 0 and it < warmup_iters:

@@ -14,12 +14,13 @@ here with the same return convention.
 
 from __future__ import annotations
 
-import hashlib
 import operator
 from typing import Mapping
 
 import torch
 from torch import Tensor
+
+from ticketlab.core.seeds import derive_seed
 
 
 def magnitude(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -32,13 +33,12 @@ def magnitude(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def name_seed(seed: int, name: str) -> int:
-    """A 63-bit generator seed derived from (seed, name) by SHA-256.
+    """A 63-bit generator seed derived from (seed, name) (`ticketlab.core.seeds.derive_seed`).
 
     Stable across processes, platforms and Python versions (unlike the built-in ``hash``, which
     is salted per process by PYTHONHASHSEED).
     """
-    digest = hashlib.sha256(f"{operator.index(seed)}:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+    return derive_seed(operator.index(seed), name)
 
 
 def random_scores(params: Mapping[str, Tensor], seed: int, *,

@@ -27,6 +27,14 @@ the fraction of active connections replaced; for GMP, dropped / (2·nnz − drop
 Schedule in steps: RigL/SET/SNFS update every `update_interval` steps from step 0 (an update step, as
 in the official code) to ⌊end_fraction · T⌋; GMP prunes from ⌊gmp_begin · T⌋ to ⌊gmp_end · T⌋ every
 `gmp_frequency` steps; T = the run length in iterations.
+
+One vocabulary: a method's hyper-parameters are the fields of its class in
+`ticketlab.methods.sparse.METHODS` (help, range, fractions of training resolved by `Method.resolve`).
+`SparseConfig` stays the experiment's stored and hashed identity (its names, defaults and units are
+those of existing stores); each of its method fields is declared with `method_field`, which takes
+the help and range of the method's own field and records which field of which classes it sets, so
+`method_config` builds the method from it and `ticketlab sparse-train --method NAME` shows that
+method's flags.
 """
 
 from __future__ import annotations
@@ -42,50 +50,60 @@ from typing import Sequence
 import torch
 
 from ticketlab.core import atomic as _atomic, distributions
-from ticketlab.core.config import param, validate
+from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError
+from ticketlab.methods.saliency import SNIP, GraSP, PruneAtInit, SynFlow
+from ticketlab.methods.sparse import GMP, METHODS, SET, SNFS, Dense, Static
 from ticketlab.training.loop import RunOptions, TrainConfig, load_state, total_iterations
 
-METHODS = ("dense", "static", "set", "snfs", "rigl", "gmp", "snip", "grasp", "synflow")
-PRUNE_AT_INIT = ("snip", "grasp", "synflow")
+PRUNE_AT_INIT = tuple(n for n, c in METHODS.items() if issubclass(c, PruneAtInit))
 DISTRIBUTIONS = ("uniform", "er", "erk")
 
 
+def method_field(owners: type | tuple[type, ...], name: str, default, *, help: str | None = None):
+    """A `SparseConfig` field that sets field `name` of the method classes `owners` (and their subclasses).
+
+    Its help, choices and range are that field's; its default is this config's own (part of the
+    stored identity). The help names the registered methods it applies to.
+    """
+    owners = owners if isinstance(owners, tuple) else (owners,)
+    meta = owners[0].__dataclass_fields__[name].metadata
+    users = ", ".join(n for n, c in METHODS.items() if issubclass(c, owners))
+    return param(default, f"{help or meta['help']} ({users})", choices=meta["choices"], min=meta["min"],
+                 max=meta["max"], sets=(owners, name))
+
+
 @dataclass(frozen=True)
-class SparseConfig:
+class SparseConfig(Config):
     """What sparse training to run. The training recipe is a separate `TrainConfig`."""
 
-    method: str = param("rigl", "sparse-training method", choices=METHODS)
+    method: str = param("rigl", "sparse-training method (`ticketlab sparse-train --method NAME --help` shows "
+                                "its flags)", choices=METHODS)
     sparsity: float = param(0.9, "target fraction of zero weights over the masked layers", min=0.0, max=0.9999)
     distribution: str = param("erk", "how the sparsity is spread over layers", choices=DISTRIBUTIONS)
     dense_first: bool = param(False, "keep the first prunable layer dense (outside the sparsity budget)")
     dense_last: bool = param(False, "keep the output layer dense (outside the sparsity budget)")
     erk_power_scale: float = param(1.0, "ERK: exponent of the raw density score (0: uniform)", min=0.0)
-    update_interval: int = param(100, "ΔT: steps between mask updates (SET/SNFS/RigL)", min=1)
-    drop_fraction: float = param(0.3, "α: fraction of active weights replaced at the first update", min=0.0, max=1.0)
-    drop_fraction_decay: str = param("cosine", "decay of the drop fraction to end_fraction",
-                                     choices=("cosine", "constant"))
-    end_fraction: float = param(0.75, "last mask update, as a fraction of training (SET/SNFS/RigL)",
-                                min=0.0, max=1.0)
-    skip_step: bool | None = param(None, "skip the optimizer step on update steps (default: the "
-                                         "official choice, yes for RigL, no for SET/SNFS)")
-    snfs_momentum: float = param(0.9, "SNFS: momentum of the dense-gradient buffer", min=0.0, max=0.999)
-    gmp_begin: float = param(0.1, "GMP: first pruning step, as a fraction of training", min=0.0, max=1.0)
-    gmp_end: float = param(0.75, "GMP: step reaching the target sparsity, as a fraction of training",
-                           min=0.0, max=1.0)
-    gmp_frequency: int = param(100, "GMP: steps between pruning steps", min=1)
-    saliency_scope: str = param("global", "SNIP/GraSP/SynFlow: one global threshold (the papers), or "
-                                          "per-layer targets from `distribution`",
-                                choices=("global", "distribution"))
-    saliency_batch: int = param(100, "SNIP/GraSP: training examples scored", min=1)
-    synflow_iterations: int = param(100, "SynFlow: pruning rounds", min=1)
-    grasp_temperature: float = param(200.0, "GraSP: logits temperature", min=1e-9)
+    # ---- the method's own fields (`method_field`: help and range from the method class) ----
+    update_interval: int = method_field(SET, "update_interval", 100)
+    drop_fraction: float = method_field(SET, "drop_fraction", 0.3)
+    drop_fraction_decay: str = method_field(SET, "drop_fraction_decay", "cosine")
+    end_fraction: float = method_field(SET, "end_fraction", 0.75)
+    skip_step: bool | None = method_field(SET, "skip_step", None, help="skip the optimizer step on update steps "
+                                          "(default: the official choice, yes for RigL, no for SET/SNFS)")
+    snfs_momentum: float = method_field(SNFS, "momentum", 0.9)
+    gmp_begin: float = method_field(GMP, "begin_fraction", 0.1)
+    gmp_end: float = method_field(GMP, "end_fraction", 0.75)
+    gmp_frequency: int = method_field(GMP, "frequency", 100)
+    saliency_scope: str = method_field(PruneAtInit, "scope", "global")
+    saliency_batch: int = method_field((SNIP, GraSP), "batch", 100)
+    synflow_iterations: int = method_field(SynFlow, "iterations", 100)
+    grasp_temperature: float = method_field(GraSP, "temperature", 200.0)
     seed: int = param(0, "seed of the random masks and random growth (replicate r: seed + r)", min=0)
 
-    def __post_init__(self):
-        validate(self)
+    def check(self):
         if self.gmp_begin > self.gmp_end:
-            raise ConfigError(f"gmp_begin ({self.gmp_begin}) is after gmp_end ({self.gmp_end})")
+            raise ConfigError(f"gmp_begin: got {self.gmp_begin}, expected <= gmp_end ({self.gmp_end})")
 
 
 @dataclass(frozen=True)
@@ -98,24 +116,32 @@ class SparseRun:
 
 # --- building blocks ---------------------------------------------------------------------------------
 
+def method_fields(method: str) -> list[str]:
+    """The `SparseConfig` fields that set a field of the method called `method`."""
+    cls = METHODS[method]
+    return [f.name for f in dataclasses.fields(SparseConfig) if "sets" in f.metadata
+            and issubclass(cls, f.metadata["sets"][0])]
+
+
+def method_config(cfg: SparseConfig):
+    """The `METHODS` class of `cfg.method` built from the fields of `cfg` that set it (a field left
+    at None keeps the class's default); fractions of training are not resolved yet."""
+    kw = {}
+    for name in method_fields(cfg.method):
+        value = getattr(cfg, name)
+        if value is not None:
+            kw[SparseConfig.__dataclass_fields__[name].metadata["sets"][1]] = value
+    return METHODS[cfg.method](**kw)
+
+
 def make_method(cfg: SparseConfig, total: int):
     """The `ticketlab.methods.sparse` method of `cfg` for a run of `total` steps (None for dense)."""
-    from ticketlab.methods import sparse
-    if cfg.method == "dense":
+    m = method_config(cfg)
+    if isinstance(m, Dense):
         return None
-    if cfg.method in ("static", *PRUNE_AT_INIT):
-        return sparse.Static()
-    if cfg.method == "gmp":
-        return sparse.GMP(begin_step=math.floor(cfg.gmp_begin * total), end_step=math.floor(cfg.gmp_end * total),
-                          frequency=cfg.gmp_frequency)
-    cls = sparse.METHODS[cfg.method]
-    kw = dict(update_interval=cfg.update_interval, drop_fraction=cfg.drop_fraction,
-              drop_fraction_decay=cfg.drop_fraction_decay, end_step=math.floor(cfg.end_fraction * total))
-    if cfg.skip_step is not None:
-        kw["skip_step"] = cfg.skip_step
-    if cfg.method == "snfs":
-        kw["momentum"] = cfg.snfs_momentum
-    return cls(**kw)
+    if isinstance(m, PruneAtInit):  # the one-shot mask trains fixed
+        return Static()
+    return m.resolve(total)
 
 
 def dense_policy(cfg: SparseConfig, model: torch.nn.Module) -> list[str]:
@@ -144,14 +170,12 @@ def saliency_batch(data, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]
 
 def init_masks(cfg: SparseConfig, model: torch.nn.Module, data, data_seed: int) -> dict[str, torch.Tensor] | None:
     """One-shot pruning-at-init masks of `model` for SNIP / GraSP / SynFlow (None for other methods)."""
-    if cfg.method not in PRUNE_AT_INIT:
+    m = method_config(cfg)
+    if not isinstance(m, PruneAtInit):
         return None
-    from ticketlab.methods.saliency import prune_at_init
-    x, y = saliency_batch(data, cfg.saliency_batch, data_seed) if cfg.method != "synflow" else (None, None)
-    scope = "global" if cfg.saliency_scope == "global" else cfg.distribution
-    return prune_at_init(cfg.method, model, cfg.sparsity, x=x, y=y, input_shape=data.input_shape,
-                         distribution=scope, dense=dense_policy(cfg, model),
-                         synflow_iterations=cfg.synflow_iterations, grasp_temperature=cfg.grasp_temperature)
+    x, y = (None, None) if m.data_free else saliency_batch(data, m.batch, data_seed)
+    return m.masks(model, cfg.sparsity, x=x, y=y, input_shape=data.input_shape, distribution=cfg.distribution,
+                   dense=dense_policy(cfg, model))
 
 
 # --- the experiment ------------------------------------------------------------------------------------
@@ -301,7 +325,7 @@ def _write_outputs(exp_path: Path, r: int, train_cfg: TrainConfig, cfg: SparseCo
     _atomic.write_text(d / "churn.jsonl", "".join(json.dumps(c) + "\n" for c in churn))
     if cfg.method == "dense":
         targets = {n: 0.0 for n in shapes}
-    elif cfg.method in PRUNE_AT_INIT and cfg.saliency_scope == "global":  # per-layer counts follow the scores
+    elif issubclass(METHODS[cfg.method], PruneAtInit) and cfg.saliency_scope == "global":  # per-layer counts follow the scores
         targets = {n: (0.0 if n in dense_policy(cfg, probe) else None) for n in shapes}
     else:
         targets = layer_sparsities(cfg, probe)
@@ -342,5 +366,6 @@ def aggregate(rows: list[dict]) -> dict:
     return out
 
 
-__all__ = ["SparseConfig", "SparseRun", "METHODS", "PRUNE_AT_INIT", "run", "make_method", "layer_sparsities",
+__all__ = ["SparseConfig", "SparseRun", "METHODS", "PRUNE_AT_INIT", "run", "make_method", "method_config",
+           "method_fields", "method_field", "layer_sparsities",
            "dense_policy", "init_masks", "churn_rows", "replicate_row", "aggregate"]

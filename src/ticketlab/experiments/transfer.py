@@ -64,6 +64,7 @@ from ticketlab.engine import results
 from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.experiments.lottery.trunk import (LotteryConfig, Plan, execute, load_masks, prune, replicate_seeds,
                                                 save_masks)
+from ticketlab.core.seeds import derive_seed
 from ticketlab.engine.store import Experiment, Store
 from ticketlab.training.loop import TrainConfig, load_state
 
@@ -73,7 +74,7 @@ FIXED = ("model", "model_args", "init")  # the ticket's architecture: a target c
 
 
 @dataclass(frozen=True)
-class TransferConfig:
+class TransferConfig(C.Config):
     """What to transfer and how. The source and target are resolved into the experiment's identity
     (`TransferRun`): the source by its folder name, the target as a full TrainConfig."""
 
@@ -205,8 +206,8 @@ def _counts(masks: M.Masks) -> dict:
 
 
 def _seed(*parts) -> int:
-    """A 32-bit seed from its parts, stable across processes (no salted hash())."""
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little")
+    """A 32-bit seed from its parts, stable across processes (`ticketlab.core.seeds`)."""
+    return derive_seed(*parts, bits=32)
 
 
 # ---- the experiment --------------------------------------------------------------------------

@@ -22,11 +22,16 @@ as the three papers prune: one threshold over all non-dense layers, so per-layer
 scores (SNIP and GraSP can empty whole layers at high sparsity; SynFlow's iteration is designed to
 avoid that). `distribution="uniform"/"er"/"erk"` instead fixes each layer's sparsity and ranks within
 the layer.
+
+`SNIP`, `GraSP` and `SynFlow` are the same methods as config dataclasses (`param()` fields: the batch
+scored, GraSP's temperature, SynFlow's rounds, the scope), registered by name in
+`ticketlab.methods.sparse.METHODS`; their one-shot mask then trains fixed, as `Static`.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -34,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ticketlab.core import distributions
+from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError
 from ticketlab.core.pruning import prune_to_density
 
@@ -193,6 +199,62 @@ def prune_at_init(method: str, model: nn.Module, sparsity: float, *, x: Tensor |
     return masks_from_scores(scores, sparsity, distribution=distribution, dense=dense)
 
 
+# --- the methods as configs ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PruneAtInit(Config):
+    """One-shot pruning at initialisation: scores at init choose a fixed mask, then trained as `Static`."""
+
+    name = "prune_at_init"
+    data_free = False  # scored without a batch of data (SynFlow)
+    scope: str = param("global", "one global threshold (the papers), or per-layer targets from the "
+                                 "sparsity distribution", choices=("global", "distribution"))
+
+    def masks(self, model: nn.Module, sparsity: float, *, x: Tensor | None = None, y: Tensor | None = None,
+              input_shape: Sequence[int] | None = None, distribution: str = "erk",
+              dense: Sequence[str] = ()) -> dict[str, Tensor]:
+        """`prune_at_init` with this method's settings; `distribution` applies when `scope` is "distribution"."""
+        return prune_at_init(self.name, model, sparsity, x=x, y=y, input_shape=input_shape,
+                             distribution="global" if self.scope == "global" else distribution, dense=dense,
+                             **self._options())
+
+    def _options(self) -> dict:
+        return {}
+
+
+@dataclass(frozen=True)
+class SNIP(PruneAtInit):
+    """SNIP: keep the largest connection sensitivities |∂L/∂w ⊙ w| on one batch."""
+
+    name = "snip"
+    batch: int = param(100, "training examples scored", min=1)
+
+
+@dataclass(frozen=True)
+class GraSP(PruneAtInit):
+    """GraSP: keep the weights whose removal least reduces the gradient flow (w ⊙ Hg) on one batch."""
+
+    name = "grasp"
+    batch: int = param(100, "training examples scored", min=1)
+    temperature: float = param(200.0, "logits temperature", min=1e-9)
+
+    def _options(self) -> dict:
+        return {"grasp_temperature": self.temperature}
+
+
+@dataclass(frozen=True)
+class SynFlow(PruneAtInit):
+    """SynFlow: iteratively keep the largest synaptic flows |∂R/∂w ⊙ w|, without data."""
+
+    name = "synflow"
+    data_free = True
+    iterations: int = param(100, "pruning rounds", min=1)
+
+    def _options(self) -> dict:
+        return {"synflow_iterations": self.iterations}
+
+
 SALIENCY = {"snip": snip, "grasp": grasp, "synflow": synflow}
 
-__all__ = ["snip", "grasp", "synflow", "synflow_masks", "masks_from_scores", "prune_at_init", "SALIENCY", "SCOPES"]
+__all__ = ["snip", "grasp", "synflow", "synflow_masks", "masks_from_scores", "prune_at_init", "SALIENCY", "SCOPES",
+           "PruneAtInit", "SNIP", "GraSP", "SynFlow"]

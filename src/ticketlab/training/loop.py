@@ -36,18 +36,20 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ticketlab.core.config import param
 from ticketlab.training import optim, rundir
 from ticketlab.training.rundir import RunDir, load_state, read_metrics, save_state, write_metrics  # noqa: F401 (the old names)
+from ticketlab.core.config import Config, param
+from ticketlab.core.errors import ConfigError
 from ticketlab.training.stacked import Single
 from ticketlab.core.masks import MaskEnforcer
 from ticketlab.core.schedules import lr_factor
+from ticketlab.core.seeds import stream_seed
 
 Hook = Callable[[int], None]
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """Everything that defines one supervised training run."""
 
     dataset: str = param("mnist1d", "dataset name (see `ticketlab data ls`)")
@@ -76,9 +78,8 @@ class TrainConfig:
     init_seed: int = param(0, "seed of the weight initialisation", min=0)
     data_seed: int = param(0, "seed of the data order (separate from the init seed)", min=0)
 
-    def __post_init__(self):
+    def check(self):
         if self.optimizer in ("adam", "adamw") and len(self.betas) != 2:
-            from ticketlab.core.errors import ConfigError
             raise ConfigError(f"betas: got {self.betas!r}, expected two numbers")
 
 
@@ -108,7 +109,7 @@ def batch_indices(n: int, batch_size: int, data_seed: int, it: int, _cache: dict
     if cached is None or cached[0] != epoch:
         if len(_cache) > 256:
             _cache.clear()
-        g = torch.Generator().manual_seed(data_seed * 1_000_003 + epoch)
+        g = torch.Generator().manual_seed(stream_seed(data_seed, epoch))
         cached = _cache[(n, data_seed)] = (epoch, torch.randperm(n, generator=g))
     return cached[1][pos * batch_size:(pos + 1) * batch_size]
 

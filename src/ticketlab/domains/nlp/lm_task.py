@@ -40,11 +40,12 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ticketlab.core.config import param
+from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError
 from ticketlab.domains.nlp import corpora
 from ticketlab.domains.nlp.lm_models import LSTMLM, TransformerLM
-from ticketlab.domains.nlp.loop import fit, lr_factor
+from ticketlab.core.schedules import lr_factor
+from ticketlab.domains.nlp.loop import fit
 from ticketlab.training.optim import make_optimizer
 from ticketlab.domains.nlp.vocab import Vocab, batchify, char_tokens, n_segments, segment, word_tokens
 from ticketlab.engine.tasks import Task, register_task
@@ -68,7 +69,7 @@ PUBLISHED_PTB_TEST_PPL = {"lstm_small": 114.5, "lstm_medium": 82.7, "lstm_large"
 
 
 @dataclass(frozen=True)
-class LMConfig:
+class LMConfig(Config):
     """A language-modelling recipe. Fields left at None take the model's preset (see the module)."""
 
     dataset: str = param("ptb", "corpus: ptb, wikitext2 (needs a user-supplied train.txt), shakespeare (characters)",
@@ -112,7 +113,7 @@ class LMConfig:
     init_seed: int = param(0, "seed of the weight initialisation", min=0)
     data_seed: int = param(0, "seed of dropout (the corpus is read in order, as in Zaremba et al.)", min=0)
 
-    def __post_init__(self):
+    def check(self):
         if self.tie_embeddings and self.prune_embeddings != self.prune_softmax:
             raise ConfigError("prune_embeddings/prune_softmax: with tie_embeddings the embedding is the softmax "
                               "matrix; set both to the same value")
@@ -251,7 +252,7 @@ class LMTrainer:
     def lr_at(self, it: int) -> float:
         r = self.r
         return lr_factor(it, schedule=r["schedule"], total=self.total_iterations, steps_per_epoch=self.steps_per_epoch,
-                         warmup=r["warmup"], decay_start=r["decay_start"], decay_every=r["decay_every"],
+                         warmup_iters=r["warmup"], decay_start=r["decay_start"], decay_every=r["decay_every"],
                          lr_decay=r["lr_decay"])
 
     def fit(self, model, run_dir: Path, *, masks=None, start_iter: int = 0, start_optimizer=None, lr_offset: int = 0,

@@ -20,13 +20,13 @@ cross-entropy): selected on validation data, never on test data (LTH App. C).
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import torch
 
+from ticketlab.core import schedules
 from ticketlab.core.masks import MaskEnforcer
 from ticketlab.training import rundir
 from ticketlab.training.optim import make_optimizer
@@ -45,30 +45,9 @@ class Objective(Protocol):
     # optional `loss_scale`: the gradient is that of loss_scale × the (logged) mean loss
 
 
-def lr_factor(it: int, *, schedule: str, total: int, steps_per_epoch: int, warmup: int = 0,
-              decay_start: float = 0.0, decay_every: float = 1.0, lr_decay: float = 1.0) -> float:
-    """Multiplier of the base learning rate at step `it` (0-based).
-
-    - `zaremba`: constant for `decay_start` epochs, then × `lr_decay` every `decay_every` epochs
-      (Zaremba et al. 2014 §4: small, 4 epochs then ×0.5 per epoch; medium, 6 then ÷1.2);
-    - `cosine`: cosine decay to 0 over the run; `inverse_sqrt`: ∝ 1/√step after the warmup
-      (Vaswani et al. 2017 §5.3, peaking at the base rate); `constant`;
-    - a linear warmup over `warmup` steps multiplies any of them.
-    """
-    if schedule == "zaremba":
-        epoch = it / steps_per_epoch
-        f = lr_decay ** (math.floor((epoch - decay_start) / decay_every) + 1) if epoch >= decay_start else 1.0
-    elif schedule == "cosine":
-        f = 0.5 * (1.0 + math.cos(math.pi * min(it, total) / max(total, 1)))
-    elif schedule == "inverse_sqrt":
-        f = math.sqrt(max(warmup, 1) / max(it + 1, warmup, 1))
-    elif schedule == "constant":
-        f = 1.0
-    else:
-        raise ValueError(f"unknown schedule {schedule!r}")
-    if warmup > 0 and it < warmup:
-        f *= (it + 1) / warmup
-    return f
+def lr_factor(it: int, *, warmup: int = 0, **schedule) -> float:
+    """`ticketlab.core.schedules.lr_factor` under this module's older keyword `warmup` (= warmup_iters)."""
+    return schedules.lr_factor(it, warmup_iters=warmup, **schedule)
 
 
 def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimizer: torch.optim.Optimizer,

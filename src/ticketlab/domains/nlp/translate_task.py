@@ -34,12 +34,14 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ticketlab.core.config import param
+from ticketlab.core.config import Config, param
+from ticketlab.core.seeds import stream_seed
 from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.domains.nlp import corpora
 from ticketlab.domains.nlp.decode import beam_search
 from ticketlab.domains.nlp.lm_task import prunable_weights
-from ticketlab.domains.nlp.loop import fit, lr_factor
+from ticketlab.core.schedules import lr_factor
+from ticketlab.domains.nlp.loop import fit
 from ticketlab.training.optim import make_optimizer
 from ticketlab.domains.nlp.seq2seq import Seq2SeqTransformer
 from ticketlab.domains.nlp.tokenizer import BOS, EOS, PAD, Tokenizer, cached_tokenizer
@@ -47,7 +49,7 @@ from ticketlab.engine.tasks import Task, register_task
 
 
 @dataclass(frozen=True)
-class TranslateConfig:
+class TranslateConfig(Config):
     """A translation recipe: corpus, tokenizer, Transformer, optimisation and decoding."""
 
     dataset: str = param("multi30k", "parallel corpus", choices=("multi30k",))
@@ -83,7 +85,7 @@ class TranslateConfig:
     init_seed: int = param(0, "seed of the weight initialisation", min=0)
     data_seed: int = param(0, "seed of the batch order and dropout", min=0)
 
-    def __post_init__(self):
+    def check(self):
         if self.src_lang == self.tgt_lang:
             raise ConfigError(f"tgt_lang: got {self.tgt_lang!r}, the same as src_lang")
         if self.tie_embeddings and self.prune_embeddings != self.prune_softmax:
@@ -148,7 +150,7 @@ class TranslateObjective:
         """Indices of the training pairs of step `it` (a pure function of it and the data seed)."""
         epoch, pos = divmod(it, self.steps_per_epoch)
         if self._epoch is None or self._epoch[0] != epoch:
-            g = torch.Generator().manual_seed(self.data_seed * 1_000_003 + epoch)
+            g = torch.Generator().manual_seed(stream_seed(self.data_seed, epoch))
             n, B = len(self.data.train[0]), self.cfg.batch_size
             perm = torch.randperm(n, generator=g).tolist()[:self.steps_per_epoch * B]
             src = self.data.train[0]
@@ -248,7 +250,7 @@ class TranslateTrainer:
     def lr_at(self, it: int) -> float:
         c = self.cfg
         return lr_factor(it, schedule=c.schedule, total=self.total_iterations, steps_per_epoch=self.steps_per_epoch,
-                         warmup=c.warmup)
+                         warmup_iters=c.warmup)
 
     def fit(self, model, run_dir: Path, *, masks=None, start_iter: int = 0, start_optimizer=None, lr_offset: int = 0,
             snapshot_iters: Sequence[int] = (), data_seed: int | None = None, desc: str = "") -> dict:

@@ -8,7 +8,8 @@ hyper-parameters as config fields.
 Algorithm fields left at None take the algorithm's default from `DEFAULTS`, which are
 rl-baselines3-zoo's tuned CartPole-v1 values for PPO and DQN and stable-baselines3's own
 defaults for A2C; `resolve(cfg)` returns the values a run uses (each run also records them
-in its summary). A field that does not apply to the chosen algorithm must stay None.
+in its summary). A field that does not apply to the chosen algorithm must stay None (checked
+on construction, with the lengths, by `resolve`).
 The identity of an experiment hashes the fields as given (None included), so changing
 `DEFAULTS` changes the meaning of existing experiments: don't, add a field instead.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ticketlab.core.config import param
+from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError
 
 ALGOS = ("ppo", "a2c", "dqn")
@@ -45,7 +46,7 @@ CNN_NET_ARCH: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
-class RLConfig:
+class RLConfig(Config):
     """One RL training run: environment, algorithm, its hyper-parameters, evaluation and seeds."""
 
     env: str = param("CartPole-v1", "gymnasium environment id, e.g. CartPole-v1, Acrobot-v1, LunarLander-v3, "
@@ -94,6 +95,9 @@ class RLConfig:
     # ---- seeds (the engine adds the replicate index to both) ----
     init_seed: int = param(0, "seed of the networks' initialisation", min=0)
     data_seed: int = param(0, "seed of the training environments and of the agent's sampling", min=0)
+
+    def check(self):
+        resolve(self)  # fields the algorithm does not use, lengths off the rollout grid
 
 
 ON_POLICY_ONLY = ("n_steps", "gae_lambda", "ent_coef", "vf_coef")

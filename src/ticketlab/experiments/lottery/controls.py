@@ -27,9 +27,8 @@ Folders: `replicate_<r>/<control>_<draw>/level_<L>/` for random controls,
 
 from __future__ import annotations
 
-import hashlib
-
 from ticketlab.core import masks as M, pruning, scores
+from ticketlab.core.seeds import derive_seed
 from ticketlab.methods.imp import prune_level, pruned_layers
 
 CONTROLS: dict = {}  # name -> Control, in registration order (a live view: later registrations count)
@@ -93,9 +92,8 @@ def branch_name(control: str, draw: int) -> str:
 
 
 def control_seed(rep, control: str, level: int, draw: int) -> int:
-    """A seed for a random control, stable across processes (no salted hash())."""
-    h = hashlib.sha256(f"{rep.seed}:{rep.r}:{control}:{level}:{draw}".encode()).digest()
-    return int.from_bytes(h[:4], "little")
+    """A 32-bit seed for a random control, stable across processes (`ticketlab.core.seeds`)."""
+    return derive_seed(rep.seed, rep.r, control, level, draw, bits=32)
 
 
 @register

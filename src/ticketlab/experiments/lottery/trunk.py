@@ -43,7 +43,7 @@ from typing import Callable
 import torch
 
 from ticketlab.core import atomic as _atomic, masks as M
-from ticketlab.core.config import param
+from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.experiments.lottery.controls import CONTROLS, branch_name
 from ticketlab.methods.imp import level_fractions, n_levels, prune_level, pruned_layers
@@ -51,7 +51,7 @@ from ticketlab.training.loop import TrainConfig, load_state
 
 
 @dataclass(frozen=True)
-class LotteryConfig:
+class LotteryConfig(Config):
     """IMP hyper-parameters. The training recipe is a separate `TrainConfig`."""
 
     strategy: str = param("layerwise", "prune each layer by its own rate, or one global threshold",

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ticketlab.core.schedules import lr_factor
 from ticketlab.core.errors import TicketlabError
 from ticketlab.engine.store import Experiment
 from ticketlab.experiments.teacher_student import metrics as Mx
@@ -52,7 +53,7 @@ def _evaluate(teacher: Net, student: Net, x: torch.Tensor, y: torch.Tensor, chun
 
 
 def _lr_at(cfg: TeacherStudentConfig, step: int) -> float:
-    return cfg.lr * cfg.gamma ** sum(1 for m in cfg.milestones if step >= m)
+    return cfg.lr * lr_factor(step, schedule="multistep", total=cfg.steps, milestones=cfg.milestones, gamma=cfg.gamma)
 
 
 def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000,

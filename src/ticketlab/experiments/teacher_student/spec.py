@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 
 from ticketlab.core import config as C
-from ticketlab.core.config import param
+from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError, TicketlabError
+from ticketlab.core.seeds import stream_seed
 from ticketlab.engine.store import Experiment
 from ticketlab.experiments.teacher_student import prune as P
 from ticketlab.experiments.teacher_student.net import ACTIVATIONS, Net
@@ -30,7 +31,7 @@ KIND = "teacher_student"
 
 
 @dataclass(frozen=True)
-class TeacherStudentConfig:
+class TeacherStudentConfig(Config):
     """One teacher–student experiment. Defaults: SS's two-layer setting (d 100, m 10, c 50)."""
 
     # ---- teacher ----
@@ -85,7 +86,7 @@ class TeacherStudentConfig:
     prune_retrain: bool = param(True, "with prune: also retrain the ticket (kept nodes from their init) "
                                 "and a random reinit of the pruned shape", hashed=False)
 
-    def __post_init__(self):
+    def check(self):
         if self.train_size and self.train_size < self.batch_size:
             raise ConfigError(f"train_size: got {self.train_size}, expected 0 or at least batch_size "
                               f"({self.batch_size})")
@@ -128,7 +129,7 @@ def build_teacher(cfg: TeacherStudentConfig, seed: int) -> Net:
 
 def _seed(seed: int, stream: int) -> int:
     """Independent generator seeds per purpose (1: student init, 2: train set, 3: eval set, 4: batches)."""
-    return int(seed) * 1_000_003 + stream
+    return stream_seed(int(seed), stream)
 
 
 def datasets(cfg: TeacherStudentConfig, seed: int, input_dim: int) -> tuple[torch.Tensor | None, torch.Tensor]:

@@ -1,7 +1,10 @@
 """Dynamic sparse training: RigL, SET, SNFS, static sparse and gradual magnitude pruning.
 
-A method is a frozen dataclass whose fields are its hyper-parameters (jaxpruner style); `RigL` and
-`SNFS` subclass `SET` and change only the grow score. An `Updater` holds the masks and attaches to any
+A method is a frozen dataclass whose fields are its hyper-parameters (jaxpruner style), declared with
+`param()` (help, range; validated on construction); `RigL` and `SNFS` subclass `SET` and change only
+the grow score. `METHODS` is the one registry of method names: every way the sparse-training
+experiment trains, from `dense` (no mask) through the `Method`s an `Updater` runs to the one-shot
+pruning-at-init methods (`ticketlab.methods.saliency`: their mask trains as `Static`). An `Updater` holds the masks and attaches to any
 torch optimizer through its step hooks, so the training loop keeps calling ``optimizer.step()``:
 
     from ticketlab.core import distributions
@@ -26,24 +29,32 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ticketlab.methods.saliency import SNIP, GraSP, PruneAtInit, SynFlow
 from ticketlab.methods.sparse.gmp import GMP
 from ticketlab.methods.sparse.rigl import RigL
 from ticketlab.methods.sparse.set import SET
 from ticketlab.methods.sparse.snfs import SNFS
-from ticketlab.methods.sparse.static import Static
-from ticketlab.methods.sparse.updater import LayerContext, Method, Updater, top_k
+from ticketlab.methods.sparse.static import Dense, Static
+from ticketlab.methods.sparse.updater import LayerContext, Method, Updater, top_k, training_fraction
 
-METHODS: dict[str, type[Method]] = {
+# name -> class: a `Method` (run by an `Updater`), a `PruneAtInit` (a one-shot mask, trained as
+# `Static`) or `Dense` (no mask). The order is the order of `ticketlab sparse-train --method`'s choices.
+METHODS: dict[str, type] = {
+    "dense": Dense,
     "static": Static,
     "set": SET,
     "snfs": SNFS,
     "rigl": RigL,
     "gmp": GMP,
+    "snip": SNIP,
+    "grasp": GraSP,
+    "synflow": SynFlow,
 }
 
 
-def register_method(cls: type[Method]) -> type[Method]:
-    """Add a method class to `METHODS` under its `name` (usable as a decorator)."""
+def register_method(cls: type) -> type:
+    """Add a method class (a `Method` or `PruneAtInit` dataclass) to `METHODS` under its `name`
+    (usable as a decorator)."""
     if cls.name in METHODS and METHODS[cls.name] is not cls:
         raise ValueError(f"sparse method {cls.name!r} is already registered")
     METHODS[cls.name] = cls
@@ -67,5 +78,5 @@ def sparsify(model, optimizer, method: Method, sparsity: float, *, distribution:
     return Updater(method, s, seed=seed).attach(optimizer, params)
 
 
-__all__ = ["Method", "Updater", "LayerContext", "top_k", "Static", "SET", "RigL", "SNFS", "GMP", "METHODS",
-           "register_method", "sparsify"]
+__all__ = ["Method", "Updater", "LayerContext", "top_k", "training_fraction", "Dense", "Static", "SET", "RigL",
+           "SNFS", "GMP", "PruneAtInit", "SNIP", "GraSP", "SynFlow", "METHODS", "register_method", "sparsify"]

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ticketlab.core.config import param
 from ticketlab.core.distributions import nnz as keep_count
 from ticketlab.core.errors import ConfigError
 from ticketlab.core.schedules import gmp_sparsity
-from ticketlab.methods.sparse.updater import Method
+from ticketlab.methods.sparse.updater import Method, training_fraction
 
 
 @dataclass(frozen=True)
@@ -29,18 +30,21 @@ class GMP(Method):
     updates = True
     regrows = False
     dense_start = True
-    begin_step: int = 0  # t0: first pruning step
-    end_step: int = 1000  # t1: the final sparsity is reached here
-    frequency: int = 100  # Δt: steps between pruning steps
-    initial_sparsity: float = 0.0  # s_i
+    begin_step: int = param(0, "t0: first pruning step", min=0)
+    end_step: int = param(1000, "t1: the step at which the final sparsity is reached", min=0)
+    frequency: int = param(100, "Δt: steps between pruning steps", min=1)
+    initial_sparsity: float = param(0.0, "s_i: sparsity at the first pruning step", min=0.0, max=0.9999)
+    begin_fraction: float | None = training_fraction("begin_step", "first pruning step")
+    end_fraction: float | None = training_fraction("end_step", "step reaching the target sparsity")
 
-    def __post_init__(self):
-        if isinstance(self.frequency, bool) or not isinstance(self.frequency, int) or self.frequency < 1:
-            raise ConfigError(f"frequency must be a positive integer, got {self.frequency!r}")
-        if self.begin_step < 0 or self.end_step < self.begin_step:
-            raise ConfigError(f"need 0 <= begin_step <= end_step, got {self.begin_step}, {self.end_step}")
-        if not 0.0 <= self.initial_sparsity < 1.0:
-            raise ConfigError(f"initial_sparsity must be in [0, 1), got {self.initial_sparsity!r}")
+    def check(self):
+        super().check()
+        if self.begin_fraction is not None and self.end_fraction is not None:
+            if self.begin_fraction > self.end_fraction:
+                raise ConfigError(f"begin_fraction: got {self.begin_fraction}, expected <= end_fraction "
+                                  f"({self.end_fraction})")
+        elif self.begin_fraction is None and self.end_fraction is None and self.begin_step > self.end_step:
+            raise ConfigError(f"begin_step: got {self.begin_step}, expected <= end_step ({self.end_step})")
 
     def is_update(self, step: int) -> bool:
         if not self.begin_step <= step <= self.end_step:

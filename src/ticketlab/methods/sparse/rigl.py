@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ticketlab.core.config import param
 from ticketlab.methods.sparse.set import SET
 from ticketlab.methods.sparse.updater import LayerContext
 
@@ -27,7 +28,7 @@ class RigL(SET):
     """Rigged Lottery: magnitude drop, gradient growth, optimizer step skipped on update steps."""
 
     name = "rigl"
-    skip_step: bool = True
+    skip_step: bool = param(True, "skip the optimizer step on update steps (official RigL: yes)")
 
     def needs_grad(self, step: int) -> bool:
         return self.is_update(step)

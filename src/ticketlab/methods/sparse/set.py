@@ -22,10 +22,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ticketlab.core.config import param
 from ticketlab.core.errors import ConfigError
 from ticketlab.core.schedules import drop_fraction
 from ticketlab.core.scores import name_seed
-from ticketlab.methods.sparse.updater import LayerContext, Method
+from ticketlab.methods.sparse.updater import LayerContext, Method, training_fraction
 
 DECAYS = ("cosine", "constant")
 
@@ -36,28 +37,22 @@ class SET(Method):
 
     name = "set"
     updates = True
-    update_interval: int = 100  # ΔT: steps between mask updates
-    drop_fraction: float = 0.3  # α: fraction of a layer's active weights replaced at the first update
-    drop_fraction_decay: str = "cosine"  # "cosine" (to 0 at end_step) or "constant"
-    begin_step: int = 0  # first update step (the official default 0: step 0 is an update step)
-    end_step: int | None = None  # last update step (None: never stop; needs a constant decay)
-    skip_step: bool = False  # skip the optimizer step on update steps (official SET: no)
+    update_interval: int = param(100, "ΔT: steps between mask updates", min=1)
+    drop_fraction: float = param(0.3, "α: fraction of a layer's active weights replaced at the first update",
+                                 min=0.0, max=1.0)
+    drop_fraction_decay: str = param("cosine", "decay of the drop fraction: cosine (to 0 at the last update) "
+                                     "or constant", choices=DECAYS)
+    begin_step: int = param(0, "first update step (the official default 0: step 0 is an update step)", min=0)
+    end_step: int | None = param(None, "last update step (None: never stop; needs a constant decay)", min=0)
+    skip_step: bool = param(False, "skip the optimizer step on update steps (official SET: no)")
+    end_fraction: float | None = training_fraction("end_step", "last update step")
 
-    def __post_init__(self):
-        ui = self.update_interval
-        if isinstance(ui, bool) or not isinstance(ui, int) or ui < 1:
-            raise ConfigError(f"update_interval must be a positive integer, got {self.update_interval!r}")
-        if not 0.0 <= self.drop_fraction <= 1.0:
-            raise ConfigError(f"drop_fraction must be in [0, 1], got {self.drop_fraction!r}")
-        if self.drop_fraction_decay not in DECAYS:
-            raise ConfigError(f"drop_fraction_decay: got {self.drop_fraction_decay!r}, "
-                              f"expected one of {', '.join(DECAYS)}")
-        if self.begin_step < 0:
-            raise ConfigError(f"begin_step must be >= 0, got {self.begin_step!r}")
-        if self.end_step is None and self.drop_fraction_decay == "cosine":
-            raise ConfigError("a cosine drop_fraction_decay needs an end_step")
+    def check(self):
+        super().check()
+        if self.end_step is None and self.end_fraction is None and self.drop_fraction_decay == "cosine":
+            raise ConfigError("end_step: got None, a cosine drop_fraction_decay needs an end_step or end_fraction")
         if self.end_step is not None and self.end_step < self.begin_step:
-            raise ConfigError(f"end_step {self.end_step} is before begin_step {self.begin_step}")
+            raise ConfigError(f"end_step: got {self.end_step}, expected >= begin_step ({self.begin_step})")
 
     def is_update(self, step: int) -> bool:
         """rigl ``is_mask_update_iter``: begin ≤ t ≤ end and t − begin a multiple of ΔT."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ticketlab.core.errors import ConfigError
+from ticketlab.core.config import param
 from ticketlab.methods.sparse.set import SET
 from ticketlab.methods.sparse.updater import LayerContext
 
@@ -33,12 +33,7 @@ class SNFS(SET):
 
     name = "snfs"
     observes = True
-    momentum: float = 0.9  # μ of the dense-gradient momentum buffer
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0.0 <= self.momentum < 1.0:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
+    momentum: float = param(0.9, "μ: momentum of the dense-gradient buffer", min=0.0, max=0.999)
 
     def new_buffer(self, weight: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(weight)

@@ -56,6 +56,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError
 
 
@@ -150,9 +151,19 @@ class LayerContext:
     seeds: tuple[int, ...]  # one per row
 
 
-class Method:
+def training_fraction(step: str, help: str):
+    """A method field that gives its field `step` as a fraction of training instead, resolved by
+    `Method.resolve(total)` to ⌊fraction · total⌋ (e.g. RigL's end at 75 % of training)."""
+    return param(None, f"{help} as a fraction of training; sets {step} to ⌊fraction · steps⌋", min=0.0, max=1.0,
+                 step=step)
+
+
+class Method(Config):
     """Base of the sparse-training methods. A method is a frozen dataclass whose fields are its
-    hyper-parameters; it is stateless: the masks, counters and buffers live in the `Updater`."""
+    hyper-parameters, declared with `param()` (help, range: validated on construction, and the
+    source of `ticketlab sparse-train`'s per-method flags); it is stateless: the masks, counters and
+    buffers live in the `Updater`. A step given as a fraction of training (`training_fraction`) is
+    resolved against the run length by `resolve(total)` before the method trains."""
 
     name = "method"
     skip_step = False  # skip the optimizer step on update steps
@@ -160,6 +171,25 @@ class Method:
     regrows = True  # grows as many connections as it drops
     dense_start = False  # starts from all-ones masks (GMP)
     updates = False  # ever changes its masks (else: per-slice counts may differ, e.g. global SNIP masks)
+
+    def check(self) -> None:
+        for name in self.unresolved():  # a fraction set: its step must be left at its default
+            step = self.__dataclass_fields__[name].metadata["step"]
+            if getattr(self, step) != self.__dataclass_fields__[step].default:
+                raise ConfigError(f"{name}: got {getattr(self, name)!r} and {step} {getattr(self, step)!r}; "
+                                  f"expected one of the two")
+
+    def unresolved(self) -> list[str]:
+        """The fraction-of-training fields still set (the method needs `resolve(total)` first)."""
+        return [f.name for f in dataclasses.fields(self) if f.metadata.get("step") and getattr(self, f.name) is not None]
+
+    def resolve(self, total: int) -> "Method":
+        """This method for a run of `total` steps: every fraction-of-training field becomes its step."""
+        changes = {}
+        for name in self.unresolved():
+            changes[name] = None
+            changes[self.__dataclass_fields__[name].metadata["step"]] = math.floor(getattr(self, name) * total)
+        return dataclasses.replace(self, **changes) if changes else self
 
     def is_update(self, step: int) -> bool:
         return False
@@ -215,6 +245,13 @@ class Updater:
                  on_update: Callable[[dict], None] | None = None):
         if sparsities is None and masks is None:
             raise ConfigError("Updater needs sparsities or initial masks")
+        if not callable(getattr(method, "is_update", None)):  # e.g. Dense, or a one-shot SNIP config
+            raise ConfigError(f"Updater: got {type(method).__name__}, expected a sparse-training Method "
+                              f"(a one-shot mask trains with Static and masks=...)")
+        if isinstance(method, Method) and method.unresolved():
+            name = method.unresolved()[0]
+            raise ConfigError(f"{name}: got {getattr(method, name)!r}, a fraction of training: pass "
+                              f"method.resolve(total_steps) to the Updater")
         self.method = method
         self.stacked = not isinstance(seed, int)
         self.seeds = tuple(int(s) for s in (seed if self.stacked else (seed,)))
