@@ -52,7 +52,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -60,7 +59,7 @@ from typing import Callable
 import torch
 
 from ticketlab.core import atomic as _atomic, config as C, masks as M, pruning, scores
-from ticketlab.engine import results
+from ticketlab.engine import results, schedule
 from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.experiments.lottery.trunk import LotteryConfig, Plan, execute, load_masks, replicate_seeds, save_masks
 from ticketlab.engine.store import Experiment, Store
@@ -372,12 +371,13 @@ def groups(tasks: list[Task], stack: int) -> list[list[Task]]:
     random tickets, at every level) shares the target's schedule, so they are split into balanced
     stacks of at most `stack`, by (level, control, draw, replicate). A fixed function of the tasks,
     so which runs share a stack (and so the float rounding) does not depend on timing."""
-    ts = sorted(tasks, key=lambda t: (t.level, t.control or "", t.draw, t.r))
-    if not ts:
-        return []
-    n = math.ceil(len(ts) / max(stack, 1))
-    size = math.ceil(len(ts) / n)
-    return [ts[i:i + size] for i in range(0, len(ts), size)]
+    return [[n.payload for n in g] for g in _stacks(tasks, stack, lambda t: "")]
+
+
+def _stacks(tasks: list[Task], stack: int, run_dir: Callable[[Task], Path | str]) -> list[list[schedule.Node]]:
+    order = sorted(tasks, key=lambda t: (t.level, t.control or "", t.draw, t.r))
+    nodes = [schedule.Node(t, run_dir(t), t, stack="target", name=_name(t)) for t in order]
+    return schedule.groups(nodes, stack, even=True)
 
 
 def source_replicates(source_path: Path, rewind_iter: int) -> int:
@@ -491,39 +491,20 @@ def run(cfg: TransferConfig, *, store=None, data_dir=None, progress: bool = True
     with exp.lock():
         _atomic.write_json(exp.path / "transfer.json", links)
         with rnd.lock(wait=True):
-            _run_graph(spec, workers=workers, stack=stack, log=log)
+            _run_graph(spec, workers=workers, stack=stack, progress=progress, log=log)
     rows = transfer_rows(exp.path)
     return {"experiment": str(exp.path), "source": links["source"], "own": links["own"], "random": rnd.name,
             "rows": rows, "aggregate": results.aggregate(rows)}
 
 
-def _run_graph(spec: Spec, *, workers: int, stack: int, log: Callable[[str], None]) -> None:
-    probe: dict[int, Transfer] = {}
+def _run_graph(spec: Spec, *, workers: int, stack: int, progress: bool, log: Callable[[str], None]) -> None:
+    reps: dict[int, Transfer] = {}
 
-    def done(t: Task) -> bool:
-        rep = probe.get(t.r) or probe.setdefault(t.r, Transfer(spec, t.r))
-        return (rep.run_dir(t) / "summary.json").exists()
+    def run_dir(t: Task) -> Path:
+        return (reps.get(t.r) or reps.setdefault(t.r, Transfer(spec, t.r))).run_dir(t)
 
-    pending = [g for g in groups(graph(spec), stack) if not all(done(t) for t in g)]
-    if not pending:
-        return
-    if workers <= 1:
-        for g in pending:
-            log("training " + ", ".join(_name(t) for t in g))
-            run_tasks(spec, g)
-        return
-    import concurrent.futures as cf
-    from ticketlab.engine.parallel import make_executor
-    ex = make_executor("process", workers)
-    try:
-        futures = {ex.submit(run_tasks, spec, g): g for g in pending}
-        for f in cf.as_completed(futures):
-            f.result()  # a worker's error is raised here
-            log("trained " + ", ".join(_name(t) for t in futures[f]))
-    except BaseException:
-        ex.terminate()  # workers ignore SIGINT; their runs resume from checkpoints
-        raise
-    ex.shutdown(wait=True)
+    schedule.run(_stacks(graph(spec), stack, run_dir), functools.partial(run_tasks, spec), workers=workers,
+                 progress=progress, log=log)
 
 
 def _name(t: Task) -> str:
