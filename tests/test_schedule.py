@@ -71,7 +71,7 @@ def test_groups_are_a_fixed_function_of_nodes_and_stack(tmp_path):
 
 
 def test_lottery_groups_are_as_before():
-    T = runner.Task
+    T = runner.LotteryNode
     tasks = [T(r, L) for L in range(3) for r in range(2)] + [T(r, L, c) for L in (1, 2) for r in range(2)
                                                                for c in ("reinit", "continued")]
     got = runner.groups(tasks, 8)

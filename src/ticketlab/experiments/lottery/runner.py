@@ -37,8 +37,9 @@ from ticketlab.engine.tasks import get_task, task_of
 
 
 @dataclass(frozen=True)
-class Task:
-    """One run of the graph: a trunk level (control None) or a control branch at a level."""
+class LotteryNode:
+    """One run of the lottery graph (the key and payload of its `ticketlab.engine.schedule.Node`):
+    a trunk level (control None) or a control branch at a level."""
 
     r: int
     level: int
@@ -50,12 +51,12 @@ class Task:
         branch = branch_name(self.control, self.draw) if self.control else ""
         return (rep / branch if branch else rep) / f"level_{self.level}"
 
-    def deps(self) -> list["Task"]:
+    def deps(self) -> list["LotteryNode"]:
         if self.control is None:
-            return [Task(self.r, self.level - 1)] if self.level > 0 else []
-        deps = [Task(self.r, 0), Task(self.r, self.level - 1)]
+            return [LotteryNode(self.r, self.level - 1)] if self.level > 0 else []
+        deps = [LotteryNode(self.r, 0), LotteryNode(self.r, self.level - 1)]
         if self.control == "continued" and self.level > 1:
-            deps.append(Task(self.r, self.level - 1, "continued"))
+            deps.append(LotteryNode(self.r, self.level - 1, "continued"))
         return deps
 
     def kind(self) -> str:
@@ -67,7 +68,7 @@ class Task:
 
 
 @dataclass(frozen=True)
-class Spec:
+class LotterySpec:
     """What a worker needs to rebuild the experiment (picklable)."""
 
     train: object  # the task's recipe: a TrainConfig for classification
@@ -78,7 +79,10 @@ class Spec:
     task: str = "classify"  # `ticketlab.engine.tasks`: what `train` configures
 
 
-def replicate(spec: Spec, r: int, *, progress: bool = False, log=None) -> Replicate:
+Spec, Task = LotterySpec, LotteryNode  # the old names, kept for one release
+
+
+def replicate(spec: LotterySpec, r: int, *, progress: bool = False, log=None) -> Replicate:
     """Replicate r of the experiment, with its task's trainer."""
     seed, data_seed = replicate_seeds(spec.train, r)
     trainer = get_task(spec.task).make_trainer(
@@ -88,7 +92,7 @@ def replicate(spec: Spec, r: int, *, progress: bool = False, log=None) -> Replic
                      log=log or (lambda s: None))
 
 
-def run_tasks(spec: Spec, tasks: list[Task], progress: bool = False) -> list[Task]:
+def run_tasks(spec: LotterySpec, tasks: list[LotteryNode], progress: bool = False) -> list[LotteryNode]:
     """Train one group of tasks in this process: planned, then as one stack when they can."""
     exp = Path(spec.exp_path)
     tasks = [t for t in tasks if not (t.run_dir(exp) / "summary.json").exists()]
@@ -102,7 +106,7 @@ def run_tasks(spec: Spec, tasks: list[Task], progress: bool = False) -> list[Tas
     return tasks
 
 
-def groups(tasks: list[Task], stack: int) -> list[list[Task]]:
+def groups(tasks: list[LotteryNode], stack: int) -> list[list[LotteryNode]]:
     """Split the runs into the groups that train together (`ticketlab.engine.schedule.groups`).
 
     The split is a fixed function of the experiment (its runs and `stack`), never of timing or
@@ -116,36 +120,36 @@ def groups(tasks: list[Task], stack: int) -> list[list[Task]]:
     return [[n.payload for n in g] for g in _stacks(tasks, stack, Path())]
 
 
-def _stacks(tasks: list[Task], stack: int, exp: Path) -> list[list[schedule.Node]]:
+def _stacks(tasks: list[LotteryNode], stack: int, exp: Path) -> list[list[schedule.Node]]:
     order = sorted(tasks, key=lambda t: (t.level, t.kind(), t.control or "", t.draw, t.r))
     nodes = [schedule.Node(t, t.run_dir(exp), t, deps=tuple(t.deps()), name=_name(t),
                            stack=None if t.kind() == "dense" else (t.kind(), t.level)) for t in order]
     return schedule.groups(nodes, stack, even=True, spread=2)
 
 
-def graph(spec: Spec) -> list[Task]:
+def graph(spec: LotterySpec) -> list[LotteryNode]:
     """Every run of the experiment (trunks and controls), in a topological order."""
     cfg = spec.lottery
     probe = replicate(spec, 0)
     levels = lottery_levels(cfg, probe)
-    tasks = [Task(r, L) for L in range(levels + 1) for r in range(cfg.replicates)]
+    tasks = [LotteryNode(r, L) for L in range(levels + 1) for r in range(cfg.replicates)]
     control_levels = [L for L in (cfg.control_levels or range(1, levels + 1)) if L <= levels]
     for L in control_levels:
         for r in range(cfg.replicates):
             for c in cfg.controls:
                 for d in range(cfg.control_draws if c in RANDOM else 1):
-                    tasks.append(Task(r, L, c, d))
+                    tasks.append(LotteryNode(r, L, c, d))
     if "continued" in cfg.controls:  # a continued chain needs every level below it
         have = {t for t in tasks}
         for r in range(cfg.replicates):
             for L in range(1, max(control_levels, default=0)):
-                t = Task(r, L, "continued")
+                t = LotteryNode(r, L, "continued")
                 if t not in have:
                     tasks.append(t)
     return tasks
 
 
-def run_graph(spec: Spec, *, workers: int = 1, stack: int = 8, progress: bool = True,
+def run_graph(spec: LotterySpec, *, workers: int = 1, stack: int = 8, progress: bool = True,
               log: Callable[[str], None] | None = None, executor: cf.Executor | None = None) -> None:
     """Run every group of tasks not yet done, as soon as its dependencies are, on `workers` processes.
 
@@ -159,7 +163,7 @@ def run_graph(spec: Spec, *, workers: int = 1, stack: int = 8, progress: bool = 
                  progress=progress, log=log)
 
 
-def _name(t: Task) -> str:
+def _name(t: LotteryNode) -> str:
     return f"r{t.r}/{branch_name(t.control, t.draw) + '/' if t.control else ''}L{t.level}"
 
 
@@ -174,8 +178,8 @@ def run_lottery(train_cfg, cfg, *, store=None, data_dir=None, progress: bool = T
     if task.validate is not None:
         task.validate(train_cfg, data_dir)
     exp = Store(store).experiment("lottery", LotteryRun(train_cfg, cfg, task=task.name))
-    spec = Spec(train_cfg, cfg, str(exp.path), None if data_dir is None else str(data_dir), checkpoint_every,
-                task=task.name)
+    spec = LotterySpec(train_cfg, cfg, str(exp.path), None if data_dir is None else str(data_dir),
+                       checkpoint_every, task=task.name)
     with exp.lock():
         run_graph(spec, workers=workers, stack=stack, progress=progress, log=log)
     rows = run_rows(exp.path)
