@@ -220,7 +220,7 @@ def run(train_cfg: TrainConfig, sparse_cfg: SparseConfig, *, store=None, data_di
             if not (_rep_dir(exp.path, r) / "sparsity.json").exists():
                 _write_outputs(exp.path, r, train_cfg, sparse_cfg, build)
     rows = [replicate_row(exp.path, r) for r in range(replicates)]
-    return {"experiment": str(exp.path), "rows": rows, "aggregate": aggregate(rows)}
+    return {"experiment": str(exp.path), "rows": rows, "aggregate": aggregate_replicates(rows)}
 
 
 def _train_group(exp_path: Path, group: list[int], train_cfg: TrainConfig, cfg: SparseConfig, data, build,
@@ -335,7 +335,7 @@ def replicate_row(exp_path: Path, r: int) -> dict:
 AGG_METRICS = ("achieved_sparsity", "es_test_acc", "final_test_acc", "best_test_acc", "wall_time_s")
 
 
-def aggregate(rows: list[dict]) -> dict:
+def aggregate_replicates(rows: list[dict]) -> dict:
     """Mean and sample std of each metric over the replicates."""
     out = {"n": len(rows)}
     for k in AGG_METRICS:
@@ -345,5 +345,8 @@ def aggregate(rows: list[dict]) -> dict:
     return out
 
 
+aggregate = aggregate_replicates  # the old name, kept for one release (`engine.results.aggregate` is per branch, level)
+
+
 __all__ = ["SparseConfig", "SparseRun", "METHODS", "PRUNE_AT_INIT", "run", "make_method", "layer_sparsities",
-           "dense_policy", "init_masks", "churn_rows", "replicate_row", "aggregate"]
+           "dense_policy", "init_masks", "churn_rows", "replicate_row", "aggregate_replicates"]
