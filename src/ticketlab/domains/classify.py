@@ -12,7 +12,7 @@ import torch
 from ticketlab.data import load_dataset
 from ticketlab.models import create_model, output_layer_name, prunable_parameters
 from ticketlab.training.stacked import Stacked, stackable
-from ticketlab.engine.tasks import Task, register_task
+from ticketlab.engine.tasks import Domain, register_task
 from ticketlab.engine.trainer import Trainer  # noqa: F401  (the old `ticketlab.trainers.Trainer`)
 from ticketlab.training.loop import Run, RunOptions, TrainConfig, fit, fit_many, total_iterations
 
@@ -97,4 +97,4 @@ def validate(cfg: TrainConfig, data_dir=None) -> None:
                  init=cfg.init, **cfg.model_args)
 
 
-register_task(Task("classify", TrainConfig, make_trainer, metric="test_acc", validate=validate))
+register_task(Domain("classify", TrainConfig, make_trainer, metric="test_acc", validate=validate))

@@ -1,7 +1,7 @@
-"""Tasks: the domains the lottery engine runs on, by name (`ticketlab lottery --task NAME`).
+"""Domains the lottery engine runs on, registered by task name (`ticketlab lottery --task NAME`).
 
 IMP is the same procedure whatever is trained (Yu et al. 2019 apply LTH §2 unchanged to RL agents
-and to language models). A task names a training recipe (a config dataclass of `param()` fields,
+and to language models). A `Domain` names a training recipe (a config dataclass of `param()` fields,
 with `init_seed` and `data_seed` fields that the engine shifts per replicate) and how to make a
 `ticketlab.domains.classify.Trainer` from it; the engine, runner, store and results need nothing else.
 
@@ -24,8 +24,8 @@ from ticketlab.core.errors import ConfigError, TicketlabError
 
 
 @dataclass(frozen=True)
-class Task:
-    """A domain the lottery engine can prune.
+class Domain:
+    """A domain the lottery engine can prune, registered under its task name.
 
     `make_trainer(cfg, *, data_dir, progress, checkpoint_every)` returns a Trainer for one
     replicate (`cfg` already carries the replicate's seeds). `metric` is the key of the headline
@@ -43,13 +43,16 @@ class Task:
     validate: Callable | None = None
 
 
+Task = Domain  # the old name of the registry entry, kept for one release
+
+
 _MODULES = {"classify": "ticketlab.domains.classify", "rl": "ticketlab.domains.rl.task",
             "lm": "ticketlab.domains.nlp.lm_task", "translate": "ticketlab.domains.nlp.translate_task"}
 _EXTRAS = {"rl": "rl", "lm": "nlp", "translate": "nlp"}
-_TASKS: dict[str, Task] = {}
+_TASKS: dict[str, Domain] = {}
 
 
-def register_task(task: Task) -> Task:
+def register_task(task: Domain) -> Domain:
     """Make a task available by name (a task module calls this at import)."""
     _TASKS[task.name] = task
     return task
@@ -60,7 +63,7 @@ def task_names() -> list[str]:
     return sorted(set(_MODULES) | set(_TASKS))
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str) -> Domain:
     """The task called `name`, importing its module on first use."""
     if name not in _TASKS:
         if name not in _MODULES:
@@ -92,4 +95,4 @@ def task_of(cfg) -> str:
     raise ConfigError(f"no task takes a {type(cfg).__name__} config; tasks: {', '.join(task_names())}")
 
 
-__all__ = ["Task", "register_task", "get_task", "task_names", "task_of"]
+__all__ = ["Domain", "register_task", "get_task", "task_names", "task_of"]

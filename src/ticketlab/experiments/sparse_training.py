@@ -54,6 +54,7 @@ from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError
 from ticketlab.methods.saliency import SNIP, GraSP, PruneAtInit, SynFlow
 from ticketlab.methods.sparse import GMP, METHODS, SET, SNFS, Dense, Static
+from ticketlab.engine import schedule
 from ticketlab.training.loop import RunOptions, TrainConfig, load_state, total_iterations
 
 PRUNE_AT_INIT = tuple(n for n, c in METHODS.items() if issubclass(c, PruneAtInit))
@@ -184,19 +185,22 @@ def _rep_dir(exp_path: Path, r: int) -> Path:
     return Path(exp_path) / f"replicate_{r}"
 
 
-def _groups(exp_path: Path, pending: list[int], stack: int) -> list[list[int]]:
-    """Replicates to train together: interrupted groups as they were (group.json), then new ones."""
+def _groups(exp_path: Path, pending: list[int], stack: int, name: str = "") -> list[list[schedule.Node]]:
+    """Replicates to train together: interrupted groups as they were (group.json), so that each
+    resumes in the stack it started in, then the new ones in stacks of `stack` (every replicate
+    shares the recipe); `name` prefixes each replicate's name in the log."""
+    def node(r: int) -> schedule.Node:
+        return schedule.Node(r, _rep_dir(exp_path, r), r, stack="replicates", name=f"{name}r{r}")
+
     groups, seen = [], set()
     for r in pending:
         gfile = _rep_dir(exp_path, r) / "group.json"
         if r in seen or not (_rep_dir(exp_path, r) / "checkpoint.pt").exists() or not gfile.exists():
             continue
-        members = [m for m in json.loads(gfile.read_text())["members"] if m in pending]
-        groups.append(members)
+        members = [m for m in json.loads(gfile.read_text())["members"] if m in pending and m not in seen]
+        groups.append([node(m) for m in members])
         seen.update(members)
-    rest = [r for r in pending if r not in seen]
-    groups += [rest[i:i + stack] for i in range(0, len(rest), stack)]
-    return groups
+    return groups + schedule.groups([node(r) for r in pending if r not in seen], stack)
 
 
 def run(train_cfg: TrainConfig, sparse_cfg: SparseConfig, *, store=None, data_dir=None, progress: bool = True,
@@ -229,19 +233,18 @@ def run(train_cfg: TrainConfig, sparse_cfg: SparseConfig, *, store=None, data_di
     layer_sparsities(sparse_cfg, probe)
     exp = Store(store).experiment("sparse", SparseRun(train_cfg, sparse_cfg))
     total = total_iterations(train_cfg, len(data.train))
-    log = log or (lambda s: None)
     with exp.lock():
         pending = [r for r in range(replicates) if not (_rep_dir(exp.path, r) / "summary.json").exists()]
         can_stack = stack > 1 and stackable(probe)
-        for group in _groups(exp.path, pending, stack if can_stack else 1):
-            log(f"{sparse_cfg.method} {sparse_cfg.sparsity}: replicates {group}")
-            _train_group(exp.path, group, train_cfg, sparse_cfg, data, build, total, progress=progress,
-                         checkpoint_every=checkpoint_every, hooks=hooks)
+        groups = _groups(exp.path, pending, stack if can_stack else 1, f"{sparse_cfg.method} {sparse_cfg.sparsity}/")
+        schedule.run(groups, lambda group: _train_group(  # in this process: `data`, `build` and `hooks` stay here
+            exp.path, group, train_cfg, sparse_cfg, data, build, total, progress=progress,
+            checkpoint_every=checkpoint_every, hooks=hooks), log=log)
         for r in range(replicates):
             if not (_rep_dir(exp.path, r) / "sparsity.json").exists():
                 _write_outputs(exp.path, r, train_cfg, sparse_cfg, build)
     rows = [replicate_row(exp.path, r) for r in range(replicates)]
-    return {"experiment": str(exp.path), "rows": rows, "aggregate": aggregate(rows)}
+    return {"experiment": str(exp.path), "rows": rows, "aggregate": aggregate_replicates(rows)}
 
 
 def _train_group(exp_path: Path, group: list[int], train_cfg: TrainConfig, cfg: SparseConfig, data, build,
@@ -356,7 +359,7 @@ def replicate_row(exp_path: Path, r: int) -> dict:
 AGG_METRICS = ("achieved_sparsity", "es_test_acc", "final_test_acc", "best_test_acc", "wall_time_s")
 
 
-def aggregate(rows: list[dict]) -> dict:
+def aggregate_replicates(rows: list[dict]) -> dict:
     """Mean and sample std of each metric over the replicates."""
     out = {"n": len(rows)}
     for k in AGG_METRICS:
@@ -366,6 +369,9 @@ def aggregate(rows: list[dict]) -> dict:
     return out
 
 
+aggregate = aggregate_replicates  # the old name, kept for one release (`engine.results.aggregate` is per branch, level)
+
+
 __all__ = ["SparseConfig", "SparseRun", "METHODS", "PRUNE_AT_INIT", "run", "make_method", "method_config",
            "method_fields", "method_field", "layer_sparsities",
-           "dense_policy", "init_masks", "churn_rows", "replicate_row", "aggregate"]
+           "dense_policy", "init_masks", "churn_rows", "replicate_row", "aggregate_replicates"]

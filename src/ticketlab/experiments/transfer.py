@@ -52,7 +52,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -60,7 +59,7 @@ from typing import Callable
 import torch
 
 from ticketlab.core import atomic as _atomic, config as C, masks as M, pruning, scores
-from ticketlab.engine import results
+from ticketlab.engine import results, schedule
 from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.experiments.lottery.trunk import (LotteryConfig, Plan, execute, load_masks, prune, replicate_seeds,
                                                 save_masks)
@@ -213,7 +212,7 @@ def _seed(*parts) -> int:
 # ---- the experiment --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Spec:
+class TransferSpec:
     """Everything a worker needs to rebuild a transfer experiment's runs (picklable)."""
 
     source_path: str
@@ -228,8 +227,9 @@ class Spec:
 
 
 @dataclass(frozen=True)
-class Task:
-    """One run: the transferred ticket (control None) or a random ticket at a level."""
+class TransferNode:
+    """One run of the transfer graph (the key and payload of its `ticketlab.engine.schedule.Node`):
+    the transferred ticket (control None) or a random ticket at a level."""
 
     r: int
     level: int
@@ -237,10 +237,13 @@ class Task:
     draw: int = 0
 
 
+Spec, Task = TransferSpec, TransferNode  # the old names, kept for one release
+
+
 class Transfer:
     """Replicate r of a transfer: the source replicate's ticket and the target's trainer and seeds."""
 
-    def __init__(self, spec: Spec, r: int):
+    def __init__(self, spec: TransferSpec, r: int):
         from ticketlab.experiments.lottery.instability import open_replicate
         from ticketlab.domains.classify import ClassifyTrainer
         self.spec, self.r = spec, r
@@ -260,7 +263,7 @@ class Transfer:
             raise ConfigError(f"start: the source rewinds to iteration {k}, beyond the target's run length "
                               f"({self.trainer.total_iterations} iterations); use start=zero")
 
-    def run_dir(self, t: Task) -> Path:
+    def run_dir(self, t: TransferNode) -> Path:
         if t.control is None:
             return Path(self.spec.exp_path) / f"replicate_{self.r}" / f"level_{t.level}"
         return self.random_root(t.level) / f"replicate_{self.r}" / f"random_{t.draw}"
@@ -286,7 +289,7 @@ class Transfer:
 
     def masks(self, L: int) -> M.Masks:
         """The transferred ticket's masks at level L (saved in its run folder on first use)."""
-        path = self.run_dir(Task(self.r, L)) / "mask.pt"
+        path = self.run_dir(TransferNode(self.r, L)) / "mask.pt"
         if path.exists():
             return load_masks(path)
         src = self.source_masks(L)
@@ -325,7 +328,7 @@ class Transfer:
             _atomic.write_json(root / "counts.json", _counts(self.masks(L)))
         key = root.name
         init_seed = _seed("random-ticket-init", key, self.seed, d)
-        path = self.run_dir(Task(self.r, L, "random", d)) / "mask.pt"
+        path = self.run_dir(TransferNode(self.r, L, "random", d)) / "mask.pt"
         if path.exists():
             return load_masks(path), init_seed
         m = pruning.random_mask_like(self.masks(L), _seed("random-ticket-mask", key, self.seed, d), "layerwise")
@@ -333,7 +336,7 @@ class Transfer:
         return m, init_seed
 
     # ---- plans ----
-    def plan(self, t: Task) -> Plan:
+    def plan(self, t: TransferNode) -> Plan:
         """The run of a task, ready to train (or to stack with others)."""
         if t.control is None:
             masks, weights, seed = self.masks(t.level), self.start_weights(), self.seed
@@ -355,7 +358,7 @@ def _resume_point(run_dir: Path):
     return int(load_state(ckpt)["iteration"]) if ckpt.exists() else None
 
 
-def run_tasks(spec: Spec, tasks: list[Task]) -> list[Task]:
+def run_tasks(spec: TransferSpec, tasks: list[TransferNode]) -> list[TransferNode]:
     """Train one group of tasks in this process, as one stack when they can (runs already finished
     are skipped; runs interrupted at different points train apart, so each resumes exactly)."""
     reps: dict[int, Transfer] = {}
@@ -370,17 +373,19 @@ def run_tasks(spec: Spec, tasks: list[Task]) -> list[Task]:
     return tasks
 
 
-def groups(tasks: list[Task], stack: int) -> list[list[Task]]:
+def groups(tasks: list[TransferNode], stack: int) -> list[list[TransferNode]]:
     """The runs that train together: every run of a transfer experiment (transferred tickets and
     random tickets, at every level) shares the target's schedule, so they are split into balanced
     stacks of at most `stack`, by (level, control, draw, replicate). A fixed function of the tasks,
     so which runs share a stack (and so the float rounding) does not depend on timing."""
-    ts = sorted(tasks, key=lambda t: (t.level, t.control or "", t.draw, t.r))
-    if not ts:
-        return []
-    n = math.ceil(len(ts) / max(stack, 1))
-    size = math.ceil(len(ts) / n)
-    return [ts[i:i + size] for i in range(0, len(ts), size)]
+    return [[n.payload for n in g] for g in _stacks(tasks, stack, lambda t: "")]
+
+
+def _stacks(tasks: list[TransferNode], stack: int,
+            run_dir: Callable[[TransferNode], Path | str]) -> list[list[schedule.Node]]:
+    order = sorted(tasks, key=lambda t: (t.level, t.control or "", t.draw, t.r))
+    nodes = [schedule.Node(t, run_dir(t), t, stack="target", name=_name(t)) for t in order]
+    return schedule.groups(nodes, stack, even=True)
 
 
 def source_replicates(source_path: Path, rewind_iter: int) -> int:
@@ -401,7 +406,7 @@ def finished_levels(source_path: Path, replicates: int) -> list[int]:
 
 
 def prepare(cfg: TransferConfig, *, store=None, data_dir=None, checkpoint_every: int = 1000,
-            progress: bool = False) -> tuple[Spec, TrainConfig, LotteryConfig]:
+            progress: bool = False) -> tuple[TransferSpec, TrainConfig, LotteryConfig]:
     """Resolve and check a transfer before anything is written: the source, the target recipe, the
     output policy, input-shape compatibility, levels and replicates. Returns (spec, source training
     config, source lottery config); the experiment folders are created here, once all checks pass."""
@@ -443,22 +448,22 @@ def prepare(cfg: TransferConfig, *, store=None, data_dir=None, checkpoint_every:
     k = src_lot.rewind_iter if cfg.start == "rewind" else 0
     rnd = st.experiment("random_ticket", RandomTicketRun(target, k, k if cfg.start == "rewind"
                                                          and not src_lot.rewind_schedule else 0))
-    spec = Spec(str(src.path.absolute()), target, resolved, policy, str(exp.path), str(rnd.path),
+    spec = TransferSpec(str(src.path.absolute()), target, resolved, policy, str(exp.path), str(rnd.path),
                 None if data_dir is None else str(data_dir), checkpoint_every, progress)
     return spec, src_train, src_lot
 
 
-def graph(spec: Spec) -> list[Task]:
+def graph(spec: TransferSpec) -> list[TransferNode]:
     """Every run of the transfer experiment: transferred tickets, then random tickets (levels >= 1)."""
     cfg = spec.transfer
-    tasks = [Task(r, L) for L in cfg.levels for r in range(cfg.replicates)]
+    tasks = [TransferNode(r, L) for L in cfg.levels for r in range(cfg.replicates)]
     if "random" in cfg.controls:
-        tasks += [Task(r, L, "random", d) for L in cfg.levels if L > 0
+        tasks += [TransferNode(r, L, "random", d) for L in cfg.levels if L > 0
                   for r in range(cfg.replicates) for d in range(cfg.control_draws)]
     return tasks
 
 
-def own_lottery(spec: Spec, src_lot: LotteryConfig) -> LotteryConfig | None:
+def own_lottery(spec: TransferSpec, src_lot: LotteryConfig) -> LotteryConfig | None:
     """The lottery config of the target's own ticket (same pruning recipe, levels up to the deepest
     transferred one), or None when neither `own` nor `dense` is asked for."""
     cfg = spec.transfer
@@ -494,42 +499,24 @@ def run(cfg: TransferConfig, *, store=None, data_dir=None, progress: bool = True
     with exp.lock():
         _atomic.write_json(exp.path / "transfer.json", links)
         with rnd.lock(wait=True):
-            _run_graph(spec, workers=workers, stack=stack, log=log)
+            _run_graph(spec, workers=workers, stack=stack, progress=progress, log=log)
     rows = transfer_rows(exp.path)
     return {"experiment": str(exp.path), "source": links["source"], "own": links["own"], "random": rnd.name,
             "rows": rows, "aggregate": results.aggregate(rows)}
 
 
-def _run_graph(spec: Spec, *, workers: int, stack: int, log: Callable[[str], None]) -> None:
-    probe: dict[int, Transfer] = {}
+def _run_graph(spec: TransferSpec, *, workers: int, stack: int, progress: bool,
+               log: Callable[[str], None]) -> None:
+    reps: dict[int, Transfer] = {}
 
-    def done(t: Task) -> bool:
-        rep = probe.get(t.r) or probe.setdefault(t.r, Transfer(spec, t.r))
-        return (rep.run_dir(t) / "summary.json").exists()
+    def run_dir(t: TransferNode) -> Path:
+        return (reps.get(t.r) or reps.setdefault(t.r, Transfer(spec, t.r))).run_dir(t)
 
-    pending = [g for g in groups(graph(spec), stack) if not all(done(t) for t in g)]
-    if not pending:
-        return
-    if workers <= 1:
-        for g in pending:
-            log("training " + ", ".join(_name(t) for t in g))
-            run_tasks(spec, g)
-        return
-    import concurrent.futures as cf
-    from ticketlab.engine.parallel import make_executor
-    ex = make_executor("process", workers)
-    try:
-        futures = {ex.submit(run_tasks, spec, g): g for g in pending}
-        for f in cf.as_completed(futures):
-            f.result()  # a worker's error is raised here
-            log("trained " + ", ".join(_name(t) for t in futures[f]))
-    except BaseException:
-        ex.terminate()  # workers ignore SIGINT; their runs resume from checkpoints
-        raise
-    ex.shutdown(wait=True)
+    schedule.run(_stacks(graph(spec), stack, run_dir), functools.partial(run_tasks, spec), workers=workers,
+                 progress=progress, log=log)
 
 
-def _name(t: Task) -> str:
+def _name(t: TransferNode) -> str:
     return f"r{t.r}/{'random_' + str(t.draw) + '/' if t.control else ''}L{t.level}"
 
 
@@ -606,5 +593,5 @@ def experiment_info(exp_path: str | Path) -> dict:
 
 __all__ = ["TransferConfig", "TransferRun", "RandomTicketRun", "CONTROLS", "OUTPUT_POLICIES", "load_source",
            "resolve_target", "target_overrides", "check_compatible", "resolve_output_policy", "counts_key",
-           "Transfer", "Task", "Spec", "prepare", "graph", "groups", "run_tasks", "own_lottery", "run", "links",
-           "transfer_rows", "describe", "experiment_info"]
+           "Transfer", "TransferNode", "TransferSpec", "prepare", "graph", "groups", "run_tasks", "own_lottery",
+           "run", "links", "transfer_rows", "describe", "experiment_info"]

@@ -48,7 +48,7 @@ from ticketlab.core.schedules import lr_factor
 from ticketlab.domains.nlp.loop import fit
 from ticketlab.training.optim import make_optimizer
 from ticketlab.domains.nlp.vocab import Vocab, batchify, char_tokens, n_segments, segment, word_tokens
-from ticketlab.engine.tasks import Task, register_task
+from ticketlab.engine.tasks import Domain, register_task
 
 PRESETS: dict[str, dict] = {
     "lstm_small": dict(hidden=200, n_layers=2, dropout=0.0, init_scale=0.1, bptt=20, batch_size=20,
@@ -289,7 +289,7 @@ def validate(cfg: LMConfig, data_dir=None) -> None:
         raise ConfigError(f"bptt: {r['bptt']} is longer than the training streams ({data.train.shape[1]} tokens)")
 
 
-register_task(Task("lm", LMConfig, make_trainer, metric="test_ppl", higher_is_better=False, extra="nlp",
+register_task(Domain("lm", LMConfig, make_trainer, metric="test_ppl", higher_is_better=False, extra="nlp",
                    validate=validate))
 
 __all__ = ["LMConfig", "LMTrainer", "LMObjective", "PRESETS", "PUBLISHED_PTB_TEST_PPL", "load_lm_data",

@@ -45,7 +45,7 @@ from ticketlab.domains.nlp.loop import fit
 from ticketlab.training.optim import make_optimizer
 from ticketlab.domains.nlp.seq2seq import Seq2SeqTransformer
 from ticketlab.domains.nlp.tokenizer import BOS, EOS, PAD, Tokenizer, cached_tokenizer
-from ticketlab.engine.tasks import Task, register_task
+from ticketlab.engine.tasks import Domain, register_task
 
 
 @dataclass(frozen=True)
@@ -293,7 +293,7 @@ def validate(cfg: TranslateConfig, data_dir=None) -> None:
                        cfg.tokenizer, cfg.vocab_size, cfg.max_len)
 
 
-register_task(Task("translate", TranslateConfig, make_trainer, metric="test_bleu", higher_is_better=True,
+register_task(Domain("translate", TranslateConfig, make_trainer, metric="test_bleu", higher_is_better=True,
                    extra="nlp", validate=validate))
 
 __all__ = ["TranslateConfig", "TranslateTrainer", "TranslateObjective", "ParallelData", "corpus_bleu",

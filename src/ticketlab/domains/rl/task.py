@@ -13,7 +13,7 @@ from ticketlab.core.errors import ConfigError
 from ticketlab.domains.rl.config import RLConfig, resolve
 from ticketlab.domains.rl.envs import check_env_id, env_spaces, is_pixels
 from ticketlab.domains.rl.trainer import METRIC, RLTrainer
-from ticketlab.engine.tasks import Task, register_task
+from ticketlab.engine.tasks import Domain, register_task
 
 
 def make_trainer(cfg: RLConfig, *, data_dir=None, progress: bool = False,
@@ -34,5 +34,5 @@ def validate(cfg: RLConfig, data_dir=None) -> None:
         raise ConfigError(f"env: {cfg.env}'s action space {action_space} is neither discrete nor a box")
 
 
-register_task(Task("rl", RLConfig, make_trainer, metric=METRIC, higher_is_better=True, extra="rl",
+register_task(Domain("rl", RLConfig, make_trainer, metric=METRIC, higher_is_better=True, extra="rl",
                    validate=validate))

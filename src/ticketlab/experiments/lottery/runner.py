@@ -5,8 +5,8 @@ L−1's trained weights); a control at level L needs the same, plus level 0 (the
 for one-shot, the trained dense net); `continued` level L needs `continued` L−1. Everything
 else is independent. The graph comes from the trunk's steps (`ticketlab.experiments.lottery.trunk`):
 its runs are the loop's (`trunk.branches`), its edges the steps' declared inputs (`trunk.needs`),
-and a node runs the loop's own `prune` and `plan` before training. The runner keeps the ready runs
-flowing to the workers:
+and a node runs the loop's own `prune` and `plan` before training. The runner emits these runs
+to the one scheduler (`ticketlab.engine.schedule`), which keeps the ready runs flowing to the workers:
 
 - worker processes, one torch thread each (docs/performance.md §2: 2 processes ×
   1 thread gave 1.6× over one process, and 2 threads in one process can be 30× slower when
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import math
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,14 +33,16 @@ from typing import Callable
 from ticketlab.experiments.lottery import trunk
 from ticketlab.experiments.lottery.controls import CONTROLS, branch_name
 from ticketlab.experiments.lottery.trunk import LotteryConfig, LotteryRun, Replicate, execute, lottery_levels, replicate_seeds
+from ticketlab.engine import schedule
 from ticketlab.engine.results import aggregate, run_rows
 from ticketlab.engine.store import Store
 from ticketlab.engine.tasks import get_task, task_of
 
 
 @dataclass(frozen=True)
-class Task:
-    """One run of the graph: a trunk level (control None) or a control branch at a level."""
+class LotteryNode:
+    """One run of the lottery graph (the key and payload of its `ticketlab.engine.schedule.Node`):
+    a trunk level (control None) or a control branch at a level."""
 
     r: int
     level: int
@@ -52,9 +54,9 @@ class Task:
         branch = branch_name(self.control, self.draw) if self.control else ""
         return (rep / branch if branch else rep) / f"level_{self.level}"
 
-    def deps(self) -> list["Task"]:
+    def deps(self) -> list["LotteryNode"]:
         """The runs this one reads: the inputs its steps declare (`trunk.needs`)."""
-        return [Task(self.r, L, c) for L, c in trunk.needs(self.level, self.control)]
+        return [LotteryNode(self.r, L, c) for L, c in trunk.needs(self.level, self.control)]
 
     def kind(self) -> str:
         """Tasks of one kind share a schedule: the rewound ones (tickets, reinit, random masks,
@@ -65,7 +67,7 @@ class Task:
 
 
 @dataclass(frozen=True)
-class Spec:
+class LotterySpec:
     """What a worker needs to rebuild the experiment (picklable)."""
 
     train: object  # the task's recipe: a TrainConfig for classification
@@ -76,7 +78,10 @@ class Spec:
     task: str = "classify"  # `ticketlab.engine.tasks`: what `train` configures
 
 
-def replicate(spec: Spec, r: int, *, progress: bool = False, log=None) -> Replicate:
+Spec, Task = LotterySpec, LotteryNode  # the old names, kept for one release
+
+
+def replicate(spec: LotterySpec, r: int, *, progress: bool = False, log=None) -> Replicate:
     """Replicate r of the experiment, with its task's trainer."""
     seed, data_seed = replicate_seeds(spec.train, r)
     trainer = get_task(spec.task).make_trainer(
@@ -86,7 +91,7 @@ def replicate(spec: Spec, r: int, *, progress: bool = False, log=None) -> Replic
                      log=log or (lambda s: None))
 
 
-def run_tasks(spec: Spec, tasks: list[Task], progress: bool = False) -> list[Task]:
+def run_tasks(spec: LotterySpec, tasks: list[LotteryNode], progress: bool = False) -> list[LotteryNode]:
     """Train one group of tasks in this process: each pruned and planned by the trunk's steps, then
     trained as one stack when they can."""
     exp = Path(spec.exp_path)
@@ -102,8 +107,8 @@ def run_tasks(spec: Spec, tasks: list[Task], progress: bool = False) -> list[Tas
     return tasks
 
 
-def groups(tasks: list[Task], stack: int) -> list[list[Task]]:
-    """Split the runs into the groups that train together.
+def groups(tasks: list[LotteryNode], stack: int) -> list[list[LotteryNode]]:
+    """Split the runs into the groups that train together (`ticketlab.engine.schedule.groups`).
 
     The split is a fixed function of the experiment (its runs and `stack`), never of timing or
     of the number of workers, so results are reproducible: stacked and single runs agree only to
@@ -113,31 +118,26 @@ def groups(tasks: list[Task], stack: int) -> list[list[Task]]:
     each level. Level 0 (the dense runs) always trains unstacked: a rewind point that was not
     saved can then be replayed bit for bit (`ticketlab.experiments.lottery.instability`).
     """
-    by: dict[tuple, list[Task]] = {}
-    for t in tasks:
-        by.setdefault((t.kind(), t.level), []).append(t)
-    out = []
-    for (kind, _), ts in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        ts = sorted(ts, key=lambda t: (t.control or "", t.draw, t.r))
-        if kind == "dense" or stack <= 1:
-            out += [[t] for t in ts]
-            continue
-        n_groups = max(math.ceil(len(ts) / stack), min(len(ts), 2))
-        size = math.ceil(len(ts) / n_groups)
-        out += [ts[i:i + size] for i in range(0, len(ts), size)]
-    return out
+    return [[n.payload for n in g] for g in _stacks(tasks, stack, Path())]
 
 
-def graph(spec: Spec) -> list[Task]:
+def _stacks(tasks: list[LotteryNode], stack: int, exp: Path) -> list[list[schedule.Node]]:
+    order = sorted(tasks, key=lambda t: (t.level, t.kind(), t.control or "", t.draw, t.r))
+    nodes = [schedule.Node(t, t.run_dir(exp), t, deps=tuple(t.deps()), name=_name(t),
+                           stack=None if t.kind() == "dense" else (t.kind(), t.level)) for t in order]
+    return schedule.groups(nodes, stack, even=True, spread=2)
+
+
+def graph(spec: LotterySpec) -> list[LotteryNode]:
     """Every run of the experiment (trunks and controls), in a topological order."""
     cfg = spec.lottery
     probe = replicate(spec, 0)
     levels = lottery_levels(cfg, probe)
-    tasks = [Task(r, L) for L in range(levels + 1) for r in range(cfg.replicates)]
-    return tasks + [Task(r, L, c, d) for r in range(cfg.replicates) for L, c, d in trunk.branches(cfg, levels)]
+    tasks = [LotteryNode(r, L) for L in range(levels + 1) for r in range(cfg.replicates)]
+    return tasks + [LotteryNode(r, L, c, d) for r in range(cfg.replicates) for L, c, d in trunk.branches(cfg, levels)]
 
 
-def run_graph(spec: Spec, *, workers: int = 1, stack: int = 8, progress: bool = True,
+def run_graph(spec: LotterySpec, *, workers: int = 1, stack: int = 8, progress: bool = True,
               log: Callable[[str], None] | None = None, executor: cf.Executor | None = None) -> None:
     """Run every group of tasks not yet done, as soon as its dependencies are, on `workers` processes.
 
@@ -145,67 +145,14 @@ def run_graph(spec: Spec, *, workers: int = 1, stack: int = 8, progress: bool = 
     everything runs in this process (no start-up cost); otherwise groups go to worker processes
     (`ticketlab.engine.parallel`), or to the given `executor`.
     """
-    exp = Path(spec.exp_path)
-    tasks = graph(spec)
-    done = {t for t in tasks if (t.run_dir(exp) / "summary.json").exists()}
-    pending = [g for g in groups(tasks, stack) if any(t not in done for t in g)]
-    if not pending:
-        return
-    log = log or (lambda s: None)
-    bar = _bar(progress and (workers > 1 or executor is not None), len(tasks), len(done))
-    own = None
-    if executor is None and workers > 1:
-        from ticketlab.engine.parallel import make_executor
-        executor = own = make_executor("process", workers)
-    running: dict[cf.Future, list[Task]] = {}
-    try:
-        while pending or running:
-            ready = [g for g in pending if all(d in done for t in g for d in t.deps() if d not in g)]
-            if not ready and not running:
-                raise RuntimeError("runner: runs are pending but none is ready (a dependency cycle?)")
-            for g in ready[:max(0, (workers if executor else 1) - len(running))]:
-                pending.remove(g)
-                log("training " + ", ".join(_name(t) for t in g))
-                if executor is None:
-                    run_tasks(spec, g, progress=progress)
-                    _finish(g, done, bar)
-                else:
-                    running[executor.submit(run_tasks, spec, g)] = g
-            if running:
-                finished, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
-                for f in finished:
-                    g = running.pop(f)
-                    f.result()  # a worker's error is raised here
-                    _finish(g, done, bar)
-    except BaseException:
-        for f in running:
-            f.cancel()
-        if own is not None:  # workers ignore SIGINT: kill them; their runs resume from checkpoints
-            own.terminate()
-            own = None
-        raise
-    finally:
-        if own is not None:
-            own.shutdown(wait=True, cancel_futures=True)
-        if bar is not None:
-            bar.close()
+    inline = executor is None and workers <= 1  # per-run progress bars only in this process
+    train = functools.partial(run_tasks, spec, progress=progress) if inline else functools.partial(run_tasks, spec)
+    schedule.run(_stacks(graph(spec), stack, Path(spec.exp_path)), train, workers=workers, executor=executor,
+                 progress=progress, log=log)
 
 
-def _finish(group, done, bar) -> None:
-    done.update(group)
-    if bar is not None:
-        bar.update(len(group))
-
-
-def _name(t: Task) -> str:
+def _name(t: LotteryNode) -> str:
     return f"r{t.r}/{branch_name(t.control, t.draw) + '/' if t.control else ''}L{t.level}"
-
-
-def _bar(progress: bool, total: int, initial: int):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=initial, desc="runs", dynamic_ncols=True)
 
 
 def run_lottery(train_cfg, cfg, *, store=None, data_dir=None, progress: bool = True, log=None,
@@ -219,8 +166,8 @@ def run_lottery(train_cfg, cfg, *, store=None, data_dir=None, progress: bool = T
     if task.validate is not None:
         task.validate(train_cfg, data_dir)
     exp = Store(store).experiment("lottery", LotteryRun(train_cfg, cfg, task=task.name))
-    spec = Spec(train_cfg, cfg, str(exp.path), None if data_dir is None else str(data_dir), checkpoint_every,
-                task=task.name)
+    spec = LotterySpec(train_cfg, cfg, str(exp.path), None if data_dir is None else str(data_dir),
+                       checkpoint_every, task=task.name)
     with exp.lock():
         run_graph(spec, workers=workers, stack=stack, progress=progress, log=log)
     rows = run_rows(exp.path)

@@ -6,8 +6,8 @@ networks, gradients written out by hand (`Net.loss_and_grads`), one elementwise 
 (`optim.StackedOptimizer`). Each run still draws its own minibatches from its own generator and
 writes its own folder through `ticketlab.training.rundir` (`metrics.jsonl`, `checkpoint.pt` every
 `checkpoint_every` steps, `final.pt`, `corr.pt`, `summary.json`), so its results do not depend on its
-group, and an interrupted group resumes exactly. Groups run in this process or in worker processes
-(`ticketlab.engine.parallel`).
+group, and an interrupted group resumes exactly. Groups are scheduled by the one scheduler
+(`ticketlab.engine.schedule`), in this process or in worker processes (`ticketlab.engine.parallel`).
 
 Every `log_every` steps the correlation of every teacher node with every student node, of every
 hidden layer, after and before the activation, is measured on the run's evaluation inputs
@@ -16,6 +16,7 @@ hidden layer, after and before the activation, is measured on the run's evaluati
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from contextlib import ExitStack
@@ -25,7 +26,7 @@ from typing import Callable, Sequence
 import torch
 
 from ticketlab.core.schedules import lr_factor
-from ticketlab.core.errors import TicketlabError
+from ticketlab.engine import schedule
 from ticketlab.engine.store import Experiment
 from ticketlab.experiments.teacher_student import metrics as Mx
 from ticketlab.experiments.teacher_student.net import Net
@@ -204,52 +205,27 @@ def _fit_job(specs: list[JobSpec], checkpoint_every: int, verbose: bool) -> list
 
 def group_jobs(specs: Sequence[JobSpec], stack: int) -> list[list[JobSpec]]:
     """Group runs that can train as one computation: same shapes, same training fields, same
-    resume step; at most `stack` per group."""
-    groups: dict[tuple, list[JobSpec]] = {}
+    resume step; at most `stack` per group (`ticketlab.engine.schedule.groups`)."""
+    nodes = []
     for s in specs:
         cfg = {k: s.cfg[k] for k in SCHEDULE_FIELDS}
         at = RunDir(s.run_dir).checkpoint_iter() or 0
-        key = (json.dumps(cfg, sort_keys=True), s.shapes(), at)
-        groups.setdefault(key, []).append(s)
-    out = []
-    for g in groups.values():
-        out += [g[i:i + stack] for i in range(0, len(g), stack)]
-    return out
+        nodes.append(_node(s, stack=(json.dumps(cfg, sort_keys=True), s.shapes(), at)))
+    return [[n.payload for n in g] for g in schedule.groups(nodes, stack)]
+
+
+def _node(s: JobSpec, stack=None) -> schedule.Node:
+    name = f"{Path(s.exp_path).name}/{Path(s.run_dir).relative_to(s.exp_path)}"
+    return schedule.Node(s.run_dir, s.run_dir, s, stack=stack, name=name)
 
 
 def execute(groups: list[list[JobSpec]], *, workers: int = 1, checkpoint_every: int = 5000,
             verbose: bool = False, log: Callable[[str], None] | None = None) -> None:
-    """Train groups, in this process (workers = 1) or across worker processes (`ticketlab.engine.parallel`)."""
-    if not groups:
-        return
-    if workers <= 1 or len(groups) == 1:
-        for i, g in enumerate(groups):
-            if log:
-                log(f"group {i + 1}/{len(groups)}: {len(g)} run(s) of {Path(g[0].exp_path).name} ...")
-            _fit_job(g, checkpoint_every, verbose)
-        return
-    from concurrent.futures import FIRST_COMPLETED, wait
-    from ticketlab.engine.parallel import error_text, make_executor
-    ex = make_executor("process", workers=min(workers, len(groups)))
-    pending, running, errors = list(groups), {}, []
-    try:
-        while pending or running:
-            while pending and len(running) < ex.workers:
-                g = pending.pop(0)
-                running[ex.submit(_fit_job, g, checkpoint_every, verbose)] = g
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for f in done:
-                g = running.pop(f)
-                if f.exception() is not None:
-                    errors.append(f"{Path(g[0].run_dir).name} of {Path(g[0].exp_path).name}: {error_text(f.exception())}")
-                elif log:
-                    log(f"done: {len(g)} run(s) of {Path(g[0].exp_path).name}")
-    except KeyboardInterrupt:
-        ex.terminate()
-        raise
-    ex.shutdown()
-    if errors:
-        raise TicketlabError("teacher-student: " + "; ".join(errors))
+    """Train groups with the one scheduler (`ticketlab.engine.schedule`), in this process
+    (workers = 1, or a single group) or across worker processes (`ticketlab.engine.parallel`).
+    The first error of a group is raised, after the other groups are stopped."""
+    train = functools.partial(_fit_job, checkpoint_every=checkpoint_every, verbose=verbose)
+    schedule.run([[_node(s) for s in g] for g in groups], train, workers=workers if len(groups) > 1 else 1, log=log)
 
 
 __all__ = ["fit_group", "group_jobs", "execute"]

@@ -1,0 +1,137 @@
+"""The one scheduler (`ticketlab.engine.schedule`): dependency order, fixed groups, done runs
+skipped, errors and Ctrl-C reaching the caller, in this process and on worker processes."""
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from ticketlab.engine import parallel, schedule
+from ticketlab.engine.schedule import Node, groups, run
+from ticketlab.experiments.lottery import runner
+
+
+def train(trained: list, root: str, fail: str | None, payloads: list) -> list:
+    """Record the group, then write each run's summary (as every loop does, last)."""
+    if fail in payloads:
+        raise ValueError(f"run {fail} failed")
+    trained.append(list(payloads))
+    for p in payloads:
+        (Path(root) / p).mkdir(parents=True, exist_ok=True)
+        (Path(root) / p / "summary.json").write_text(json.dumps({"run": p}))
+    return payloads
+
+
+def worker_train(root: str, fail: str | None, payloads: list) -> list:
+    if fail in payloads:
+        raise ValueError(f"run {fail} failed in process {os.getpid()}")
+    return train([], root, None, payloads)
+
+
+def node(tmp_path, key, deps=(), stack=None):
+    return Node(key, tmp_path / key, key, deps=tuple(deps), stack=stack)
+
+
+def diamond(tmp_path):
+    """a -> (b, c) -> d, with b and c allowed to share a stack."""
+    return [node(tmp_path, "a"), node(tmp_path, "b", ["a"], "mid"), node(tmp_path, "c", ["a"], "mid"),
+            node(tmp_path, "d", ["b", "c"])]
+
+
+def test_dependencies_run_first_in_any_given_order(tmp_path):
+    nodes = diamond(tmp_path)
+    trained = []
+    # the groups listed in reverse: the scheduler still waits for each group's dependencies
+    run(list(reversed(groups(nodes, 8))), functools.partial(train, trained, str(tmp_path), None))
+    assert trained == [["a"], ["b", "c"], ["d"]]
+    assert all((tmp_path / k / "summary.json").exists() for k in "abcd")
+
+
+def test_dependencies_on_an_executor(tmp_path):
+    trained = []
+    run(groups(diamond(tmp_path), 1), functools.partial(train, trained, str(tmp_path), None),
+        executor=parallel.make_executor("inline"), workers=2)
+    order = [g[0] for g in trained]
+    assert order.index("a") < order.index("b") < order.index("d") and order.index("c") < order.index("d")
+
+
+def test_groups_are_a_fixed_function_of_nodes_and_stack(tmp_path):
+    nodes = [node(tmp_path, f"n{i}", stack=i % 2) for i in range(7)] + [node(tmp_path, "alone")]
+    keys = lambda gs: [[n.key for n in g] for g in gs]
+    # filled in turn, buckets in order of first appearance; a node without a stack key alone
+    assert keys(groups(nodes, 3)) == [["n0", "n2", "n4"], ["n6"], ["n1", "n3", "n5"], ["alone"]]
+    # even parts, and at least `spread` of them
+    assert keys(groups(nodes, 3, even=True)) == [["n0", "n2"], ["n4", "n6"], ["n1", "n3", "n5"], ["alone"]]
+    assert keys(groups(nodes, 8, even=True, spread=2)) == [["n0", "n2"], ["n4", "n6"], ["n1", "n3"], ["n5"],
+                                                           ["alone"]]
+    assert keys(groups(nodes, 1)) == [[k] for k in ["n0", "n2", "n4", "n6", "n1", "n3", "n5", "alone"]]
+    assert keys(groups(nodes, 3)) == keys(groups(list(nodes), 3))  # nothing but the nodes and stack
+
+
+def test_lottery_groups_are_as_before():
+    T = runner.LotteryNode
+    tasks = [T(r, L) for L in range(3) for r in range(2)] + [T(r, L, c) for L in (1, 2) for r in range(2)
+                                                               for c in ("reinit", "continued")]
+    got = runner.groups(tasks, 8)
+    assert got[:2] == [[T(0, 0)], [T(1, 0)]]  # level 0 (the dense runs): alone
+    # continued training has its own schedule; rewound runs of a level split in two for two workers
+    assert got[2:5] == [[T(0, 1, "continued")], [T(1, 1, "continued")],
+                        [T(0, 1), T(1, 1)]] and got[5] == [T(0, 1, "reinit"), T(1, 1, "reinit")]
+    assert sum(len(g) for g in got) == len(tasks) and len(runner.groups(tasks, 1)) == len(tasks)
+
+
+def test_done_runs_are_skipped(tmp_path):
+    nodes = diamond(tmp_path)
+    for k in ("a", "b"):
+        (tmp_path / k).mkdir()
+        (tmp_path / k / "summary.json").write_text("{}")
+    trained = []
+    run(groups(nodes, 8), functools.partial(train, trained, str(tmp_path), None))
+    assert trained == [["c"], ["d"]]  # b was done: only c of the b+c stack trains
+    again = []
+    run(groups(nodes, 8), functools.partial(train, again, str(tmp_path), None))
+    assert again == []
+
+
+def test_a_failing_run_raises_in_the_caller_and_stops_the_graph(tmp_path):
+    trained = []
+    with pytest.raises(ValueError, match="run b failed"):
+        run(groups(diamond(tmp_path), 1), functools.partial(train, trained, str(tmp_path), "b"))
+    assert "d" not in [k for g in trained for k in g]
+    with pytest.raises(ValueError, match="run a failed"):
+        run(groups(diamond(tmp_path / "x"), 1), functools.partial(train, [], str(tmp_path / "x"), "a"),
+            executor=parallel.make_executor("inline"), workers=2)
+
+
+def test_a_worker_error_reaches_the_caller(tmp_path):
+    nodes = [node(tmp_path, k, stack="s") for k in "abcd"]
+    with pytest.raises(ValueError, match="run c failed in process") as e:
+        run(groups(nodes, 2), functools.partial(worker_train, str(tmp_path), "c"), workers=2)
+    assert f"process {os.getpid()}" not in str(e.value)  # raised in a worker, re-raised here
+
+
+def test_ctrl_c_kills_own_workers(tmp_path, monkeypatch):
+    class Pool(parallel.InlineExecutor):
+        terminated = False
+
+        def terminate(self):
+            Pool.terminated = True
+
+    def interrupt(payloads):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(schedule, "make_executor", lambda backend, workers: Pool())
+    with pytest.raises(KeyboardInterrupt):
+        run(groups(diamond(tmp_path), 1), interrupt, workers=2)
+    assert Pool.terminated
+
+
+def test_bad_graphs_are_errors(tmp_path):
+    with pytest.raises(ValueError, match="not in the graph"):
+        run([[node(tmp_path, "a", ["z"])]], lambda p: None)
+    with pytest.raises(ValueError, match="share a key"):
+        run([[node(tmp_path, "a")], [node(tmp_path, "a")]], lambda p: None)
+    with pytest.raises(RuntimeError, match="cycle"):
+        run([[node(tmp_path, "a", ["b"])], [node(tmp_path, "b", ["a"])]], lambda p: None)
