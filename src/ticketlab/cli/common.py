@@ -45,16 +45,20 @@ def run_flags(p, kind: str | None, fields: tuple[str, ...] = ALL) -> None:
         if name == "progress":
             p.add_argument(flag, dest="quiet", action="store_true", help="no progress bar; print only the result")
             continue
-        help_ = meta[name]["help"].split(" (default")[0]
-        default = _default(name, kind)
-        kw = dict(choices=meta[name]["choices"]) if meta[name]["choices"] else dict(type=int)
+        # choices are checked by RunOptions, so that a bad value is one line naming the field
+        kw = {} if meta[name]["choices"] else dict(type=int)
+        what = "trials at once, one process each" if kind is None and name == "workers" else meta[name]["help"]
+        if meta[name]["choices"]:
+            what += f": {', '.join(meta[name]['choices'])}"
         p.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar=metavar,
-                       help=f"{help_} (default: {default})", **kw)
+                       help=f"{what} (default: {_default(name, kind)})", **kw)
 
 
 def _default(name: str, kind: str | None) -> str:
     if name == "workers":
-        return "one per core, capped at the runs that can train at once" if kind else "one per core"
+        if kind is None:  # a sweep: its workers run trials
+            return "one per core, at most one per trial; ray: the cluster's CPUs"
+        return "one per core, capped at the runs that can train at once"
     if name in ("stack", "checkpoint_every"):
         return str(KIND_DEFAULTS[kind][name]) if kind else "each trial kind's"
     if name == "threads":

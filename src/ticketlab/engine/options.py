@@ -49,15 +49,14 @@ KIND_DEFAULTS = {
 class RunOptions:
     """How to run an experiment; see the module docstring for what None means per field."""
 
-    workers: int | None = param(None, "worker processes, one torch thread each (1: this process; default: one "
-                                "per core, capped at the runs that can train at once)", min=1, hashed=False)
-    stack: int | None = param(None, "runs of a stackable model trained as one batched computation (1: off; "
-                              "default: the kind's)", min=1, hashed=False)
-    threads: int | None = param(None, "torch threads in this process (default: 1 on the command line)", min=1,
+    workers: int | None = param(None, "worker processes, one torch thread each (1: this process)", min=1,
                                 hashed=False)
-    progress: bool = param(True, "progress bars and log lines on stderr", hashed=False)
-    checkpoint_every: int | None = param(None, "iterations (steps) between resumable checkpoints (default: "
-                                         "the kind's)", min=1, hashed=False)
+    stack: int | None = param(None, "runs of a stackable model trained as one batched computation (1: off)", min=1,
+                              hashed=False)
+    threads: int | None = param(None, "torch threads in this process", min=1, hashed=False)
+    progress: bool = param(True, "progress bars and log lines", hashed=False)
+    checkpoint_every: int | None = param(None, "iterations (steps) between resumable checkpoints", min=1,
+                                         hashed=False)
     device: str = param("cpu", "the device runs train on", choices=DEVICES, hashed=False)
 
     def __post_init__(self):
