@@ -18,7 +18,8 @@ Teacher–student trials are *batched*: all of a sweep's points go to one call, 
 different points sharing shapes and schedule train as one stacked computation, exactly as
 `ticketlab teacher-student --sweep ...` trains them (its `--workers` spread the groups).
 
-To add a kind, `register(Kind(...))`; see the Architecture notes (ARCH_SWEEP.md) for an example.
+To add a kind, `register(Kind(...))` (an example is in the README's Architecture section): its
+sections, its store folder, and a function running one trial with a `Context`.
 """
 
 from __future__ import annotations
