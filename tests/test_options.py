@@ -14,7 +14,7 @@ from ticketlab import api
 from ticketlab.cli.commands import main, parser
 from ticketlab.cli.common import run_options
 from ticketlab.core import config as C
-from ticketlab.core.errors import ConfigError
+from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.engine.options import KIND_DEFAULTS, RunOptions
 from ticketlab.engine.parallel import cpu_count
 from ticketlab.experiments.lottery import runner
@@ -52,9 +52,11 @@ def test_each_kind_keeps_its_measured_stack_and_checkpoint_interval():
     got = {k: (RunOptions().resolved(k).stack, RunOptions().resolved(k).checkpoint_every) for k in KIND_DEFAULTS}
     assert got == {"train": (1, 1000), "lottery": (8, 1000), "sparse": (8, 1000), "transfer": (8, 1000),
                    "teacher_student": (16, 5000)}
-    # default workers: one per core, capped at the runs that can train at once
-    assert RunOptions().resolved("lottery").workers == cpu_count()
-    assert RunOptions().resolved("lottery", runs=1).workers == 1
+    # default workers: 1 in a Python caller's process; where the caller owns its process (the
+    # command line), one per core, capped at the runs that can train at once
+    assert RunOptions().resolved("lottery", runs=4).workers == 1
+    assert RunOptions().resolved("lottery", own_process=True).workers == cpu_count()
+    assert RunOptions().resolved("lottery", runs=1, own_process=True).workers == 1
     assert RunOptions(workers=3, stack=2).resolved("teacher_student", runs=1) == RunOptions(
         workers=3, stack=2, checkpoint_every=5000)
     assert api.lottery_width(LotteryConfig()) == 1
@@ -101,12 +103,28 @@ def test_keywords_build_the_options_and_override_them(calls):
     api.lottery(TINY, LotteryConfig(), workers=1, stack=1, progress=False, checkpoint_every=7)
     keys = ("workers", "stack", "progress", "checkpoint_every")
     assert [tuple(c[k] for k in keys) for c in calls] == [
-        (1, 8, True, 1000), (min(cpu_count(), 4), 8, True, 1000), (2, 2, True, 1000), (1, 1, False, 7)]
+        (1, 8, True, 1000), (1, 8, True, 1000), (2, 2, True, 1000), (1, 1, False, 7)]
     calls.clear()
     api.teacher_student([])
-    api.teacher_student([], verbose=False, workers=1)
+    api.teacher_student([], verbose=False, workers=2)
     assert [(c["stack"], c["checkpoint_every"], c["verbose"], c["workers"]) for c in calls] == [
-        (16, 5000, True, cpu_count()), (16, 5000, False, 1)]
+        (16, 5000, True, 1), (16, 5000, False, 2)]
+
+
+def test_the_command_line_owns_its_process_one_worker_per_core_capped_at_the_runs(tmp_path, calls, monkeypatch):
+    base = ["--store", str(tmp_path), "--quiet", "--dataset", "mnist1d", "--levels", "1"]
+    assert main(["lottery", *base]) == 0
+    assert main(["lottery", *base, "--replicates", "2", "--controls", "reinit"]) == 0
+    assert main(["lottery", *base, "--replicates", "2", "--workers", "1"]) == 0
+
+    def stop(cfgs, **kw):  # the teacher-student command's options, then stop
+        calls.append(C.to_dict(kw["options"]))
+        raise TicketlabError("stop")
+
+    monkeypatch.setattr(api, "teacher_student", stop)
+    assert main(["teacher-student", "--store", str(tmp_path), "--quiet"]) == 2
+    assert [c["workers"] for c in calls] == [1, min(cpu_count(), 4), 1, cpu_count()]
+    assert [c["stack"] for c in calls] == [8, 8, 8, 16]
 
 
 def test_a_config_files_sweep_table_gives_run_options_and_flags_override_it(tmp_path, calls):

@@ -14,9 +14,11 @@ checkpoint_every, device), the same object and defaults as the command line's ru
     api.lottery(train_cfg, cfg, options=RunOptions(workers=2, stack=8))
     api.lottery(train_cfg, cfg, workers=2, stack=8)        # the same: keywords build the options
 
-`workers` defaults to one process per core, capped at the runs that can train at once; worker
-processes import the calling script again, so a script that runs more than one process guards its
-entry point with `if __name__ == "__main__":` (or passes workers=1).
+Called from Python, `workers` defaults to 1: every run in the caller's process, as always (worker
+processes would not see what the caller registered or patched at run time, and would import its
+script again; a script asking for workers > 1 guards its entry point with `if __name__ ==
+"__main__":`). The command line, which owns its process, defaults to one worker per core, capped at
+the runs that can train at once (`lottery_width`, `transfer_width`).
 """
 
 from __future__ import annotations
@@ -38,10 +40,10 @@ def build(cfg: TrainConfig, data_dir=None, *, seed: int | None = None):
     return dense.build(cfg, data_dir, seed=seed)
 
 
-def _options(kind: str, options: RunOptions | None, runs: int | None = None, **given) -> RunOptions:
+def _options(kind: str, options: RunOptions | None, **given) -> RunOptions:
     """The run options of one call: `options` with the keywords given (not None) applied, every
-    None filled with `kind`'s default (`runs` caps the default workers); threads applied when given."""
-    opts = RunOptions.build(options, **given).resolved(kind, runs)
+    None filled with `kind`'s default (workers: 1, the caller's process); threads applied when given."""
+    opts = RunOptions.build(options, **given).resolved(kind)
     if opts.threads is not None:
         set_threads(opts.threads)
     return opts
@@ -51,7 +53,7 @@ def train(cfg: TrainConfig, *, store=None, data_dir=None, progress: bool | None 
           tensorboard: bool = False, checkpoint_every: int | None = None, options: RunOptions | None = None) -> dict:
     """Train one dense model (the `ticketlab train` command). Returns the run's summary dict,
     with `experiment` set to the experiment's folder."""
-    o = _options("train", options, 1, progress=progress, checkpoint_every=checkpoint_every)
+    o = _options("train", options, progress=progress, checkpoint_every=checkpoint_every)
     return dense.train(cfg, store=store, data_dir=data_dir, progress=o.progress, tensorboard=tensorboard,
                        checkpoint_every=o.checkpoint_every)
 
@@ -63,14 +65,14 @@ def lottery(train_cfg, cfg, *, store=None, data_dir=None, progress: bool | None 
 
     `train_cfg` is the task's recipe: a `TrainConfig` (classification), or the config of another
     task (`ticketlab.engine.tasks`: RL agents, language models, translation), which picks the trainer.
-    Runs go to `workers` processes (1: this process; default: one per core, at most the runs that
-    can train at once), and compatible runs of a stackable model train `stack` at a time (default 8)
-    as one batched computation (`ticketlab.experiments.lottery.runner`).
+    Runs go to `workers` processes (default 1: this process), and compatible runs of a stackable
+    model train `stack` at a time (default 8) as one batched computation
+    (`ticketlab.experiments.lottery.runner`).
     Returns {"experiment": folder, "rows": one row per trained network, "aggregate": mean ± std
     per (branch, level)}. Levels, replicates and controls already in the store are not re-run.
     """
     from ticketlab.experiments.lottery.runner import run_lottery
-    o = _options("lottery", options, lottery_width(cfg), progress=progress, checkpoint_every=checkpoint_every,
+    o = _options("lottery", options, progress=progress, checkpoint_every=checkpoint_every,
                  workers=workers, stack=stack)
     return run_lottery(train_cfg, cfg, store=store, data_dir=data_dir, progress=o.progress, log=log,
                        checkpoint_every=o.checkpoint_every, workers=o.workers, stack=o.stack)
@@ -140,7 +142,7 @@ def sparse_train(train_cfg: TrainConfig, sparse_cfg, *, store=None, data_dir=Non
 
     Replicates of a stackable model train `stack` at a time (default 8). Returns {"experiment", "rows", "aggregate"}."""
     from ticketlab.experiments.sparse_training import run
-    o = _options("sparse", options, replicates, progress=progress, stack=stack, checkpoint_every=checkpoint_every)
+    o = _options("sparse", options, progress=progress, stack=stack, checkpoint_every=checkpoint_every)
     return run(train_cfg, sparse_cfg, store=store, data_dir=data_dir, progress=o.progress, replicates=replicates,
                stack=o.stack, checkpoint_every=o.checkpoint_every, log=log)
 
@@ -232,7 +234,7 @@ def transfer(cfg=None, *, matrix=None, store=None, data_dir=None, progress: bool
     if matrix is not None and options is None:  # the file's [sweep] run options, under the keywords
         from ticketlab.experiments.transfer_matrix import run_options
         options = run_options(matrix)
-    o = _options("transfer", options, None if cfg is None else transfer_width(cfg), progress=progress,
+    o = _options("transfer", options, progress=progress,
                  checkpoint_every=checkpoint_every, workers=workers, stack=stack)
     kw = dict(store=store, data_dir=data_dir, progress=o.progress, log=log, checkpoint_every=o.checkpoint_every,
               workers=o.workers, stack=o.stack)
@@ -257,8 +259,7 @@ def teacher_student(cfg, *, store=None, workers: int | None = None, stack: int |
     """Teacher–student specialization, luck and node tickets (`ticketlab teacher-student`; see
     `ticketlab.experiments.teacher_student`). `cfg`: a TeacherStudentConfig or a list of them (a sweep),
     whose runs of one shape and schedule train `stack` at a time (default 16), in `workers`
-    processes (default: one per core, at most one per group); `verbose` is `progress` (each run's
-    log lines). `out`: write the CSV tables and plots of every experiment there.
+    processes (default 1: this process); `verbose` is `progress` (each run's log lines). `out`: write the CSV tables and plots of every experiment there.
     Returns {"experiments", "rows", "files"}."""
     from ticketlab.experiments.teacher_student.experiment import run
     o = _options("teacher_student", options, progress=verbose, workers=workers, stack=stack,

@@ -39,7 +39,8 @@ def cmd_lottery(ns) -> None:
     from ticketlab.experiments.lottery.trunk import LotteryConfig
     from ticketlab.engine.tasks import get_task
     train_cfg, cfg = _configs({"train": get_task(ns.task).config, "lottery": LotteryConfig}, ns)
-    opts = run_options(ns)
+    # the command owns its process: by default one worker per core, capped at the runs at once
+    opts = run_options(ns).resolved("lottery", api.lottery_width(cfg), own_process=True)
     api.set_threads(opts.threads)
     log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
     res = api.lottery(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, log=log, options=opts)
@@ -120,7 +121,9 @@ def cmd_demo(ns) -> None:
     from ticketlab import api
     api.set_threads(1)
     log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
-    res = api.demo(store=ns.store, log=log, options=run_options(ns))
+    from ticketlab.experiments.lottery.trunk import LotteryConfig
+    width = api.lottery_width(LotteryConfig(**api.DEMO_LOTTERY))
+    res = api.demo(store=ns.store, log=log, options=run_options(ns).resolved("lottery", width, own_process=True))
     print(f"experiment: {res['experiment']}")
     print("MNIST-1D, 40-300-100-10 MLP, IMP 20%/level with reset to init, 2 replicates")
     print("test accuracy at the early-stopping iteration (mean ± std over replicates)")

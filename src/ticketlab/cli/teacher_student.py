@@ -63,7 +63,8 @@ def cmd_teacher_student(ns: argparse.Namespace) -> None:
     own = sorted(set(sweep.options) & set(grammar.OWN))
     if own:
         raise ConfigError(f"{own[0]} in [sweep] of {ns.config} applies to `ticketlab sweep` only")
-    opts = run_options(ns, sweep.options)
+    # the command owns its process: by default one worker per core (its loop caps them at the groups)
+    opts = run_options(ns, sweep.options).resolved(KIND, own_process=True)
     api.set_threads(opts.threads)
     log = None if ns.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     res = api.teacher_student(cfgs, store=ns.store, out=ns.out, log=log, options=opts)

@@ -75,12 +75,13 @@ def cmd_transfer(ns) -> None:
         opts = run_options(ns)
     api.set_threads(opts.threads)
     log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
-    kw = dict(store=ns.store, data_dir=ns.data_dir, log=log, options=opts)
+    kw = dict(store=ns.store, data_dir=ns.data_dir, log=log)
     targets = {k[len(PREFIX):]: v for k, v in vars(ns).items() if k.startswith(PREFIX)}
     if ns.matrix:
         if ns.source or ns.config or targets:
             raise ConfigError("--matrix runs the pairs of its file: give no SOURCE, --config or --target-* flags")
-        res = api.transfer(matrix=ns.matrix, **kw)
+        # the command owns its process: by default one worker per core
+        res = api.transfer(matrix=ns.matrix, options=opts.resolved("transfer", own_process=True), **kw)
         from ticketlab.experiments.transfer_matrix import summary
         rows = summary(res["transfers"])
         cols = ["source", "target", "level", "remaining_%", "n", "transfer_acc_%", "random_acc_%", "own_acc_%",
@@ -96,7 +97,7 @@ def cmd_transfer(ns) -> None:
             changes["target"] = {**cfg.target, **targets}
         if changes:
             cfg = C.replace(cfg, **changes)
-        res = api.transfer(cfg, **kw)
+        res = api.transfer(cfg, options=opts.resolved("transfer", api.transfer_width(cfg), own_process=True), **kw)
         print(f"experiment: {res['experiment']}")
         print(f"source: {res['source']}   own ticket: {res['own'] or '-'}   random tickets: {res['random']}")
         print("test accuracy at the early-stopping iteration (mean ± std over replicates)")

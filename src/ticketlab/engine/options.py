@@ -12,13 +12,17 @@ trained alone to rounding, not bit for bit (docs/performance.md §4, tests/test_
 why each kind keeps the stack it was measured with, and `None` means "the kind's default":
 
     field             None means
-    workers           one per core, capped at the runs of the experiment that can train at once
-                      (1 runs everything in the calling process)
     stack             8 (lottery, transfer, sparse; docs/performance.md §2: 8 stacked models per
                       process ≈ 1.9× one at a time), 16 (teacher_student), 1 (train)
     checkpoint_every  1000 iterations; 5000 steps for teacher_student
-    threads           1 torch thread on the command line (docs/performance.md §2); the Python API
-                      leaves the calling process's setting alone unless it is given
+    workers           where the caller owns its process (the `ticketlab` command, a sweep's
+                      dispatcher): one per core, capped at the runs that can train at once
+                      (`own_process=True`). In a Python caller's process: 1, every run in that
+                      process, as the API always did; worker processes would see none of the
+                      caller's run-time registrations (datasets, corpora) or patches, and would
+                      import its script again.
+    threads           on the command line, 1 torch thread (docs/performance.md §2); in a Python
+                      caller's process, its own setting, left alone
 
 `device` is "cpu", the only device so far.
 """
@@ -43,6 +47,7 @@ KIND_DEFAULTS = {
     "transfer": dict(stack=8, checkpoint_every=1000),
     "teacher_student": dict(stack=16, checkpoint_every=5000),
 }
+DEFAULT = dict(stack=1, checkpoint_every=1000)  # a kind not measured yet: one run at a time
 
 
 @dataclass(frozen=True)
@@ -86,15 +91,14 @@ class RunOptions:
         ConfigError naming the key and `source`."""
         return C.from_dict(cls, values, source=source)
 
-    def resolved(self, kind: str, runs: int | None = None) -> "RunOptions":
-        """Every None filled for `kind` (a key of KIND_DEFAULTS); `runs`, when known, caps the
-        default workers at the runs that can train at once. Threads stay as given."""
-        if kind not in KIND_DEFAULTS:
-            raise ConfigError(f"kind: got {kind!r}, expected one of {', '.join(KIND_DEFAULTS)}")
-        d = KIND_DEFAULTS[kind]
+    def resolved(self, kind: str, runs: int | None = None, *, own_process: bool = False) -> "RunOptions":
+        """Every None filled for `kind` (KIND_DEFAULTS; a kind not listed: stack 1, checkpoints every
+        1000). Default workers: with `own_process` (the caller owns its process), one per core, capped
+        at `runs` (the runs that can train at once) when known; otherwise 1. Threads stay as given."""
+        d = KIND_DEFAULTS.get(kind, DEFAULT)
         workers = self.workers
         if workers is None:
-            workers = max(1, min(cpu_count(), runs)) if runs is not None else cpu_count()
+            workers = 1 if not own_process else max(1, min(cpu_count(), runs or cpu_count()))
         return dataclasses.replace(self, workers=workers, stack=self.stack or d["stack"],
                                    checkpoint_every=self.checkpoint_every or d["checkpoint_every"])
 
@@ -104,4 +108,4 @@ def fields() -> list[str]:
     return C.field_names(RunOptions)
 
 
-__all__ = ["RunOptions", "KIND_DEFAULTS", "DEVICES", "fields"]
+__all__ = ["RunOptions", "KIND_DEFAULTS", "DEFAULT", "DEVICES", "fields"]

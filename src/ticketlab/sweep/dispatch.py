@@ -197,7 +197,8 @@ def _run_batched(trials: list[Trial], rows: dict, n_total: int, say, *, retries:
     kind = KINDS[trials[0].kind]
     if any(t.kind != kind.name for t in trials):
         raise ConfigError("a sweep runs the trials of one batched kind at a time")
-    ctx = Context(store, data_dir, options.resolved(kind.name), 1)
+    # like the trials' workers, the batch's are the sweep's: by default one per core
+    ctx = Context(store, data_dir, options.resolved(kind.name, own_process=True), 1)
     before = {t.index: summaries(experiment_path(t, store)) for t in trials}
     for attempt in range(1, retries + 2):
         t0 = time.perf_counter()
