@@ -7,6 +7,18 @@
 Each function takes a config dataclass, finds (or creates) the experiment's folder in
 the results store, and runs whatever is not done yet: a finished experiment returns its
 stored results without training; an interrupted one resumes.
+
+How it runs is one `RunOptions` (`ticketlab.engine.options`: workers, stack, threads, progress,
+checkpoint_every, device), the same object and defaults as the command line's run flags:
+
+    api.lottery(train_cfg, cfg, options=RunOptions(workers=2, stack=8))
+    api.lottery(train_cfg, cfg, workers=2, stack=8)        # the same: keywords build the options
+
+Called from Python, `workers` defaults to 1: every run in the caller's process, as always (worker
+processes would not see what the caller registered or patched at run time, and would import its
+script again; a script asking for workers > 1 guards its entry point with `if __name__ ==
+"__main__":`). The command line, which owns its process, defaults to one worker per core, capped at
+the runs that can train at once (`lottery_width`, `transfer_width`).
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ from pathlib import Path
 
 from ticketlab.data import load_dataset
 from ticketlab.core.errors import TicketlabError
+from ticketlab.engine.options import RunOptions
 from ticketlab.engine.store import Experiment, Store
 from ticketlab.engine.parallel import set_threads  # noqa: F401  (part of the API)
 from ticketlab.experiments import dense
@@ -27,28 +40,49 @@ def build(cfg: TrainConfig, data_dir=None, *, seed: int | None = None):
     return dense.build(cfg, data_dir, seed=seed)
 
 
-def train(cfg: TrainConfig, *, store=None, data_dir=None, progress: bool = True,
-          tensorboard: bool = False, checkpoint_every: int = 1000) -> dict:
+def _options(kind: str, options: RunOptions | None, **given) -> RunOptions:
+    """The run options of one call: `options` with the keywords given (not None) applied, every
+    None filled with `kind`'s default (workers: 1, the caller's process); threads applied when given."""
+    opts = RunOptions.build(options, **given).resolved(kind)
+    if opts.threads is not None:
+        set_threads(opts.threads)
+    return opts
+
+
+def train(cfg: TrainConfig, *, store=None, data_dir=None, progress: bool | None = None,
+          tensorboard: bool = False, checkpoint_every: int | None = None, options: RunOptions | None = None) -> dict:
     """Train one dense model (the `ticketlab train` command). Returns the run's summary dict,
     with `experiment` set to the experiment's folder."""
-    return dense.train(cfg, store=store, data_dir=data_dir, progress=progress, tensorboard=tensorboard,
-                       checkpoint_every=checkpoint_every)
+    o = _options("train", options, progress=progress, checkpoint_every=checkpoint_every)
+    return dense.train(cfg, store=store, data_dir=data_dir, progress=o.progress, tensorboard=tensorboard,
+                       checkpoint_every=o.checkpoint_every)
 
 
-def lottery(train_cfg, cfg, *, store=None, data_dir=None, progress: bool = True,
-            log=None, checkpoint_every: int = 1000, workers: int = 1, stack: int = 8) -> dict:
+def lottery(train_cfg, cfg, *, store=None, data_dir=None, progress: bool | None = None, log=None,
+            checkpoint_every: int | None = None, workers: int | None = None, stack: int | None = None,
+            options: RunOptions | None = None) -> dict:
     """Run (or extend, or resume) an IMP experiment with its controls (`ticketlab lottery`).
 
     `train_cfg` is the task's recipe: a `TrainConfig` (classification), or the config of another
     task (`ticketlab.engine.tasks`: RL agents, language models, translation), which picks the trainer.
-    Runs go to `workers` processes (1: this process), and compatible runs of a stackable model
-    train `stack` at a time as one batched computation (`ticketlab.experiments.lottery.runner`).
+    Runs go to `workers` processes (default 1: this process), and compatible runs of a stackable
+    model train `stack` at a time (default 8) as one batched computation
+    (`ticketlab.experiments.lottery.runner`).
     Returns {"experiment": folder, "rows": one row per trained network, "aggregate": mean ± std
     per (branch, level)}. Levels, replicates and controls already in the store are not re-run.
     """
     from ticketlab.experiments.lottery.runner import run_lottery
-    return run_lottery(train_cfg, cfg, store=store, data_dir=data_dir, progress=progress, log=log,
-                       checkpoint_every=checkpoint_every, workers=workers, stack=stack)
+    o = _options("lottery", options, progress=progress, checkpoint_every=checkpoint_every,
+                 workers=workers, stack=stack)
+    return run_lottery(train_cfg, cfg, store=store, data_dir=data_dir, progress=o.progress, log=log,
+                       checkpoint_every=o.checkpoint_every, workers=o.workers, stack=o.stack)
+
+
+def lottery_width(cfg) -> int:
+    """The most runs of a lottery experiment that can train at once: per replicate, the next
+    trunk level beside the controls of the level before (every control branch and draw)."""
+    from ticketlab.experiments.lottery.controls import RANDOM
+    return cfg.replicates * (1 + sum(cfg.control_draws if c in RANDOM else 1 for c in cfg.controls))
 
 
 def instability(ref: str, *, level: int, rewind_iters, replicates=(0,), points: int = 11,
@@ -90,22 +124,27 @@ def export(ref: str, out, *, level: int, replicate: int = 0, branch: str = "", s
 
 
 def sweep(path, **kw) -> list[dict]:
-    """Run a grid of train or lottery configs from a TOML file (`ticketlab sweep`; see examples/sweep.toml).
+    """Run a grid of experiments of one kind (train, lottery of any task, sparse, transfer,
+    teacher_student) from a TOML file (`ticketlab sweep`; see examples/sweep.toml and
+    `ticketlab.sweep.grammar`).
 
-    Keyword arguments: backend ("process" | "ray" | "inline"), workers, address, store, data_dir,
-    retries, progress. Returns one row per trial."""
+    Keyword arguments: options (a RunOptions replacing the file's [sweep] run options) or its
+    fields (workers: trials at once, stack, threads, progress, checkpoint_every, device), backend
+    ("process" | "ray" | "inline"), address, store, data_dir, retries. Returns one row per trial."""
     from ticketlab.sweep import run_file
     return run_file(path, **kw)
 
 
-def sparse_train(train_cfg: TrainConfig, sparse_cfg, *, store=None, data_dir=None, progress: bool = True,
-                 replicates: int = 1, stack: int = 8, checkpoint_every: int = 1000, log=None) -> dict:
+def sparse_train(train_cfg: TrainConfig, sparse_cfg, *, store=None, data_dir=None, progress: bool | None = None,
+                 replicates: int = 1, stack: int | None = None, checkpoint_every: int | None = None, log=None,
+                 options: RunOptions | None = None) -> dict:
     """Dynamic or static sparse training from scratch (`ticketlab sparse-train`; see `ticketlab.experiments.sparse_training`).
 
-    Returns {"experiment", "rows", "aggregate"}."""
+    Replicates of a stackable model train `stack` at a time (default 8). Returns {"experiment", "rows", "aggregate"}."""
     from ticketlab.experiments.sparse_training import run
-    return run(train_cfg, sparse_cfg, store=store, data_dir=data_dir, progress=progress, replicates=replicates,
-               stack=stack, checkpoint_every=checkpoint_every, log=log)
+    o = _options("sparse", options, progress=progress, stack=stack, checkpoint_every=checkpoint_every)
+    return run(train_cfg, sparse_cfg, store=store, data_dir=data_dir, progress=o.progress, replicates=replicates,
+               stack=o.stack, checkpoint_every=o.checkpoint_every, log=log)
 
 
 DEMO_TRAIN = dict(dataset="mnist1d", model="mlp", model_args={"widths": [300, 100]}, optimizer="adam",
@@ -113,7 +152,8 @@ DEMO_TRAIN = dict(dataset="mnist1d", model="mlp", model_args={"widths": [300, 10
 DEMO_LOTTERY = dict(levels=8, replicates=2, controls=("reinit", "random_mask"))
 
 
-def demo(*, store=None, workers: int = 1, progress: bool = True, log=None) -> dict:
+def demo(*, store=None, workers: int | None = None, progress: bool | None = None, log=None,
+         options: RunOptions | None = None) -> dict:
     """The `make demo` experiment: a small lottery-ticket study on MNIST-1D (generated offline).
 
     LeNet-300-100's shape (40-300-100-10 MLP), Adam 1.2e-3, 1,500 iterations per level, layerwise
@@ -122,7 +162,7 @@ def demo(*, store=None, workers: int = 1, progress: bool = True, log=None) -> di
     into the experiment's folder; returns `lottery`'s result plus their paths."""
     from ticketlab.experiments.lottery.trunk import LotteryConfig
     res = lottery(TrainConfig(**DEMO_TRAIN), LotteryConfig(**DEMO_LOTTERY), store=store, progress=progress,
-                  log=log, workers=workers)
+                  log=log, workers=workers, options=options)
     exp = res["experiment"]
     res["plots"] = plot([exp], Path(exp) / "plots", store=store)
     res["report"] = report(exp, Path(exp) / "report.html", store=store)
@@ -175,11 +215,12 @@ def _row(exp: Experiment) -> dict:
 
 
 __all__ = ["build", "train", "lottery", "instability", "plot", "report", "export", "sweep", "sparse_train", "demo", "show", "ls",
-           "set_threads", "transfer", "teacher_student"]
+           "set_threads", "transfer", "teacher_student", "RunOptions", "lottery_width", "transfer_width"]
 
 
-def transfer(cfg=None, *, matrix=None, store=None, data_dir=None, progress: bool = True, log=None,
-             checkpoint_every: int = 1000, workers: int = 1, stack: int = 8) -> dict:
+def transfer(cfg=None, *, matrix=None, store=None, data_dir=None, progress: bool | None = None, log=None,
+             checkpoint_every: int | None = None, workers: int | None = None, stack: int | None = None,
+             options: RunOptions | None = None) -> dict:
     """Train a lottery experiment's tickets on another dataset and/or optimizer, with controls
     (`ticketlab transfer`; Morcos et al. 2019, see `ticketlab.experiments.transfer`). `cfg` is a
     `ticketlab.experiments.transfer.TransferConfig` (source, target overrides, levels, controls, ...); or
@@ -190,8 +231,13 @@ def transfer(cfg=None, *, matrix=None, store=None, data_dir=None, progress: bool
     if (cfg is None) == (matrix is None):
         from ticketlab.core.errors import ConfigError
         raise ConfigError("transfer: give either a TransferConfig or a matrix file, not both")
-    kw = dict(store=store, data_dir=data_dir, progress=progress, log=log, checkpoint_every=checkpoint_every,
-              workers=workers, stack=stack)
+    if matrix is not None and options is None:  # the file's [sweep] run options, under the keywords
+        from ticketlab.experiments.transfer_matrix import run_options
+        options = run_options(matrix)
+    o = _options("transfer", options, progress=progress,
+                 checkpoint_every=checkpoint_every, workers=workers, stack=stack)
+    kw = dict(store=store, data_dir=data_dir, progress=o.progress, log=log, checkpoint_every=o.checkpoint_every,
+              workers=o.workers, stack=o.stack)
     if matrix is not None:
         from ticketlab.experiments.transfer_matrix import load_matrix, run_matrix
         return run_matrix(load_matrix(matrix), **kw)
@@ -199,14 +245,27 @@ def transfer(cfg=None, *, matrix=None, store=None, data_dir=None, progress: bool
     return run(cfg, **kw)
 
 
-def teacher_student(cfg, **kw) -> dict:
+def transfer_width(cfg) -> int | None:
+    """The most runs of a transfer that can train at once (every level, replicate and random
+    ticket), or None when the levels or replicates are left to the source."""
+    if not (cfg.levels and cfg.replicates):
+        return None
+    return len(cfg.levels) * cfg.replicates * (1 + (cfg.control_draws if "random" in cfg.controls else 0))
+
+
+def teacher_student(cfg, *, store=None, workers: int | None = None, stack: int | None = None,
+                    checkpoint_every: int | None = None, out=None, verbose: bool | None = None, log=None,
+                    options: RunOptions | None = None) -> dict:
     """Teacher–student specialization, luck and node tickets (`ticketlab teacher-student`; see
-    `ticketlab.experiments.teacher_student`). `cfg`: a TeacherStudentConfig or a list of them (a sweep).
-    Keyword arguments: store, workers, stack, checkpoint_every, out, verbose, log.
+    `ticketlab.experiments.teacher_student`). `cfg`: a TeacherStudentConfig or a list of them (a sweep),
+    whose runs of one shape and schedule train `stack` at a time (default 16), in `workers`
+    processes (default 1: this process); `verbose` is `progress` (each run's log lines). `out`: write the CSV tables and plots of every experiment there.
     Returns {"experiments", "rows", "files"}."""
     from ticketlab.experiments.teacher_student.experiment import run
-    out = kw.pop("out", None)
-    res = run(cfg, **kw)
+    o = _options("teacher_student", options, progress=verbose, workers=workers, stack=stack,
+                 checkpoint_every=checkpoint_every)
+    res = run(cfg, store=store, workers=o.workers, stack=o.stack, checkpoint_every=o.checkpoint_every,
+              verbose=o.progress, log=log)
     if out is not None:  # CSV tables and plots of every experiment, into `out`
         from ticketlab.reports.teacher_student_plots import plot_all
         from ticketlab.reports.teacher_student_tables import write_all

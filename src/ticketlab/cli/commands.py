@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from ticketlab.cli.common import _common, _config, _configs, _run_flags  # noqa: F401
+from ticketlab.cli.common import ALL, _common, _config, _configs, _run_flags, run_flags, run_options  # noqa: F401
 from ticketlab.core import config as C
 from ticketlab.reports.tables import lottery_table, text_table as _table  # noqa: F401
 from ticketlab.core.errors import TicketlabError
@@ -24,9 +24,9 @@ def cmd_train(ns) -> None:
     from ticketlab import api
     from ticketlab.training.loop import TrainConfig
     cfg = _config(TrainConfig, ns)
-    api.set_threads(ns.threads)
-    s = api.train(cfg, store=ns.store, data_dir=ns.data_dir, progress=not ns.quiet,
-                  tensorboard=ns.tensorboard, checkpoint_every=ns.checkpoint_every)
+    opts = run_options(ns)
+    api.set_threads(opts.threads)
+    s = api.train(cfg, store=ns.store, data_dir=ns.data_dir, tensorboard=ns.tensorboard, options=opts)
     es, fin = s["early_stop"], s["final"]
     print(_table([{"experiment": s["experiment"], "iterations": s["iterations"], "es_iter": es["iter"],
                    "es_test_acc": es["test_acc"], "final_test_acc": fin["test_acc"],
@@ -39,10 +39,11 @@ def cmd_lottery(ns) -> None:
     from ticketlab.experiments.lottery.trunk import LotteryConfig
     from ticketlab.engine.tasks import get_task
     train_cfg, cfg = _configs({"train": get_task(ns.task).config, "lottery": LotteryConfig}, ns)
-    api.set_threads(ns.threads)
+    # the command owns its process: by default one worker per core, capped at the runs at once
+    opts = run_options(ns).resolved("lottery", api.lottery_width(cfg), own_process=True)
+    api.set_threads(opts.threads)
     log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
-    res = api.lottery(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, progress=not ns.quiet, log=log,
-                      checkpoint_every=ns.checkpoint_every, workers=ns.workers, stack=ns.stack)
+    res = api.lottery(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, log=log, options=opts)
     print(f"experiment: {res['experiment']}")
     metric = res["aggregate"][0]["metric"] if res["aggregate"] else "test_acc"
     print(f"{'test accuracy (%)' if metric == 'test_acc' else metric} at the early-stopping iteration "
@@ -59,7 +60,7 @@ def _ints(text: str, flag: str) -> list[int]:
 
 def cmd_instability(ns) -> None:
     from ticketlab import api
-    api.set_threads(ns.threads)
+    api.set_threads(getattr(ns, "threads", None))
     log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
     rows = api.instability(ns.experiment, level=ns.level, rewind_iters=_ints(ns.rewind_iters, "--rewind-iters"),
                            replicates=_ints(ns.replicates, "--replicates"), points=ns.points,
@@ -93,8 +94,9 @@ def cmd_export(ns) -> None:
 
 def cmd_sweep(ns) -> None:
     from ticketlab import sweep
-    sweep.command(ns.file, backend=ns.backend, workers=ns.workers, address=ns.address, store=ns.store,
-                  data_dir=ns.data_dir, retries=ns.retries, progress=not ns.quiet)
+    given = {f: getattr(ns, f) for f in ("workers", "stack", "threads", "checkpoint_every", "device") if hasattr(ns, f)}
+    sweep.command(ns.file, backend=ns.backend, address=ns.address, store=ns.store, data_dir=ns.data_dir,
+                  retries=ns.retries, progress=False if ns.quiet else None, **given)
 
 
 def cmd_sparse_train(ns) -> None:
@@ -102,10 +104,11 @@ def cmd_sparse_train(ns) -> None:
     from ticketlab.experiments.sparse_training import SparseConfig
     from ticketlab.training.loop import TrainConfig
     train_cfg, cfg = _configs({"train": TrainConfig, "sparse": SparseConfig}, ns)
-    api.set_threads(ns.threads)
+    opts = run_options(ns)
+    api.set_threads(opts.threads)
     log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
-    res = api.sparse_train(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, progress=not ns.quiet,
-                           replicates=ns.replicates, stack=ns.stack, checkpoint_every=ns.checkpoint_every, log=log)
+    res = api.sparse_train(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, replicates=ns.replicates,
+                           log=log, options=opts)
     print(f"experiment: {res['experiment']}")
     keys = [k for k in ("replicate", "sparsity", "es_iter", "es_test_acc", "final_test_acc", "wall_time_s")
             if res["rows"] and k in res["rows"][0]]
@@ -118,7 +121,9 @@ def cmd_demo(ns) -> None:
     from ticketlab import api
     api.set_threads(1)
     log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
-    res = api.demo(store=ns.store, workers=ns.workers, progress=not ns.quiet, log=log)
+    from ticketlab.experiments.lottery.trunk import LotteryConfig
+    width = api.lottery_width(LotteryConfig(**api.DEMO_LOTTERY))
+    res = api.demo(store=ns.store, log=log, options=run_options(ns).resolved("lottery", width, own_process=True))
     print(f"experiment: {res['experiment']}")
     print("MNIST-1D, 40-300-100-10 MLP, IMP 20%/level with reset to init, 2 replicates")
     print("test accuracy at the early-stopping iteration (mean ± std over replicates)")
@@ -210,19 +215,14 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one dense model", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _run_flags(p)
+    _run_flags(p, "train")
     p.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (in the experiment folder)")
     C.add_flags(p, TrainConfig)
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("lottery", help="iterative magnitude pruning with rewinding, and its controls",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _run_flags(p)
-    from ticketlab.experiments.lottery.runner import default_workers
-    p.add_argument("--workers", type=int, default=default_workers(),
-                   help="worker processes, one torch thread each (1: run in this process)")
-    p.add_argument("--stack", type=int, default=8,
-                   help="train up to N compatible runs of an MLP-type model as one batched computation (1: off)")
+    _run_flags(p, "lottery", ALL)
     from ticketlab.experiments.lottery.trunk import LotteryConfig
     task = _task_arg(argv)
     p.add_argument("--task", default="classify", choices=task_names(),
@@ -241,8 +241,7 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--data-seeds", default="1000,1001", help="the two copies' data-order seeds")
     p.add_argument("--allow-inexact", action="store_true",
                    help="accept a reproduced rewind point that differs from the trunk's by float rounding")
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--threads", type=int, default=None)
+    run_flags(p, "lottery", ("threads", "progress"))
     _common(p)
     p.set_defaults(fn=cmd_instability)
 
@@ -269,30 +268,28 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _common(p, data=False)
     p.set_defaults(fn=cmd_export)
 
-    p = sub.add_parser("sweep", help="run a grid of train, lottery or sparse-train configs in parallel (see examples/sweep.toml)")
+    p = sub.add_parser("sweep", help="run a grid of train, lottery (any task), sparse-train, transfer or "
+                       "teacher-student configs in parallel (see examples/sweep.toml)")
     p.add_argument("file", metavar="CONFIG.toml")
     _common(p)
     p.add_argument("--backend", choices=("inline", "process", "ray"), default=None,
                    help="default: the file's [sweep] backend, else process")
-    p.add_argument("--workers", type=int, default=None, help="trials at once (default: the CPUs; ray: the cluster's)")
     p.add_argument("--address", default=None, help="ray: join this cluster (e.g. auto) instead of starting a local one")
     p.add_argument("--retries", type=int, default=None, help="re-runs of a failed trial (default: the file's, else 1)")
-    p.add_argument("--quiet", action="store_true")
+    run_flags(p, None)  # over the file's [sweep]; --workers: trials at once (ray: the cluster's CPUs)
     p.set_defaults(fn=cmd_sweep)
 
     from ticketlab.experiments.sparse_training import SparseConfig
     p = sub.add_parser("sparse-train", help="sparse training from scratch: RigL, SET, SNFS, static, GMP, SNIP/GraSP/SynFlow",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _run_flags(p)
+    _run_flags(p, "sparse", ("stack", "threads", "progress", "checkpoint_every", "device"))
     p.add_argument("--replicates", type=int, default=1, help="replicates (init and data seeds + r)")
-    p.add_argument("--stack", type=int, default=8, help="replicates of an MLP-type model trained as one batched computation")
     C.add_flags(p.add_argument_group("training"), TrainConfig)
     _sparse_flags(p, _arg(argv, "--method", SparseConfig.method))
     p.set_defaults(fn=cmd_sparse_train)
 
     p = sub.add_parser("demo", help="a small lottery-ticket study on MNIST-1D, with table, plots and report")
-    p.add_argument("--workers", type=int, default=default_workers())
-    p.add_argument("--quiet", action="store_true")
+    run_flags(p, "lottery", ("workers", "progress"))
     _common(p, data=False)
     p.set_defaults(fn=cmd_demo)
 

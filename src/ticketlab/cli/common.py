@@ -1,12 +1,24 @@
 """Flags and config loading shared by every command: the store and data folders, run options,
 and configs from flags and/or a TOML file (flags override the file).
+
+The run flags (`--workers`, `--stack`, `--threads`, `--quiet`, `--checkpoint-every`, `--device`)
+are generated here, in one place, from the fields of `ticketlab.engine.options.RunOptions`, with the
+defaults of the command's experiment kind; a `--config` file's `[sweep]` table gives the same run
+options (the flags override it).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from ticketlab.core import config as C
+from ticketlab.engine.options import KIND_DEFAULTS, RunOptions
+
+# RunOptions field -> (flag, metavar); `progress` is the `--quiet` switch
+FLAGS = {"workers": ("--workers", "N"), "stack": ("--stack", "N"), "threads": ("--threads", "N"),
+         "progress": ("--quiet", None), "checkpoint_every": ("--checkpoint-every", "N"), "device": ("--device", "NAME")}
+ALL = tuple(FLAGS)
 
 
 def _common(p: argparse.ArgumentParser, *, data: bool = True) -> None:
@@ -15,19 +27,70 @@ def _common(p: argparse.ArgumentParser, *, data: bool = True) -> None:
         p.add_argument("--data-dir", default=None, help="data folder (default: $TICKETLAB_DATA or ~/.cache/ticketlab)")
 
 
-def _run_flags(p: argparse.ArgumentParser) -> None:
+def _run_flags(p: argparse.ArgumentParser, kind: str = "train",
+               fields: tuple[str, ...] = ("threads", "progress", "checkpoint_every", "device")) -> None:
+    """The store and data folders, --config, and the run flags of `fields` for a command of `kind`."""
     _common(p)
-    p.add_argument("--config", default=None, metavar="FILE.toml", help="read the config from a TOML file; flags override it")
-    p.add_argument("--quiet", action="store_true", help="no progress bar; print only the result")
-    p.add_argument("--threads", type=int, default=None, help="torch threads in this process (default 1)")
-    p.add_argument("--checkpoint-every", type=int, default=1000, metavar="N",
-                   help="write a resumable checkpoint every N iterations")
+    p.add_argument("--config", default=None, metavar="FILE.toml",
+                   help="read the config from a TOML file ([sweep]: run options); flags override it")
+    run_flags(p, kind, fields)
+
+
+def run_flags(p, kind: str | None, fields: tuple[str, ...] = ALL) -> None:
+    """Add the flags of the RunOptions `fields`, with `kind`'s defaults in their help (None: a
+    sweep, whose trials take their own kind's). Unset flags stay absent from the namespace."""
+    meta = {f.name: f.metadata for f in dataclasses.fields(RunOptions)}
+    for name in fields:
+        flag, metavar = FLAGS[name]
+        if name == "progress":
+            p.add_argument(flag, dest="quiet", action="store_true", help="no progress bar; print only the result")
+            continue
+        # choices are checked by RunOptions, so that a bad value is one line naming the field
+        kw = {} if meta[name]["choices"] else dict(type=int)
+        what = "trials at once, one process each" if kind is None and name == "workers" else meta[name]["help"]
+        if meta[name]["choices"]:
+            what += f": {', '.join(meta[name]['choices'])}"
+        p.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar=metavar,
+                       help=f"{what} (default: {_default(name, kind)})", **kw)
+
+
+def _default(name: str, kind: str | None) -> str:
+    if name == "workers":
+        if kind is None:  # a sweep: its workers run trials
+            return "one per core, at most one per trial; ray: the cluster's CPUs"
+        return "one per core, capped at the runs that can train at once"
+    if name in ("stack", "checkpoint_every"):
+        return str(KIND_DEFAULTS[kind][name]) if kind else "each trial kind's"
+    if name == "threads":
+        return "1"
+    return str(getattr(RunOptions(), name))
+
+
+def run_options(ns: argparse.Namespace, file_table: dict | None = None) -> RunOptions:
+    """The RunOptions of a command: the `--config` file's [sweep] table (or `file_table`), then
+    the run flags given. Bad values raise a ConfigError naming the flag's field."""
+    table = file_table if file_table is not None else _sweep_table(ns)
+    opts = RunOptions.from_table(table, source=f"[sweep] of {ns.config}") if table else RunOptions()
+    given = {f: getattr(ns, f) for f in ("workers", "stack", "threads", "checkpoint_every", "device") if hasattr(ns, f)}
+    if getattr(ns, "quiet", False):
+        given["progress"] = False
+    return C.from_dict(RunOptions, {**C.to_dict(opts), **given}, source="the command line")
+
+
+def _sweep_table(ns: argparse.Namespace) -> dict:
+    if not getattr(ns, "config", None):
+        return {}
+    table = C.load_toml(ns.config).get("sweep", {})
+    if not isinstance(table, dict):
+        raise C.ConfigError(f"sweep: got {table!r} in {ns.config}, expected a table [sweep] of run options")
+    return table
 
 
 def _config(cls, ns: argparse.Namespace, section: str | None = None):
     values = {}
     if ns.config:
         values = C.load_toml(ns.config)
+        values.pop("sweep", None)  # run options: see run_options
         if section and section in values and isinstance(values[section], dict):
             values = values[section]
     values.update(C.flags_to_dict(cls, ns))
@@ -41,6 +104,7 @@ def _configs(classes: dict, ns: argparse.Namespace) -> list:
     (`[train]`, `[lottery]`); every key must belong to exactly one config.
     """
     values = C.load_toml(ns.config) if ns.config else {}
+    values.pop("sweep", None)  # run options: see run_options
     flat = {k: v for k, v in values.items() if not (k in classes and isinstance(v, dict))}
     for section in classes:
         if isinstance(values.get(section), dict):

@@ -2,94 +2,72 @@
 
     ticketlab teacher-student --multi 5 --strength-decay 1 --seeds 4 --steps 20000
     ticketlab teacher-student --sweep multi=1,2,5,10 --sweep strength_decay=0,1,2 --out plots/
-    ticketlab teacher-student --config ts.toml          # keys of TeacherStudentConfig; a [sweep] table of lists
+    ticketlab teacher-student --config ts.toml     # keys of TeacherStudentConfig; [grid] of lists; [sweep] run options
 
-`--sweep KEY=V1,V2,...` runs the cartesian product of the listed values (values of a list-valued
-key such as teacher_widths are separated by '/': `--sweep teacher_widths=10,15/50,75`). Points that
-share shapes and schedule train stacked as one computation; `--workers N` spreads the groups over
-N processes (`ticketlab.engine.parallel`). Everything lands in the results store: finished runs are read,
-interrupted ones resume from their last checkpoint.
+The command is a front for the sweep grammar (`ticketlab.sweep.grammar`): `--sweep KEY=V1,V2,...`
+varies a key over the listed values (values of a list-valued key such as teacher_widths are
+separated by '/': `--sweep teacher_widths=10,15/50,75`), and the trials are the cartesian product,
+the same trials that `ticketlab sweep` makes of a `kind = "teacher_student"` file with that [grid]. A
+`--config` file has the config keys at its top level (or in [base]), the grid in [grid] and the run
+options in [sweep]; an older file whose [sweep] table holds the grid still works (with a warning).
+Points that share shapes and schedule train stacked as one computation; `--workers N` spreads the
+groups over N processes (`ticketlab.engine.parallel`). Everything lands in the results store:
+finished runs are read, interrupted ones resume from their last checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import itertools
 import sys
-import typing
 
 from ticketlab.core import config as C
 from ticketlab.core.errors import ConfigError
+from ticketlab.sweep import grammar
 
-
-def _field_kinds(cls) -> dict[str, object]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: C._base_type(hints[f.name])[0] for f in dataclasses.fields(cls)}
+KIND = "teacher_student"
 
 
 def parse_sweep(items: list[str], cls, source: str = "--sweep") -> dict[str, list]:
     """`KEY=V1,V2` strings -> {key: [values]}; values of tuple keys are separated by '/'."""
-    kinds = _field_kinds(cls)
-    out: dict[str, list] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"{source}: got {item!r}, expected KEY=V1,V2,...")
-        key, text = item.split("=", 1)
-        key = key.strip().replace("-", "_")
-        if key not in kinds:
-            raise ConfigError(f"{source}: unknown key {key!r}; known keys: {', '.join(sorted(kinds))}")
-        sep = "/" if kinds[key] is tuple else ","
-        vals = [v.strip() for v in text.split(sep) if v.strip()]
-        if not vals:
-            raise ConfigError(f"{source}: key {key!r} has no values")
-        out[key] = vals
-    return out
+    return grammar.flag_grid(items, {KIND: cls}, source)
 
 
-def expand(base: dict, grid: dict[str, list], cls, source: str = "") -> list:
-    """The configs of the cartesian product of `grid` over `base` (last key varying fastest)."""
-    keys = list(grid)
-    for k in keys:
-        if k in base:
-            raise ConfigError(f"key {k!r} is both set and swept{' in ' + source if source else ''}; keep one")
-    cfgs = []
-    for combo in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
-        cfgs.append(C.from_dict(cls, {**base, **dict(zip(keys, combo))}, source=source))
-    return cfgs
+def sweep_of(ns: argparse.Namespace) -> grammar.Sweep:
+    """The command's sweep: the --config file (config keys flat or in [base], [grid], [sweep]), then
+    the flags, which fix keys (taking them out of the grid), then --sweep, which varies keys."""
+    from ticketlab.experiments.teacher_student.experiment import TeacherStudentConfig as TSC
+    doc = C.load_toml(ns.config) if ns.config else {}
+    if "kind" in doc and doc["kind"] != KIND:
+        raise ConfigError(f"kind: got {doc['kind']!r} in {ns.config}, expected {KIND!r} (or no kind)")
+    tables = {k: doc[k] for k in ("base", "grid", "sweep") if k in doc}
+    flat = {k: v for k, v in doc.items() if k not in (*grammar.TOP,)}
+    base = tables.get("base", {})
+    if flat and isinstance(base, dict):
+        base = {**flat, **base}
+    sweep = grammar.read({**tables, "kind": KIND, "base": base}, ns.config or "the command line")
+    return grammar.override(sweep, C.flags_to_dict(TSC, ns), parse_sweep(ns.sweep or [], TSC))
 
 
 def configs(ns: argparse.Namespace) -> list:
-    """The sweep's configs: --config (a flat table plus an optional [sweep] table of lists), then
-    flags (which override the file, sweep included), then --sweep (which overrides the file too)."""
-    from ticketlab.experiments.teacher_student.experiment import TeacherStudentConfig as TSC
-    values = C.load_toml(ns.config) if ns.config else {}
-    grid = values.pop("sweep", {})
-    if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
-        raise ConfigError(f"[sweep] in {ns.config}: expected a table of non-empty lists")
-    flags = C.flags_to_dict(TSC, ns)
-    cli_grid = parse_sweep(ns.sweep or [], TSC)
-    for k in cli_grid:
-        if k in flags:
-            raise ConfigError(f"--{k.replace('_', '-')} is both set and swept (--sweep {k}=...); keep one")
-    for k, v in flags.items():
-        values[k] = v
-        grid.pop(k, None)
-    for k, v in cli_grid.items():
-        values.pop(k, None)
-        grid[k] = v
-    return expand(values, grid, TSC, ns.config or "")
+    """The sweep's configs, one per trial (see `sweep_of`)."""
+    return [t.configs[0] for t in grammar.expand(sweep_of(ns))]
 
 
 def cmd_teacher_student(ns: argparse.Namespace) -> None:
     from ticketlab import api
     from ticketlab.reports.tables import text_table as _table
     from ticketlab.reports import teacher_student_tables as tables
-    cfgs = configs(ns)
-    api.set_threads(ns.threads)
+    from ticketlab.cli.common import run_options
+    sweep = sweep_of(ns)
+    cfgs = [t.configs[0] for t in grammar.expand(sweep)]
+    own = sorted(set(sweep.options) & set(grammar.OWN))
+    if own:
+        raise ConfigError(f"{own[0]} in [sweep] of {ns.config} applies to `ticketlab sweep` only")
+    # the command owns its process: by default one worker per core (its loop caps them at the groups)
+    opts = run_options(ns, sweep.options).resolved(KIND, own_process=True)
+    api.set_threads(opts.threads)
     log = None if ns.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    res = api.teacher_student(cfgs, store=ns.store, workers=ns.workers, stack=ns.stack,
-                              checkpoint_every=ns.checkpoint_every, out=ns.out, log=log, verbose=not ns.quiet)
+    res = api.teacher_student(cfgs, store=ns.store, out=ns.out, log=log, options=opts)
     rows = tables.short_points(res["rows"])
     print(f"success = fraction of teacher nodes with a student node of correlation >= {cfgs[0].threshold:g} "
           f"(mean over seeds; per hidden layer, bottom first)")
@@ -105,19 +83,16 @@ def cmd_teacher_student(ns: argparse.Namespace) -> None:
 
 def register(sub) -> None:
     """Add the `teacher-student` subcommand to the `ticketlab` parser."""
-    from ticketlab.cli.common import _run_flags
+    from ticketlab.cli.common import ALL, _run_flags
     from ticketlab.experiments.teacher_student.experiment import TeacherStudentConfig
     p = sub.add_parser("teacher-student", help="teacher–student specialization, luck and node tickets "
                        "(Tian et al. 2019)", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Train over-realized students on a fixed teacher and measure their "
                        "specialization, the luck of the winners, and node-pruned tickets (Tian et al. 2019, "
                        "'Luck Matters'; Tian 2019, 'Student Specialization'). --sweep KEY=V1,V2 runs grids.")
-    _run_flags(p)
-    p.set_defaults(checkpoint_every=5000)
+    _run_flags(p, KIND, ALL)
     p.add_argument("--sweep", action="append", metavar="KEY=V1,V2",
                    help="sweep a config key over values (repeatable; tuple values separated by '/')")
-    p.add_argument("--workers", type=int, default=1, help="worker processes, one torch thread each")
-    p.add_argument("--stack", type=int, default=16, help="runs of one shape trained as one batched computation")
     p.add_argument("--out", default=None, help="write CSV tables and plots (PNG+SVG) to this folder")
     C.add_flags(p.add_argument_group("teacher-student"), TeacherStudentConfig)
     p.set_defaults(fn=cmd_teacher_student)

@@ -19,7 +19,7 @@ import sys
 import typing
 
 from ticketlab.core import config as C
-from ticketlab.cli.common import _common, _configs, _run_flags
+from ticketlab.cli.common import ALL, _common, _configs, _run_flags, run_options
 from ticketlab.reports.tables import text_table as _table
 from ticketlab.core.errors import ConfigError
 
@@ -67,15 +67,21 @@ def transfer_table(agg: list[dict], metric: str = "es_test_acc") -> str:
 def cmd_transfer(ns) -> None:
     from ticketlab import api
     from ticketlab.experiments.transfer import TransferConfig
-    api.set_threads(ns.threads)
+    # a matrix file's [sweep] table holds run options, as a --config file's does
+    if ns.matrix:
+        from ticketlab.experiments.transfer_matrix import run_options as matrix_options
+        opts = run_options(ns, C.to_dict(matrix_options(ns.matrix)))
+    else:
+        opts = run_options(ns)
+    api.set_threads(opts.threads)
     log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
-    kw = dict(store=ns.store, data_dir=ns.data_dir, progress=not ns.quiet, log=log,
-              checkpoint_every=ns.checkpoint_every, workers=ns.workers, stack=ns.stack)
+    kw = dict(store=ns.store, data_dir=ns.data_dir, log=log)
     targets = {k[len(PREFIX):]: v for k, v in vars(ns).items() if k.startswith(PREFIX)}
     if ns.matrix:
         if ns.source or ns.config or targets:
             raise ConfigError("--matrix runs the pairs of its file: give no SOURCE, --config or --target-* flags")
-        res = api.transfer(matrix=ns.matrix, **kw)
+        # the command owns its process: by default one worker per core
+        res = api.transfer(matrix=ns.matrix, options=opts.resolved("transfer", own_process=True), **kw)
         from ticketlab.experiments.transfer_matrix import summary
         rows = summary(res["transfers"])
         cols = ["source", "target", "level", "remaining_%", "n", "transfer_acc_%", "random_acc_%", "own_acc_%",
@@ -91,7 +97,7 @@ def cmd_transfer(ns) -> None:
             changes["target"] = {**cfg.target, **targets}
         if changes:
             cfg = C.replace(cfg, **changes)
-        res = api.transfer(cfg, **kw)
+        res = api.transfer(cfg, options=opts.resolved("transfer", api.transfer_width(cfg), own_process=True), **kw)
         print(f"experiment: {res['experiment']}")
         print(f"source: {res['source']}   own ticket: {res['own'] or '-'}   random tickets: {res['random']}")
         print("test accuracy at the early-stopping iteration (mean ± std over replicates)")
@@ -124,7 +130,6 @@ def cmd_transfer_plot(ns) -> None:
 
 def register(sub) -> None:
     """Add `ticketlab transfer` and `ticketlab transfer-plot`."""
-    from ticketlab.experiments.lottery.runner import default_workers
     from ticketlab.experiments.transfer import TransferConfig
     p = sub.add_parser("transfer", help="train a lottery experiment's tickets on another dataset and/or optimizer "
                        "(Morcos et al. 2019), with random-ticket, own-ticket and dense controls",
@@ -136,11 +141,7 @@ def register(sub) -> None:
     p.add_argument("-o", "--out", default=None, help="also write plots and runs.csv into this folder")
     p.add_argument("--density", type=float, default=0.05,
                    help="heat map: the weights remaining (fraction) whose nearest level is compared")
-    _run_flags(p)
-    p.add_argument("--workers", type=int, default=default_workers(),
-                   help="worker processes, one torch thread each (1: run in this process)")
-    p.add_argument("--stack", type=int, default=8,
-                   help="train up to N compatible runs of an MLP-type model as one batched computation (1: off)")
+    _run_flags(p, "transfer", ALL)
     C.add_flags(p.add_argument_group("transfer"), TransferConfig)
     _target_flags(p.add_argument_group("target recipe (default: the source's)"))
     p.set_defaults(fn=cmd_transfer)

@@ -16,6 +16,8 @@ target. A matrix file (TOML; see examples/transfer_matrix.toml) names training *
     sources = ["mnist_adam", "fmnist_adam"]    # every (source, target) with source != target,
     targets = ["mnist_adam", "fmnist_adam"]    #   plus any explicit pairs:
     pairs = [["mnist_sgd", "mnist_adam"]]
+    [sweep]                 # optional run options (ticketlab.engine.options.RunOptions: workers, stack,
+    workers = 2             #   ...), as in a sweep file; arguments and flags override them
 
 Running it (`ticketlab transfer --matrix FILE`, `ticketlab.api.transfer(matrix=FILE)`) first runs the
 lottery of every recipe used as a source, and of every target when its own ticket or dense network is
@@ -32,11 +34,12 @@ from pathlib import Path
 
 from ticketlab.core import config as C
 from ticketlab.core.errors import ConfigError
+from ticketlab.engine.options import RunOptions
 from ticketlab.experiments.lottery.trunk import LotteryConfig
 from ticketlab.training.loop import TrainConfig
 from ticketlab.experiments.transfer import TransferConfig, describe, target_overrides
 
-TABLES = ("base", "transfer", "recipes", "matrix")
+TABLES = ("base", "transfer", "recipes", "matrix", "sweep")  # [sweep]: run options, see `run_options`
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,14 @@ def load_matrix(path: str | Path) -> Matrix:
     if not pairs:
         raise ConfigError(f"{path}: the matrix has no (source, target) pair; give sources and targets, or pairs")
     return Matrix(recipes, lottery, transfer, tuple(pairs))
+
+
+def run_options(path: str | Path) -> RunOptions:
+    """The run options of a matrix file's [sweep] table (all defaults when it has none)."""
+    table = C.load_toml(path).get("sweep", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"sweep: got {table!r} in {path}, expected a table [sweep] of run options")
+    return RunOptions.from_table(table, source=f"[sweep] of {path}")
 
 
 def lottery_shape(m: Matrix) -> LotteryConfig:
@@ -158,4 +169,4 @@ def summary(transfers: list[dict], metric: str = "es_test_acc") -> list[dict]:
     return rows
 
 
-__all__ = ["Matrix", "load_matrix", "lottery_shape", "run_matrix", "summary"]
+__all__ = ["Matrix", "load_matrix", "run_options", "lottery_shape", "run_matrix", "summary"]

@@ -1,0 +1,111 @@
+"""Run options: how an experiment runs (processes, stacking, threads, progress, checkpoints,
+device), never what it is.
+
+One frozen dataclass, `RunOptions`, for every run command: the command line generates its run
+flags from its fields (`ticketlab.cli.common.run_flags`), every `ticketlab.api` run function takes
+one (`options=`; the older keyword arguments `workers=`, `stack=`, ... build it), and a sweep file's
+`[sweep]` table holds the same fields (`ticketlab.sweep`). No field enters an experiment's hash.
+
+Results do not depend on `workers`, `threads`, `progress`, `checkpoint_every` or `device`. They
+depend on `stack` only by float rounding: runs trained as one stacked computation agree with runs
+trained alone to rounding, not bit for bit (docs/performance.md §4, tests/test_ensemble.py). That is
+why each kind keeps the stack it was measured with, and `None` means "the kind's default":
+
+    field             None means
+    stack             8 (lottery, transfer, sparse; docs/performance.md §2: 8 stacked models per
+                      process ≈ 1.9× one at a time), 16 (teacher_student), 1 (train)
+    checkpoint_every  1000 iterations; 5000 steps for teacher_student
+    workers           where the caller owns its process (the `ticketlab` command, a sweep's
+                      dispatcher): one per core, capped at the runs that can train at once
+                      (`own_process=True`). In a Python caller's process: 1, every run in that
+                      process, as the API always did; worker processes would see none of the
+                      caller's run-time registrations (datasets, corpora) or patches, and would
+                      import its script again.
+    threads           on the command line, 1 torch thread (docs/performance.md §2); in a Python
+                      caller's process, its own setting, left alone
+
+`device` is "cpu", the only device so far.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ticketlab.core import config as C
+from ticketlab.core.config import param
+from ticketlab.core.errors import ConfigError
+from ticketlab.engine.parallel import cpu_count
+
+DEVICES = ("cpu",)
+
+# each kind's measured defaults for the fields whose None means "the kind's"
+KIND_DEFAULTS = {
+    "train": dict(stack=1, checkpoint_every=1000),
+    "lottery": dict(stack=8, checkpoint_every=1000),
+    "sparse": dict(stack=8, checkpoint_every=1000),
+    "transfer": dict(stack=8, checkpoint_every=1000),
+    "teacher_student": dict(stack=16, checkpoint_every=5000),
+}
+DEFAULT = dict(stack=1, checkpoint_every=1000)  # a kind not measured yet: one run at a time
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run an experiment; see the module docstring for what None means per field."""
+
+    workers: int | None = param(None, "worker processes, one torch thread each (1: this process)", min=1,
+                                hashed=False)
+    stack: int | None = param(None, "runs of a stackable model trained as one batched computation (1: off)", min=1,
+                              hashed=False)
+    threads: int | None = param(None, "torch threads in this process", min=1, hashed=False)
+    progress: bool = param(True, "progress bars and log lines", hashed=False)
+    checkpoint_every: int | None = param(None, "iterations (steps) between resumable checkpoints", min=1,
+                                         hashed=False)
+    device: str = param("cpu", "the device runs train on", choices=DEVICES, hashed=False)
+
+    def __post_init__(self):
+        for f in ("workers", "stack", "threads", "checkpoint_every"):
+            v = getattr(self, f)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise ConfigError(f"{f}: got {v!r}, expected an integer >= 1")
+        if not isinstance(self.progress, bool):
+            raise ConfigError(f"progress: got {self.progress!r}, expected true or false")
+        if not isinstance(self.device, str):
+            raise ConfigError(f"device: got {self.device!r}, expected one of {', '.join(DEVICES)}")
+        C.validate(self)
+
+    @classmethod
+    def build(cls, options: "RunOptions | None" = None, **given) -> "RunOptions":
+        """`options` (default: all defaults) with the keyword arguments that are not None
+        replacing its fields: how the API's older keywords (`workers=`, `stack=`, ...) apply."""
+        base = options if options is not None else cls()
+        if not isinstance(base, RunOptions):
+            raise ConfigError(f"options: got {type(base).__name__}, expected a RunOptions")
+        changes = {k: v for k, v in given.items() if v is not None}
+        return dataclasses.replace(base, **changes) if changes else base
+
+    @classmethod
+    def from_table(cls, values: dict, source: str = "") -> "RunOptions":
+        """From a TOML table (a sweep file's `[sweep]`); unknown keys and bad values raise a
+        ConfigError naming the key and `source`."""
+        return C.from_dict(cls, values, source=source)
+
+    def resolved(self, kind: str, runs: int | None = None, *, own_process: bool = False) -> "RunOptions":
+        """Every None filled for `kind` (KIND_DEFAULTS; a kind not listed: stack 1, checkpoints every
+        1000). Default workers: with `own_process` (the caller owns its process), one per core, capped
+        at `runs` (the runs that can train at once) when known; otherwise 1. Threads stay as given."""
+        d = KIND_DEFAULTS.get(kind, DEFAULT)
+        workers = self.workers
+        if workers is None:
+            workers = 1 if not own_process else max(1, min(cpu_count(), runs or cpu_count()))
+        return dataclasses.replace(self, workers=workers, stack=self.stack or d["stack"],
+                                   checkpoint_every=self.checkpoint_every or d["checkpoint_every"])
+
+
+def fields() -> list[str]:
+    """The field names of RunOptions (the keys of a `[sweep]` table that are run options)."""
+    return C.field_names(RunOptions)
+
+
+__all__ = ["RunOptions", "KIND_DEFAULTS", "DEFAULT", "DEVICES", "fields"]
