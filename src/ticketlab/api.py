@@ -81,8 +81,8 @@ def lottery(train_cfg, cfg, *, store=None, data_dir=None, progress: bool | None 
 def lottery_width(cfg) -> int:
     """The most runs of a lottery experiment that can train at once: per replicate, the next
     trunk level beside the controls of the level before (every control branch and draw)."""
-    from ticketlab.experiments.lottery.controls import RANDOM
-    return cfg.replicates * (1 + sum(cfg.control_draws if c in RANDOM else 1 for c in cfg.controls))
+    from ticketlab.experiments.lottery.controls import CONTROLS
+    return cfg.replicates * (1 + sum(CONTROLS[c].draws(cfg) for c in cfg.controls))
 
 
 def instability(ref: str, *, level: int, rewind_iters, replicates=(0,), points: int = 11,
