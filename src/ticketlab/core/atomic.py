@@ -35,11 +35,16 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        discard(tmp)
         raise
+
+
+def discard(path: str | os.PathLike) -> None:
+    """Remove a temporary file if it is still there (after a failed or interrupted write)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -19,6 +19,7 @@ import urllib.request
 from http.client import HTTPException
 from pathlib import Path
 
+from ticketlab.core import atomic
 from ticketlab.data import _checksums
 from ticketlab.data.registry import get_info, resolve_data_dir
 from ticketlab.core.errors import DataError
@@ -69,10 +70,7 @@ def _download(url: str, dest: Path, spec: _checksums.FileSpec, name: str, progre
                             f"expected {spec.md5}{raw}; not saved") from None
         os.replace(tmp, dest)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        atomic.discard(tmp)
         raise
 
 

@@ -61,7 +61,7 @@ import torch
 from ticketlab.core import atomic as _atomic, config as C, masks as M, pruning, scores
 from ticketlab.engine import results, schedule
 from ticketlab.core.errors import ConfigError, TicketlabError
-from ticketlab.experiments.lottery.trunk import (LotteryConfig, Plan, execute, load_masks, prune, replicate_seeds,
+from ticketlab.experiments.lottery.trunk import (LotteryConfig, Plan, RunKey, execute, load_masks, prune, replicate_seeds,
                                                 save_masks)
 from ticketlab.core.seeds import derive_seed
 from ticketlab.engine.store import Experiment, Store
@@ -227,14 +227,9 @@ class TransferSpec:
 
 
 @dataclass(frozen=True)
-class TransferNode:
+class TransferNode(RunKey):
     """One run of the transfer graph (the key and payload of its `ticketlab.engine.schedule.Node`):
     the transferred ticket (control None) or a random ticket at a level."""
-
-    r: int
-    level: int
-    control: str | None = None
-    draw: int = 0
 
 
 Spec, Task = TransferSpec, TransferNode  # the old names, kept for one release

@@ -40,14 +40,9 @@ from ticketlab.engine.tasks import get_task, task_of
 
 
 @dataclass(frozen=True)
-class LotteryNode:
+class LotteryNode(trunk.RunKey):
     """One run of the lottery graph (the key and payload of its `ticketlab.engine.schedule.Node`):
     a trunk level (control None) or a control branch at a level."""
-
-    r: int
-    level: int
-    control: str | None = None
-    draw: int = 0
 
     def run_dir(self, exp_path: Path) -> Path:
         rep = Path(exp_path) / f"replicate_{self.r}"

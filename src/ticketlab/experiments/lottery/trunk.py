@@ -92,6 +92,17 @@ class LotteryRun:
     task: str = param("classify", "the domain: classify, rl, lm or translate (ticketlab.engine.tasks)", hashed=False)
 
 
+@dataclass(frozen=True)
+class RunKey:
+    """Names one run of a replicated IMP study: replicate `r`, `level`, and the branch (`control`
+    None for the trunk, else a control or a random ticket, with its `draw`)."""
+
+    r: int
+    level: int
+    control: str | None = None
+    draw: int = 0
+
+
 def save_masks(path: Path, masks: M.Masks) -> None:
     """Atomically save boolean masks (loadable with weights_only=True)."""
     with _atomic.atomic_open(path, "wb") as f:
@@ -341,6 +352,6 @@ def lottery_levels(cfg: LotteryConfig, rep: Replicate) -> int:
     return n_levels(cfg, rep.prunable_shapes, rep.output)
 
 
-__all__ = ["LotteryConfig", "LotteryRun", "CONTROLS", "Replicate", "Plan", "execute", "prune_level", "level_fractions",
+__all__ = ["LotteryConfig", "LotteryRun", "RunKey", "CONTROLS", "Replicate", "Plan", "execute", "prune_level", "level_fractions",
            "pruned_layers", "n_levels", "save_masks", "load_masks", "final_weights", "replicate_seeds",
            "lottery_levels", "needs", "prune", "plan", "train", "branches", "run"]
