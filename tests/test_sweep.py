@@ -140,6 +140,14 @@ def test_sectioned_and_flat_files_give_the_same_trials(tmp_path):
     ('kind = "sparse"\n[base.sparse]\nlevels = 2\n', ["'levels'", "[base.sparse]"]),
     ('kind = "train"\n[sweep]\nreplicates = 3\n', ["replicates", "sparse", "init_seed"]),
     ('kind = "sparse"\n[sweep]\nreplicates = 0\n', ["replicates", ">= 1"]),
+    # the kinds added with the one grammar: tasks, teacher-student, run options, transfer
+    ('kind = "train"\ntask = "rl"\n', ["task", "lottery"]),
+    ('kind = "teacher_student"\n[sweep]\nmulti = [1, 2]\nworkers = 2\n', ["'multi'", "[grid]"]),
+    ('kind = "teacher_student"\n[grid]\nmulti = [1]\n[sweep]\nsteps = [1, 2]\n', ["[grid]", "[sweep]"]),
+    ('kind = "teacher_student"\n[sweep]\nreplicates = 2\n', ["replicates", "seeds"]),
+    ('kind = "lottery"\n[sweep]\nstack = 0\n', ["stack", "[sweep]"]),
+    ('kind = "lottery"\n[sweep]\ndevice = "cuda"\n', ["device", "'cuda'"]),
+    ('kind = "transfer"\n[base]\ndataset = "mnist"\n', ["'dataset'", "[base]"]),
 ])
 def test_sweep_file_errors_name_the_key_and_the_file(tmp_path, text, words):
     path = write(tmp_path, text, "bad-sweep.toml")
