@@ -148,6 +148,7 @@ def test_optimizer_factory():
 def test_teacher_student_store_with_old_keys_resumes_exactly(tmp_path):
     """A teacher-student run interrupted under the old format ("step" in checkpoint.pt and in the
     metrics rows) resumes to the weights of an uninterrupted run, and then writes "iter"."""
+    from ticketlab.core.progress import forwarding
     from ticketlab.engine.store import Store
     from ticketlab.experiments.teacher_student.experiment import TeacherStudentConfig, fit_group, prepare_run, run
 
@@ -163,8 +164,8 @@ def test_teacher_student_store_with_old_keys_resumes_exactly(tmp_path):
             raise Stop
     exp = Store(tmp_path / "b").experiment("teacher_student", cfg)
     spec = prepare_run(exp, cfg, 0)
-    with pytest.raises(Stop):
-        fit_group([spec], checkpoint_every=100, log=stop_at_200)
+    with forwarding(stop_at_200), pytest.raises(Stop):  # the loop's step-200 log line stops it
+        fit_group([spec], checkpoint_every=100, verbose=True)
     # rewrite the checkpoint and the rows as the old loop wrote them
     d = exp.path / "seed_0"
     st = torch.load(d / "checkpoint.pt", weights_only=True)

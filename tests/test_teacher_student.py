@@ -13,6 +13,7 @@ import torch
 from ticketlab import api
 from ticketlab.cli.commands import main
 from ticketlab.core.errors import ConfigError
+from ticketlab.core.progress import forwarding
 from ticketlab.experiments.teacher_student import metrics as Mx, prune as P
 from ticketlab.experiments.teacher_student.experiment import TeacherStudentConfig, fit_group, prepare_run, run
 from ticketlab.experiments.teacher_student.net import Net
@@ -237,8 +238,8 @@ def test_resume_is_exact_and_stacking_matches_alone(tmp_path):
 
     exp = Store(tmp_path / "b").experiment("teacher_student", cfg)
     specs = [prepare_run(exp, cfg, s) for s in (0, 1)]
-    with pytest.raises(Stop):
-        fit_group(specs, checkpoint_every=100, log=stop_at_200)
+    with forwarding(stop_at_200), pytest.raises(Stop):  # the loop's step-200 log line stops it
+        fit_group(specs, checkpoint_every=100, verbose=True)
     assert load_state(exp.path / "seed_0" / "checkpoint.pt")["iteration"] == 100
     resumed = run(cfg, store=tmp_path / "b")
     for s in (0, 1):

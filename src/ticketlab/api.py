@@ -19,6 +19,10 @@ processes would not see what the caller registered or patched at run time, and w
 script again; a script asking for workers > 1 guards its entry point with `if __name__ ==
 "__main__":`). The command line, which owns its process, defaults to one worker per core, capped at
 the runs that can train at once (`lottery_width`, `transfer_width`).
+
+Messages go to the `ticketlab` loggers (`logging`): nothing is printed unless the caller configures
+logging, e.g. `logging.basicConfig(level=logging.INFO)`; progress bars follow `progress`. The `log=`
+callables of earlier releases are still accepted for one release (deprecated).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ticketlab.core.progress import forwarding
 from ticketlab.data import load_dataset
 from ticketlab.core.errors import TicketlabError
 from ticketlab.engine.options import RunOptions
@@ -70,12 +75,15 @@ def lottery(train_cfg, cfg, *, store=None, data_dir=None, progress: bool | None 
     (`ticketlab.experiments.lottery.runner`).
     Returns {"experiment": folder, "rows": one row per trained network, "aggregate": mean ± std
     per (branch, level)}. Levels, replicates and controls already in the store are not re-run.
+    `log` (deprecated, removed in the next release: use `logging`, see `ticketlab.core.progress`): a
+    callable that receives the `ticketlab` loggers' INFO messages while the call runs.
     """
     from ticketlab.experiments.lottery.runner import run_lottery
     o = _options("lottery", options, progress=progress, checkpoint_every=checkpoint_every,
                  workers=workers, stack=stack)
-    return run_lottery(train_cfg, cfg, store=store, data_dir=data_dir, progress=o.progress, log=log,
-                       checkpoint_every=o.checkpoint_every, workers=o.workers, stack=o.stack)
+    with forwarding(log):
+        return run_lottery(train_cfg, cfg, store=store, data_dir=data_dir, progress=o.progress,
+                           checkpoint_every=o.checkpoint_every, workers=o.workers, stack=o.stack)
 
 
 def lottery_width(cfg) -> int:
@@ -89,7 +97,11 @@ def instability(ref: str, *, level: int, rewind_iters, replicates=(0,), points: 
                 data_seeds=(1000, 1001), store=None, data_dir=None, progress: bool = True,
                 allow_inexact: bool = False, log=None) -> list[dict]:
     """Linear-mode-connectivity instability of a lottery experiment's ticket at `level`, from each
-    rewind point in `rewind_iters` (`ticketlab instability`; see `ticketlab.experiments.lottery.instability`)."""
+    rewind point in `rewind_iters` (`ticketlab instability`; see `ticketlab.experiments.lottery.instability`).
+
+    `log` (deprecated, removed in the next release: use `logging`, see `ticketlab.core.progress`): a
+    callable that receives the `ticketlab` loggers' INFO messages while the call runs.
+    """
     from ticketlab.experiments.lottery.instability import experiment_task, instability as one, load_configs
     exp = Store(store).get(ref)
     if experiment_task(exp.path) != "classify":
@@ -98,9 +110,10 @@ def instability(ref: str, *, level: int, rewind_iters, replicates=(0,), points: 
     t, _ = load_configs(exp.path)
     data = load_dataset(t.dataset, data_dir, val_size=t.val_size, split_seed=t.split_seed,
                         train_fraction=t.train_fraction)
-    return [one(exp.path, level=level, rewind_iter=k, replicate=r, points=points, data_seeds=tuple(data_seeds),
-                data=data, progress=progress, allow_inexact=allow_inexact, log=log)
-            for r in replicates for k in rewind_iters]
+    with forwarding(log):
+        return [one(exp.path, level=level, rewind_iter=k, replicate=r, points=points, data_seeds=tuple(data_seeds),
+                    data=data, progress=progress, allow_inexact=allow_inexact)
+                for r in replicates for k in rewind_iters]
 
 
 def plot(refs, out_dir, *, store=None) -> list[str]:
@@ -140,11 +153,16 @@ def sparse_train(train_cfg: TrainConfig, sparse_cfg, *, store=None, data_dir=Non
                  options: RunOptions | None = None) -> dict:
     """Dynamic or static sparse training from scratch (`ticketlab sparse-train`; see `ticketlab.experiments.sparse_training`).
 
-    Replicates of a stackable model train `stack` at a time (default 8). Returns {"experiment", "rows", "aggregate"}."""
+    Replicates of a stackable model train `stack` at a time (default 8). Returns {"experiment", "rows", "aggregate"}.
+
+    `log` (deprecated, removed in the next release: use `logging`, see `ticketlab.core.progress`): a
+    callable that receives the `ticketlab` loggers' INFO messages while the call runs.
+    """
     from ticketlab.experiments.sparse_training import run
     o = _options("sparse", options, progress=progress, stack=stack, checkpoint_every=checkpoint_every)
-    return run(train_cfg, sparse_cfg, store=store, data_dir=data_dir, progress=o.progress, replicates=replicates,
-               stack=o.stack, checkpoint_every=o.checkpoint_every, log=log)
+    with forwarding(log):
+        return run(train_cfg, sparse_cfg, store=store, data_dir=data_dir, progress=o.progress, replicates=replicates,
+                   stack=o.stack, checkpoint_every=o.checkpoint_every)
 
 
 DEMO_TRAIN = dict(dataset="mnist1d", model="mlp", model_args={"widths": [300, 100]}, optimizer="adam",
@@ -159,10 +177,15 @@ def demo(*, store=None, workers: int | None = None, progress: bool | None = None
     LeNet-300-100's shape (40-300-100-10 MLP), Adam 1.2e-3, 1,500 iterations per level, layerwise
     IMP at 20 % per level (output layer 10 %) with reset to init, 8 levels (down to ≈17 % of the
     weights), 2 replicates, random-reinit and random-mask controls. Writes plots and an HTML report
-    into the experiment's folder; returns `lottery`'s result plus their paths."""
+    into the experiment's folder; returns `lottery`'s result plus their paths.
+
+    `log` (deprecated, removed in the next release: use `logging`, see `ticketlab.core.progress`): a
+    callable that receives the `ticketlab` loggers' INFO messages while the call runs.
+    """
     from ticketlab.experiments.lottery.trunk import LotteryConfig
-    res = lottery(TrainConfig(**DEMO_TRAIN), LotteryConfig(**DEMO_LOTTERY), store=store, progress=progress,
-                  log=log, workers=workers, options=options)
+    with forwarding(log):
+        res = lottery(TrainConfig(**DEMO_TRAIN), LotteryConfig(**DEMO_LOTTERY), store=store, progress=progress,
+                      workers=workers, options=options)
     exp = res["experiment"]
     res["plots"] = plot([exp], Path(exp) / "plots", store=store)
     res["report"] = report(exp, Path(exp) / "report.html", store=store)
@@ -227,7 +250,11 @@ def transfer(cfg=None, *, matrix=None, store=None, data_dir=None, progress: bool
     `matrix`, a transfer-matrix TOML file (see `ticketlab.experiments.transfer_matrix`), runs all its pairs.
 
     Returns {"experiment", "source", "own", "random", "rows", "aggregate"} for one transfer, or
-    {"lotteries", "transfers"} for a matrix."""
+    {"lotteries", "transfers"} for a matrix.
+
+    `log` (deprecated, removed in the next release: use `logging`, see `ticketlab.core.progress`): a
+    callable that receives the `ticketlab` loggers' INFO messages while the call runs.
+    """
     if (cfg is None) == (matrix is None):
         from ticketlab.core.errors import ConfigError
         raise ConfigError("transfer: give either a TransferConfig or a matrix file, not both")
@@ -236,13 +263,14 @@ def transfer(cfg=None, *, matrix=None, store=None, data_dir=None, progress: bool
         options = run_options(matrix)
     o = _options("transfer", options, progress=progress,
                  checkpoint_every=checkpoint_every, workers=workers, stack=stack)
-    kw = dict(store=store, data_dir=data_dir, progress=o.progress, log=log, checkpoint_every=o.checkpoint_every,
+    kw = dict(store=store, data_dir=data_dir, progress=o.progress, checkpoint_every=o.checkpoint_every,
               workers=o.workers, stack=o.stack)
-    if matrix is not None:
-        from ticketlab.experiments.transfer_matrix import load_matrix, run_matrix
-        return run_matrix(load_matrix(matrix), **kw)
-    from ticketlab.experiments.transfer import run
-    return run(cfg, **kw)
+    with forwarding(log):
+        if matrix is not None:
+            from ticketlab.experiments.transfer_matrix import load_matrix, run_matrix
+            return run_matrix(load_matrix(matrix), **kw)
+        from ticketlab.experiments.transfer import run
+        return run(cfg, **kw)
 
 
 def transfer_width(cfg) -> int | None:
@@ -259,13 +287,18 @@ def teacher_student(cfg, *, store=None, workers: int | None = None, stack: int |
     """Teacher–student specialization, luck and node tickets (`ticketlab teacher-student`; see
     `ticketlab.experiments.teacher_student`). `cfg`: a TeacherStudentConfig or a list of them (a sweep),
     whose runs of one shape and schedule train `stack` at a time (default 16), in `workers`
-    processes (default 1: this process); `verbose` is `progress` (each run's log lines). `out`: write the CSV tables and plots of every experiment there.
-    Returns {"experiments", "rows", "files"}."""
+    processes (default 1: this process); `verbose` is `progress`: each run's lines at INFO (else DEBUG).
+    `out`: write the CSV tables and plots of every experiment there. Returns {"experiments", "rows", "files"}.
+
+    `log` (deprecated, removed in the next release: use `logging`, see `ticketlab.core.progress`): a
+    callable that receives the `ticketlab` loggers' INFO messages while the call runs.
+    """
     from ticketlab.experiments.teacher_student.experiment import run
     o = _options("teacher_student", options, progress=verbose, workers=workers, stack=stack,
                  checkpoint_every=checkpoint_every)
-    res = run(cfg, store=store, workers=o.workers, stack=o.stack, checkpoint_every=o.checkpoint_every,
-              verbose=o.progress, log=log)
+    with forwarding(log):
+        res = run(cfg, store=store, workers=o.workers, stack=o.stack, checkpoint_every=o.checkpoint_every,
+                  verbose=o.progress)
     if out is not None:  # CSV tables and plots of every experiment, into `out`
         from ticketlab.reports.teacher_student_plots import plot_all
         from ticketlab.reports.teacher_student_tables import write_all

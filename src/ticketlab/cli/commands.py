@@ -42,8 +42,7 @@ def cmd_lottery(ns) -> None:
     # the command owns its process: by default one worker per core, capped at the runs at once
     opts = run_options(ns).resolved("lottery", api.lottery_width(cfg), own_process=True)
     api.set_threads(opts.threads)
-    log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
-    res = api.lottery(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, log=log, options=opts)
+    res = api.lottery(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, options=opts)
     print(f"experiment: {res['experiment']}")
     metric = res["aggregate"][0]["metric"] if res["aggregate"] else "test_acc"
     print(f"{'test accuracy (%)' if metric == 'test_acc' else metric} at the early-stopping iteration "
@@ -61,11 +60,10 @@ def _ints(text: str, flag: str) -> list[int]:
 def cmd_instability(ns) -> None:
     from ticketlab import api
     api.set_threads(getattr(ns, "threads", None))
-    log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
     rows = api.instability(ns.experiment, level=ns.level, rewind_iters=_ints(ns.rewind_iters, "--rewind-iters"),
                            replicates=_ints(ns.replicates, "--replicates"), points=ns.points,
                            data_seeds=_ints(ns.data_seeds, "--data-seeds"), store=ns.store, data_dir=ns.data_dir,
-                           progress=not ns.quiet, allow_inexact=ns.allow_inexact, log=log)
+                           progress=not ns.quiet, allow_inexact=ns.allow_inexact)
     print(_table([{"replicate": r["replicate"], "level": r["level"], "remaining_%": f"{100 * r['density']:.2f}",
                    "k": r["rewind_iter"], "instability_%": f"{100 * r['instability']:.2f}",
                    "endpoint_err_%": " / ".join(f"{100 * e:.2f}" for e in r["endpoint_errors"]),
@@ -106,9 +104,8 @@ def cmd_sparse_train(ns) -> None:
     train_cfg, cfg = _configs({"train": TrainConfig, "sparse": SparseConfig}, ns)
     opts = run_options(ns)
     api.set_threads(opts.threads)
-    log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
     res = api.sparse_train(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, replicates=ns.replicates,
-                           log=log, options=opts)
+                           options=opts)
     print(f"experiment: {res['experiment']}")
     keys = [k for k in ("replicate", "sparsity", "es_iter", "es_test_acc", "final_test_acc", "wall_time_s")
             if res["rows"] and k in res["rows"][0]]
@@ -120,10 +117,9 @@ def cmd_sparse_train(ns) -> None:
 def cmd_demo(ns) -> None:
     from ticketlab import api
     api.set_threads(1)
-    log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
     from ticketlab.experiments.lottery.trunk import LotteryConfig
     width = api.lottery_width(LotteryConfig(**api.DEMO_LOTTERY))
-    res = api.demo(store=ns.store, log=log, options=run_options(ns).resolved("lottery", width, own_process=True))
+    res = api.demo(store=ns.store, options=run_options(ns).resolved("lottery", width, own_process=True))
     print(f"experiment: {res['experiment']}")
     print("MNIST-1D, 40-300-100-10 MLP, IMP 20%/level with reset to init, 2 replicates")
     print("test accuracy at the early-stopping iteration (mean ± std over replicates)")
@@ -326,9 +322,12 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `ticketlab` console script."""
+    from ticketlab.core.progress import cli_logging
     try:
         ns = parser(argv).parse_args(argv)
-        ns.fn(ns)
+        # a run's messages: INFO lines on stderr, through the progress bars; --quiet: warnings only
+        with cli_logging(quiet=getattr(ns, "quiet", False)):
+            ns.fn(ns)
     except TicketlabError as e:
         print(f"ticketlab: error: {e}", file=sys.stderr)
         return 2

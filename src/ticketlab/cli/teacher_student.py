@@ -18,7 +18,6 @@ finished runs are read, interrupted ones resume from their last checkpoint.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ticketlab.core import config as C
 from ticketlab.core.errors import ConfigError
@@ -66,8 +65,7 @@ def cmd_teacher_student(ns: argparse.Namespace) -> None:
     # the command owns its process: by default one worker per core (its loop caps them at the groups)
     opts = run_options(ns, sweep.options).resolved(KIND, own_process=True)
     api.set_threads(opts.threads)
-    log = None if ns.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    res = api.teacher_student(cfgs, store=ns.store, out=ns.out, log=log, options=opts)
+    res = api.teacher_student(cfgs, store=ns.store, out=ns.out, options=opts)
     rows = tables.short_points(res["rows"])
     print(f"success = fraction of teacher nodes with a student node of correlation >= {cfgs[0].threshold:g} "
           f"(mean over seeds; per hidden layer, bottom first)")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import typing
 
 from ticketlab.core import config as C
@@ -74,8 +73,7 @@ def cmd_transfer(ns) -> None:
     else:
         opts = run_options(ns)
     api.set_threads(opts.threads)
-    log = None if ns.quiet else (lambda s: print(s, file=sys.stderr))
-    kw = dict(store=ns.store, data_dir=ns.data_dir, log=log)
+    kw = dict(store=ns.store, data_dir=ns.data_dir)
     targets = {k[len(PREFIX):]: v for k, v in vars(ns).items() if k.startswith(PREFIX)}
     if ns.matrix:
         if ns.source or ns.config or targets:

@@ -23,6 +23,7 @@ from ticketlab.core import atomic
 from ticketlab.data import _checksums
 from ticketlab.data.registry import get_info, resolve_data_dir
 from ticketlab.core.errors import DataError
+from ticketlab.core.progress import bar as progress_bar
 
 _CHUNK = 1 << 20
 _TIMEOUT = 60  # seconds without data before a mirror is given up
@@ -38,11 +39,8 @@ def _download(url: str, dest: Path, spec: _checksums.FileSpec, name: str, progre
                 with urllib.request.urlopen(req, timeout=_TIMEOUT) as resp:
                     length = resp.headers.get("Content-Length")
                     total = int(length) if length and length.isdigit() else None
-                    bar = None
-                    if progress:
-                        from tqdm import tqdm
-
-                        bar = tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False)
+                    bar = progress_bar(total, enabled=progress, desc=dest.name, unit="B", unit_scale=True,
+                                       mininterval=0.1)
                     received = 0
                     try:
                         while chunk := resp.read(_CHUNK):

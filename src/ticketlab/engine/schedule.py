@@ -24,12 +24,17 @@ process; this module decides what runs when:
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Hashable, Sequence
 
+from ticketlab.core import progress as _progress
 from ticketlab.engine.parallel import make_executor
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,7 +44,7 @@ class Node:
     `key` names it (unique in the graph; `deps` are keys of the runs it needs finished first);
     `run_dir` is its folder (done = `run_dir/summary.json` exists); `payload` is what `train`
     gets for it (picklable when it goes to a worker); runs with equal `stack` keys may train as
-    one stack (None: always alone); `name` is how the log names it.
+    one stack (None: always alone); `name` is how the log line names it.
     """
 
     key: Hashable
@@ -77,16 +82,16 @@ def groups(nodes: Sequence[Node], stack: int, *, even: bool = False, spread: int
 
 
 def run(groups: Sequence[Sequence[Node]], train: Callable[[list], object], *, workers: int = 1,
-        executor: cf.Executor | None = None, progress: bool = False,
-        log: Callable[[str], None] | None = None) -> None:
+        executor: cf.Executor | None = None, progress: bool = False) -> None:
     """Train every group that has a run not yet done, each once its dependencies are.
 
     `train(payloads)` trains one group's unfinished runs; it runs in this process when `workers`
     is 1 and no `executor` is given, else on `workers` processes (or the given executor, which is
     left running), so it must then be picklable (a module-level function, or a
-    `functools.partial` of one). `progress` shows a bar of finished runs when they run on workers;
-    `log` gets one line per group started. Raises the first error of a group, after stopping the
-    others.
+    `functools.partial` of one). `progress` shows a bar of finished runs when they run on workers.
+    Each group started is one INFO line of this module's logger; what the workers log shows where
+    this process's messages show when the CLI configured them (`ticketlab.core.progress`).
+    Raises the first error of a group, after stopping the others.
     """
     nodes = [n for g in groups for n in g]
     keys = {n.key for n in nodes}
@@ -100,12 +105,14 @@ def run(groups: Sequence[Sequence[Node]], train: Callable[[list], object], *, wo
     pending = [(list(g), {n.key for n in g}) for g in groups if any(n.key not in done for n in g)]
     if not pending:
         return
-    log = log or (lambda s: None)
     own = None
     if executor is None and workers > 1:
         workers = min(workers, len(pending))  # no idle worker to start
         executor = own = make_executor("process", workers)
-    bar = _bar(progress and executor is not None, len(nodes), len(done))
+    bar = _progress.bar(len(nodes), enabled=progress and executor is not None, initial=len(done), desc="runs",
+                        leave=True, mininterval=0.1)
+    if executor is not None:  # worker processes start with logging unconfigured: repeat ours there
+        train = functools.partial(_in_worker, _progress.worker_level(), train)
     running: dict[cf.Future, list[Node]] = {}
     try:
         while pending or running:
@@ -115,7 +122,7 @@ def run(groups: Sequence[Sequence[Node]], train: Callable[[list], object], *, wo
             for p in ready[:max(0, (workers if executor else 1) - len(running))]:
                 pending.remove(p)
                 todo = [n for n in p[0] if n.key not in done]
-                log("training " + ", ".join(n.name or str(n.key) for n in todo))
+                log.info("training %s", ", ".join(n.name or str(n.key) for n in todo))
                 if executor is None:
                     train([n.payload for n in todo])
                     _finish(p[0], done, bar)
@@ -148,11 +155,9 @@ def _finish(group: list[Node], done: set, bar) -> None:
         bar.update(len(new))
 
 
-def _bar(progress: bool, total: int, initial: int):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=initial, desc="runs", dynamic_ncols=True)
+def _in_worker(level: int | None, train: Callable[[list], object], payloads: list) -> object:
+    _progress.configure_worker(level)
+    return train(payloads)
 
 
 __all__ = ["Node", "groups", "run"]

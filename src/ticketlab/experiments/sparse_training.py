@@ -205,7 +205,7 @@ def _groups(exp_path: Path, pending: list[int], stack: int, name: str = "") -> l
 
 def run(train_cfg: TrainConfig, sparse_cfg: SparseConfig, *, store=None, data_dir=None, progress: bool = True,
         replicates: int = 1, stack: int = 1, checkpoint_every: int = 1000, hooks: Sequence[object] = (),
-        data=None, log=None) -> dict:
+        data=None) -> dict:
     """Run (or resume, or extend to more replicates) a sparse-training experiment (`ticketlab sparse-train`).
 
     - `replicates`: replicate r uses init_seed + r, data_seed + r and mask seed + r.
@@ -239,7 +239,7 @@ def run(train_cfg: TrainConfig, sparse_cfg: SparseConfig, *, store=None, data_di
         groups = _groups(exp.path, pending, stack if can_stack else 1, f"{sparse_cfg.method} {sparse_cfg.sparsity}/")
         schedule.run(groups, lambda group: _train_group(  # in this process: `data`, `build` and `hooks` stay here
             exp.path, group, train_cfg, sparse_cfg, data, build, total, progress=progress,
-            checkpoint_every=checkpoint_every, hooks=hooks), log=log)
+            checkpoint_every=checkpoint_every, hooks=hooks))
         for r in range(replicates):
             if not (_rep_dir(exp.path, r) / "sparsity.json").exists():
                 _write_outputs(exp.path, r, train_cfg, sparse_cfg, build)

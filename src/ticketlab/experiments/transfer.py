@@ -52,6 +52,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -66,6 +67,8 @@ from ticketlab.experiments.lottery.trunk import (LotteryConfig, Plan, RunKey, ex
 from ticketlab.core.seeds import derive_seed
 from ticketlab.engine.store import Experiment, Store
 from ticketlab.training.loop import TrainConfig, load_state
+
+log = logging.getLogger(__name__)
 
 CONTROLS = ("random", "own", "dense")
 OUTPUT_POLICIES = ("auto", "keep", "reinit_sparse", "dense")
@@ -469,22 +472,21 @@ def own_lottery(spec: TransferSpec, src_lot: LotteryConfig) -> LotteryConfig | N
                                controls=(), control_draws=1, control_levels=())
 
 
-def run(cfg: TransferConfig, *, store=None, data_dir=None, progress: bool = True, log=None,
+def run(cfg: TransferConfig, *, store=None, data_dir=None, progress: bool = True,
         checkpoint_every: int = 1000, workers: int = 1, stack: int = 8) -> dict:
     """Run (or extend, or resume) a transfer experiment with its controls (`ticketlab transfer`).
 
     Returns {"experiment", "source", "own", "random", "rows", "aggregate"}: rows in the format of
     `ticketlab.engine.results` with branches transfer, random, own and dense."""
     from ticketlab.experiments.lottery.runner import run_lottery
-    log = log or (lambda s: None)
     spec, _, src_lot = prepare(cfg, store=store, data_dir=data_dir, checkpoint_every=checkpoint_every,
                                progress=progress and workers <= 1)
     exp, rnd = Experiment(Path(spec.exp_path)), Experiment(Path(spec.random_path))
     own_cfg = own_lottery(spec, src_lot)
     own = None
     if own_cfg is not None:
-        log(f"the target's own ticket: lottery on {spec.target.dataset} with {spec.target.optimizer}")
-        own = run_lottery(spec.target, own_cfg, store=store, data_dir=data_dir, progress=progress, log=log,
+        log.info("the target's own ticket: lottery on %s with %s", spec.target.dataset, spec.target.optimizer)
+        own = run_lottery(spec.target, own_cfg, store=store, data_dir=data_dir, progress=progress,
                           checkpoint_every=checkpoint_every, workers=workers, stack=stack)["experiment"]
     links = {"source": Path(spec.source_path).name, "source_path": spec.source_path,
              "own": Path(own).name if own else None, "own_path": str(Path(own).absolute()) if own else None,
@@ -494,21 +496,20 @@ def run(cfg: TransferConfig, *, store=None, data_dir=None, progress: bool = True
     with exp.lock():
         _atomic.write_json(exp.path / "transfer.json", links)
         with rnd.lock(wait=True):
-            _run_graph(spec, workers=workers, stack=stack, progress=progress, log=log)
+            _run_graph(spec, workers=workers, stack=stack, progress=progress)
     rows = transfer_rows(exp.path)
     return {"experiment": str(exp.path), "source": links["source"], "own": links["own"], "random": rnd.name,
             "rows": rows, "aggregate": results.aggregate(rows)}
 
 
-def _run_graph(spec: TransferSpec, *, workers: int, stack: int, progress: bool,
-               log: Callable[[str], None]) -> None:
+def _run_graph(spec: TransferSpec, *, workers: int, stack: int, progress: bool) -> None:
     reps: dict[int, Transfer] = {}
 
     def run_dir(t: TransferNode) -> Path:
         return (reps.get(t.r) or reps.setdefault(t.r, Transfer(spec, t.r))).run_dir(t)
 
     schedule.run(_stacks(graph(spec), stack, run_dir), functools.partial(run_tasks, spec), workers=workers,
-                 progress=progress, log=log)
+                 progress=progress)
 
 
 def _name(t: TransferNode) -> str:

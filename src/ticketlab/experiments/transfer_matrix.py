@@ -29,6 +29,7 @@ work is skipped and interrupted work resumes.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,8 @@ from ticketlab.engine.options import RunOptions
 from ticketlab.experiments.lottery.trunk import LotteryConfig
 from ticketlab.training.loop import TrainConfig
 from ticketlab.experiments.transfer import TransferConfig, describe, target_overrides
+
+log = logging.getLogger(__name__)
 
 TABLES = ("base", "transfer", "recipes", "matrix", "sweep")  # [sweep]: run options, see `run_options`
 
@@ -116,30 +119,29 @@ def lottery_shape(m: Matrix) -> LotteryConfig:
     return cfg
 
 
-def run_matrix(m: Matrix, *, store=None, data_dir=None, progress: bool = True, log=None,
+def run_matrix(m: Matrix, *, store=None, data_dir=None, progress: bool = True,
                checkpoint_every: int = 1000, workers: int = 1, stack: int = 8) -> dict:
     """Run the matrix's lotteries, then its transfers. Returns {"lotteries": {recipe: folder},
     "transfers": [{"source", "target", "experiment", "aggregate"}]}."""
     from ticketlab.experiments.lottery.runner import run_lottery
     from ticketlab.experiments.transfer import run
-    log = log or (lambda s: None)
     lot = lottery_shape(m)
     needed = [s for s, _ in m.pairs]
     if {"own", "dense"} & set(m.transfer.controls):
         needed += [t for _, t in m.pairs]
     lotteries = {}
     for name in dict.fromkeys(needed):
-        log(f"lottery of recipe {name} ({describe(m.recipes[name])})")
+        log.info("lottery of recipe %s (%s)", name, describe(m.recipes[name]))
         lotteries[name] = run_lottery(m.recipes[name], lot, store=store, data_dir=data_dir, progress=progress,
-                                      log=log, checkpoint_every=checkpoint_every, workers=workers,
+                                      checkpoint_every=checkpoint_every, workers=workers,
                                       stack=stack)["experiment"]
     transfers = []
     for s, t in m.pairs:
-        log(f"transfer {s} -> {t}")
+        log.info("transfer %s -> %s", s, t)
         cfg = dataclasses.replace(m.transfer, source=lotteries[s],
                                   target=target_overrides(m.recipes[s], m.recipes[t]),
                                   replicates=m.transfer.replicates or lot.replicates)
-        res = run(cfg, store=store, data_dir=data_dir, progress=progress, log=log,
+        res = run(cfg, store=store, data_dir=data_dir, progress=progress,
                   checkpoint_every=checkpoint_every, workers=workers, stack=stack)
         transfers.append({"source": s, "target": t, "experiment": res["experiment"], "aggregate": res["aggregate"]})
     return {"lotteries": lotteries, "transfers": transfers}

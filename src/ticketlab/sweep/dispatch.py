@@ -37,6 +37,7 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Executor, wait
 from pathlib import Path
 
+from ticketlab.core import progress as _progress
 from ticketlab.core.errors import ConfigError
 from ticketlab.engine.options import RunOptions
 from ticketlab.engine.parallel import cpu_count, error_text, make_executor, set_threads
@@ -58,12 +59,14 @@ def _context(trial_kind: str, store, data_dir, options: RunOptions, replicates: 
 
 def run_trial(trial: Trial, store, data_dir=None, checkpoint_every: int | None = None, replicates: int = 1,
               options: RunOptions | None = None) -> dict:
-    """Run one trial of a non-batched kind in this process (quietly, workers=1 unless `options`
-    say otherwise); return its status, folder and key metrics. `replicates` applies to sparse trials."""
+    """Run one trial of a non-batched kind in this process (quietly: no bars unless `options` say
+    otherwise, no INFO lines; workers=1 unless `options` say otherwise); return its status, folder
+    and key metrics. `replicates` applies to sparse trials."""
     opts = RunOptions.build(options or RunOptions(workers=1, progress=False), checkpoint_every=checkpoint_every)
     kind = KINDS[trial.kind]
     before = summaries(experiment_path(trial, store))
-    result = kind.run(trial.configs, _context(trial.kind, store, data_dir, opts, replicates))
+    with _progress.quiet():
+        result = kind.run(trial.configs, _context(trial.kind, store, data_dir, opts, replicates))
     if "status" not in result:
         changed = summaries(result["experiment"]) != before
         result = {"status": "done" if changed or not before else "skipped", **result}
@@ -203,7 +206,8 @@ def _run_batched(trials: list[Trial], rows: dict, n_total: int, say, *, retries:
     for attempt in range(1, retries + 2):
         t0 = time.perf_counter()
         try:
-            results = kind.run([t.configs for t in trials], ctx)
+            with _progress.quiet():  # the trials' runs, as the other kinds' (`run_trial`)
+                results = kind.run([t.configs for t in trials], ctx)
         except Exception as e:
             if attempt <= retries:
                 say(f"{len(trials)} {kind.name} trials failed, retrying ({attempt}/{retries}): {error_text(e)}")

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from ticketlab.training import optim, rundir
 from ticketlab.training.rundir import RunDir, load_state, read_metrics, save_state, write_metrics  # noqa: F401 (the old names)
+from ticketlab.core.progress import bar as progress_bar
 from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError
 from ticketlab.training.stacked import Single
@@ -262,7 +263,7 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
             d.save(name, i, **st)
 
     writer = _tensorboard(options.tensorboard)
-    bar = _progress(options, total, it)
+    bar = progress_bar(total, enabled=options.progress, initial=it, desc=options.desc)
     model.train()
     running = torch.zeros(R)
     n_running = 0
@@ -355,14 +356,6 @@ def evaluate_many(ensemble, x: torch.Tensor, y: torch.Tensor, batch: int = 2000)
     model.train(was_training)
     n = max(len(x), 1)
     return [(float(loss[r]) / n, int(correct[r]) / n) for r in range(R)]
-
-
-def _progress(options: RunOptions, total: int, start: int):
-    if not options.progress:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=start, desc=options.desc, leave=False, mininterval=0.5,
-                dynamic_ncols=True)
 
 
 def _tensorboard(logdir: Path | None):

@@ -27,6 +27,7 @@ from typing import Callable, Protocol, Sequence
 import torch
 
 from ticketlab.core import schedules
+from ticketlab.core.progress import bar as progress_bar
 from ticketlab.core.masks import MaskEnforcer
 from ticketlab.training import rundir
 from ticketlab.training.optim import make_optimizer
@@ -95,10 +96,7 @@ def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimize
     def state(**extra) -> dict:
         return dict(model=model.state_dict(), masks=dict(masks or {}), optimizer=optimizer.state_dict(), **extra)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total, initial=it, desc=desc, leave=False, mininterval=1.0, dynamic_ncols=True)
+    bar = progress_bar(total, enabled=progress, initial=it, desc=desc, mininterval=1.0)
     t_start, c_start = time.perf_counter(), time.process_time()
     t_interval, tok_interval = 0.0, 0
 

@@ -47,6 +47,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
+from ticketlab.core.progress import bar as progress_bar
 from ticketlab.core.errors import ConfigError
 from ticketlab.domains.rl import agent as A
 from ticketlab.domains.rl.config import RLConfig, resolve, rollout_size
@@ -189,7 +190,7 @@ class _Run:
         self.eval_seeds = ([cfg.eval_seed + VAL_SEED_OFFSET + j for j in range(cfg.val_episodes)]
                            + [cfg.eval_seed + i for i in range(cfg.eval_episodes)])
         self.train_returns: list[float] = []
-        self.bar = _progress(trainer.progress, self.T, self.it, desc)
+        self.bar = progress_bar(self.T, enabled=trainer.progress, initial=self.it, desc=desc or "rl", unit="step")
         self._bar_at = self.it
 
     # ---- what happens between two rollouts ----
@@ -305,14 +306,6 @@ class _Callback(BaseCallback):
         if bar is not None:
             bar.update(self.model.num_timesteps - self.run._bar_at)
             self.run._bar_at = self.model.num_timesteps
-
-
-def _progress(on: bool, total: int, start: int, desc: str):
-    if not on:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=start, desc=desc or "rl", leave=False, mininterval=0.5, dynamic_ncols=True,
-                unit="step")
 
 
 __all__ = ["RLTrainer", "make_algorithm", "early_stopping", "segment_seeds", "METRIC"]

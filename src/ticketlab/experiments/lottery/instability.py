@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -49,6 +50,8 @@ from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.experiments.lottery.trunk import LotteryConfig, Replicate, final_weights, load_masks, replicate_seeds
 from ticketlab.training.loop import RunOptions, TrainConfig, evaluate, fit, load_state
 from ticketlab.training.rundir import read_metrics
+
+log = logging.getLogger(__name__)
 
 
 # ---- the path between two weight sets ----------------------------------------------------------
@@ -278,8 +281,7 @@ def instability_dir(exp_path: str | Path, replicate: int, level: int, rewind_ite
 
 def instability(exp_path: str | Path, *, level: int, rewind_iter: int, replicate: int = 0, points: int = 11,
                 data_seeds: tuple[int, int] = (1000, 1001), data=None, data_dir=None,
-                progress: bool = False, checkpoint_every: int = 1000, allow_inexact: bool = False,
-                log: Callable[[str], None] | None = None) -> dict:
+                progress: bool = False, checkpoint_every: int = 1000, allow_inexact: bool = False) -> dict:
     """Instability of the ticket at `level` of replicate `replicate`, rewound to `rewind_iter` (k).
 
     Trains two copies from θk (cached), evaluates the test error at `points` α along the linear
@@ -313,7 +315,6 @@ def instability(exp_path: str | Path, *, level: int, rewind_iter: int, replicate
     if not mask_path.exists():
         raise TicketlabError(f"{exp_path.name}: replicate {replicate} has no level {level} ({mask_path} is "
                              f"missing); run the lottery with more levels / replicates first")
-    log = log or (lambda s: None)
     trunk = open_replicate(exp_path, replicate, data=data, data_dir=data_dir, progress=progress,
                            checkpoint_every=checkpoint_every, rewind_iter=rewind_iter)
     trainer, seed, cfg_k = trunk.trainer, trunk.seed, trunk.cfg
@@ -328,7 +329,7 @@ def instability(exp_path: str | Path, *, level: int, rewind_iter: int, replicate
         for s in seeds:
             run_dir = out_dir / f"data_seed_{s}"
             desc = f"rep {replicate} level {level} k={rewind_iter} copy data_seed={s}"
-            log(desc)
+            log.info("%s", desc)
             rep = _Rewound(cfg_k, trainer, exp_path, replicate, seed=seed, data_seed=s, state=state)
             summary = rep.train_from_rewind(run_dir, masks, None, desc)
             finals.append(final_weights(run_dir))

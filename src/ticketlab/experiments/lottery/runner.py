@@ -28,7 +28,6 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ticketlab.experiments.lottery import trunk
 from ticketlab.experiments.lottery.controls import CONTROLS, branch_name
@@ -76,14 +75,13 @@ class LotterySpec:
 Spec, Task = LotterySpec, LotteryNode  # the old names, kept for one release
 
 
-def replicate(spec: LotterySpec, r: int, *, progress: bool = False, log=None) -> Replicate:
+def replicate(spec: LotterySpec, r: int, *, progress: bool = False) -> Replicate:
     """Replicate r of the experiment, with its task's trainer."""
     seed, data_seed = replicate_seeds(spec.train, r)
     trainer = get_task(spec.task).make_trainer(
         dataclasses.replace(spec.train, init_seed=seed, data_seed=data_seed), data_dir=spec.data_dir,
         progress=progress, checkpoint_every=spec.checkpoint_every)
-    return Replicate(spec.lottery, trainer, Path(spec.exp_path), r, seed=seed, data_seed=data_seed,
-                     log=log or (lambda s: None))
+    return Replicate(spec.lottery, trainer, Path(spec.exp_path), r, seed=seed, data_seed=data_seed)
 
 
 def run_tasks(spec: LotterySpec, tasks: list[LotteryNode], progress: bool = False) -> list[LotteryNode]:
@@ -133,7 +131,7 @@ def graph(spec: LotterySpec) -> list[LotteryNode]:
 
 
 def run_graph(spec: LotterySpec, *, workers: int = 1, stack: int = 8, progress: bool = True,
-              log: Callable[[str], None] | None = None, executor: cf.Executor | None = None) -> None:
+              executor: cf.Executor | None = None) -> None:
     """Run every group of tasks not yet done, as soon as its dependencies are, on `workers` processes.
 
     `stack` caps the models trained as one computation (1 disables stacking). With one worker
@@ -143,14 +141,14 @@ def run_graph(spec: LotterySpec, *, workers: int = 1, stack: int = 8, progress: 
     inline = executor is None and workers <= 1  # per-run progress bars only in this process
     train = functools.partial(run_tasks, spec, progress=progress) if inline else functools.partial(run_tasks, spec)
     schedule.run(_stacks(graph(spec), stack, Path(spec.exp_path)), train, workers=workers, executor=executor,
-                 progress=progress, log=log)
+                 progress=progress)
 
 
 def _name(t: LotteryNode) -> str:
     return f"r{t.r}/{branch_name(t.control, t.draw) + '/' if t.control else ''}L{t.level}"
 
 
-def run_lottery(train_cfg, cfg, *, store=None, data_dir=None, progress: bool = True, log=None,
+def run_lottery(train_cfg, cfg, *, store=None, data_dir=None, progress: bool = True,
                 checkpoint_every: int = 1000, workers: int = 1, stack: int = 8) -> dict:
     """Run (or extend, or resume) an IMP experiment with its controls: `ticketlab.api.lottery`.
 
@@ -164,7 +162,7 @@ def run_lottery(train_cfg, cfg, *, store=None, data_dir=None, progress: bool = T
     spec = LotterySpec(train_cfg, cfg, str(exp.path), None if data_dir is None else str(data_dir),
                        checkpoint_every, task=task.name)
     with exp.lock():
-        run_graph(spec, workers=workers, stack=stack, progress=progress, log=log)
+        run_graph(spec, workers=workers, stack=stack, progress=progress)
     rows = run_rows(exp.path)
     return {"experiment": str(exp.path), "rows": rows, "aggregate": aggregate(rows)}
 

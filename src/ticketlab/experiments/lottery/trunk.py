@@ -36,9 +36,9 @@ controls are run shape, not identity: they are not hashed.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -48,6 +48,8 @@ from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.experiments.lottery.controls import CONTROLS, branch_name
 from ticketlab.methods.imp import level_fractions, n_levels, prune_level, pruned_layers
 from ticketlab.training.loop import TrainConfig, load_state
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -125,11 +127,10 @@ class Replicate:
     The getters (`masks`, `trained_weights`, `rewind_state`) read what the steps wrote and raise a
     `TicketlabError` when it is not there yet: they never train."""
 
-    def __init__(self, cfg: LotteryConfig, trainer, root: Path, r: int, *, seed: int, data_seed: int,
-                 log: Callable[[str], None] = lambda s: None):
+    def __init__(self, cfg: LotteryConfig, trainer, root: Path, r: int, *, seed: int, data_seed: int):
         self.cfg, self.trainer, self.r = cfg, trainer, r
         self.root = Path(root) / f"replicate_{r}"
-        self.seed, self.data_seed, self.log = seed, data_seed, log
+        self.seed, self.data_seed = seed, data_seed
         probe = trainer.build(seed)
         self.prunable_shapes = {n: p.detach() for n, p in trainer.prunable(probe).items()}
         self.output = trainer.output_layer(probe)
@@ -304,7 +305,7 @@ def train(rep: Replicate, L: int, control: str | None = None, draw: int = 0) -> 
     if summary.exists():
         return json.loads(summary.read_text())
     p = plan(rep, L, control, draw)
-    rep.log(p.desc)
+    log.info("%s", p.desc)
     return execute([p])[0]
 
 

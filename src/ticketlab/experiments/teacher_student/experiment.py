@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -188,8 +188,7 @@ def point_row(exp_path: Path, cfg: TeacherStudentConfig) -> dict:
 # ---- the entry point ----------------------------------------------------------------------------
 
 def run(cfgs: TeacherStudentConfig | Sequence[TeacherStudentConfig], *, store=None, workers: int = 1,
-        stack: int = 16, checkpoint_every: int = 5000, verbose: bool = False,
-        log: Callable[[str], None] | None = None) -> dict:
+        stack: int = 16, checkpoint_every: int = 5000, verbose: bool = False) -> dict:
     """Run (or resume, or just read) one or several teacher–student experiments.
 
     Runs of all experiments that share shapes and schedule train stacked, `stack` at a time, in
@@ -210,13 +209,13 @@ def run(cfgs: TeacherStudentConfig | Sequence[TeacherStudentConfig], *, store=No
         for s in seeds_of(cfg):
             if not (exp.path / f"seed_{s}" / "summary.json").exists():
                 specs.append(prepare_run(exp, cfg, s))
-    execute(group_jobs(specs, stack), workers=workers, checkpoint_every=checkpoint_every, verbose=verbose, log=log)
+    execute(group_jobs(specs, stack), workers=workers, checkpoint_every=checkpoint_every, verbose=verbose)
     retrain = []
     for exp, cfg in zip(exps, cfgs):
         if cfg.prune:
             for s in seeds_of(cfg):
                 retrain += prepare_prune(exp, cfg, s)
-    execute(group_jobs(retrain, stack), workers=workers, checkpoint_every=checkpoint_every, verbose=verbose, log=log)
+    execute(group_jobs(retrain, stack), workers=workers, checkpoint_every=checkpoint_every, verbose=verbose)
     rows = [point_row(e.path, cfg) for e, cfg in zip(exps, cfgs)]
     return {"experiments": [str(e.path) for e in exps], "rows": rows, "files": []}
 

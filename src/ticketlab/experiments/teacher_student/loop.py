@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -34,6 +35,8 @@ from ticketlab.experiments.teacher_student.optim import StackedOptimizer
 from ticketlab.experiments.teacher_student.spec import SCHEDULE_FIELDS, JobSpec, TeacherStudentConfig, _seed, datasets
 from ticketlab.training import rundir
 from ticketlab.training.rundir import RunDir, load_state
+
+log = logging.getLogger(__name__)
 
 @torch.no_grad()
 def _evaluate(teacher: Net, student: Net, x: torch.Tensor, y: torch.Tensor, chunk: int = 2048
@@ -57,9 +60,10 @@ def _lr_at(cfg: TeacherStudentConfig, step: int) -> float:
     return cfg.lr * lr_factor(step, schedule="multistep", total=cfg.steps, milestones=cfg.milestones, gamma=cfg.gamma)
 
 
-def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000,
-              log: Callable[[str], None] | None = None) -> list[dict]:
+def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose: bool = False) -> list[dict]:
     """Train runs of one shape and schedule together; each writes its own folder. Returns summaries.
+
+    Every `log_every` steps one line is logged: at INFO with `verbose`, else at DEBUG.
 
     All runs must be new, or all have checkpoints at the same step (the caller groups them so).
     """
@@ -102,6 +106,7 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000,
 
     running = torch.zeros(S, dtype=torch.float64)
     n_running = 0
+    level = logging.INFO if verbose else logging.DEBUG
 
     def record(i: int) -> None:
         nonlocal running, n_running
@@ -116,11 +121,11 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000,
                 "best_idx": [k.tolist() for _, k in bests],
                 "best_pre": [[round(v, 6) for v in Mx.best_match(cp[s])[0].tolist()] for cp in pre]})
         running, n_running = torch.zeros(S, dtype=torch.float64), 0
-        if log is not None:
+        if log.isEnabledFor(level):
             means = " ".join(f"{sum(sum(r['best'][l]) / len(r['best'][l]) for r in (rs[-1] for rs in rows)) / S:.3f}"
                              for l in range(len(post)))
-            log(f"{Path(specs[0].exp_path).name} step {i}: eval rel. MSE {float((mse / y_var).mean()):.4g}, "
-                f"mean best match per layer {means}")
+            log.log(level, f"{Path(specs[0].exp_path).name} step {i}: eval rel. MSE {float((mse / y_var).mean()):.4g}, "
+                           f"mean best match per layer {means}")
 
     def save_checkpoints(i: int) -> None:
         for s in range(S):
@@ -193,13 +198,12 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000,
 def _fit_job(specs: list[JobSpec], checkpoint_every: int, verbose: bool) -> list[dict]:
     """A group as one job (module level, so a worker process can run it), under the runs' locks."""
     torch.set_num_threads(1)
-    log = (lambda s: print(s, flush=True)) if verbose else None
     with ExitStack() as stack:
         for s in specs:
             stack.enter_context(Experiment(Path(s.exp_path)).lock(s.lock))
         todo = [s for s in specs if not (Path(s.run_dir) / "summary.json").exists()]  # another process may have run it
         if todo:
-            fit_group(todo, checkpoint_every=checkpoint_every, log=log)
+            fit_group(todo, checkpoint_every=checkpoint_every, verbose=verbose)
     return [json.loads((Path(s.run_dir) / "summary.json").read_text()) for s in specs]
 
 
@@ -220,12 +224,12 @@ def _node(s: JobSpec, stack=None) -> schedule.Node:
 
 
 def execute(groups: list[list[JobSpec]], *, workers: int = 1, checkpoint_every: int = 5000,
-            verbose: bool = False, log: Callable[[str], None] | None = None) -> None:
+            verbose: bool = False) -> None:
     """Train groups with the one scheduler (`ticketlab.engine.schedule`), in this process
     (workers = 1, or a single group) or across worker processes (`ticketlab.engine.parallel`).
     The first error of a group is raised, after the other groups are stopped."""
     train = functools.partial(_fit_job, checkpoint_every=checkpoint_every, verbose=verbose)
-    schedule.run([[_node(s) for s in g] for g in groups], train, workers=workers if len(groups) > 1 else 1, log=log)
+    schedule.run([[_node(s) for s in g] for g in groups], train, workers=workers if len(groups) > 1 else 1)
 
 
 __all__ = ["fit_group", "group_jobs", "execute"]
