@@ -8,6 +8,7 @@ import pickle
 import pytest
 import torch
 
+from crash import interrupt_teacher_student
 from ticketlab.training import rundir
 from ticketlab.training.optim import make_optimizer
 from ticketlab.training.rundir import RunDir, early_stopping, finished, load_state, read_metrics, resume_group
@@ -148,24 +149,15 @@ def test_optimizer_factory():
 def test_teacher_student_store_with_old_keys_resumes_exactly(tmp_path):
     """A teacher-student run interrupted under the old format ("step" in checkpoint.pt and in the
     metrics rows) resumes to the weights of an uninterrupted run, and then writes "iter"."""
-    from ticketlab.core.progress import forwarding
     from ticketlab.engine.store import Store
-    from ticketlab.experiments.teacher_student.experiment import TeacherStudentConfig, fit_group, prepare_run, run
+    from ticketlab.experiments.teacher_student.experiment import TeacherStudentConfig, prepare_run, run
 
     cfg = TeacherStudentConfig(input_dim=12, teacher_widths=(4,), output_dim=6, steps=300, log_every=100, seeds=1,
                                train_size=500, eval_size=600, batch_size=8, lr=0.02)
     whole = run(cfg, store=tmp_path / "a")["experiments"][0]
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_200(msg):
-        if "step 200:" in msg:
-            raise Stop
     exp = Store(tmp_path / "b").experiment("teacher_student", cfg)
-    spec = prepare_run(exp, cfg, 0)
-    with forwarding(stop_at_200), pytest.raises(Stop):  # the loop's step-200 log line stops it
-        fit_group([spec], checkpoint_every=100, verbose=True)
+    interrupt_teacher_student([prepare_run(exp, cfg, 0)], at_step=200, checkpoint_every=100)
     # rewrite the checkpoint and the rows as the old loop wrote them
     d = exp.path / "seed_0"
     st = torch.load(d / "checkpoint.pt", weights_only=True)

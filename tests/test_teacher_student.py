@@ -9,13 +9,13 @@ import math
 
 import pytest
 import torch
+from crash import interrupt_teacher_student
 
 from ticketlab import api
 from ticketlab.cli.commands import main
 from ticketlab.core.errors import ConfigError
-from ticketlab.core.progress import forwarding
 from ticketlab.experiments.teacher_student import metrics as Mx, prune as P
-from ticketlab.experiments.teacher_student.experiment import TeacherStudentConfig, fit_group, prepare_run, run
+from ticketlab.experiments.teacher_student.experiment import TeacherStudentConfig, prepare_run, run
 from ticketlab.experiments.teacher_student.net import Net
 from ticketlab.experiments.teacher_student.optim import StackedOptimizer
 from ticketlab.experiments.teacher_student.student import make_student
@@ -229,17 +229,8 @@ def test_resume_is_exact_and_stacking_matches_alone(tmp_path):
     done = run(cfg, store=tmp_path / "a")
     exp_a = done["experiments"][0]
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_200(msg):
-        if "step 200:" in msg:
-            raise Stop
-
     exp = Store(tmp_path / "b").experiment("teacher_student", cfg)
-    specs = [prepare_run(exp, cfg, s) for s in (0, 1)]
-    with forwarding(stop_at_200), pytest.raises(Stop):  # the loop's step-200 log line stops it
-        fit_group(specs, checkpoint_every=100, verbose=True)
+    interrupt_teacher_student([prepare_run(exp, cfg, s) for s in (0, 1)], at_step=200, checkpoint_every=100)
     assert load_state(exp.path / "seed_0" / "checkpoint.pt")["iteration"] == 100
     resumed = run(cfg, store=tmp_path / "b")
     for s in (0, 1):
