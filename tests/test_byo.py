@@ -1,0 +1,140 @@
+"""Masks, IMP and one-shot pruning on any model, in a plain PyTorch loop (issue 15)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from ticketlab.core import masks as M, targets
+from ticketlab.core.errors import ConfigError
+
+
+def net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def half_masks(model: nn.Module, seed: int = 1) -> M.Masks:
+    g = torch.Generator().manual_seed(seed)
+    return {n: torch.rand(p.shape, generator=g) < 0.5 for n, p in targets.prunable(model).items()}
+
+
+def batches(n: int, seed: int = 2):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        yield torch.randn(32, 8, generator=g), torch.randint(0, 3, (32,), generator=g)
+
+
+def assert_masked(model: nn.Module, masks: M.Masks) -> None:
+    params = dict(model.named_parameters())
+    for n, m in masks.items():
+        assert int(params[n].detach()[~m].count_nonzero()) == 0, n
+
+
+# ---- which tensors, which output layer -------------------------------------------------------------
+
+def test_prunable_by_patterns_or_names():
+    model = net()
+    assert list(targets.prunable(model)) == ["0.weight", "2.weight", "4.weight"]
+    assert list(targets.prunable(model, exclude=["4.*"])) == ["0.weight", "2.weight"]
+    assert list(targets.prunable(model, names=["0.bias", "2.weight"])) == ["0.bias", "2.weight"]
+    with pytest.raises(ConfigError, match="names: 'nope'"):
+        targets.prunable(model, names=["nope"])
+    with pytest.raises(ConfigError, match="include/exclude"):
+        targets.prunable(model, include=["fc*"])
+
+
+def test_output_layer_found_like_timm_hf_or_last_linear():
+    model = net()
+    assert targets.output_layer(model) == "4.weight"
+    assert targets.output_layer(model, "2.weight") == "2.weight"
+
+    class Timm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head, self.body = nn.Linear(4, 2), nn.Linear(4, 4)  # the last Linear is not the head
+
+        def get_classifier(self):
+            return self.head
+
+    class HF(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(10, 4)
+            self.lm_head, self.extra = nn.Linear(4, 10, bias=False), nn.Linear(4, 4)
+            self.lm_head.weight = self.embed.weight  # tied: the parameter's name is the embedding's
+
+    assert targets.output_layer(Timm()) == "head.weight"
+    assert targets.output_layer(HF()) == "embed.weight"
+
+
+# ---- enforce ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_enforce_keeps_masks_exact_with_clipping_and_grad_scaler(scaled):
+    model = net()
+    masks = half_masks(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    handle = M.enforce(model, opt, masks)
+    assert_masked(model, masks)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8) if scaled else None
+    params = dict(model.named_parameters())
+    for x, y in batches(20):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        if scaled:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+        else:
+            loss.backward()
+        for n, m in masks.items():  # masked before clipping reads them
+            assert int(params[n].grad[~m].count_nonzero()) == 0
+        nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        if scaled:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        assert_masked(model, masks)
+    for n, m in masks.items():  # no Adam moment built up at a pruned position
+        for v in opt.state[params[n]].values():
+            if v.shape == m.shape:
+                assert int(v[~m].count_nonzero()) == 0
+    handle.remove()
+    x, y = next(batches(1))
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    assert any(int(params[n].detach()[~m].count_nonzero()) for n, m in masks.items())
+
+
+def test_masks_ride_in_the_optimizer_state_dict():
+    model = net()
+    masks = half_masks(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    M.enforce(model, opt, masks)
+    for x, y in batches(3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, buf)
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=True)
+
+    resumed = net(seed=5)  # a fresh run that resumes: no masks until the checkpoint is loaded
+    opt2 = torch.optim.Adam(resumed.parameters(), lr=1e-2)
+    handle = M.enforce(resumed, opt2)
+    resumed.load_state_dict(ckpt["model"])
+    opt2.load_state_dict(ckpt["optimizer"])
+    assert handle.masks.keys() == masks.keys()
+    assert all(torch.equal(handle.masks[n], m) for n, m in masks.items())
+    for x, y in batches(5, seed=3):
+        opt2.zero_grad()
+        nn.functional.cross_entropy(resumed(x), y).backward()
+        opt2.step()
+    assert_masked(resumed, masks)
+    plain = torch.optim.Adam(net().parameters())  # an optimizer without enforce ignores the masks
+    plain.load_state_dict(ckpt["optimizer"])
