@@ -138,3 +138,104 @@ def test_masks_ride_in_the_optimizer_state_dict():
     assert_masked(resumed, masks)
     plain = torch.optim.Adam(net().parameters())  # an optimizer without enforce ignores the masks
     plain.load_state_dict(ckpt["optimizer"])
+
+
+# ---- IMP as an object --------------------------------------------------------------------------------
+
+def test_imp_in_a_plain_loop_gives_the_lottery_experiments_masks_bit_for_bit(tmp_path):
+    """The public object and `ticketlab lottery` on the same tiny config: identical masks at every
+    level, with late rewinding (k = 50) and the optimizer rewound too."""
+    import torch.nn.functional as F
+
+    from ticketlab import api
+    from ticketlab.domains.classify import make_trainer
+    from ticketlab.experiments.lottery.trunk import LotteryConfig, load_masks
+    from ticketlab.methods.imp import IMP
+    from ticketlab.training.loop import TrainConfig, batch_indices, make_optimizer
+
+    train = TrainConfig(dataset="mnist1d", model="mlp", model_args={"widths": [64, 32]}, iterations=200,
+                        batch_size=50, eval_every=100)
+    cfg = LotteryConfig(levels=2, rewind_iter=50, rewind_optimizer=True)
+    exp = api.lottery(train, cfg, store=tmp_path, progress=False)["experiment"]
+
+    data = make_trainer(train).data
+    x, y, n = data.train.x, data.train.y, len(data.train.x)
+    model = make_trainer(train).build(train.init_seed)
+    opt = make_optimizer(train, model.parameters())
+    imp = IMP.from_config(cfg).attach(model, opt)
+    start = 0
+    for level in range(cfg.levels + 1):
+        assert all(torch.equal(imp.masks[k], m) for k, m in load_masks(
+            tmp_path / exp / "replicate_0" / f"level_{level}" / "mask.pt").items())
+        torch.manual_seed(train.data_seed * 7919 + train.init_seed + start)
+        model.train()
+        for it in range(start, 200):
+            opt.zero_grad(set_to_none=True)
+            idx = batch_indices(n, train.batch_size, train.data_seed, it)
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+        if level < cfg.levels:
+            imp.prune()
+            imp.rewind()
+            start = cfg.rewind_iter
+    assert imp.level == 2 and 0.6 < M.density(imp.masks) < 0.7
+
+
+def test_imp_rewinds_to_theta_k_and_offers_the_controls():
+    from ticketlab.core import pruning
+    from ticketlab.methods.imp import IMP
+
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    imp = IMP(prune_fraction=0.5, rewind_iter=3, rewind_optimizer=True).attach(model, opt)
+    assert imp.output == "4.weight"
+    for i, (x, y) in enumerate(batches(6)):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        if i == 2:
+            at_k = {k: v.clone() for k, v in model.state_dict().items()}
+            mom_k = {k: v["momentum_buffer"].clone() for k, v in opt.state_dict()["state"].items()}
+    masks = imp.prune()
+    kept = {n: int(m.sum()) for n, m in masks.items()}
+    assert kept == {"0.weight": 64, "2.weight": 128, "4.weight": 36}  # output layer at half rate
+    imp.rewind()
+    for k, v in model.state_dict().items():
+        expected = at_k[k] * masks[k] if k in masks else at_k[k]
+        assert torch.equal(v, expected), k
+    for k, v in opt.state_dict()["state"].items():
+        name = [n for n, _ in model.named_parameters()][k]
+        expected = mom_k[k] * masks[name] if name in masks else mom_k[k]
+        assert torch.equal(v["momentum_buffer"], expected)
+    assert imp.levels_for(0.0) == 0 and imp.levels_for(0.5) == 2
+
+    saved = imp.state_dict()
+    rand = imp.random_masks(seed=1)
+    assert {n: int(m.sum()) for n, m in rand.items()} == kept
+    assert pruning.jaccard(rand, masks) < 0.9
+    imp.random_reinit(seed=2)
+    assert_masked(model, rand)
+    assert not torch.equal(model.state_dict()["0.bias"], at_k["0.bias"])
+
+    again = IMP(prune_fraction=0.5, rewind_iter=3, rewind_optimizer=True)
+    again.load_state_dict(saved)
+    fresh = net(seed=9)
+    again.attach(fresh, torch.optim.SGD(fresh.parameters(), lr=0.1))
+    assert_masked(fresh, masks)
+    assert all(torch.equal(again.masks[n], m) for n, m in masks.items()) and again.level == 1
+
+
+def test_imp_errors_name_the_field():
+    from ticketlab.core.errors import TicketlabError
+    from ticketlab.methods.imp import IMP
+
+    with pytest.raises(ConfigError, match="strategy"):
+        IMP(strategy="random")
+    with pytest.raises(ConfigError, match="rewind_iter"):
+        IMP(rewind_iter=-1)
+    with pytest.raises(ConfigError, match="include/exclude|exclude"):
+        IMP(exclude=["nope.*"]).attach(net(), torch.optim.SGD(net().parameters(), lr=0.1))
+    model = net()
+    imp = IMP(rewind_iter=5).attach(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(TicketlabError, match="rewind point"):
+        imp.rewind()

@@ -31,7 +31,8 @@ def layer_weights(model: nn.Module) -> dict[str, nn.Parameter]:
 def prunable(model: nn.Module, include: str | Sequence[str] = ("*",), exclude: str | Sequence[str] = (),
              names: Sequence[str] | None = None) -> dict[str, nn.Parameter]:
     """The tensors to mask, by name: `names` exactly (any parameter, e.g. an embedding), else the
-    Linear/Conv weights that match `include` and not `exclude` (ConfigError naming the bad name)."""
+    Linear/Conv weights (narrowed by a model's `prunable` names, as ticketlab's models declare them)
+    that match `include` and not `exclude` (ConfigError naming the bad name)."""
     params = dict(model.named_parameters())
     if names is not None:
         if isinstance(names, str):
@@ -41,6 +42,9 @@ def prunable(model: nn.Module, include: str | Sequence[str] = ("*",), exclude: s
             raise ConfigError(f"names: {unknown[0]!r} is not a parameter of {type(model).__name__}")
         return {n: params[n] for n in names}
     candidates = layer_weights(model)
+    declared = getattr(model, "prunable", None)  # ticketlab's models narrow the set by a class attribute
+    if isinstance(declared, (tuple, list)):
+        candidates = {n: p for n, p in candidates.items() if n in declared}
     try:
         return {n: candidates[n] for n in select(candidates, include, exclude)}
     except PruningError as e:
