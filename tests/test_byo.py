@@ -239,3 +239,30 @@ def test_imp_errors_name_the_field():
     imp = IMP(rewind_iter=5).attach(model, torch.optim.SGD(model.parameters(), lr=0.1))
     with pytest.raises(TicketlabError, match="rewind point"):
         imp.rewind()
+
+
+# ---- one-shot pruning ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("score", ["magnitude", "snip", "grasp", "synflow"])
+def test_prune_once_reaches_the_exact_sparsity_and_masks_the_weights(score):
+    from ticketlab.methods.oneshot import prune_once
+
+    model = net()
+    x, y = next(batches(1))
+    masks = prune_once(model, 0.75, score=score, data=(x, y), exclude=["4.*"])
+    assert list(masks) == ["0.weight", "2.weight"]
+    assert M.count(masks) == (96, 384)
+    assert_masked(model, masks)
+    if score == "magnitude":  # the kept weights are the largest overall
+        w = torch.cat([dict(net().named_parameters())[n].detach().abs().flatten() for n in masks])
+        kept = torch.cat([m.flatten() for m in masks.values()])
+        assert w[kept].min() >= w[~kept].max()
+
+
+def test_prune_once_errors_name_the_argument():
+    from ticketlab.methods.oneshot import prune_once
+
+    with pytest.raises(ConfigError, match="score"):
+        prune_once(net(), 0.5, score="taylor")
+    with pytest.raises(ConfigError, match="data"):
+        prune_once(net(), 0.5, score="snip")
