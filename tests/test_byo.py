@@ -266,3 +266,21 @@ def test_prune_once_errors_name_the_argument():
         prune_once(net(), 0.5, score="taylor")
     with pytest.raises(ConfigError, match="data"):
         prune_once(net(), 0.5, score="snip")
+
+
+# ---- the public names ------------------------------------------------------------------------------------
+
+def test_public_names_load_lazily_from_the_package():
+    import subprocess
+    import sys
+
+    code = ("import sys, ticketlab; heavy = [m for m in ('torch', 'ticketlab.methods', 'ticketlab.experiments') "
+            "if m in sys.modules]; assert not heavy, heavy; "
+            "from ticketlab import IMP, prune_once, sparsify, RigL, SET; import ticketlab.methods.imp as imp; "
+            "assert IMP is imp.IMP and ticketlab.masks.enforce and ticketlab.masks is sys.modules['ticketlab.core.masks']")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    import ticketlab
+
+    assert ticketlab.__version__ == "0.1.0" and "IMP" in dir(ticketlab)
+    with pytest.raises(AttributeError, match="nope"):
+        ticketlab.nope
