@@ -284,3 +284,15 @@ def test_public_names_load_lazily_from_the_package():
     assert ticketlab.__version__ == "0.1.0" and "IMP" in dir(ticketlab)
     with pytest.raises(AttributeError, match="nope"):
         ticketlab.nope
+
+
+def test_the_plain_pytorch_example_runs_tiny():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "byo_pytorch.py"
+    out = subprocess.run([sys.executable, str(script), "--tiny"], check=True, capture_output=True, text=True).stdout
+    lines = [line for line in out.splitlines() if line.startswith("level ")]
+    left = [float(line.split(":")[1].split("%")[0]) for line in lines]
+    assert len(lines) == 3 and left[0] == 100.0 and left[0] > left[1] > left[2]
