@@ -18,15 +18,23 @@ FLOORS = (
     ("cli", "__main__"),       # the command line
 )
 
-# modules at the package root that belong to the bottom floor: the package itself (version,
-# errors) and the old-path finder (it imports nothing at module level)
-ROOT_MODULES = ("", "_moved", "_floors")
+# modules at the package root that belong to the bottom floor: the old-path finder (it imports
+# nothing at module level) and this file
+ROOT_MODULES = ("_moved", "_floors")
+
+# The package itself (`ticketlab/__init__.py`) is a facade on the api floor: it re-exports the public
+# names (`ticketlab.IMP`, `ticketlab.masks`, `ticketlab.sparsify`, ...) from the methods floor, lazily,
+# and declares them in a `TYPE_CHECKING` block that the layer test reads. So nothing below the api
+# floor may import from the package root: the version is `ticketlab.core.version`, the errors
+# `ticketlab.core.errors`.
+FACADE_FLOOR = "api"
 
 
 def floor_of(module: str) -> int:
     """The floor index of a `ticketlab.*` module name (ValueError if it belongs to none)."""
-    rest = module.split(".")[1:] if module != "ticketlab" else []
-    head = rest[0] if rest else ""
+    if module == "ticketlab":
+        return next(i for i, names in enumerate(FLOORS) if FACADE_FLOOR in names)
+    head = module.split(".")[1]
     if head in ROOT_MODULES:
         return 0
     for i, names in enumerate(FLOORS):

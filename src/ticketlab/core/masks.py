@@ -12,6 +12,12 @@ functional forwards (`torch.nn.utils.prune`, parametrize, `functional_call`). So
   that moves a weight with zero gradient, cannot revive them);
 - the optimizer state at pruned positions is zeroed once when a mask is installed; the
   masked gradient keeps it at zero from then on.
+On a model and a training loop that are not ticketlab's, `enforce(model, optimizer, masks)` does the
+same through hooks, so the loop is left as it is: a gradient hook on each pruned tensor masks its
+gradient as backward computes it (before any gradient clipping or `GradScaler.unscale_` reads it),
+optimizer step hooks mask the gradients again and re-zero the weights (a step that a `GradScaler`
+skips runs neither), and optimizer state-dict hooks carry the masks inside `optimizer.state_dict()`,
+so a checkpoint of the optimizer restores them on load.
 Float copies of the masks are cached: `w.mul_(float_mask)` is the fastest in-place mask
 (≈8 ms against 29–61 ms for `masked_fill_`/`where`/bool `mul_` on a 4096² tensor).
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 from typing import Mapping
 
 import torch
+from torch import nn
 
 Masks = dict[str, torch.Tensor]
 
@@ -96,3 +103,74 @@ class MaskEnforcer:
         """Re-zero pruned weights after the optimizer step."""
         for p, fm in self._active:
             p.mul_(fm)
+
+
+STATE_KEY = "ticketlab_masks"  # where the masks ride in `optimizer.state_dict()`
+
+
+class Enforcement:
+    """The handle `enforce` returns: keeps a model's pruned weights exactly zero through any loop.
+
+    `masks` is the current name → bool tensor dict; `set_masks` installs new ones (a pruning step),
+    `remove()` takes every hook off."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, masks: Mapping[str, torch.Tensor]):
+        self.optimizer = optimizer
+        self._params = dict(model.named_parameters())
+        self._grad_hooks: list = []
+        self._loaded: Masks | None = None
+        self._hooks = [
+            optimizer.register_step_pre_hook(lambda opt, args, kw: self.enforcer.after_backward(0)),
+            optimizer.register_step_post_hook(lambda opt, args, kw: self.enforcer.after_step(0)),
+            optimizer.register_state_dict_post_hook(self._save),
+            optimizer.register_load_state_dict_pre_hook(self._take),
+            optimizer.register_load_state_dict_post_hook(self._restore),
+        ]
+        self.set_masks(masks)
+
+    @property
+    def masks(self) -> Masks:
+        return self.enforcer.masks
+
+    def set_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
+        """Enforce `masks` from now on: zero the pruned weights and their optimizer state, and hook
+        the gradients of the tensors they prune."""
+        for h in self._grad_hooks:
+            h.remove()
+        self.enforcer = MaskEnforcer(self._params, masks)
+        self.enforcer.install(self.optimizer)
+        self._grad_hooks = [p.register_hook(lambda g, fm=fm: g * fm) for p, fm in self.enforcer._active]
+
+    def _save(self, optimizer, state_dict: dict) -> dict:
+        state_dict[STATE_KEY] = {n: m.clone() for n, m in self.masks.items()}
+        return state_dict
+
+    def _take(self, optimizer, state_dict: dict) -> dict:
+        # the masks are installed after the optimizer state is loaded, so that it is zeroed too
+        self._loaded = state_dict.pop(STATE_KEY, None)
+        return state_dict
+
+    def _restore(self, optimizer) -> None:
+        if self._loaded is not None:
+            self.set_masks(self._loaded)
+            self._loaded = None
+
+    def remove(self) -> None:
+        """Take every hook off (the weights keep their zeros; nothing enforces them any more)."""
+        for h in self._grad_hooks + self._hooks:
+            h.remove()
+        self._grad_hooks, self._hooks = [], []
+
+
+def enforce(model: nn.Module, optimizer: torch.optim.Optimizer,
+            masks: Mapping[str, torch.Tensor] | None = None) -> Enforcement:
+    """Keep `model`'s pruned weights exactly zero while `optimizer` trains it, in any training loop.
+
+    `masks` maps parameter names (`model.named_parameters()`) to bool tensors; None enforces no mask
+    until `optimizer.load_state_dict` brings the masks of a checkpoint. Returns the handle, with
+    `.masks`, `.set_masks(masks)` and `.remove()`.
+
+        handle = enforce(model, optimizer, masks)
+        ... loss.backward(); clip_grad_norm_(...); optimizer.step() ...   # the loop, unchanged
+    """
+    return Enforcement(model, optimizer, masks or {})

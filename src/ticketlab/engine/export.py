@@ -516,9 +516,9 @@ def _convert(net: nn.Module, masks: Mapping[str, torch.Tensor] | None, min_spars
             layers[name] = {"shape": list(w.shape), "nnz": nnz,
                             "sparsity": round(1.0 - nnz / max(1, w.numel()), 6), "compute": "dense"}
     net = _replace_modules(net, replacements)
-    import ticketlab
+    from ticketlab.core.version import __version__
     info = {"min_sparsity": min_sparsity, "layers": layers, "dense_bytes": dense_bytes,
-            "torch": torch.__version__, "ticketlab": ticketlab.__version__}
+            "torch": torch.__version__, "ticketlab": __version__}
     return SparseModel(net, spec=spec, info=info)
 
 

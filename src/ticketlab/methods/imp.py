@@ -7,16 +7,35 @@ or over all pruned layers at once (global). docs/lottery.md §1–2.
 Nothing here trains, stores or knows an experiment: the rates come from any object with the fields
 of `Rates` (a `ticketlab.experiments.lottery.trunk.LotteryConfig` is one), the weights and masks are
 plain name → tensor dicts.
+
+`IMP` is the procedure as an object for any model and any training loop (issue 15): it captures θ0
+and θk (by an optimizer step hook at step k), enforces the masks (`ticketlab.core.masks.enforce`),
+prunes with `prune_level`, the same step as the lottery experiment's trunk
+(`ticketlab.experiments.lottery.trunk.prune`), and rewinds (Frankle et al. 2019, "Stabilizing the
+LTH", §3: late rewinding to θk). Its controls are LTH §2's random reinitialisation and App. E's
+random masks with the ticket's per-layer counts.
+
+    imp = IMP(prune_fraction=0.2, rewind_iter=100).attach(model, optimizer)
+    for level in range(imp.levels_for(0.9) + 1):
+        train(model, optimizer)                      # your loop, unchanged
+        if level < imp.levels_for(0.9):
+            imp.prune(); imp.rewind()
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import copy
+import logging
+import types
+from typing import Callable, Protocol, Sequence
 
 import torch
+from torch import nn
 
-from ticketlab.core import masks as M, pruning, scores
-from ticketlab.core.errors import ConfigError
+from ticketlab.core import masks as M, pruning, scores, targets
+from ticketlab.core.errors import ConfigError, TicketlabError
+
+logger = logging.getLogger(__name__)
 
 
 class Rates(Protocol):
@@ -87,4 +106,183 @@ def n_levels(cfg: Rates, params: dict[str, torch.Tensor], output: str | None) ->
                       f"with these pruning rates")
 
 
-__all__ = ["Rates", "pruned_layers", "level_fractions", "prune_level", "n_levels"]
+
+class IMP:
+    """Iterative magnitude pruning with rewinding on any model, in any training loop.
+
+    The fields are `LotteryConfig`'s IMP fields (`IMP.from_config(cfg)` reads them from one):
+    `strategy`, `prune_fraction`, `output_fraction`, `conv_fraction`, `layers` (alias `include`),
+    `exclude`, `rewind_iter` (k) and `rewind_optimizer`. `names` takes the prunable tensors as a
+    list of parameter names instead of the Linear/Conv weights; `output` names the output layer's
+    weight (found automatically otherwise, `ticketlab.core.targets.output_layer`).
+    """
+
+    FIELDS = ("strategy", "prune_fraction", "output_fraction", "conv_fraction", "layers", "exclude",
+              "rewind_iter", "rewind_optimizer")
+    levels, target_sparsity = 0, None  # the `Rates` fields that `levels_for` sets
+
+    def __init__(self, strategy: str = "layerwise", prune_fraction: float = 0.2,
+                 output_fraction: float | None = None, conv_fraction: float | None = None,
+                 layers: Sequence[str] = ("*",), exclude: Sequence[str] = (), *,
+                 include: Sequence[str] | None = None, names: Sequence[str] | None = None,
+                 output: str | None = None, rewind_iter: int = 0, rewind_optimizer: bool = False):
+        if strategy not in ("layerwise", "global"):
+            raise ConfigError(f"strategy: got {strategy!r}, expected 'layerwise' or 'global'")
+        for field, v in (("prune_fraction", prune_fraction), ("output_fraction", output_fraction),
+                         ("conv_fraction", conv_fraction)):
+            if v is not None and not 0.0 <= v <= 1.0:
+                raise ConfigError(f"{field}: got {v!r}, expected a number in [0, 1]")
+        if isinstance(rewind_iter, bool) or not isinstance(rewind_iter, int) or rewind_iter < 0:
+            raise ConfigError(f"rewind_iter: got {rewind_iter!r}, expected an integer >= 0")
+        self.strategy, self.prune_fraction = strategy, prune_fraction
+        self.output_fraction, self.conv_fraction = output_fraction, conv_fraction
+        self.layers = tuple([include] if isinstance(include, str) else include or
+                            ([layers] if isinstance(layers, str) else layers))
+        self.exclude = tuple([exclude] if isinstance(exclude, str) else exclude)
+        self.names, self.output_name = names, output
+        self.rewind_iter, self.rewind_optimizer = rewind_iter, rewind_optimizer
+        self.model = self.optimizer = self._handle = self._counter = None
+        self.output: str | None = None
+        self._masks: M.Masks | None = None
+        self.theta0 = self.thetak = self.thetak_optimizer = None
+        self.steps = self.level = 0
+
+    @classmethod
+    def from_config(cls, cfg, **overrides) -> "IMP":
+        """An IMP with the IMP fields of `cfg` (a `LotteryConfig`, or any object with those fields)."""
+        return cls(**{f: getattr(cfg, f) for f in cls.FIELDS}, **overrides)
+
+    # ---- on a model and its optimizer ----
+    def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> "IMP":
+        """Start enforcing the masks on `model` trained by `optimizer`; save θ0 now and θk after the
+        k-th optimizer step. Masks start dense (or as `load_state_dict` left them). Returns self."""
+        self.model, self.optimizer = model, optimizer
+        params = targets.prunable(model, names=self.names)
+        self.output = targets.output_layer(model, self.output_name)
+        pruned_layers(self, {n: p.detach() for n, p in params.items()})  # a bad pattern fails now
+        if self._masks is None:
+            self._masks = M.ones_masks({n: p.detach() for n, p in params.items()})
+        if self.theta0 is None:
+            self.theta0 = _clone(model.state_dict())
+            if self.rewind_iter == 0:
+                self.thetak, self.thetak_optimizer = self.theta0, _optimizer_state(optimizer)
+        self._handle = M.enforce(model, optimizer, self._masks)
+        self._watch(optimizer)
+        return self
+
+    def _watch(self, optimizer) -> None:
+        if self._counter is not None:
+            self._counter.remove()
+        self._counter = optimizer.register_step_post_hook(self._count) if self.thetak is None else None
+
+    def _count(self, optimizer, args, kwargs) -> None:
+        self.steps += 1  # a step that a GradScaler skips does not run the optimizer, nor this hook
+        if self.steps == self.rewind_iter:
+            self.thetak, self.thetak_optimizer = _clone(self.model.state_dict()), _optimizer_state(optimizer)
+            self._counter.remove()
+            self._counter = None
+
+    def _attached(self) -> None:
+        if self._handle is None:
+            raise TicketlabError("IMP: call attach(model, optimizer) first")
+
+    @property
+    def masks(self) -> M.Masks:
+        """The current masks: parameter name -> bool tensor (True = kept)."""
+        return self._handle.masks if self._handle is not None else dict(self._masks or {})
+
+    def set_masks(self, masks: M.Masks) -> None:
+        """Enforce `masks` from now on (the pruned weights and their optimizer state are zeroed)."""
+        self._attached()
+        self._handle.set_masks(masks)
+        self._masks = self._handle.masks
+
+    def prune(self) -> M.Masks:
+        """One IMP level: remove the smallest-|w| surviving weights of the current weights
+        (`prune_level`, per layer at the LTH rates or globally). Returns the new masks."""
+        self._attached()
+        weights = {n: p.detach() for n, p in self.model.named_parameters()}
+        self.set_masks(prune_level(self, weights, self.masks, self.output))
+        self.level += 1
+        logger.info("IMP level %d: %.2f%% of the pruned weights left", self.level, 100 * M.density(self.masks))
+        return self.masks
+
+    def rewind(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Rewind the weights to θk and mask them. The optimizer (`optimizer`, which then replaces the
+        attached one, or the attached one) restarts fresh, or from its state at step k with
+        `rewind_optimizer`. The learning-rate schedule is the loop's own: restart it at k."""
+        self._attached()
+        if self.thetak is None:
+            raise TicketlabError(f"IMP.rewind: the rewind point is not reached yet ({self.steps} of "
+                                 f"rewind_iter={self.rewind_iter} optimizer steps taken)")
+        if optimizer is not None and optimizer is not self.optimizer:
+            self._handle.remove()
+            self.optimizer, self._handle = optimizer, M.enforce(self.model, optimizer, self._masks)
+        self.model.load_state_dict(self.thetak)
+        if self.rewind_optimizer:
+            self.optimizer.load_state_dict(copy.deepcopy(self.thetak_optimizer))  # it trains in place
+        else:
+            self.optimizer.state.clear()  # a fresh optimizer, as LTH and open_lth start each level
+        self.set_masks(self.masks)
+
+    def levels_for(self, target_sparsity: float) -> int:
+        """How many pruning levels reach `target_sparsity` of the prunable weights at these rates."""
+        rates = types.SimpleNamespace(**{f: getattr(self, f) for f in self.FIELDS},
+                                      levels=0, target_sparsity=target_sparsity)
+        return n_levels(rates, self.masks, self.output)
+
+    # ---- the controls (LTH §2 and App. E) ----
+    def random_reinit(self, seed: int = 0, init: Callable[[nn.Module], None] | None = None) -> None:
+        """The reinit control: the current masks on fresh random weights (each module's
+        `reset_parameters()`, or `init(model)`, under `seed`), with a fresh optimizer."""
+        self._attached()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if init is not None:
+                init(self.model)
+            else:
+                for m in self.model.modules():
+                    if callable(getattr(m, "reset_parameters", None)):
+                        m.reset_parameters()
+        self.optimizer.state.clear()
+        self.set_masks(self.masks)
+
+    def random_masks(self, seed: int = 0, strategy: str = "layerwise") -> M.Masks:
+        """The random-mask control: random positions with the current masks' per-layer counts
+        ("layerwise") or total count over the pruned layers ("global"); installed and returned.
+        Call `rewind()` to start it from θk, as the lottery experiment does."""
+        self._attached()
+        layers = pruned_layers(self, self.masks)
+        self.set_masks(pruning.random_mask_like(self.masks, seed, strategy, layers))
+        return self.masks
+
+    # ---- checkpoints ----
+    def state_dict(self) -> dict:
+        """Masks, θ0, θk (and the optimizer state at k), steps and level: loadable with weights_only."""
+        return {"masks": {n: m.clone() for n, m in self.masks.items()}, "theta0": self.theta0,
+                "thetak": self.thetak, "thetak_optimizer": self.thetak_optimizer,
+                "steps": self.steps, "level": self.level}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` saved (before or after `attach`)."""
+        self.theta0, self.thetak = state["theta0"], state["thetak"]
+        self.thetak_optimizer, self.steps, self.level = state["thetak_optimizer"], state["steps"], state["level"]
+        self._masks = dict(state["masks"])
+        if self._handle is not None:
+            self.set_masks(self._masks)
+            self._watch(self.optimizer)
+
+
+def _clone(state: dict) -> dict:
+    return {k: v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in state.items()}
+
+
+def _optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    """A deep copy of the optimizer's state dict, without the masks that `enforce` adds to it (a
+    rewind must not bring back the masks of step k)."""
+    sd = copy.deepcopy(optimizer.state_dict())
+    sd.pop(M.STATE_KEY, None)
+    return sd
+
+
+__all__ = ["Rates", "IMP", "pruned_layers", "level_fractions", "prune_level", "n_levels"]

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ticketlab.core.errors import ConfigError
+from ticketlab.core.targets import PRUNABLE_TYPES, layer_weights
 from ticketlab.models import _checks
 from ticketlab.models.init import check_scheme, init_weights
 
@@ -26,7 +27,7 @@ F = TypeVar("F", bound=Callable[..., nn.Module])
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _REQUIRED = ("input_shape", "num_classes")
-_PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+_PRUNABLE_TYPES = PRUNABLE_TYPES  # the default prunable layers (`ticketlab.core.targets`)
 _SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.manual_seed accepts
 
 
@@ -118,12 +119,7 @@ def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     set with a class attribute ``prunable: tuple[str, ...]`` of parameter names, each of which must be
     in the default set (ConfigError otherwise).
     """
-    weight_ids = {
-        id(module.weight)
-        for module in model.modules()
-        if isinstance(module, _PRUNABLE_TYPES) and isinstance(module.weight, nn.Parameter)
-    }
-    found = {name: p for name, p in model.named_parameters() if id(p) in weight_ids}
+    found = layer_weights(model)
     narrowed = getattr(model, "prunable", None)
     if narrowed is None:
         return found

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from ticketlab.core import atomic as _atomic
-from ticketlab import __version__
+from ticketlab.core.version import __version__
 from ticketlab.core.errors import TicketlabError
 from ticketlab.experiments.lottery.controls import branch_order
 

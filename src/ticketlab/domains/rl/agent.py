@@ -11,7 +11,8 @@ the whole critic), or of the online Q-network. The target network is not pruned 
 terms: it is a delayed copy of the online network, so it follows the online network's mask
 (masked when the run starts; SB3's copy `target ← τ·online + (1 − τ)·target` keeps zeros zero).
 
-Enforcement inside SB3's own loop (it owns backward and `optimizer.step()`):
+Enforcement inside SB3's own loop (it owns backward and `optimizer.step()`), by
+`ticketlab.core.masks.enforce`:
 - a gradient hook on each pruned tensor masks its gradient as it is computed, so that SB3's
   gradient-norm clipping sees the masked gradient (masking at the optimizer step would clip
   with the pruned weights' gradients counted);
@@ -102,23 +103,15 @@ def shadows(policy: nn.Module, algo: str, names) -> dict[str, nn.Parameter]:
 class MaskHooks:
     """Keeps an SB3 agent's pruned weights exactly zero through SB3's own training loop.
 
-    Installs gradient hooks and optimizer step hooks (see the module docstring); `remove()` takes
-    them off. `shadows` (the DQN target network) are masked with the same masks at install and at
-    every `sync()`."""
+    `ticketlab.core.masks.enforce` on the policy and its optimizer (see the module docstring);
+    `remove()` takes its hooks off. `shadows` (the DQN target network) are masked with the same
+    masks at install and at every `sync()`."""
 
-    def __init__(self, params: Mapping[str, nn.Parameter], masks: Mapping[str, torch.Tensor],
+    def __init__(self, policy: nn.Module, masks: Mapping[str, torch.Tensor],
                  optimizer: torch.optim.Optimizer, shadows: Mapping[str, nn.Parameter] | None = None):
-        self.enforcer = M.MaskEnforcer(params, masks)
-        self.enforcer.install(optimizer)
-        self._shadow = [(shadows[n], m) for n, m in self.enforcer.masks.items() if shadows and n in shadows]
+        self.handle = M.enforce(policy, optimizer, masks)
+        self._shadow = [(shadows[n], m) for n, m in self.handle.masks.items() if shadows and n in shadows]
         self.sync()
-        self._handles = []
-        for n, m in self.enforcer.masks.items():
-            if not bool(m.all()):
-                fm = m.to(params[n].dtype)
-                self._handles.append(params[n].register_hook(lambda g, fm=fm: g * fm))
-        self._handles.append(optimizer.register_step_pre_hook(lambda opt, args, kw: self.enforcer.after_backward(0)))
-        self._handles.append(optimizer.register_step_post_hook(lambda opt, args, kw: self.enforcer.after_step(0)))
 
     @torch.no_grad()
     def sync(self) -> None:
@@ -127,9 +120,7 @@ class MaskHooks:
             p.mul_(m)
 
     def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        self.handle.remove()
 
 
 def linear_or_constant(kind: str, value: float, total: int, offset: int = 0):

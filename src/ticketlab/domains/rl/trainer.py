@@ -180,8 +180,7 @@ class _Run:
             self.rows = []
         self.hooks = None
         if masks:
-            params = dict(self.policy.named_parameters())
-            self.hooks = A.MaskHooks(params, masks, self.policy.optimizer, A.shadows(self.policy, cfg.algo, masks))
+            self.hooks = A.MaskHooks(self.policy, masks, self.policy.optimizer, A.shadows(self.policy, cfg.algo, masks))
         self.snapshots = sorted({k for k in snapshot_iters if self.it <= k <= self.T})
         ev = max(cfg.eval_every, 1)
         self.ckpt_every = max(ev, math.ceil(trainer.checkpoint_every / ev) * ev)
