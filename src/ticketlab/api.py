@@ -33,6 +33,7 @@ from ticketlab.engine.store import Experiment, Store
 from ticketlab.engine.parallel import set_threads  # noqa: F401  (part of the API)
 from ticketlab.experiments import dense
 from ticketlab.training.loop import TrainConfig
+from ticketlab.training.rundir import RunDir
 
 
 def build(cfg: TrainConfig, data_dir=None, *, seed: int | None = None):
@@ -175,7 +176,7 @@ def show(ref: str, *, store=None) -> dict:
     out = {"experiment": exp.name, "path": str(exp.path), "kind": exp.kind, "config": exp.config}
     summary = exp.path / "summary.json"
     if summary.exists():
-        out["summary"] = json.loads(summary.read_text())
+        out["summary"] = RunDir(exp.path).summary()
     return out
 
 
@@ -193,7 +194,7 @@ def _row(exp: Experiment) -> dict:
     row = {"experiment": exp.name, "kind": exp.kind, "model": train.get("model"), "dataset": train.get("dataset")}
     summary = exp.path / "summary.json"
     if summary.exists():
-        s = json.loads(summary.read_text())
+        s = RunDir(exp.path).summary()
         row.update(status="done", iterations=s["iterations"], es_iter=s["early_stop"]["iter"],
                    es_test_acc=s["early_stop"]["test_acc"], final_test_acc=s["final"]["test_acc"])
         return row
