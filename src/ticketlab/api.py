@@ -180,6 +180,19 @@ def show(ref: str, *, store=None) -> dict:
     return out
 
 
+def verify(refs=(), *, store=None, repair: bool = False) -> list[dict]:
+    """Check the store's files against their manifests (`ticketlab verify`): one row per damaged
+    file, with the run folders derived from it. With `repair`, delete those folders (the next run
+    recomputes them; see `ticketlab.experiments.verify`) and add `"removed": True` to each row."""
+    from ticketlab.experiments import verify as V
+    damage = V.verify(refs, store=store)
+    rows = [d.row() for d in damage]
+    if repair and damage:
+        V.repair(damage, store=store)
+        rows = [{**r, "removed": True} for r in rows]
+    return rows
+
+
 def ls(*, store=None) -> list[dict]:
     """One row per experiment in the store, with its key metrics (the `ticketlab ls` command)."""
     rows = []
