@@ -89,7 +89,7 @@ def test_a_store_without_manifest_reads_unchecked_but_unreadable_files_still_fai
     with pytest.raises(DamagedError, match="mask.pt: expected a dict"):
         load_masks(mask)
     torch.save({"a": 1}, mask)
-    with pytest.raises(DamagedError, match="mask.pt: expected a dict of mask tensors"):
+    with pytest.raises(DamagedError, match="mask.pt: expected a dict of tensors, found other values"):
         load_masks(mask)
     final = exp / "replicate_0" / "level_1" / "final.pt"
     final.write_bytes(final.read_bytes()[:200])

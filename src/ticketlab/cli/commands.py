@@ -362,7 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         print("ticketlab: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `ticketlab show X | head`: the reader left; say nothing
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        try:  # and let the interpreter's last flush of stdout find no pipe
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
         return 141
     except Exception as e:
         if debug:

@@ -66,6 +66,7 @@ from ticketlab.experiments.lottery.trunk import (LotteryConfig, Plan, RunKey, ex
 from ticketlab.core.seeds import derive_seed
 from ticketlab.engine.store import Experiment, Store
 from ticketlab.training.loop import TrainConfig, load_state
+from ticketlab.training.rundir import read_json
 
 CONTROLS = ("random", "own", "dense")
 OUTPUT_POLICIES = ("auto", "keep", "reinit_sparse", "dense")
@@ -575,7 +576,7 @@ def describe(train: dict | TrainConfig) -> str:
 def experiment_info(exp_path: str | Path) -> dict:
     """Source and target of a transfer experiment: names, recipes and short labels."""
     exp_path = Path(exp_path)
-    body = json.loads((exp_path / "config.json").read_text())
+    body = read_json(exp_path / "config.json")
     if body.get("kind") != "transfer":
         raise TicketlabError(f"{exp_path} is a {body.get('kind')!r} experiment, not a transfer one")
     info = links(exp_path)

@@ -31,7 +31,7 @@ from ticketlab.core import atomic as _atomic
 from ticketlab.core import integrity
 from ticketlab.core.errors import DamagedError
 from ticketlab.engine.store import Experiment, Store
-from ticketlab.training.rundir import load_file, read_json, read_metrics
+from ticketlab.training.rundir import load_file, load_tensors, read_json, read_metrics
 
 _LEVEL = re.compile(r"^level_(\d+)$")
 _REPLICATE = re.compile(r"^replicate_(\d+)$")
@@ -56,7 +56,9 @@ class Damage:
 def _unrecorded_problem(path: Path) -> str | None:
     """Why a file with no manifest entry cannot be read back (None when it reads)."""
     try:
-        if path.suffix == ".pt":
+        if path.name == "mask.pt":
+            load_tensors(path)
+        elif path.suffix == ".pt":
             load_file(path)
         elif path.suffix == ".jsonl":
             read_metrics(path)

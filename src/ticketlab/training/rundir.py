@@ -66,9 +66,18 @@ def load_file(path: str | Path) -> dict:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, a pickle of other objects, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first if len(first) <= 100 else first[:100].rsplit(" ", 1)[0] + " …"
         raise DamagedError(f"{path}: not a readable ticketlab state file ({first}); {integrity.ADVICE}") from None
     if not isinstance(obj, dict):
         raise DamagedError(f"{path}: expected a dict of tensors, found a {type(obj).__name__}; {integrity.ADVICE}")
+    return obj
+
+
+def load_tensors(path: str | Path) -> dict:
+    """`load_file` of a dict of tensors only (mask.pt); DamagedError when it holds anything else."""
+    obj = load_file(path)
+    if not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise DamagedError(f"{path}: expected a dict of tensors, found other values; {integrity.ADVICE}")
     return obj
 
 
@@ -243,7 +252,7 @@ def resume_group(runs: Sequence[RunDir], who: str, masks: Sequence[dict | None] 
     return [s for s, _ in resumed], [rows for _, rows in resumed]
 
 
-__all__ = ["RunDir", "early_stopping", "finished", "resume_group", "load_state", "load_file", "save_state", "save_file",
+__all__ = ["RunDir", "early_stopping", "finished", "resume_group", "load_state", "load_file", "load_tensors", "save_state", "save_file",
            "read_json",
            "read_metrics", "write_metrics", "snapshot_name", "ITER", "ITERATION", "CHECKPOINT", "METRICS",
            "FINAL", "SUMMARY"]

@@ -49,7 +49,7 @@ from ticketlab.core.integrity import ADVICE
 from ticketlab.experiments.lottery.controls import CONTROLS, branch_name
 from ticketlab.methods.imp import level_fractions, n_levels, prune_level, pruned_layers
 from ticketlab.training.loop import TrainConfig, load_state
-from ticketlab.training.rundir import RunDir, load_file, save_file
+from ticketlab.training.rundir import RunDir, load_tensors, save_file
 
 
 @dataclass(frozen=True)
@@ -113,10 +113,7 @@ def save_masks(path: Path, masks: M.Masks) -> None:
 def load_masks(path: Path) -> M.Masks:
     """Load masks saved by `save_masks`, checked against the manifest; DamagedError when they are
     not a dict of tensors."""
-    masks = load_file(path)
-    if not all(isinstance(m, torch.Tensor) for m in masks.values()):
-        raise DamagedError(f"{path}: expected a dict of mask tensors; {ADVICE}")
-    return masks
+    return load_tensors(path)
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:

@@ -43,6 +43,7 @@ from ticketlab.experiments.teacher_student.spec import (KIND, SCHEDULE_FIELDS, J
                                             build_teacher, datasets, load_config, prepare_run, seeds_of)
 from ticketlab.experiments.teacher_student.student import random_init
 from ticketlab.training.loop import load_state
+from ticketlab.training.rundir import read_json
 
 # ---- node pruning and the ticket ------------------------------------------------------------
 
@@ -124,7 +125,7 @@ def prune_readout(run_dir: Path, cfg: TeacherStudentConfig) -> dict:
     for branch in ("ticket", "reinit"):
         p = pdir / branch / "summary.json"
         if p.exists():
-            s = json.loads(p.read_text())
+            s = read_json(p)
             out[f"{branch}_eval_rel_mse"] = s["eval_rel_mse"]
             out[f"{branch}_success"] = [sum(b >= tau for b in L["best"]) / len(L["best"]) for L in s["layers"]]
             out[f"{branch}_mean_best"] = [sum(L["best"]) / len(L["best"]) for L in s["layers"]]
@@ -139,7 +140,7 @@ def run_summaries(exp_path: Path, cfg: TeacherStudentConfig) -> list[dict]:
     for s in seeds_of(cfg):
         p = Path(exp_path) / f"seed_{s}" / "summary.json"
         if p.exists():
-            out.append(json.loads(p.read_text()))
+            out.append(read_json(p))
     return out
 
 
