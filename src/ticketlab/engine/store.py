@@ -79,6 +79,33 @@ class Experiment:
             os.close(fd)  # closing releases the lock
 
 
+# run-shape lists where empty means "all" (lottery's control_levels: controls at every level)
+_EMPTY_MEANS_ALL = ("control_levels",)
+
+
+def stored_shape(old: dict, new: dict, identity: dict) -> dict:
+    """The config to record after a call with config `new` on an experiment recorded as `old`: the
+    run shape of what is stored, not of the last call. Run-shape fields (those not in `identity`)
+    grow: integers (levels, replicates, draws) take the larger value, lists (controls, levels at
+    which they ran) the union; any other field takes the new value."""
+    out = dict(new)
+    for k, v in new.items():
+        o = old.get(k)
+        if isinstance(v, dict) and isinstance(o, dict):
+            out[k] = stored_shape(o, v, identity.get(k) if isinstance(identity.get(k), dict) else {})
+        elif k in identity:
+            continue
+        elif type(v) is int and type(o) is int:
+            out[k] = max(o, v)
+        elif isinstance(v, list) and isinstance(o, list):
+            if k in _EMPTY_MEANS_ALL and (not o or not v):
+                out[k] = []
+            else:
+                union = o + [x for x in v if x not in o]
+                out[k] = sorted(union) if all(type(x) is int for x in union) else union
+    return out
+
+
 def _write_config(path: Path, body: dict) -> None:
     """Atomically write config.json (indented, key-sorted), recorded in the folder's manifest."""
     integrity.write_text(path, json.dumps(body, indent=2, sort_keys=True) + "\n")
@@ -104,7 +131,8 @@ class Store:
             old = read_json(cfg_path)
             if old.get("identity") != body["identity"]:
                 raise TicketlabError(f"{cfg_path}: hash collision with a different config")
-            if old != body:  # run-shape fields (levels, replicates) may grow
+            body["config"] = stored_shape(old.get("config", {}), body["config"], body["identity"])
+            if old != body:  # run-shape fields (levels, replicates, controls) may grow, never shrink
                 _write_config(cfg_path, body)
         return Experiment(path)
 
