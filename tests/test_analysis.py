@@ -174,7 +174,8 @@ def test_an_inexact_reproduction_is_refused_or_flagged(exp_a, data, tmp_path):
     metrics = exp / "replicate_0" / "level_0" / "metrics.jsonl"
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     rows[1]["val_loss"] += 1e-7  # as if the trunk had been trained slightly differently
-    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from ticketlab.training.rundir import write_metrics
+    write_metrics(metrics, rows)  # through the store (its manifest), else it reads as damaged
     with pytest.raises(TicketlabError, match="cannot be reproduced exactly.*eval at iteration 40"):
         I.instability(exp, level=0, rewind_iter=60, data=data)
     r = I.instability(exp, level=0, rewind_iter=60, data=data, allow_inexact=True)
