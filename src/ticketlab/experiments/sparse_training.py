@@ -56,6 +56,7 @@ from ticketlab.methods.saliency import SNIP, GraSP, PruneAtInit, SynFlow
 from ticketlab.methods.sparse import GMP, METHODS, SET, SNFS, Dense, Static
 from ticketlab.engine import schedule
 from ticketlab.training.loop import RunOptions, TrainConfig, load_state, total_iterations
+from ticketlab.training.rundir import read_json
 
 PRUNE_AT_INIT = tuple(n for n, c in METHODS.items() if issubclass(c, PruneAtInit))
 DISTRIBUTIONS = ("uniform", "er", "erk")
@@ -197,7 +198,7 @@ def _groups(exp_path: Path, pending: list[int], stack: int, name: str = "") -> l
         gfile = _rep_dir(exp_path, r) / "group.json"
         if r in seen or not (_rep_dir(exp_path, r) / "checkpoint.pt").exists() or not gfile.exists():
             continue
-        members = [m for m in json.loads(gfile.read_text())["members"] if m in pending and m not in seen]
+        members = [m for m in read_json(gfile)["members"] if m in pending and m not in seen]
         groups.append([node(m) for m in members])
         seen.update(members)
     return groups + schedule.groups([node(r) for r in pending if r not in seen], stack)
@@ -345,9 +346,9 @@ def _write_outputs(exp_path: Path, r: int, train_cfg: TrainConfig, cfg: SparseCo
 def replicate_row(exp_path: Path, r: int) -> dict:
     """One result row of a finished replicate."""
     d = _rep_dir(exp_path, r)
-    s = json.loads((d / "summary.json").read_text())
-    sp = json.loads((d / "sparsity.json").read_text())
-    cfg = json.loads((Path(exp_path) / "config.json").read_text())["config"]["sparse"]
+    s = read_json(d / "summary.json")
+    sp = read_json(d / "sparsity.json")
+    cfg = read_json(Path(exp_path) / "config.json")["config"]["sparse"]
     churn = [json.loads(line) for line in (d / "churn.jsonl").read_text().splitlines() if line.strip()]
     return {"replicate": r, "method": cfg["method"], "distribution": cfg["distribution"], "sparsity": sp["target"],
             "achieved_sparsity": sp["achieved"], "es_iter": s["early_stop"]["iter"],

@@ -121,7 +121,7 @@ class RandomTicketRun:
 def load_source(exp_path: str | Path) -> tuple[TrainConfig, LotteryConfig]:
     """The (training, lottery) configs of a source lottery experiment folder."""
     path = Path(exp_path) / "config.json"
-    body = json.loads(path.read_text()) if path.exists() else {}
+    body = read_json(path) if path.exists() else {}
     if body.get("kind") != "lottery":
         raise TicketlabError(f"{exp_path}: a transfer source must be a lottery experiment, "
                              f"got {body.get('kind', 'no config.json')!r}")
@@ -523,11 +523,11 @@ def links(exp_path: str | Path) -> dict:
     path = Path(exp_path) / "transfer.json"
     if not path.exists():
         raise TicketlabError(f"{exp_path} is not a transfer experiment that has run (no transfer.json)")
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 def _summary_row(run_dir: Path, **fields) -> dict:
-    s = json.loads((run_dir / "summary.json").read_text())
+    s = read_json(run_dir / "summary.json")
     return {**fields, "density": M.density(load_masks(run_dir / "mask.pt")), **results.summary_metrics(s),
             "path": str(run_dir)}
 
@@ -580,7 +580,7 @@ def experiment_info(exp_path: str | Path) -> dict:
     if body.get("kind") != "transfer":
         raise TicketlabError(f"{exp_path} is a {body.get('kind')!r} experiment, not a transfer one")
     info = links(exp_path)
-    src_train = json.loads((Path(info["source_path"]) / "config.json").read_text())["config"]["train"]
+    src_train = read_json(Path(info["source_path"]) / "config.json")["config"]["train"]
     target = body["config"]["target"]
     return {"experiment": exp_path.name, "source": info["source"], "own": info.get("own"),
             "source_train": src_train, "target_train": target, "source_label": describe(src_train),
