@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from ticketlab import api
+from ticketlab.core import integrity
 from ticketlab.experiments.lottery import instability as I
 from ticketlab.data import load_dataset
 from ticketlab.core.errors import ConfigError, TicketlabError
@@ -152,7 +153,8 @@ def test_reproduced_rewind_point_equals_the_trunk_snapshot_bit_for_bit(exp_a, da
     path, check = I.reproduce_rewind_point(rep, 40, tmp_path / "theta40")
     assert same_state(load_state(path), load_state(rep.level_dir(0) / "snapshot_40.pt"))
     assert check == {"evals": 2, "snapshots": [40], "mismatch": [], "exact": True}  # rows at 0 and 40
-    assert sorted(p.name for p in (tmp_path / "theta40").iterdir()) == ["check.json", "snapshot_40.pt"]
+    assert sorted(p.name for p in (tmp_path / "theta40").iterdir()) == ["check.json", "manifest.json", "snapshot_40.pt"]
+    assert sorted(integrity.read_manifest(tmp_path / "theta40")) == ["check.json", "snapshot_40.pt"]
     assert I.reproduce_rewind_point(rep, 40, tmp_path / "theta40") == (path, check)  # cached
 
 

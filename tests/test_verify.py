@@ -87,3 +87,5 @@ def test_transfer_runs_that_link_a_damaged_level_derive_from_it(tmp_path):
     got = derived(Store(tmp_path), src, src / "replicate_0" / "level_1" / "mask.pt")
     assert got == [src / "replicate_0/level_1", tr / "replicate_0/level_1"]
     assert derived(Store(tmp_path), src, src / "config.json") == [src]
+    rewind = src / "replicate_0" / "instability" / "rewind_40"
+    assert derived(Store(tmp_path), src, rewind / "check.json") == [rewind]  # not the whole replicate

@@ -82,6 +82,11 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode())
 
 
+def write_json(path: str | os.PathLike, obj) -> None:
+    """`write_text` of `obj` as indented, key-sorted JSON (the format of `atomic.write_json`)."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
 def check(path: str | os.PathLike, data: bytes) -> None:
     """DamagedError when `data`, read from `path`, differs from the manifest's entry for it."""
     path = Path(path)

@@ -49,7 +49,7 @@ from typing import Sequence
 
 import torch
 
-from ticketlab.core import atomic as _atomic, distributions
+from ticketlab.core import distributions, integrity
 from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError
 from ticketlab.methods.saliency import SNIP, GraSP, PruneAtInit, SynFlow
@@ -259,7 +259,7 @@ def _train_group(exp_path: Path, group: list[int], train_cfg: TrainConfig, cfg: 
     for r in group:
         d = _rep_dir(exp_path, r)
         d.mkdir(parents=True, exist_ok=True)
-        _atomic.write_json(d / "group.json", {"members": group})
+        integrity.write_json(d / "group.json", {"members": group})
     seeds = [replicate_seeds(train_cfg, r) for r in group]
     models = [build(init_seed) for init_seed, _ in seeds]
     masks0 = [init_masks(cfg, m, data, ds) for m, (_, ds) in zip(models, seeds)]
@@ -326,7 +326,7 @@ def _write_outputs(exp_path: Path, r: int, train_cfg: TrainConfig, cfg: SparseCo
             masks[n] = (m[row] if stacked else m).clone()
         churn = churn_rows(state, row)
     save_masks(d / "masks.pt", masks)
-    _atomic.write_text(d / "churn.jsonl", "".join(json.dumps(c) + "\n" for c in churn))
+    integrity.write_text(d / "churn.jsonl", "".join(json.dumps(c) + "\n" for c in churn))
     if cfg.method == "dense":
         targets = {n: 0.0 for n in shapes}
     elif issubclass(METHODS[cfg.method], PruneAtInit) and cfg.saliency_scope == "global":  # per-layer counts follow the scores
@@ -335,7 +335,7 @@ def _write_outputs(exp_path: Path, r: int, train_cfg: TrainConfig, cfg: SparseCo
         targets = layer_sparsities(cfg, probe)
     kept = {n: int(m.sum()) for n, m in masks.items()}
     numel = {n: math.prod(s) for n, s in shapes.items()}
-    _atomic.write_json(d / "sparsity.json", {
+    integrity.write_json(d / "sparsity.json", {
         "target": cfg.sparsity if cfg.method != "dense" else 0.0,
         "achieved": 1.0 - sum(kept.values()) / sum(numel.values()),
         "layers": {n: {"target": targets.get(n, 0.0), "numel": numel[n], "nnz": kept[n],

@@ -58,7 +58,7 @@ from typing import Callable
 
 import torch
 
-from ticketlab.core import atomic as _atomic, config as C, masks as M, pruning, scores
+from ticketlab.core import config as C, integrity, masks as M, pruning, scores
 from ticketlab.engine import results, schedule
 from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.experiments.lottery.trunk import (LotteryConfig, Plan, RunKey, execute, load_masks, prune, replicate_seeds,
@@ -321,7 +321,7 @@ class Transfer:
         """(masks, init seed) of a random ticket: the transferred ticket's per-layer counts at random."""
         root = self.random_root(L)
         if not (root / "counts.json").exists():
-            _atomic.write_json(root / "counts.json", _counts(self.masks(L)))
+            integrity.write_json(root / "counts.json", _counts(self.masks(L)))
         key = root.name
         init_seed = _seed("random-ticket-init", key, self.seed, d)
         path = self.run_dir(TransferNode(self.r, L, "random", d)) / "mask.pt"
@@ -493,7 +493,7 @@ def run(cfg: TransferConfig, *, store=None, data_dir=None, progress: bool = True
              "levels": list(spec.transfer.levels), "replicates": spec.transfer.replicates,
              "controls": list(spec.transfer.controls)}
     with exp.lock():
-        _atomic.write_json(exp.path / "transfer.json", links)
+        integrity.write_json(exp.path / "transfer.json", links)
         with rnd.lock(wait=True):
             _run_graph(spec, workers=workers, stack=stack, progress=progress, log=log)
     rows = transfer_rows(exp.path)

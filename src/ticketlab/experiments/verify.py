@@ -10,6 +10,8 @@ What derives from what follows IMP's order (Frankle & Carbin 2019 §2; the store
   levels >= L of every transfer experiment whose source it is;
 - a control run (`replicate_<r>/<branch>/level_<L>`): its own branch's levels >= L (a
   `continued` chain trains from the level below);
+- instability results under `replicate_<r>/instability/level_<L>` are among those levels' runs;
+  another folder of a lottery or transfer experiment: that folder;
 - any other run folder: itself and the folders below it; a file at an experiment's top
   (config.json, a `train` run) is the whole experiment.
 
@@ -133,8 +135,8 @@ def derived(store: Store, exp: Path, file: Path) -> list[Path]:
         return [exp]
     kind = exp.name.rsplit("-", 1)[0]
     at = _level_of(parts[:-1]) if kind in _CHAINED else None
-    if at is None:
-        return [exp / parts[0]]
+    if at is None:  # a lottery's other folders (instability's reproduced rewind points): that folder
+        return [file.parent] if kind in _CHAINED else [exp / parts[0]]
     r, L, branch = at
     rep = exp / f"replicate_{r}"
     if branch:

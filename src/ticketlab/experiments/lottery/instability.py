@@ -43,7 +43,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ticketlab.core import atomic as _atomic, config as C, masks as M
+from ticketlab.core import config as C, integrity, masks as M
 from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.experiments.lottery.trunk import LotteryConfig, Replicate, final_weights, load_masks, replicate_seeds
 from ticketlab.training.loop import RunOptions, TrainConfig, evaluate, fit, load_state
@@ -183,10 +183,10 @@ def reproduce_rewind_point(rep: Replicate, k: int, run_dir: Path) -> tuple[Path,
                  if not _same_tensors(load_state(run_dir / f"snapshot_{j}.pt"), load_state(trunk / f"snapshot_{j}.pt"))]
     check = {"evals": len(evals), "snapshots": known, "mismatch": mismatch,
              "exact": (not mismatch) if (evals or known) else None}
-    for p in run_dir.iterdir():  # keep the snapshot only (metrics, checkpoint, known snapshots)
-        if p != out and p.is_file():
-            p.unlink()
-    _atomic.write_json(check_path, check)
+    for p in list(run_dir.iterdir()):  # keep the snapshot only (metrics, checkpoint, known snapshots)
+        if p != out and p.is_file() and p.name != integrity.MANIFEST:
+            integrity.forget(p)  # and its manifest entry: the snapshot's stays checked
+    integrity.write_json(check_path, check)
     return out, check
 
 
@@ -342,7 +342,7 @@ def instability(exp_path: str | Path, *, level: int, rewind_iter: int, replicate
                   "data_seeds": seeds, "points": points, "rewind_source": origin["source"],
                   "rewind_check": origin.get("check"),
                   "mask_rewind_iter": lot_cfg.rewind_iter, "copies": copies}
-        _atomic.write_json(out_path, result)
+        integrity.write_json(out_path, result)
     return result
 
 

@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ticketlab.core import atomic as _atomic, config as C
+from ticketlab.core import config as C, integrity
 from ticketlab.engine.store import Experiment, Store
 from ticketlab.experiments.teacher_student import metrics as Mx
 from ticketlab.experiments.teacher_student import prune as P
@@ -79,7 +79,7 @@ def prepare_prune(exp: Experiment, cfg: TeacherStudentConfig, seed: int) -> list
                            "best_full": best.tolist(), "best_idx_full": idx.tolist(),
                            "best_pruned": Mx.best_match(post_p[l][0])[0].tolist(),
                            "kept_max_corr": smax[kept].tolist()})
-        _atomic.write_json(pdir / "pruned.json", {
+        integrity.write_json(pdir / "pruned.json", {
             "score": cfg.prune_score, "keep_factor": cfg.prune_keep,
             "eval_mse_full": float(mse_full[0]), "eval_rel_mse_full": float(mse_full[0] / var),
             "eval_mse_pruned": float(mse_p[0]), "eval_rel_mse_pruned": float(mse_p[0] / var), "layers": layers})
