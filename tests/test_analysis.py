@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from ticketlab import api
+from ticketlab.core import integrity
 from ticketlab.experiments.lottery import instability as I
 from ticketlab.data import load_dataset
 from ticketlab.core.errors import ConfigError, TicketlabError
@@ -152,7 +153,8 @@ def test_reproduced_rewind_point_equals_the_trunk_snapshot_bit_for_bit(exp_a, da
     path, check = I.reproduce_rewind_point(rep, 40, tmp_path / "theta40")
     assert same_state(load_state(path), load_state(rep.level_dir(0) / "snapshot_40.pt"))
     assert check == {"evals": 2, "snapshots": [40], "mismatch": [], "exact": True}  # rows at 0 and 40
-    assert sorted(p.name for p in (tmp_path / "theta40").iterdir()) == ["check.json", "snapshot_40.pt"]
+    assert sorted(p.name for p in (tmp_path / "theta40").iterdir()) == ["check.json", "manifest.json", "snapshot_40.pt"]
+    assert sorted(integrity.read_manifest(tmp_path / "theta40")) == ["check.json", "snapshot_40.pt"]
     assert I.reproduce_rewind_point(rep, 40, tmp_path / "theta40") == (path, check)  # cached
 
 
@@ -174,7 +176,8 @@ def test_an_inexact_reproduction_is_refused_or_flagged(exp_a, data, tmp_path):
     metrics = exp / "replicate_0" / "level_0" / "metrics.jsonl"
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     rows[1]["val_loss"] += 1e-7  # as if the trunk had been trained slightly differently
-    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from ticketlab.training.rundir import write_metrics
+    write_metrics(metrics, rows)  # through the store (its manifest), else it reads as damaged
     with pytest.raises(TicketlabError, match="cannot be reproduced exactly.*eval at iteration 40"):
         I.instability(exp, level=0, rewind_iter=60, data=data)
     r = I.instability(exp, level=0, rewind_iter=60, data=data, allow_inexact=True)

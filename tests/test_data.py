@@ -243,6 +243,7 @@ def test_bad_split_arguments(fake_mnist, kwargs, message):
 # --- generated datasets ----------------------------------------------------------------------------
 
 def test_mnist1d_generated_cached_and_rng_neutral(tmp_path, monkeypatch):
+    monkeypatch.setenv("TICKETLAB_CACHE", str(tmp_path / "cache"))
     generated._clear_caches()
     generated._generate_mnist1d.cache_clear()
     random.seed(7), np.random.seed(7), torch.manual_seed(7)
@@ -254,8 +255,9 @@ def test_mnist1d_generated_cached_and_rng_neutral(tmp_path, monkeypatch):
     assert ds.train.x.dtype == torch.float32 and ds.test.y.dtype == torch.int64
     assert set(ds.test.y.tolist()) == set(range(10))
     assert abs(ds.train.x.mean().item()) < 0.05 and abs(ds.train.x.std().item() - 1) < 0.05
-    # A disk cache was written atomically in the (existing) data dir and serves a fresh process.
-    (cache,) = (tmp_path / "mnist1d").glob("mnist1d-*.npz")
+    # A disk cache was written atomically in the cache folder (not the data dir) and serves a fresh process.
+    (cache,) = (tmp_path / "cache" / "mnist1d").glob("mnist1d-*.npz")
+    assert not (tmp_path / "mnist1d").exists()
     generated._clear_caches()
     monkeypatch.setattr(generated, "_generate_mnist1d", lambda: pytest.fail("should read the disk cache"))
     again = load_dataset("mnist1d", tmp_path)
@@ -263,7 +265,8 @@ def test_mnist1d_generated_cached_and_rng_neutral(tmp_path, monkeypatch):
     assert dataset_status("mnist1d", tmp_path)["verified"] and fetch("mnist1d", tmp_path) == []
 
 
-def test_mnist1d_cache_never_written_to_missing_or_read_only_dirs(tmp_path):
+def test_mnist1d_cache_never_written_to_missing_or_read_only_dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("TICKETLAB_CACHE", str(tmp_path / "cache"))
     generated._clear_caches()  # the generator's own lru_cache stays warm: this is fast
     ds = load_dataset("mnist1d", tmp_path / "typo", val_size=100, train_fraction=0.5)
     assert (len(ds.train), len(ds.val)) == (1950, 100) and not (tmp_path / "typo").exists()
@@ -276,6 +279,28 @@ def test_mnist1d_cache_never_written_to_missing_or_read_only_dirs(tmp_path):
         assert list(shared.iterdir()) == []
     finally:
         shared.chmod(0o755)
+
+
+def _listing(folder):
+    return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+def test_a_read_only_data_folder_is_never_written(tmp_path, monkeypatch):
+    """Caches go to $TICKETLAB_CACHE; the data folder (here writable, as root may write anywhere)
+    is left byte for byte as it was, even by a whole `train` run on a generated dataset."""
+    from ticketlab import api
+    from ticketlab.training.loop import TrainConfig
+    data = tmp_path / "data"
+    (data / "mnist1d").mkdir(parents=True)
+    (data / "mnist1d" / "README").write_text("shared")
+    monkeypatch.setenv("TICKETLAB_DATA", str(data))
+    monkeypatch.setenv("TICKETLAB_CACHE", str(tmp_path / "cache"))
+    before = _listing(data)
+    generated._clear_caches()
+    api.train(TrainConfig(dataset="mnist1d", model="mlp", iterations=10, eval_every=10), store=tmp_path / "s",
+              progress=False)
+    assert _listing(data) == before
+    assert list((tmp_path / "cache" / "mnist1d").glob("mnist1d-*.npz"))
 
 
 def test_digits():

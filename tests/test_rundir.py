@@ -90,7 +90,7 @@ def test_writes_are_atomic(tmp_path):
     # the old files are whole, no temporary file is left, and the run is not marked done
     assert rd.load("final.pt")["iteration"] == 5 and torch.equal(rd.load("final.pt")["model"]["w"], torch.ones(2))
     assert rd.read_metrics() == ROWS and not rd.done()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["final.pt", "metrics.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final.pt", "manifest.json", "metrics.jsonl"]
 
 
 def test_old_step_key_reads_as_iter(tmp_path):
@@ -158,8 +158,9 @@ def test_teacher_student_store_with_old_keys_resumes_exactly(tmp_path):
 
     exp = Store(tmp_path / "b").experiment("teacher_student", cfg)
     interrupt_teacher_student([prepare_run(exp, cfg, 0)], at_step=200, checkpoint_every=100)
-    # rewrite the checkpoint and the rows as the old loop wrote them
+    # rewrite the checkpoint and the rows as the old loop wrote them (with no manifest: it came later)
     d = exp.path / "seed_0"
+    (d / "manifest.json").unlink()
     st = torch.load(d / "checkpoint.pt", weights_only=True)
     st["step"] = st.pop("iteration")
     del st["rng"]

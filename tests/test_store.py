@@ -82,3 +82,21 @@ def test_two_processes_write_different_experiments(tmp_path):
         s = json.loads((e.path / "summary.json").read_text())
         assert s["lr"] == e.config["lr"] and s["i"] == 19
         assert not [f for f in os.listdir(e.path) if f.endswith(".tmp")]
+
+
+def test_config_json_records_the_stored_run_shape_not_the_last_call(tmp_path):
+    """`--levels 1` after `--levels 2` keeps `levels: 2` (level 2 stays stored); controls and the
+    levels they ran at accumulate (issue 17)."""
+    from ticketlab import api
+    from ticketlab.experiments.lottery.trunk import LotteryConfig
+    from ticketlab.training.loop import TrainConfig
+    train = TrainConfig(dataset="mnist1d", model="mlp", model_args={"widths": [16]}, iterations=20, eval_every=10)
+    exp = api.lottery(train, LotteryConfig(levels=2, controls=("reinit",), control_levels=(2,)), store=tmp_path,
+                      progress=False)["experiment"]
+    api.lottery(train, LotteryConfig(levels=1, controls=("random_mask",), control_levels=(1,)), store=tmp_path,
+                progress=False)
+    lot = json.loads((tmp_path / exp.split("/")[-1] / "config.json").read_text())["config"]["lottery"]
+    assert (lot["levels"], lot["controls"], lot["control_levels"]) == (2, ["reinit", "random_mask"], [1, 2])
+    api.lottery(train, LotteryConfig(levels=1, controls=("reinit",)), store=tmp_path, progress=False)  # at every level
+    lot = json.loads((tmp_path / exp.split("/")[-1] / "config.json").read_text())["config"]["lottery"]
+    assert (lot["levels"], lot["controls"], lot["control_levels"]) == (2, ["reinit", "random_mask"], [])

@@ -38,6 +38,7 @@ from ticketlab.engine.store import Experiment, Store
 from ticketlab.engine.parallel import set_threads  # noqa: F401  (part of the API)
 from ticketlab.experiments import dense
 from ticketlab.training.loop import TrainConfig
+from ticketlab.training.rundir import RunDir
 
 
 def build(cfg: TrainConfig, data_dir=None, *, seed: int | None = None):
@@ -198,8 +199,21 @@ def show(ref: str, *, store=None) -> dict:
     out = {"experiment": exp.name, "path": str(exp.path), "kind": exp.kind, "config": exp.config}
     summary = exp.path / "summary.json"
     if summary.exists():
-        out["summary"] = json.loads(summary.read_text())
+        out["summary"] = RunDir(exp.path).summary()
     return out
+
+
+def verify(refs=(), *, store=None, repair: bool = False) -> list[dict]:
+    """Check the store's files against their manifests (`ticketlab verify`): one row per damaged
+    file, with the run folders derived from it. With `repair`, delete those folders (the next run
+    recomputes them; see `ticketlab.experiments.verify`) and add `"removed": True` to each row."""
+    from ticketlab.experiments import verify as V
+    damage = V.verify(refs, store=store)
+    rows = [d.row() for d in damage]
+    if repair and damage:
+        V.repair(damage, store=store)
+        rows = [{**r, "removed": True} for r in rows]
+    return rows
 
 
 def ls(*, store=None) -> list[dict]:
@@ -216,7 +230,7 @@ def _row(exp: Experiment) -> dict:
     row = {"experiment": exp.name, "kind": exp.kind, "model": train.get("model"), "dataset": train.get("dataset")}
     summary = exp.path / "summary.json"
     if summary.exists():
-        s = json.loads(summary.read_text())
+        s = RunDir(exp.path).summary()
         row.update(status="done", iterations=s["iterations"], es_iter=s["early_stop"]["iter"],
                    es_test_acc=s["early_stop"]["test_acc"], final_test_acc=s["final"]["test_acc"])
         return row

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from ticketlab.cli.common import ALL, _common, _config, _configs, _run_flags, run_flags, run_options  # noqa: F401
@@ -144,6 +145,21 @@ def cmd_show(ns) -> None:
     print(json.dumps(api.show(ns.experiment, store=ns.store), indent=2))
 
 
+def cmd_verify(ns) -> int:
+    from ticketlab import api
+    rows = api.verify(ns.experiments, store=ns.store, repair=ns.repair)
+    if not rows:
+        print("every file checks out")
+        return 0
+    print(_table([{**r, "derived": " ".join(r["derived"])} for r in rows], ["experiment", "file", "problem", "derived"]))
+    if ns.repair:
+        print("removed the runs listed under derived; run the same commands again to recompute them "
+              "(bit-identical when run with the same --stack; see <store>/repairs.jsonl)")
+        return 0
+    print("run `ticketlab verify --repair` to remove them and everything derived from them")
+    return 1
+
+
 def cmd_models(ns) -> None:
     from ticketlab.models import list_models
     print("\n".join(list_models(ns.pattern)))
@@ -208,6 +224,7 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     from ticketlab.engine.tasks import get_task, task_names
     from ticketlab.training.loop import TrainConfig
     ap = argparse.ArgumentParser(prog="ticketlab", description="Lottery tickets and sparse training.")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one dense model", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -298,6 +315,14 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _common(p, data=False)
     p.set_defaults(fn=cmd_show)
 
+    p = sub.add_parser("verify", help="check the store's files against their checksums; list damaged ones "
+                       "and the results derived from them")
+    p.add_argument("experiments", nargs="*", help="experiments to check (default: all)")
+    p.add_argument("--repair", action="store_true",
+                   help="remove the damaged runs and everything derived from them, so the next run recomputes them")
+    _common(p, data=False)
+    p.set_defaults(fn=cmd_verify)
+
     p = sub.add_parser("models", help="list the registered models")
     p.add_argument("pattern", nargs="?", default="*")
     p.set_defaults(fn=cmd_models)
@@ -323,18 +348,40 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `ticketlab` console script."""
     from ticketlab.core.progress import cli_logging
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         ns = parser(argv).parse_args(argv)
         # a run's messages: INFO lines on stderr, through the progress bars; --quiet: warnings only
         with cli_logging(quiet=getattr(ns, "quiet", False)):
-            ns.fn(ns)
+            return ns.fn(ns) or 0
     except TicketlabError as e:
         print(f"ticketlab: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ticketlab: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    return 0
+    except BrokenPipeError:  # `ticketlab show X | head`: the reader left; say nothing
+        try:  # and let the interpreter's last flush of stdout find no pipe
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 141
+    except Exception as e:
+        if debug:
+            raise
+        print(f"ticketlab: error: {_unexpected(e)}; run with --debug for the traceback", file=sys.stderr)
+        return 1
+
+
+def _unexpected(e: Exception) -> str:
+    """One line for an error ticketlab did not expect: its type, message and the file involved."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    where = getattr(e, "filename", None)
+    if where is None:  # the innermost ticketlab frame names the code, not the data file
+        import traceback
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if "ticketlab" in f.filename]
+        where = f"in {frames[-1].filename}:{frames[-1].lineno}" if frames else None
+    return f"{type(e).__name__}: {msg}" + (f" ({where})" if where else "")
 
 
 if __name__ == "__main__":

@@ -15,3 +15,7 @@ class ConfigError(TicketlabError):
 
 class DataError(TicketlabError):
     """A dataset file is missing, truncated or fails its checksum."""
+
+
+class DamagedError(TicketlabError):
+    """A stored file fails its integrity check (manifest.json) or cannot be read back."""

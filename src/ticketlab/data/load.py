@@ -18,7 +18,7 @@ import torch
 
 from ticketlab.data import _checksums, cifar, generated
 from ticketlab.data.idx import parse_idx
-from ticketlab.data.registry import Dataset, DatasetInfo, Split, default_data_dir, get_info, resolve_data_dir
+from ticketlab.data.registry import Dataset, DatasetInfo, Split, get_info, resolve_cache_dir, resolve_data_dir
 from ticketlab.core.errors import DataError
 
 
@@ -67,19 +67,9 @@ def _raw_arrays(info: DatasetInfo, root: Path) -> tuple[np.ndarray, ...]:
     if info.kind == "cifar":
         return _load_cifar(root / info.name)
     if info.kind == "mnist1d":
-        return generated.mnist1d_arrays(root / "mnist1d", write_cache=_may_write(root, root / "mnist1d"))
+        # generated, not downloaded: its disk cache goes to the cache folder, never the data folder
+        return generated.mnist1d_arrays(resolve_cache_dir() / "mnist1d")
     return generated.digits_arrays()
-
-
-def _may_write(root: Path, folder: Path) -> bool:
-    """Whether the MNIST-1D disk cache may be written into `folder` (inside data dir `root`)."""
-    probe = folder if folder.is_dir() else root
-    if not probe.is_dir():
-        # A mistyped --data-dir is not created just to hold a cache file; the default cache dir is.
-        return root == default_data_dir()
-    # Check the mode bits too, not only os.access: root may write anywhere, but a folder without
-    # any write bit (e.g. a shared, read-only data dir) is not meant to receive files.
-    return bool(probe.stat().st_mode & 0o222) and os.access(probe, os.W_OK)
 
 
 def _split(x: np.ndarray, y: np.ndarray, info: DatasetInfo) -> Split:

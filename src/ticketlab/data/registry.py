@@ -115,6 +115,14 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return default_data_dir()
 
 
+def resolve_cache_dir() -> Path:
+    """The folder for caches ticketlab derives itself (the MNIST-1D arrays, tokenizers):
+    $TICKETLAB_CACHE, then ~/.cache/ticketlab. Never the data folder, which may be shared or
+    read-only and is only ever written by `ticketlab data fetch`."""
+    env = os.environ.get("TICKETLAB_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ticketlab"
+
+
 def default_data_dir() -> Path:
     """~/.cache/ticketlab, the data folder when neither --data-dir nor TICKETLAB_DATA is given."""
     return Path.home() / ".cache" / "ticketlab"

@@ -578,14 +578,17 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *,
         what = "the run has not finished" if run_dir.is_dir() else "no such run folder"
         raise TicketlabError(f"{final}: no such file ({what})")
     from ticketlab.training.loop import load_state
+    from ticketlab.training.rundir import load_tensors
     try:
         state = load_state(final)
         weights = state["model"]
+    except TicketlabError:
+        raise
     except Exception as e:
         raise TicketlabError(f"{final}: unreadable checkpoint ({type(e).__name__}: {e})") from None
     masks = state.get("masks") or {}
     if not masks and (run_dir / "mask.pt").is_file():
-        masks = torch.load(run_dir / "mask.pt", map_location="cpu", weights_only=True)
+        masks = load_tensors(run_dir / "mask.pt")
     if build_model is not None:
         net = build_model()
     else:

@@ -7,15 +7,14 @@ which is what the tables, plots and report show.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import defaultdict
 from pathlib import Path
 
-import torch
 
 from ticketlab.core import masks as M
+from ticketlab.training.rundir import RunDir, load_tensors
 
 _LEVEL = re.compile(r"level_(\d+)$")
 METRICS = ("density", "es_iter", "es_test_acc", "es_val_loss", "final_test_acc", "best_test_acc", "wall_time_s",
@@ -42,8 +41,8 @@ def run_rows(exp_path: str | Path) -> list[dict]:
                 continue
             rel = level_dir.parent.relative_to(rep_dir)
             control, draw = _branch("" if str(rel) == "." else str(rel))
-            s = json.loads(summary.read_text())
-            masks = torch.load(level_dir / "mask.pt", map_location="cpu", weights_only=True)
+            s = RunDir(level_dir).summary()
+            masks = load_tensors(level_dir / "mask.pt")
             rows.append({"replicate": r, "branch": control, "draw": draw, "level": int(m.group(1)),
                          "density": M.density(masks), **summary_metrics(s), "path": str(level_dir)})
     return sorted(rows, key=lambda x: (x["branch"] != "ticket", x["branch"], x["level"], x["replicate"], x["draw"]))

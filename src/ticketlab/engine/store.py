@@ -6,7 +6,8 @@ Layout (open_lth's scheme, with JSON hashing and a schema version, see `config.p
     <store>/<kind>-<hash12>/...             the experiment's runs (metrics.jsonl, checkpoints, summary.json)
 
 Identical experiments land in one folder, so finished work is found and skipped. Every
-file is written atomically (`_atomic`), and an experiment is run under an exclusive lock
+file is written atomically (`atomic`) and recorded with its sha256 in its folder's manifest.json
+(`integrity`), and an experiment is run under an exclusive lock
 file, so two processes writing *different* experiments into one store never interfere,
 and two processes asked to run the *same* one do not both write it.
 
@@ -23,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ticketlab.core import atomic as _atomic
+from ticketlab.core import integrity
 from ticketlab.core.config import SCHEMA_VERSION, config_hash, to_dict
-from ticketlab.core.errors import TicketlabError
+from ticketlab.core.errors import DamagedError, TicketlabError
+from ticketlab.training.rundir import read_json
 
 
 def resolve_store(root: str | os.PathLike | None = None) -> Path:
@@ -52,7 +54,11 @@ class Experiment:
     @property
     def config(self) -> dict:
         """The saved resolved config (all fields)."""
-        return json.loads((self.path / "config.json").read_text())["config"]
+        body = read_json(self.path / "config.json")
+        if not isinstance(body, dict) or not isinstance(body.get("config"), dict):
+            raise DamagedError(f"{self.path / 'config.json'}: expected an object with a \"config\" object; "
+                               f"{integrity.ADVICE}")
+        return body["config"]
 
     @contextmanager
     def lock(self, part: str = "", *, wait: bool = False) -> Iterator[None]:
@@ -73,6 +79,38 @@ class Experiment:
             os.close(fd)  # closing releases the lock
 
 
+# run-shape lists where empty means "all" (lottery's control_levels: controls at every level)
+_EMPTY_MEANS_ALL = ("control_levels",)
+
+
+def stored_shape(old: dict, new: dict, identity: dict) -> dict:
+    """The config to record after a call with config `new` on an experiment recorded as `old`: the
+    run shape of what is stored, not of the last call. Run-shape fields (those not in `identity`)
+    grow: integers (levels, replicates, draws) take the larger value, lists (controls, levels at
+    which they ran) the union; any other field takes the new value."""
+    out = dict(new)
+    for k, v in new.items():
+        o = old.get(k)
+        if isinstance(v, dict) and isinstance(o, dict):
+            out[k] = stored_shape(o, v, identity.get(k) if isinstance(identity.get(k), dict) else {})
+        elif k in identity:
+            continue
+        elif type(v) is int and type(o) is int:
+            out[k] = max(o, v)
+        elif isinstance(v, list) and isinstance(o, list):
+            if k in _EMPTY_MEANS_ALL and (not o or not v):
+                out[k] = []
+            else:
+                union = o + [x for x in v if x not in o]
+                out[k] = sorted(union) if all(type(x) is int for x in union) else union
+    return out
+
+
+def _write_config(path: Path, body: dict) -> None:
+    """Atomically write config.json (indented, key-sorted), recorded in the folder's manifest."""
+    integrity.write_text(path, json.dumps(body, indent=2, sort_keys=True) + "\n")
+
+
 class Store:
     """A results store rooted at a folder."""
 
@@ -88,13 +126,14 @@ class Store:
         body = {"kind": kind, "schema": SCHEMA_VERSION, "hash": key, "config": to_dict(cfg),
                 "identity": to_dict(cfg, all_fields=False)}
         if not cfg_path.exists():
-            _atomic.write_json(cfg_path, body)
+            _write_config(cfg_path, body)
         else:
-            old = json.loads(cfg_path.read_text())
+            old = read_json(cfg_path)
             if old.get("identity") != body["identity"]:
                 raise TicketlabError(f"{cfg_path}: hash collision with a different config")
-            if old != body:  # run-shape fields (levels, replicates) may grow
-                _atomic.write_json(cfg_path, body)
+            body["config"] = stored_shape(old.get("config", {}), body["config"], body["identity"])
+            if old != body:  # run-shape fields (levels, replicates, controls) may grow, never shrink
+                _write_config(cfg_path, body)
         return Experiment(path)
 
     def list(self) -> list[Experiment]:

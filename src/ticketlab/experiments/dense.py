@@ -12,6 +12,7 @@ from ticketlab.data import load_dataset
 from ticketlab.engine.store import Store
 from ticketlab.models import create_model
 from ticketlab.training.loop import RunOptions, TrainConfig, fit
+from ticketlab.training.rundir import read_json
 
 
 def build(cfg: TrainConfig, data_dir=None, *, seed: int | None = None):
@@ -32,7 +33,7 @@ def train(cfg: TrainConfig, *, store=None, data_dir=None, progress: bool = True,
     data, model = build(cfg, data_dir)
     exp = Store(store).experiment("train", cfg)
     if (exp.path / "summary.json").exists():
-        return {**json.loads((exp.path / "summary.json").read_text()), "experiment": str(exp.path)}
+        return {**read_json(exp.path / "summary.json"), "experiment": str(exp.path)}
     with exp.lock():
         summary = fit(model, data, cfg, exp.path, options=RunOptions(
             progress=progress, desc=f"train {exp.name}", checkpoint_every=checkpoint_every,

@@ -49,13 +49,14 @@ from typing import Sequence
 
 import torch
 
-from ticketlab.core import atomic as _atomic, distributions
+from ticketlab.core import distributions, integrity
 from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError
 from ticketlab.methods.saliency import SNIP, GraSP, PruneAtInit, SynFlow
 from ticketlab.methods.sparse import GMP, METHODS, SET, SNFS, Dense, Static
 from ticketlab.engine import schedule
 from ticketlab.training.loop import RunOptions, TrainConfig, load_state, total_iterations
+from ticketlab.training.rundir import read_json
 
 PRUNE_AT_INIT = tuple(n for n, c in METHODS.items() if issubclass(c, PruneAtInit))
 DISTRIBUTIONS = ("uniform", "er", "erk")
@@ -197,7 +198,7 @@ def _groups(exp_path: Path, pending: list[int], stack: int, name: str = "") -> l
         gfile = _rep_dir(exp_path, r) / "group.json"
         if r in seen or not (_rep_dir(exp_path, r) / "checkpoint.pt").exists() or not gfile.exists():
             continue
-        members = [m for m in json.loads(gfile.read_text())["members"] if m in pending and m not in seen]
+        members = [m for m in read_json(gfile)["members"] if m in pending and m not in seen]
         groups.append([node(m) for m in members])
         seen.update(members)
     return groups + schedule.groups([node(r) for r in pending if r not in seen], stack)
@@ -258,7 +259,7 @@ def _train_group(exp_path: Path, group: list[int], train_cfg: TrainConfig, cfg: 
     for r in group:
         d = _rep_dir(exp_path, r)
         d.mkdir(parents=True, exist_ok=True)
-        _atomic.write_json(d / "group.json", {"members": group})
+        integrity.write_json(d / "group.json", {"members": group})
     seeds = [replicate_seeds(train_cfg, r) for r in group]
     models = [build(init_seed) for init_seed, _ in seeds]
     masks0 = [init_masks(cfg, m, data, ds) for m, (_, ds) in zip(models, seeds)]
@@ -325,7 +326,7 @@ def _write_outputs(exp_path: Path, r: int, train_cfg: TrainConfig, cfg: SparseCo
             masks[n] = (m[row] if stacked else m).clone()
         churn = churn_rows(state, row)
     save_masks(d / "masks.pt", masks)
-    _atomic.write_text(d / "churn.jsonl", "".join(json.dumps(c) + "\n" for c in churn))
+    integrity.write_text(d / "churn.jsonl", "".join(json.dumps(c) + "\n" for c in churn))
     if cfg.method == "dense":
         targets = {n: 0.0 for n in shapes}
     elif issubclass(METHODS[cfg.method], PruneAtInit) and cfg.saliency_scope == "global":  # per-layer counts follow the scores
@@ -334,7 +335,7 @@ def _write_outputs(exp_path: Path, r: int, train_cfg: TrainConfig, cfg: SparseCo
         targets = layer_sparsities(cfg, probe)
     kept = {n: int(m.sum()) for n, m in masks.items()}
     numel = {n: math.prod(s) for n, s in shapes.items()}
-    _atomic.write_json(d / "sparsity.json", {
+    integrity.write_json(d / "sparsity.json", {
         "target": cfg.sparsity if cfg.method != "dense" else 0.0,
         "achieved": 1.0 - sum(kept.values()) / sum(numel.values()),
         "layers": {n: {"target": targets.get(n, 0.0), "numel": numel[n], "nnz": kept[n],
@@ -345,9 +346,9 @@ def _write_outputs(exp_path: Path, r: int, train_cfg: TrainConfig, cfg: SparseCo
 def replicate_row(exp_path: Path, r: int) -> dict:
     """One result row of a finished replicate."""
     d = _rep_dir(exp_path, r)
-    s = json.loads((d / "summary.json").read_text())
-    sp = json.loads((d / "sparsity.json").read_text())
-    cfg = json.loads((Path(exp_path) / "config.json").read_text())["config"]["sparse"]
+    s = read_json(d / "summary.json")
+    sp = read_json(d / "sparsity.json")
+    cfg = read_json(Path(exp_path) / "config.json")["config"]["sparse"]
     churn = [json.loads(line) for line in (d / "churn.jsonl").read_text().splitlines() if line.strip()]
     return {"replicate": r, "method": cfg["method"], "distribution": cfg["distribution"], "sparsity": sp["target"],
             "achieved_sparsity": sp["achieved"], "es_iter": s["early_stop"]["iter"],

@@ -59,7 +59,7 @@ from typing import Callable
 
 import torch
 
-from ticketlab.core import atomic as _atomic, config as C, masks as M, pruning, scores
+from ticketlab.core import config as C, integrity, masks as M, pruning, scores
 from ticketlab.engine import results, schedule
 from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.experiments.lottery.trunk import (LotteryConfig, Plan, RunKey, execute, load_masks, prune, replicate_seeds,
@@ -67,6 +67,7 @@ from ticketlab.experiments.lottery.trunk import (LotteryConfig, Plan, RunKey, ex
 from ticketlab.core.seeds import derive_seed
 from ticketlab.engine.store import Experiment, Store
 from ticketlab.training.loop import TrainConfig, load_state
+from ticketlab.training.rundir import read_json
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class RandomTicketRun:
 def load_source(exp_path: str | Path) -> tuple[TrainConfig, LotteryConfig]:
     """The (training, lottery) configs of a source lottery experiment folder."""
     path = Path(exp_path) / "config.json"
-    body = json.loads(path.read_text()) if path.exists() else {}
+    body = read_json(path) if path.exists() else {}
     if body.get("kind") != "lottery":
         raise TicketlabError(f"{exp_path}: a transfer source must be a lottery experiment, "
                              f"got {body.get('kind', 'no config.json')!r}")
@@ -323,7 +324,7 @@ class Transfer:
         """(masks, init seed) of a random ticket: the transferred ticket's per-layer counts at random."""
         root = self.random_root(L)
         if not (root / "counts.json").exists():
-            _atomic.write_json(root / "counts.json", _counts(self.masks(L)))
+            integrity.write_json(root / "counts.json", _counts(self.masks(L)))
         key = root.name
         init_seed = _seed("random-ticket-init", key, self.seed, d)
         path = self.run_dir(TransferNode(self.r, L, "random", d)) / "mask.pt"
@@ -494,7 +495,7 @@ def run(cfg: TransferConfig, *, store=None, data_dir=None, progress: bool = True
              "levels": list(spec.transfer.levels), "replicates": spec.transfer.replicates,
              "controls": list(spec.transfer.controls)}
     with exp.lock():
-        _atomic.write_json(exp.path / "transfer.json", links)
+        integrity.write_json(exp.path / "transfer.json", links)
         with rnd.lock(wait=True):
             _run_graph(spec, workers=workers, stack=stack, progress=progress)
     rows = transfer_rows(exp.path)
@@ -523,11 +524,11 @@ def links(exp_path: str | Path) -> dict:
     path = Path(exp_path) / "transfer.json"
     if not path.exists():
         raise TicketlabError(f"{exp_path} is not a transfer experiment that has run (no transfer.json)")
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 def _summary_row(run_dir: Path, **fields) -> dict:
-    s = json.loads((run_dir / "summary.json").read_text())
+    s = read_json(run_dir / "summary.json")
     return {**fields, "density": M.density(load_masks(run_dir / "mask.pt")), **results.summary_metrics(s),
             "path": str(run_dir)}
 
@@ -576,11 +577,11 @@ def describe(train: dict | TrainConfig) -> str:
 def experiment_info(exp_path: str | Path) -> dict:
     """Source and target of a transfer experiment: names, recipes and short labels."""
     exp_path = Path(exp_path)
-    body = json.loads((exp_path / "config.json").read_text())
+    body = read_json(exp_path / "config.json")
     if body.get("kind") != "transfer":
         raise TicketlabError(f"{exp_path} is a {body.get('kind')!r} experiment, not a transfer one")
     info = links(exp_path)
-    src_train = json.loads((Path(info["source_path"]) / "config.json").read_text())["config"]["train"]
+    src_train = read_json(Path(info["source_path"]) / "config.json")["config"]["train"]
     target = body["config"]["target"]
     return {"experiment": exp_path.name, "source": info["source"], "own": info.get("own"),
             "source_train": src_train, "target_train": target, "source_label": describe(src_train),

@@ -29,6 +29,7 @@ from ticketlab.core import atomic as _atomic
 from ticketlab.core.version import __version__
 from ticketlab.core.errors import TicketlabError
 from ticketlab.experiments.lottery.controls import branch_order
+from ticketlab.training.rundir import read_json
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
@@ -251,7 +252,7 @@ def write_report(exp_path: str | Path, out: str | Path) -> Path:
     cfg_path = exp / "config.json"
     if not cfg_path.exists():
         raise TicketlabError(f"{exp} is not an experiment folder (no config.json)")
-    body = json.loads(cfg_path.read_text())
+    body = read_json(cfg_path)
     kind = experiment_kind(exp)
     cfg = body.get("config", {})
     tr = cfg.get("train", cfg)

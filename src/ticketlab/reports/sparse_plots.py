@@ -20,6 +20,7 @@ from typing import Sequence
 
 from ticketlab.core.errors import TicketlabError
 from ticketlab.reports.style import MARKERS, figure as _figure, save_figure
+from ticketlab.training.rundir import read_json
 
 METRIC_LABELS = {"final_test_acc": "final test accuracy (%)", "es_test_acc": "test accuracy at early stopping (%)",
                  "best_test_acc": "best test accuracy (%)"}
@@ -32,7 +33,7 @@ def sparse_rows(experiments: Sequence[str | Path]) -> list[dict]:
     rows = []
     for e in experiments:
         e = Path(e)
-        body = json.loads((e / "config.json").read_text())
+        body = read_json(e / "config.json")
         if body.get("kind") != "sparse":
             raise TicketlabError(f"{e} is a {body.get('kind')!r} experiment; a sparse-training one is needed")
         model = body["config"]["train"]["model"]
@@ -118,7 +119,7 @@ def plot_sparse_accuracy(experiments: Sequence[str | Path], out: str | Path,
 def churn_curves(experiment: str | Path) -> tuple[str, list[tuple[int, float]]]:
     """(label, [(step, mean churn over replicates)]) of one experiment's mask updates."""
     e = Path(experiment)
-    cfg = json.loads((e / "config.json").read_text())["config"]["sparse"]
+    cfg = read_json(e / "config.json")["config"]["sparse"]
     by_step = defaultdict(list)
     for f in e.glob("replicate_*/churn.jsonl"):
         for line in f.read_text().splitlines():

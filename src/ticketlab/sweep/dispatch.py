@@ -28,7 +28,6 @@ last checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import json
 import signal
 import sys
 import threading
@@ -44,6 +43,7 @@ from ticketlab.engine.parallel import cpu_count, error_text, make_executor, set_
 from ticketlab.engine.store import resolve_store
 from ticketlab.sweep.grammar import Trial
 from ticketlab.sweep.kinds import KINDS, Context, summaries, train_metrics
+from ticketlab.training.rundir import read_json
 
 
 def experiment_path(trial: Trial, store) -> Path | None:
@@ -113,7 +113,7 @@ def run_sweep(trials: list[Trial], *, backend: str | Executor = "process", addre
         folder = experiment_path(t, store)
         summary = folder / "summary.json" if folder is not None else None
         if t.kind == "train" and summary.exists():
-            s = {**json.loads(summary.read_text()), "experiment": str(summary.parent)}
+            s = {**read_json(summary), "experiment": str(summary.parent)}
             rows[t.index] = _row(t, {"status": "skipped", **train_metrics(s)}, 0, 0.0)
         elif KINDS[t.kind].batched:
             batched.append(t)

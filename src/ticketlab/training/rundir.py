@@ -13,7 +13,9 @@ plots and the report read any run alike:
 A state file is a dict of plain values and tensors: "iteration", "rng" (torch's RNG state, for
 dropout) and what the loop puts there ("model", "masks", "optimizer", "hooks", ...). It loads with
 `torch.load(weights_only=True)`. Every file is written atomically (`ticketlab.core.atomic`): an
-interrupted write leaves the previous file, never half of one. Stores written before the keys were
+interrupted write leaves the previous file, never half of one. Every file is also recorded in the
+folder's `manifest.json` (sha256 and size, `ticketlab.core.integrity`) and checked on every read:
+a damaged file raises a one-line `DamagedError` naming it, never a wrong result or a traceback. Stores written before the keys were
 unified (the teacher–student loop wrote "step") stay readable: `load_state` and `read_metrics`
 rename "step" to the canonical key.
 
@@ -27,9 +29,12 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+import io
+
 import torch
 
-from ticketlab.core import atomic as _atomic
+from ticketlab.core import integrity
+from ticketlab.core.errors import DamagedError
 
 ITER = "iter"            # the iteration of a metrics row
 ITERATION = "iteration"  # the iteration of a state file
@@ -46,18 +51,44 @@ def snapshot_name(k: int) -> str:
 # ---- files ------------------------------------------------------------------------------
 
 def save_file(path: str | Path, obj) -> None:
-    """Atomically `torch.save` a dict of plain values and tensors (loadable with weights_only)."""
-    with _atomic.atomic_open(path, "wb") as f:
-        torch.save(obj, f)
+    """Atomically `torch.save` a dict of plain values and tensors (loadable with weights_only),
+    recorded in its folder's manifest."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    integrity.write_bytes(path, buf.getvalue())
+
+
+def load_file(path: str | Path) -> dict:
+    """Load a file written by `save_file`, checked against its folder's manifest, without unpickling
+    arbitrary objects (`weights_only=True`). DamagedError when it is damaged or not such a file."""
+    data = integrity.read_bytes(path)
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, a pickle of other objects, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first if len(first) <= 100 else first[:100].rsplit(" ", 1)[0] + " …"
+        raise DamagedError(f"{path}: not a readable ticketlab state file ({first}); {integrity.ADVICE}") from None
+    if not isinstance(obj, dict):
+        raise DamagedError(f"{path}: expected a dict of tensors, found a {type(obj).__name__}; {integrity.ADVICE}")
+    return obj
+
+
+def load_tensors(path: str | Path) -> dict:
+    """`load_file` of a dict of tensors only (mask.pt); DamagedError when it holds anything else."""
+    obj = load_file(path)
+    if not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise DamagedError(f"{path}: expected a dict of tensors, found other values; {integrity.ADVICE}")
+    return obj
 
 
 def load_state(path: str | Path) -> dict:
-    """Load a state file without unpickling arbitrary objects (`weights_only=True`).
+    """Load a state file without unpickling arbitrary objects (`weights_only=True`), checked against
+    its folder's manifest (`load_file`).
 
     A run state written with the old "step" key reads with "iteration" instead.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and OLD_ITER in state and ITERATION not in state:
+    state = load_file(path)
+    if OLD_ITER in state and ITERATION not in state:
         state = {(ITERATION if k == OLD_ITER else k): v for k, v in state.items()}
     return state
 
@@ -79,15 +110,22 @@ def read_metrics(path: str | Path, upto: int | None = None) -> list[dict]:
     path = Path(path)
     if not path.exists():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(integrity.read_bytes(path).decode(errors="replace").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                raise DamagedError(f"{path}: line {n} is not a JSON row (cut by an interrupted write?); "
+                                   f"{integrity.ADVICE}") from None
     rows = [{(ITER if k == OLD_ITER else k): v for k, v in r.items()} if OLD_ITER in r and ITER not in r else r
             for r in rows]
     return rows if upto is None else [r for r in rows if r[ITER] <= upto]
 
 
 def write_metrics(path: str | Path, rows: Sequence[dict]) -> None:
-    """Atomically write a metrics.jsonl, one JSON row per evaluation."""
-    _atomic.write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    """Atomically write a metrics.jsonl, one JSON row per evaluation (recorded in the manifest)."""
+    integrity.write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def early_stopping(rows: Sequence[dict], metric: str, *, higher_is_better: bool = False) -> dict:
@@ -96,6 +134,14 @@ def early_stopping(rows: Sequence[dict], metric: str, *, higher_is_better: bool 
     if higher_is_better:
         return max(rows, key=lambda r: (r[metric], -r[ITER]))
     return min(rows, key=lambda r: (r[metric], r[ITER]))
+
+
+def read_json(path: str | Path) -> dict:
+    """A JSON file of the store (summary.json, config.json), checked against its folder's manifest."""
+    try:
+        return json.loads(integrity.read_bytes(path))
+    except ValueError as e:
+        raise DamagedError(f"{path}: not valid JSON ({e}); {integrity.ADVICE}") from None
 
 
 # ---- one run ----------------------------------------------------------------------------
@@ -110,7 +156,9 @@ class RunDir:
         return f"RunDir({str(self.path)!r})"
 
     def create(self) -> "RunDir":
+        """Make the folder, and remove the temp files an earlier, killed run left in it."""
         self.path.mkdir(parents=True, exist_ok=True)
+        integrity.remove_strays(self.path)
         return self
 
     def done(self) -> bool:
@@ -118,7 +166,8 @@ class RunDir:
         return (self.path / SUMMARY).exists()
 
     def summary(self) -> dict:
-        return json.loads((self.path / SUMMARY).read_text())
+        """The finished run's summary.json, checked against the manifest."""
+        return read_json(self.path / SUMMARY)
 
     # ---- state files ----
     def save(self, name: str, iteration: int, **state) -> None:
@@ -130,6 +179,10 @@ class RunDir:
 
     def load(self, name: str) -> dict:
         return load_state(self.path / name)
+
+    def damaged(self) -> list[tuple[Path, str]]:
+        """The files of this run that fail its manifest: `integrity.damaged`."""
+        return integrity.damaged(self.path)
 
     def checkpoint_iter(self) -> int | None:
         """The iteration of the run's checkpoint, None when it has none."""
@@ -166,8 +219,8 @@ class RunDir:
     def finish(self, rows: Sequence[dict], summary: dict) -> dict:
         """Mark the run done: the metrics rows, summary.json (last), then drop the checkpoint."""
         self.write_metrics(rows)
-        _atomic.write_json(self.path / SUMMARY, summary)
-        (self.path / CHECKPOINT).unlink(missing_ok=True)
+        integrity.write_text(self.path / SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        integrity.forget(self.path / CHECKPOINT)
         return summary
 
 
@@ -199,6 +252,7 @@ def resume_group(runs: Sequence[RunDir], who: str, masks: Sequence[dict | None] 
     return [s for s, _ in resumed], [rows for _, rows in resumed]
 
 
-__all__ = ["RunDir", "early_stopping", "finished", "resume_group", "load_state", "save_state", "save_file",
+__all__ = ["RunDir", "early_stopping", "finished", "resume_group", "load_state", "load_file", "load_tensors", "save_state", "save_file",
+           "read_json",
            "read_metrics", "write_metrics", "snapshot_name", "ITER", "ITERATION", "CHECKPOINT", "METRICS",
            "FINAL", "SUMMARY"]

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from ticketlab.core import atomic as _atomic
-from ticketlab.data.registry import default_data_dir
+from ticketlab.data.registry import resolve_cache_dir
 from ticketlab.core.errors import ConfigError
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
@@ -31,8 +31,7 @@ PAD, UNK, BOS, EOS = 0, 1, 2, 3
 
 def tokenizer_cache_dir() -> Path:
     """$TICKETLAB_CACHE/tokenizers, else ~/.cache/ticketlab/tokenizers."""
-    root = os.environ.get("TICKETLAB_CACHE")
-    return (Path(root).expanduser() if root else default_data_dir()) / "tokenizers"
+    return resolve_cache_dir() / "tokenizers"
 
 
 class Tokenizer:

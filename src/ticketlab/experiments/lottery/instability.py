@@ -37,7 +37,6 @@ Storage, inside the experiment folder (cached and resumable like the trunk):
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Callable, Sequence
@@ -45,11 +44,11 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ticketlab.core import atomic as _atomic, config as C, masks as M
+from ticketlab.core import config as C, integrity, masks as M
 from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.experiments.lottery.trunk import LotteryConfig, Replicate, final_weights, load_masks, replicate_seeds
 from ticketlab.training.loop import RunOptions, TrainConfig, evaluate, fit, load_state
-from ticketlab.training.rundir import read_metrics
+from ticketlab.training.rundir import read_metrics, read_json
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +156,7 @@ def reproduce_rewind_point(rep: Replicate, k: int, run_dir: Path) -> tuple[Path,
     run_dir = Path(run_dir)
     out, check_path = run_dir / f"snapshot_{k}.pt", run_dir / "check.json"
     if out.exists() and check_path.exists():
-        return out, json.loads(check_path.read_text())
+        return out, read_json(check_path)
     trainer = rep.trainer
     if not 0 <= k <= trainer.total_iterations:
         raise ConfigError(f"rewind_iter: got {k}, expected 0..{trainer.total_iterations} (the run length)")
@@ -187,10 +186,10 @@ def reproduce_rewind_point(rep: Replicate, k: int, run_dir: Path) -> tuple[Path,
                  if not _same_tensors(load_state(run_dir / f"snapshot_{j}.pt"), load_state(trunk / f"snapshot_{j}.pt"))]
     check = {"evals": len(evals), "snapshots": known, "mismatch": mismatch,
              "exact": (not mismatch) if (evals or known) else None}
-    for p in run_dir.iterdir():  # keep the snapshot only (metrics, checkpoint, known snapshots)
-        if p != out and p.is_file():
-            p.unlink()
-    _atomic.write_json(check_path, check)
+    for p in list(run_dir.iterdir()):  # keep the snapshot only (metrics, checkpoint, known snapshots)
+        if p != out and p.is_file() and p.name != integrity.MANIFEST:
+            integrity.forget(p)  # and its manifest entry: the snapshot's stays checked
+    integrity.write_json(check_path, check)
     return out, check
 
 
@@ -206,7 +205,7 @@ def rewind_point(rep: Replicate, k: int, *, allow_inexact: bool = False) -> tupl
     path, check = reproduce_rewind_point(rep, k, rep.root / "instability" / f"rewind_{k}")
     if check["exact"] is False and not allow_inexact:
         summary = rep.level_dir(0) / "summary.json"
-        stacked = json.loads(summary.read_text()).get("trained_with", 1) if summary.exists() else 1
+        stacked = read_json(summary).get("trained_with", 1) if summary.exists() else 1
         why = (f"level 0 was trained stacked with {stacked} models, which agrees with a single run only to "
                f"float rounding" if stacked > 1 else "the trunk was trained differently from its recorded config")
         raise TicketlabError(
@@ -237,7 +236,7 @@ def load_configs(exp_path: str | Path) -> tuple[object, LotteryConfig]:
     path = Path(exp_path) / "config.json"
     if not path.exists():
         raise TicketlabError(f"{exp_path} is not an experiment folder (no config.json)")
-    body = json.loads(path.read_text())
+    body = read_json(path)
     if body.get("kind") != "lottery":
         raise TicketlabError(f"{exp_path} is a {body.get('kind')!r} experiment; a lottery one is needed")
     cfg = body["config"]
@@ -248,7 +247,7 @@ def load_configs(exp_path: str | Path) -> tuple[object, LotteryConfig]:
 
 def experiment_task(exp_path: str | Path) -> str:
     """The task name of a lottery experiment folder (`classify` for folders that predate tasks)."""
-    body = json.loads((Path(exp_path) / "config.json").read_text())
+    body = read_json(Path(exp_path) / "config.json")
     return body.get("config", {}).get("task", "classify")
 
 
@@ -307,7 +306,7 @@ def instability(exp_path: str | Path, *, level: int, rewind_iter: int, replicate
     out_dir = instability_dir(exp_path, replicate, level, rewind_iter)
     out_path = out_dir / "instability.json"
     if out_path.exists():
-        cached = json.loads(out_path.read_text())
+        cached = read_json(out_path)
         if cached.get("points") == points and cached.get("data_seeds") == seeds:
             return cached
 
@@ -344,13 +343,13 @@ def instability(exp_path: str | Path, *, level: int, rewind_iter: int, replicate
                   "data_seeds": seeds, "points": points, "rewind_source": origin["source"],
                   "rewind_check": origin.get("check"),
                   "mask_rewind_iter": lot_cfg.rewind_iter, "copies": copies}
-        _atomic.write_json(out_path, result)
+        integrity.write_json(out_path, result)
     return result
 
 
 def instability_rows(exp_path: str | Path) -> list[dict]:
     """Every stored instability result of an experiment, by (level, rewind_iter, replicate)."""
-    rows = [json.loads(p.read_text())
+    rows = [read_json(p)
             for p in Path(exp_path).glob("replicate_*/instability/level_*/k_*/instability.json")]
     return sorted(rows, key=lambda r: (r["level"], r["rewind_iter"], r["replicate"]))
 

@@ -42,12 +42,14 @@ from pathlib import Path
 
 import torch
 
-from ticketlab.core import atomic as _atomic, masks as M
+from ticketlab.core import masks as M
 from ticketlab.core.config import Config, param
-from ticketlab.core.errors import ConfigError, TicketlabError
+from ticketlab.core.errors import ConfigError, DamagedError, TicketlabError
+from ticketlab.core.integrity import ADVICE
 from ticketlab.experiments.lottery.controls import CONTROLS, branch_name
 from ticketlab.methods.imp import level_fractions, n_levels, prune_level, pruned_layers
 from ticketlab.training.loop import TrainConfig, load_state
+from ticketlab.training.rundir import RunDir, load_tensors, save_file
 
 log = logging.getLogger(__name__)
 
@@ -106,19 +108,23 @@ class RunKey:
 
 
 def save_masks(path: Path, masks: M.Masks) -> None:
-    """Atomically save boolean masks (loadable with weights_only=True)."""
-    with _atomic.atomic_open(path, "wb") as f:
-        torch.save({n: m.clone() for n, m in masks.items()}, f)
+    """Atomically save boolean masks (loadable with weights_only=True), recorded in the folder's manifest."""
+    save_file(path, {n: m.clone() for n, m in masks.items()})
 
 
 def load_masks(path: Path) -> M.Masks:
-    """Load masks saved by `save_masks`."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load masks saved by `save_masks`, checked against the manifest; DamagedError when they are
+    not a dict of tensors."""
+    return load_tensors(path)
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     """A finished run's trained weights."""
-    return load_state(Path(run_dir) / "final.pt")["model"]
+    path = Path(run_dir) / "final.pt"
+    state = load_state(path)
+    if not isinstance(state.get("model"), dict):
+        raise DamagedError(f"{path}: expected a state with the model's weights; {ADVICE}")
+    return state["model"]
 
 
 class Replicate:
@@ -208,7 +214,7 @@ class Replicate:
                           *, seed: int | None = None) -> dict:
         """Train (or load) one run from the rewind point: see `plan_rewind`."""
         if (run_dir / "summary.json").exists():
-            return json.loads((run_dir / "summary.json").read_text())
+            return RunDir(run_dir).summary()
         return execute([self.plan_rewind(run_dir, masks, weights, desc, seed=seed)])[0]
 
     def run_level(self, L: int) -> dict:
@@ -303,7 +309,7 @@ def train(rep: Replicate, L: int, control: str | None = None, draw: int = 0) -> 
     """Train the run (L, control, draw) from its `plan`; skipped (its summary read) when trained."""
     summary = rep.level_dir(L, _folder(control, draw)) / "summary.json"
     if summary.exists():
-        return json.loads(summary.read_text())
+        return RunDir(summary.parent).summary()
     p = plan(rep, L, control, draw)
     log.info("%s", p.desc)
     return execute([p])[0]

@@ -33,7 +33,7 @@ from typing import Sequence
 
 import torch
 
-from ticketlab.core import atomic as _atomic, config as C
+from ticketlab.core import config as C, integrity
 from ticketlab.engine.store import Experiment, Store
 from ticketlab.experiments.teacher_student import metrics as Mx
 from ticketlab.experiments.teacher_student import prune as P
@@ -43,6 +43,7 @@ from ticketlab.experiments.teacher_student.spec import (KIND, SCHEDULE_FIELDS, J
                                             build_teacher, datasets, load_config, prepare_run, seeds_of)
 from ticketlab.experiments.teacher_student.student import random_init
 from ticketlab.training.loop import load_state
+from ticketlab.training.rundir import read_json
 
 # ---- node pruning and the ticket ------------------------------------------------------------
 
@@ -78,7 +79,7 @@ def prepare_prune(exp: Experiment, cfg: TeacherStudentConfig, seed: int) -> list
                            "best_full": best.tolist(), "best_idx_full": idx.tolist(),
                            "best_pruned": Mx.best_match(post_p[l][0])[0].tolist(),
                            "kept_max_corr": smax[kept].tolist()})
-        _atomic.write_json(pdir / "pruned.json", {
+        integrity.write_json(pdir / "pruned.json", {
             "score": cfg.prune_score, "keep_factor": cfg.prune_keep,
             "eval_mse_full": float(mse_full[0]), "eval_rel_mse_full": float(mse_full[0] / var),
             "eval_mse_pruned": float(mse_p[0]), "eval_rel_mse_pruned": float(mse_p[0] / var), "layers": layers})
@@ -124,7 +125,7 @@ def prune_readout(run_dir: Path, cfg: TeacherStudentConfig) -> dict:
     for branch in ("ticket", "reinit"):
         p = pdir / branch / "summary.json"
         if p.exists():
-            s = json.loads(p.read_text())
+            s = read_json(p)
             out[f"{branch}_eval_rel_mse"] = s["eval_rel_mse"]
             out[f"{branch}_success"] = [sum(b >= tau for b in L["best"]) / len(L["best"]) for L in s["layers"]]
             out[f"{branch}_mean_best"] = [sum(L["best"]) / len(L["best"]) for L in s["layers"]]
@@ -139,7 +140,7 @@ def run_summaries(exp_path: Path, cfg: TeacherStudentConfig) -> list[dict]:
     for s in seeds_of(cfg):
         p = Path(exp_path) / f"seed_{s}" / "summary.json"
         if p.exists():
-            out.append(json.loads(p.read_text()))
+            out.append(read_json(p))
     return out
 
 

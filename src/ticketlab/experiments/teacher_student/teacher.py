@@ -41,6 +41,7 @@ import torch
 
 from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.experiments.teacher_student.net import Net
+from ticketlab.training.rundir import load_tensors, read_json
 
 GRID = (-1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -137,7 +138,7 @@ def make_teacher(input_dim: int, widths: Sequence[int], output_dim: int, *, seed
 def _find_config(path: Path) -> dict | None:
     for p in [path, *path.parents]:
         if (p / "config.json").exists():
-            return json.loads((p / "config.json").read_text())
+            return read_json(p / "config.json")
     return None
 
 
@@ -173,7 +174,7 @@ def load_teacher(path: str | Path) -> Net:
         raise ConfigError(f"teacher_checkpoint: {ckpt} has no fully connected layers fc1..fcN with a hidden layer")
     mask_path = ckpt.parent / "mask.pt"
     if mask_path.exists():
-        masks = torch.load(mask_path, map_location="cpu", weights_only=True)
+        masks = load_tensors(mask_path)
         for i, w in enumerate(ws):
             m = masks.get(f"fc{i + 1}.weight")
             if m is not None:

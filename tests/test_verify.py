@@ -1,0 +1,91 @@
+"""`ticketlab verify` (issue 17): a whole store checked against its manifests; each damaged file
+listed with the runs derived from it (later levels, their controls, transfer runs that link it);
+`--repair` removes them all, and the next run recomputes them bit-identically (same stack)."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from ticketlab import api
+from ticketlab.cli.commands import main
+from ticketlab.experiments.lottery.trunk import LotteryConfig
+from ticketlab.experiments.verify import derived
+from ticketlab.engine.store import Store
+from ticketlab.training.loop import TrainConfig, load_state
+
+torch.set_num_threads(1)
+
+TRAIN = TrainConfig(dataset="mnist1d", model="mlp", model_args={"widths": [32, 16]}, iterations=60,
+                    batch_size=50, eval_every=30)
+LOT = LotteryConfig(levels=2, controls=("reinit",))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("verify")
+    exp = api.lottery(TRAIN, LOT, store=root, progress=False)["experiment"]
+    return root, exp
+
+
+def test_a_clean_store_verifies(store, capsys):
+    root, _ = store
+    assert api.verify(store=root) == []
+    assert main(["verify", "--store", str(root)]) == 0
+    assert "every file checks out" in capsys.readouterr().out
+
+
+def test_damage_lists_what_derives_from_it_and_repair_recomputes_it_bit_identically(store, tmp_path, capsys):
+    root = tmp_path / "s"
+    shutil.copytree(store[0], root)
+    exp = root / store[1].split("/")[-1]
+    before = load_state(exp / "replicate_0" / "level_2" / "final.pt")["model"]
+    level1 = exp / "replicate_0" / "level_1" / "final.pt"
+    data = bytearray(level1.read_bytes())
+    data[-200:-100] = bytes(100)
+    level1.write_bytes(bytes(data))
+    rows = api.verify(store=root)
+    assert len(rows) == 1 and rows[0]["file"] == "replicate_0/level_1/final.pt"
+    assert rows[0]["derived"] == [f"{exp.name}/replicate_0/{d}" for d in
+                                  ("level_1", "reinit_0/level_1", "level_2", "reinit_0/level_2")]
+    assert main(["verify", "--store", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "level_1/final.pt" in out and "--repair" in out
+    assert main(["verify", "--repair", "--store", str(root)]) == 0
+    assert not (exp / "replicate_0" / "level_1").exists() and (exp / "replicate_0" / "level_0").exists()
+    log = [json.loads(x) for x in (root / "repairs.jsonl").read_text().splitlines()]
+    assert len(log) == 4 and all(e["trained_with"] == 1 for e in log)
+    assert api.verify(store=root) == []
+    api.lottery(TRAIN, LOT, store=root, progress=False)  # recomputes what was removed
+    after = load_state(exp / "replicate_0" / "level_2" / "final.pt")["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_old_store_files_without_manifest_are_checked_by_reading_them(store, tmp_path):
+    root = tmp_path / "s"
+    shutil.copytree(store[0], root)
+    exp = root / store[1].split("/")[-1]
+    for m in exp.glob("**/manifest.json"):
+        m.unlink()
+    assert api.verify(store=root) == []
+    (exp / "replicate_0" / "level_2" / "metrics.jsonl").write_text('{"iter": 0, "test_')
+    rows = api.verify(store=root)
+    assert [r["file"] for r in rows] == ["replicate_0/level_2/metrics.jsonl"]
+    assert "line 1 is not a JSON row" in rows[0]["problem"]
+
+
+def test_transfer_runs_that_link_a_damaged_level_derive_from_it(tmp_path):
+    src = tmp_path / "lottery-abc"
+    tr = tmp_path / "transfer-def"
+    for d in ("replicate_0/level_0", "replicate_0/level_1", "replicate_1/level_1"):
+        (src / d).mkdir(parents=True)
+        (tr / d).mkdir(parents=True)
+    for e in (src, tr):
+        (e / "config.json").write_text("{}")
+    (tr / "transfer.json").write_text(json.dumps({"source": "lottery-abc"}))
+    got = derived(Store(tmp_path), src, src / "replicate_0" / "level_1" / "mask.pt")
+    assert got == [src / "replicate_0/level_1", tr / "replicate_0/level_1"]
+    assert derived(Store(tmp_path), src, src / "config.json") == [src]
+    rewind = src / "replicate_0" / "instability" / "rewind_40"
+    assert derived(Store(tmp_path), src, rewind / "check.json") == [rewind]  # not the whole replicate
