@@ -122,6 +122,17 @@ def test_lightning_rigl_keeps_masks_and_optimizer_state_exact_with_clipping():
     kept = {n: int(m.sum()) for n, m in u.masks.items()}
     assert all(u.history[-1]["nnz"][n] == k for n, k in kept.items())  # exact counts after every update
 
+    class Start(pl.Callback):
+        def on_train_start(self, trainer, module):
+            self.masks, self.step = {n: m.clone() for n, m in sparse.updater.masks.items()}, sparse.updater.step
+
+    start = Start()
+    again = lightning_trainer(5, [sparse, start])
+    again.fit(module, loader())  # a second fit (a fresh optimizer) goes on where the first stopped
+    assert start.step == 32 and all(torch.equal(start.masks[n], u.masks[n]) for n in u.masks)
+    assert sparse.updater.step == 32 + 40 and exact(module, sparse.updater.masks, again.optimizers[0])
+
+
 
 @needs_lightning
 def test_lightning_lottery_ticket_rewinds_to_theta_k_bit_for_bit():

@@ -38,7 +38,9 @@ class SparseTraining(pl.Callback):
     """Train the LightningModule sparse with `method` (e.g. `ticketlab.RigL(end_step=...)`) at `sparsity`.
 
     Keyword arguments are `ticketlab.sparsify`'s (`distribution`, `dense_first`, `dense_last`, `dense`,
-    `seed`). `updater` is the attached `Updater` (its `masks`, `history`) once fitting starts."""
+    `seed`). `updater` is the attached `Updater` (its `masks`, `history`) once fitting starts. A later
+    `fit` with the same callback continues from its masks and step; `fit(ckpt_path=...)` from the
+    checkpoint's."""
 
     def __init__(self, method: Method, sparsity: float, **sparsify_kwargs):
         self.method, self.sparsity, self.kwargs = method, sparsity, sparsify_kwargs
@@ -47,11 +49,15 @@ class SparseTraining(pl.Callback):
 
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         optimizer = _the_optimizer(trainer, "SparseTraining")
+        # a later fit with this callback goes on with the masks (and step) where the last one stopped
+        previous = self.updater.state_dict() if self._carry is not None and self._carry.attached else None
         self.teardown_hooks()
         self._closure = run_closure_first(optimizer)  # first: the updater's hooks come after it
         self.updater, params = updater_for(pl_module, self.method, self.sparsity, **self.kwargs)
         self._carry = SparseCheckpoint(self.updater, optimizer, params)
         if trainer.ckpt_path is None:
+            if previous is not None:
+                self.updater.load_state_dict(previous)
             self._carry.attach_now()
         # else: Lightning loads the optimizer state next, and that attaches the checkpoint's masks
 

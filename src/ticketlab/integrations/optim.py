@@ -65,18 +65,15 @@ class SparseCheckpoint:
 
     def __init__(self, updater: Updater, optimizer: torch.optim.Optimizer, params: Mapping[str, torch.Tensor]):
         self.updater, self.optimizer, self.params = updater, optimizer, dict(params)
-        self._loaded = None
+        self._loaded, self.attached = None, False
         self._hooks = [optimizer.register_state_dict_post_hook(self._save),
                        optimizer.register_load_state_dict_pre_hook(self._take),
                        optimizer.register_load_state_dict_post_hook(self._restore)]
 
-    @property
-    def attached(self) -> bool:
-        return bool(self.updater.layers) and self.updater._optimizer is not None
-
     def attach_now(self) -> None:
-        """Draw the masks and attach (a fresh run)."""
+        """Attach: with the masks of the state the updater was given (`load_state_dict`), else fresh ones."""
         self.updater.attach(self.optimizer, self.params)
+        self.attached = True
 
     def _save(self, optimizer, state_dict: dict) -> dict:
         if self.attached:
@@ -103,3 +100,4 @@ class SparseCheckpoint:
             h.remove()
         self._hooks = []
         self.updater.detach()
+        self.attached = False
