@@ -50,7 +50,7 @@ class CNN(pl.LightningModule):
 
 torch.manual_seed(0)
 model = CNN()
-rigl = SparseTraining(ticketlab.RigL(end_step=int(0.75 * steps), update_interval=10 if args.tiny else 100), 0.8)
+rigl = SparseTraining(ticketlab.RigL(end_fraction=0.75, update_interval=10 if args.tiny else 100), 0.8)
 trainer = pl.Trainer(max_steps=steps, callbacks=[rigl], gradient_clip_val=1.0, accelerator="cpu", devices=1,
                      logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
 trainer.fit(model, train)

@@ -232,7 +232,7 @@ def test_hf_sparse_training_keeps_masks_exact_and_a_checkpoint_resume_restores_t
     from ticketlab.integrations import hf
 
     trainer = hf_trainer(tiny_bert(), tmp_path, 20, save_strategy="steps", save_steps=10)
-    sparse = hf.sparsify(trainer, ticketlab.RigL(end_step=16, update_interval=4), 0.8)
+    sparse = hf.sparsify(trainer, ticketlab.RigL(end_fraction=0.8, update_interval=4), 0.8)  # step 16
     trainer.train()  # gradients clipped at 0.1 by the Trainer before optimizer.step()
     u = sparse.updater
     assert u.step == 20 and len(u.history) == 5

@@ -11,7 +11,7 @@
 The Trainer builds its optimizer inside `train()` and loads a checkpoint's optimizer.pt right after,
 before any callback event; so both attach through `trainer.create_optimizer` (wrapped on this trainer
 instance), between the two. The Trainer clips gradients (`max_grad_norm`, 1.0 by default) before
-`optimizer.step()`, as a plain loop does. docs/architecture/byo.md.
+`optimizer.step()`, as a plain loop does. docs/architecture/integrations.md.
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ class SparseTraining(transformers.TrainerCallback):
         def attach(optimizer):
             if self._carry is not None:
                 self._carry.remove()
-            self.updater, params = updater_for(trainer.model, self.method, self.sparsity, **self.kwargs)
+            method = self.method  # fractions of training (RigL(end_fraction=0.75)) become steps of this run
+            method = method.resolve(trainer.state.max_steps) if hasattr(method, "resolve") else method
+            self.updater, params = updater_for(trainer.model, method, self.sparsity, **self.kwargs)
             self._carry = SparseCheckpoint(self.updater, optimizer, params)
             if trainer.state.global_step == 0:  # else resuming: loading optimizer.pt attaches its masks
                 self._carry.attach_now()
@@ -80,6 +82,7 @@ class SparseTraining(transformers.TrainerCallback):
 
 def sparsify(trainer: "transformers.Trainer", method: Method, sparsity: float, **sparsify_kwargs) -> SparseTraining:
     """Train `trainer.model` sparse with `method` at `sparsity` (keyword arguments as `ticketlab.sparsify`).
+    Fractions of training (`end_fraction=0.75`) are resolved against the run's optimizer steps.
     Returns the callback, added to `trainer`."""
     callback = SparseTraining(method, sparsity, **sparsify_kwargs).bind(trainer)
     trainer.add_callback(callback)

@@ -11,7 +11,7 @@ The callbacks attach ticketlab's public objects to the optimizer that `configure
   in the callback's own state, so a resumed fit (`ckpt_path=`) restores both.
 Lightning runs forward, backward and gradient clipping inside `optimizer.step(closure)`; both callbacks
 run the closure before the step hooks (`ticketlab.integrations.optim.run_closure_first`), so masks see
-this step's gradients, as in a plain loop. docs/architecture/byo.md.
+this step's gradients, as in a plain loop. docs/architecture/integrations.md.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class SparseTraining(pl.Callback):
     """Train the LightningModule sparse with `method` (e.g. `ticketlab.RigL(end_step=...)`) at `sparsity`.
 
     Keyword arguments are `ticketlab.sparsify`'s (`distribution`, `dense_first`, `dense_last`, `dense`,
-    `seed`). `updater` is the attached `Updater` (its `masks`, `history`) once fitting starts. A later
+    `seed`). Fractions of training (`end_fraction=0.75`) are resolved against the fit's optimizer steps. `updater` is the attached `Updater` (its `masks`, `history`) once fitting starts. A later
     `fit` with the same callback continues from its masks and step; `fit(ckpt_path=...)` from the
     checkpoint's."""
 
@@ -53,7 +53,9 @@ class SparseTraining(pl.Callback):
         previous = self.updater.state_dict() if self._carry is not None and self._carry.attached else None
         self.teardown_hooks()
         self._closure = run_closure_first(optimizer)  # first: the updater's hooks come after it
-        self.updater, params = updater_for(pl_module, self.method, self.sparsity, **self.kwargs)
+        method = self.method  # fractions of training (RigL(end_fraction=0.75)) become steps of this fit
+        method = method.resolve(int(trainer.estimated_stepping_batches)) if hasattr(method, "resolve") else method
+        self.updater, params = updater_for(pl_module, method, self.sparsity, **self.kwargs)
         self._carry = SparseCheckpoint(self.updater, optimizer, params)
         if trainer.ckpt_path is None:
             if previous is not None:

@@ -8,7 +8,7 @@ Frameworks wrap the torch optimizer (accelerate's `AcceleratedOptimizer`, Lightn
 - `innermost` finds it under any wrapper;
 - `run_closure_first` makes `step(closure)` run its closure before the step hooks, as a plain loop runs
   backward (and clipping) before `optimizer.step()`: the Updater's pre-step hook then masks, and RigL
-  captures, this step's gradient rather than the last one (docs/architecture/byo.md);
+  captures, this step's gradient rather than the last one (docs/architecture/integrations.md);
 - `SparseCheckpoint` carries an `Updater`'s state (masks, step, buffers) inside `optimizer.state_dict()`,
   as `enforce` carries its masks, and attaches the Updater when a checkpoint is loaded, so a resumed
   run never draws fresh masks over restored weights.
