@@ -35,8 +35,8 @@ IMP_FILE = "ticketlab_imp.pt"  # IMP's state (θ0, θk, masks, level) in a check
 
 
 def when_optimizer_exists(trainer: "transformers.Trainer", fn: Callable[[torch.optim.Optimizer], None]) -> None:
-    """Call `fn(optimizer)` (the innermost torch optimizer) each time `trainer` builds or reuses a new
-    optimizer in `train()`, before a checkpoint's optimizer state is loaded into it."""
+    """Call `fn(optimizer)` (the innermost torch optimizer) once for each optimizer `trainer.train()`
+    builds (or was given in `optimizers=`), before a checkpoint's optimizer state is loaded into it."""
     create, seen = trainer.create_optimizer, []
 
     def create_optimizer(*args, **kwargs):
