@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# constraints.txt pins torch to the CPU wheel (an unpinned torch pulls GBs of CUDA)
-	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install -q -c constraints.txt -e '.[dev,dist,rl,nlp]'
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install -q -c constraints.txt -e '.[dev,dist,rl,nlp,integrations]'
 	touch $(STAMP)
 
 install: $(STAMP)

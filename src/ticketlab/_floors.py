@@ -14,7 +14,7 @@ FLOORS = (
     ("domains",),              # classify, rl, nlp: tasks behind the trainer protocol
     ("experiments",),          # lottery, sparse training, transfer, teacher-student
     ("reports",),              # plots, tables, the HTML report
-    ("api", "sweep"),          # the facade and the one sweep grammar
+    ("api", "sweep", "integrations"),  # the facade, the one sweep grammar, framework callbacks
     ("cli", "__main__"),       # the command line
 )
 

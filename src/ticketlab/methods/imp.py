@@ -170,6 +170,16 @@ class IMP:
         self._watch(optimizer)
         return self
 
+    def detach(self) -> None:
+        """Stop enforcing the masks and counting steps; the masks, θ0 and θk stay (`attach` again,
+        e.g. to the next optimizer of a framework that builds one per run)."""
+        if self._handle is not None:
+            self._masks = self._handle.masks  # the masks may have come from an optimizer checkpoint since
+        for h in (self._handle, self._counter):
+            if h is not None:
+                h.remove()
+        self._handle = self._counter = None
+
     def _watch(self, optimizer) -> None:
         if self._counter is not None:
             self._counter.remove()
@@ -216,8 +226,9 @@ class IMP:
             raise TicketlabError(f"IMP.rewind: the rewind point is not reached yet ({self.steps} of "
                                  f"rewind_iter={self.rewind_iter} optimizer steps taken)")
         if optimizer is not None and optimizer is not self.optimizer:
+            masks = self.masks  # the handle's: an optimizer checkpoint may have brought them
             self._handle.remove()
-            self.optimizer, self._handle = optimizer, M.enforce(self.model, optimizer, self._masks)
+            self.optimizer, self._handle = optimizer, M.enforce(self.model, optimizer, masks)
         self.model.load_state_dict(self.thetak)
         if self.rewind_optimizer:
             self.optimizer.load_state_dict(copy.deepcopy(self.thetak_optimizer))  # it trains in place

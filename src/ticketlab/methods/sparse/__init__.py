@@ -66,6 +66,16 @@ def sparsify(model, optimizer, method: Method, sparsity: float, *, distribution:
              seed: int = 0) -> Updater:
     """Mask `model`'s prunable weights at `sparsity` (`distribution` over layers, first/last-layer
     policy) and attach `method` to `optimizer`. Returns the attached `Updater`."""
+    updater, params = updater_for(model, method, sparsity, distribution=distribution, dense_first=dense_first,
+                                  dense_last=dense_last, dense=dense, seed=seed)
+    return updater.attach(optimizer, params)
+
+
+def updater_for(model, method: Method, sparsity: float, *, distribution: str = "erk",
+                dense_first: bool = False, dense_last: bool = False, dense: Sequence[str] = (),
+                seed: int = 0) -> tuple[Updater, dict]:
+    """What `sparsify` attaches, not attached yet: the `Updater` and the {name: parameter} it masks
+    (a framework integration attaches it later, e.g. once a checkpoint's state is loaded)."""
     from ticketlab.core import distributions
     from ticketlab.models import output_layer_name, prunable_parameters
 
@@ -75,8 +85,8 @@ def sparsify(model, optimizer, method: Method, sparsity: float, *, distribution:
                                         last=last, extra=dense)
     s = distributions.sparsities(distribution, {n: tuple(p.shape) for n, p in params.items()}, sparsity,
                                  dense=policy)
-    return Updater(method, s, seed=seed).attach(optimizer, params)
+    return Updater(method, s, seed=seed), params
 
 
 __all__ = ["Method", "Updater", "LayerContext", "top_k", "training_fraction", "Dense", "Static", "SET", "RigL",
-           "SNFS", "GMP", "PruneAtInit", "SNIP", "GraSP", "SynFlow", "METHODS", "register_method", "sparsify"]
+           "SNFS", "GMP", "PruneAtInit", "SNIP", "GraSP", "SynFlow", "METHODS", "register_method", "sparsify", "updater_for"]
