@@ -65,7 +65,12 @@ def sparsify(model, optimizer, method: Method, sparsity: float, *, distribution:
              dense_first: bool = False, dense_last: bool = False, dense: Sequence[str] = (),
              seed: int = 0) -> Updater:
     """Mask `model`'s prunable weights at `sparsity` (`distribution` over layers, first/last-layer
-    policy) and attach `method` to `optimizer`. Returns the attached `Updater`."""
+    policy) and attach `method` to `optimizer`. Returns the attached `Updater`.
+
+    Works on a wrapped optimizer (accelerate, Lightning), under a `GradScaler` (a skipped step moves
+    neither the masks nor the step count) and under DistributedDataParallel (every rank holds the same
+    masks); the updater's state rides in `optimizer.state_dict()`, so a checkpoint of the optimizer
+    resumes the same schedule."""
     from ticketlab.core import distributions
     from ticketlab.models import output_layer_name, prunable_parameters
 
@@ -75,7 +80,7 @@ def sparsify(model, optimizer, method: Method, sparsity: float, *, distribution:
                                         last=last, extra=dense)
     s = distributions.sparsities(distribution, {n: tuple(p.shape) for n, p in params.items()}, sparsity,
                                  dense=policy)
-    return Updater(method, s, seed=seed).attach(optimizer, params)
+    return Updater(method, s, seed=seed).attach(optimizer, params, in_state_dict=True)
 
 
 __all__ = ["Method", "Updater", "LayerContext", "top_k", "training_fraction", "Dense", "Static", "SET", "RigL",
