@@ -59,7 +59,7 @@ def pin(name: str) -> str:
 def _read(path: Path) -> dict[str, np.ndarray]:
     if path.suffix == ".safetensors":
         try:
-            import safetensors  # noqa: F401  (not a dependency of ticketlab: only this format needs it)
+            import safetensors  # noqa: F401  (imported only for this format)
         except ImportError:
             raise DataError(f"dataset file {path}: reading .safetensors needs `pip install safetensors`") from None
     try:
