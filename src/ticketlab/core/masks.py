@@ -24,6 +24,7 @@ Float copies of the masks are cached: `w.mul_(float_mask)` is the fastest in-pla
 
 from __future__ import annotations
 
+import functools
 from typing import Mapping
 
 import torch
@@ -105,6 +106,10 @@ class MaskEnforcer:
             p.mul_(fm)
 
 
+def _mask_grad(p: torch.Tensor, fm: torch.Tensor) -> None:
+    p.grad.mul_(fm)
+
+
 STATE_KEY = "ticketlab_masks"  # where the masks ride in `optimizer.state_dict()`
 
 
@@ -139,7 +144,9 @@ class Enforcement:
             h.remove()
         self.enforcer = MaskEnforcer(self._params, masks)
         self.enforcer.install(self.optimizer)
-        self._grad_hooks = [p.register_hook(lambda g, fm=fm: g * fm) for p, fm in self.enforcer._active]
+        # in place, once the gradient is accumulated into p.grad: no new tensor per step (benchmarks/byo)
+        self._grad_hooks = [p.register_post_accumulate_grad_hook(functools.partial(_mask_grad, fm=fm))
+                            for p, fm in self.enforcer._active]
 
     def _save(self, optimizer, state_dict: dict) -> dict:
         state_dict[STATE_KEY] = {n: m.clone() for n, m in self.masks.items()}

@@ -3,7 +3,8 @@
 Sources: MNIST (LeCun et al. 1998), Fashion-MNIST (Xiao et al. 2017), KMNIST (Clanuwat et al. 2018)
 from their IDX files; CIFAR-10 (Krizhevsky 2009) from its python tarball; MNIST-1D (Greydanus 2020)
 and scikit-learn's digits without any file. Every file is checked against its checksum on every
-load (see `_checksums.read_verified`).
+load (see `_checksums.read_verified`). A path to a .npz / .safetensors file is your own dataset
+(`ticketlab.data.files`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ticketlab.data import _checksums, cifar, generated
+from ticketlab.data import _checksums, cifar, files, generated
 from ticketlab.data.idx import parse_idx
 from ticketlab.data.registry import Dataset, DatasetInfo, Split, get_info, resolve_cache_dir, resolve_data_dir
 from ticketlab.core.errors import DataError
@@ -95,10 +96,24 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, val_si
     remaining training examples, the first ones of the same seeded permutation (so a 10% subset is
     contained in the 20% one). Indices within each split are kept in their original order.
 
+    `name` may also be a .npz / .safetensors file (`ticketlab.data.files`): its inputs are used as they
+    are (no normalisation); its x_val / y_val, if present, are the validation split (then `val_size`
+    must be None), else `val_size` (default: a tenth) is held out of x_train as above.
+
     Raises `DataError` for an unknown name, a missing / corrupt file, `train_fraction` outside
     (0, 1] or `val_size` outside [0, number of training examples).
     """
-    info = get_info(name)
+    own = None
+    if files.is_file_dataset(name):
+        own, classes = files.load_arrays(name)
+        info = DatasetInfo(name, kind="file", num_classes=classes, input_shape=tuple(own["x_train"].shape[1:]),
+                           default_val_size=0 if "x_val" in own else len(own["y_train"]) // 10, scale=1.0,
+                           mean=(0.0,), std=(1.0,))
+        if "x_val" in own and val_size is not None:
+            raise DataError(f"val_size: got {val_size!r}, but {name.split('#')[0]} brings its own x_val/y_val; "
+                            f"expected None")
+    else:
+        info = get_info(name)
     if isinstance(train_fraction, bool) or not isinstance(train_fraction, Real) or not 0 < train_fraction <= 1:
         raise DataError(f"train_fraction must be a number in (0, 1], got {train_fraction!r}")
     if val_size is not None and (isinstance(val_size, bool) or not isinstance(val_size, Integral)):
@@ -106,7 +121,10 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, val_si
     if isinstance(split_seed, bool) or not isinstance(split_seed, Integral):
         raise DataError(f"split_seed must be an integer, got {split_seed!r}")
 
-    x_train, y_train, x_test, y_test = _raw_arrays(info, resolve_data_dir(data_dir))
+    if own is None:
+        x_train, y_train, x_test, y_test = _raw_arrays(info, resolve_data_dir(data_dir))
+    else:
+        x_train, y_train, x_test, y_test = (own[k] for k in files.REQUIRED)
     n = len(y_train)
     val_size = info.default_val_size if val_size is None else int(val_size)
     if not 0 <= val_size < n:
@@ -122,7 +140,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, val_si
     return Dataset(
         name=info.name,
         train=_split(x_train[train_idx], y_train[train_idx], info),
-        val=_split(x_train[val_idx], y_train[val_idx], info),
+        val=_split(x_train[val_idx], y_train[val_idx], info) if own is None or "x_val" not in own
+        else _split(own["x_val"], own["y_val"], info),
         test=_split(x_test, y_test, info),
         num_classes=info.num_classes,
         input_shape=info.input_shape,

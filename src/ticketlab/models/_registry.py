@@ -20,7 +20,7 @@ from torch import nn
 
 from ticketlab.core.errors import ConfigError
 from ticketlab.core.targets import PRUNABLE_TYPES, layer_weights
-from ticketlab.models import _checks
+from ticketlab.models import _checks, imported
 from ticketlab.models.init import check_scheme, init_weights
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
@@ -78,10 +78,14 @@ def create_model(
       (see `ticketlab.models.init`).
     - `kwargs`: the model's own options (e.g. ``width=`` for ``resnet20``).
 
+    `name` may also be ``package.module:factory``, your own model (`ticketlab.models.imported`).
+
     Raises ConfigError for an unknown name (listing the known models), an option the model does not
     take (naming it and the model), or an invalid value.
     """
     factory = _MODELS.get(name) if isinstance(name, str) else None
+    if factory is None and imported.is_imported(name):  # package.module:factory, your own model
+        factory = imported.import_factory(name)
     if factory is None:
         raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     shape = _checks.input_shape(input_shape)
@@ -96,7 +100,10 @@ def create_model(
     _check_options(name, factory, kwargs)
 
     def build() -> nn.Module:
-        model = factory(input_shape=shape, num_classes=num_classes, **kwargs)
+        if imported.is_imported(name) and name not in _MODELS:
+            model = imported.build(name, factory, shape, num_classes, kwargs)
+        else:
+            model = factory(input_shape=shape, num_classes=num_classes, **kwargs)
         if init is not None:
             init_weights(model, init)
         return model

@@ -41,6 +41,7 @@ from ticketlab.training.rundir import RunDir, load_state, read_metrics, save_sta
 from ticketlab.core.progress import bar as progress_bar
 from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError
+from ticketlab.data import files
 from ticketlab.training.stacked import Single
 from ticketlab.core.masks import MaskEnforcer
 from ticketlab.core.schedules import lr_factor
@@ -53,11 +54,13 @@ Hook = Callable[[int], None]
 class TrainConfig(Config):
     """Everything that defines one supervised training run."""
 
-    dataset: str = param("mnist1d", "dataset name (see `ticketlab data ls`)")
+    dataset: str = param("mnist1d", "dataset name (see `ticketlab data ls`), or a .npz / .safetensors file "
+                         "(x_train, y_train, x_test, y_test[, x_val, y_val]), recorded with its sha256")
     val_size: int | None = param(None, "validation examples held out of train (None: the dataset's default)", min=0)
     split_seed: int = param(0, "seed of the train/validation split", min=0)
     train_fraction: float = param(1.0, "fraction of the training split to use", min=1e-6, max=1.0)
-    model: str = param("mlp", "model name (see `ticketlab models`)")
+    model: str = param("mlp", "model name (see `ticketlab models`), or package.module:factory returning an "
+                       "nn.Module (its keyword arguments from model_args)")
     model_args: dict = dataclasses.field(default_factory=dict, metadata=dict(
         help="extra model arguments, as a TOML table or JSON object, e.g. '{\"widths\": [100, 100]}'"))
     init: str | None = param(None, "weight init: the model's default, or glorot_normal / kaiming_normal / torch",
@@ -82,6 +85,8 @@ class TrainConfig(Config):
     def check(self):
         if self.optimizer in ("adam", "adamw") and len(self.betas) != 2:
             raise ConfigError(f"betas: got {self.betas!r}, expected two numbers")
+        if files.is_file_dataset(self.dataset):  # the file's content is part of the experiment's identity
+            object.__setattr__(self, "dataset", files.pin(self.dataset))
 
 
 def total_iterations(cfg: TrainConfig, n_train: int) -> int:

@@ -65,10 +65,15 @@ def sparsify(model, optimizer, method: Method, sparsity: float, *, distribution:
              dense_first: bool = False, dense_last: bool = False, dense: Sequence[str] = (),
              seed: int = 0) -> Updater:
     """Mask `model`'s prunable weights at `sparsity` (`distribution` over layers, first/last-layer
-    policy) and attach `method` to `optimizer`. Returns the attached `Updater`."""
+    policy) and attach `method` to `optimizer`. Returns the attached `Updater`.
+
+    Works on a wrapped optimizer (accelerate, Lightning), under a `GradScaler` (a skipped step moves
+    neither the masks nor the step count) and under DistributedDataParallel (every rank holds the same
+    masks); the updater's state rides in `optimizer.state_dict()`, so a checkpoint of the optimizer
+    resumes the same schedule."""
     updater, params = updater_for(model, method, sparsity, distribution=distribution, dense_first=dense_first,
                                   dense_last=dense_last, dense=dense, seed=seed)
-    return updater.attach(optimizer, params)
+    return updater.attach(optimizer, params, in_state_dict=True)
 
 
 def updater_for(model, method: Method, sparsity: float, *, distribution: str = "erk",

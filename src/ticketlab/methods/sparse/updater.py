@@ -271,6 +271,8 @@ class Updater:
         self._loaded: dict | None = None
         self._update_now = False
         self._skipped = False
+        self._inf_skip = False
+        self._pending: dict | None = None
 
     # ---- setup ----
     def _row(self, t: Tensor) -> Tensor:
@@ -306,16 +308,39 @@ class Updater:
             return per[0]
         return {n: torch.stack([m[n] for m in per]) for n in targets}
 
-    @torch.no_grad()
-    def attach(self, optimizer: torch.optim.Optimizer, params: Mapping[str, Tensor]) -> "Updater":
+    def attach(self, optimizer: torch.optim.Optimizer, params: Mapping[str, Tensor], *,
+               in_state_dict: bool = False) -> "Updater":
         """Install the masks on `params` (weights and optimizer state zeroed at inactive positions)
-        and register the optimizer step hooks. Returns self."""
+        and register the optimizer step hooks. Returns self.
+
+        A wrapped optimizer (accelerate's `AcceleratedOptimizer`, Lightning's `LightningOptimizer`:
+        the real one in `.optimizer`) is unwrapped, so the hooks land on the optimizer that steps.
+        Under `torch.distributed`, rank 0's seeds and initial masks are broadcast, so every rank
+        draws and updates the same masks (docs/architecture/byo.md). `in_state_dict`: the updater's
+        state (masks, step, seeds, buffers) also rides in `optimizer.state_dict()` under
+        "ticketlab_sparse" and is restored by `optimizer.load_state_dict`."""
         if self._optimizer is not None:
             raise RuntimeError("Updater is already attached; call detach() first")
+        optimizer = unwrap_optimizer(optimizer)
+        if _distributed() and self._loaded is None:
+            self._share_seeds(next(iter(params.values())).device)
+        self._install(optimizer, params)
+        self._handles = [optimizer.register_step_pre_hook(self._pre_step),
+                         optimizer.register_step_post_hook(self._post_step)]
+        if in_state_dict:
+            self._handles += [optimizer.register_state_dict_post_hook(self._save),
+                              optimizer.register_load_state_dict_pre_hook(self._take),
+                              optimizer.register_load_state_dict_post_hook(self._restore)]
+        return self
+
+    @torch.no_grad()
+    def _install(self, optimizer: torch.optim.Optimizer, params: Mapping[str, Tensor]) -> None:
         in_opt = {id(p) for g in optimizer.param_groups for p in g["params"]}
         targets = self._targets(params)
         loaded = self._loaded
         masks = loaded["masks"] if loaded is not None else self._initial_masks(params, targets)
+        if _distributed() and loaded is None:  # user-given masks may differ by rank: rank 0's win
+            masks = {n: _broadcast(m.to(params[n].device, torch.uint8)).to("cpu", torch.bool) for n, m in masks.items()}
         if loaded is not None and set(masks) != set(targets):
             raise ValueError(f"saved sparse state masks {sorted(masks)}, this run masks {sorted(targets)}")
         self.layers = {}
@@ -354,9 +379,9 @@ class Updater:
             self.history = list(loaded.get("history", []))
             self.dense_grad_captures = int(loaded.get("dense_grad_captures", 0))
         self._optimizer = optimizer
-        self._handles = [optimizer.register_step_pre_hook(self._pre_step),
-                         optimizer.register_step_post_hook(self._post_step)]
-        return self
+
+    def _share_seeds(self, device) -> None:
+        self.seeds = tuple(int(s) for s in _broadcast(torch.tensor(self.seeds, dtype=torch.int64, device=device)))
 
     def detach(self) -> None:
         """Remove the optimizer hooks (the masks stay on the weights)."""
@@ -367,6 +392,13 @@ class Updater:
     # ---- the hooks ----
     @torch.no_grad()
     def _pre_step(self, optimizer, args, kwargs) -> None:
+        # A GradScaler that found inf/NaN gradients skips the step: it does not call step() at all,
+        # or, for an optimizer that scales itself (fused Adam/SGD), sets `found_inf` and calls it.
+        # Either way the step count and the masks stay as they are.
+        found_inf = getattr(optimizer, "found_inf", None)
+        self._inf_skip = found_inf is not None and bool(found_inf > 0)
+        if self._inf_skip:
+            return
         t, m = self.step, self.method
         upd = self._update_now = m.is_update(t)
         if m.observes:
@@ -391,6 +423,8 @@ class Updater:
 
     @torch.no_grad()
     def _post_step(self, optimizer, args, kwargs) -> None:
+        if self._inf_skip:
+            return
         if not self._skipped:
             for L in self.layers.values():
                 L.p.mul_(L.fm)
@@ -481,9 +515,43 @@ class Updater:
             raise ValueError(f"sparse state of models with seeds {state.get('seeds')}, this updater has "
                              f"{list(self.seeds)}: resume with the same group of models")
         self._loaded = state
-        if self._optimizer is not None:  # already attached: reinstall from the state
-            opt, params = self._optimizer, {n: L.p for n, L in self.layers.items()}
-            self.detach()
+        if self._optimizer is not None:  # already attached: reinstall from the state, hooks kept
+            params = {n: L.p for n, L in self.layers.items()}
             self.sparsities = {n: L.target for n, L in self.layers.items()}
-            self.attach(opt, params)
+            self._install(self._optimizer, params)
+
+    # ---- riding in optimizer.state_dict() (attach(..., in_state_dict=True)) ----
+    def _save(self, optimizer, state_dict: dict) -> dict:
+        state_dict[STATE_KEY] = self.state_dict()
+        return state_dict
+
+    def _take(self, optimizer, state_dict: dict) -> dict:
+        # installed after the optimizer state is loaded, so that its pruned positions are zeroed too
+        self._pending = state_dict.pop(STATE_KEY, None)
+        return state_dict
+
+    def _restore(self, optimizer) -> None:
+        state, self._pending = self._pending, None
+        if state is not None:
+            self.load_state_dict(state)
+
+
+STATE_KEY = "ticketlab_sparse"  # where `sparsify`'s state rides in `optimizer.state_dict()`
+
+
+def unwrap_optimizer(optimizer):
+    """The torch optimizer inside wrappers that keep it in `.optimizer` (accelerate, Lightning)."""
+    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
+def _distributed() -> bool:
+    d = torch.distributed
+    return d.is_available() and d.is_initialized() and d.get_world_size() > 1
+
+
+def _broadcast(t: Tensor) -> Tensor:
+    torch.distributed.broadcast(t, src=0)
+    return t
 
