@@ -199,7 +199,7 @@ def main(argv=None):
     steps, warmup = (20, 3) if quick else (300, 30)
     lth_iters = a.lth_iterations or (40 if quick else 50_000)
     lth_eval = 20 if quick else 100  # LTH evaluates every 100 iterations
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({platform.processor() or 'cpu'})"
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU {platform.processor()}".strip()
     lines = [f"# ticketlab GPU benchmark, {datetime.date.today()}", "",
              f"device: {name} ({dev}); torch {torch.__version__}; python {platform.python_version()}"
              + ("; --quick (reduced sizes: not the benchmark's figures)" if quick else ""), ""]
