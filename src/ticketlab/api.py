@@ -36,6 +36,7 @@ from ticketlab.core.errors import TicketlabError
 from ticketlab.engine.options import RunOptions
 from ticketlab.engine.store import Experiment, Store
 from ticketlab.engine.parallel import set_threads  # noqa: F401  (part of the API)
+from ticketlab.training import device as _device
 from ticketlab.experiments import dense
 from ticketlab.training.loop import TrainConfig
 from ticketlab.training.rundir import RunDir
@@ -48,10 +49,12 @@ def build(cfg: TrainConfig, data_dir=None, *, seed: int | None = None):
 
 def _options(kind: str, options: RunOptions | None, **given) -> RunOptions:
     """The run options of one call: `options` with the keywords given (not None) applied, every
-    None filled with `kind`'s default (workers: 1, the caller's process); threads applied when given."""
+    None filled with `kind`'s default (workers: 1, the caller's process); threads applied when given,
+    the device always (`ticketlab.training.device.use`)."""
     opts = RunOptions.build(options, **given).resolved(kind)
     if opts.threads is not None:
         set_threads(opts.threads)
+    _device.use(opts.device)  # like the thread count, a setting of the process (and of its workers)
     return opts
 
 

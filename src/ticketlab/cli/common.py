@@ -46,7 +46,7 @@ def run_flags(p, kind: str | None, fields: tuple[str, ...] = ALL) -> None:
             p.add_argument(flag, dest="quiet", action="store_true", help="no progress bar; print only the result")
             continue
         # choices are checked by RunOptions, so that a bad value is one line naming the field
-        kw = {} if meta[name]["choices"] else dict(type=int)
+        kw = {} if meta[name]["choices"] or name == "device" else dict(type=int)
         what = "trials at once, one process each" if kind is None and name == "workers" else meta[name]["help"]
         if meta[name]["choices"]:
             what += f": {', '.join(meta[name]['choices'])}"

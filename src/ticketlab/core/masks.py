@@ -79,7 +79,8 @@ class MaskEnforcer:
         check_masks(masks, params)
         self.masks = {n: m.clone() for n, m in masks.items()}
         # Only masks that prune something cost work in the hot loop.
-        self._active = [(params[n], m.to(params[n].dtype)) for n, m in self.masks.items()
+        # (on the parameter's device: masks are made and saved on the CPU, weights may live elsewhere)
+        self._active = [(params[n], m.to(params[n].device, params[n].dtype)) for n, m in self.masks.items()
                         if not bool(m.all())]
 
     @torch.no_grad()

@@ -24,7 +24,9 @@ why each kind keeps the stack it was measured with, and `None` means "the kind's
     threads           on the command line, 1 torch thread (docs/performance.md §2); in a Python
                       caller's process, its own setting, left alone
 
-`device` is "cpu", the only device so far.
+`device`: `auto` (CUDA when available, else the CPU; the same default on the command line and in
+the API), `cpu`, `cuda`, `cuda:N` or `mps`; checked against this machine when the options are made
+(`ticketlab.training.device`). Each run records the device it used as `trained_on` in its summary.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ from ticketlab.core import config as C
 from ticketlab.core.config import param
 from ticketlab.core.errors import ConfigError
 from ticketlab.engine.parallel import cpu_count
+from ticketlab.training import device as _device
 
-DEVICES = ("cpu",)
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")  # the forms a device name takes
 
 # each kind's measured defaults for the fields whose None means "the kind's"
 KIND_DEFAULTS = {
@@ -62,7 +65,7 @@ class RunOptions:
     progress: bool = param(True, "progress bars and log lines", hashed=False)
     checkpoint_every: int | None = param(None, "iterations (steps) between resumable checkpoints", min=1,
                                          hashed=False)
-    device: str = param("cpu", "the device runs train on", choices=DEVICES, hashed=False)
+    device: str = param("auto", f"the device runs train on: {_device.NAMES}", hashed=False)
 
     def __post_init__(self):
         for f in ("workers", "stack", "threads", "checkpoint_every"):
@@ -71,8 +74,7 @@ class RunOptions:
                 raise ConfigError(f"{f}: got {v!r}, expected an integer >= 1")
         if not isinstance(self.progress, bool):
             raise ConfigError(f"progress: got {self.progress!r}, expected true or false")
-        if not isinstance(self.device, str):
-            raise ConfigError(f"device: got {self.device!r}, expected one of {', '.join(DEVICES)}")
+        _device.check(self.device)
         C.validate(self)
 
     @classmethod

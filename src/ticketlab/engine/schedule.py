@@ -33,6 +33,7 @@ from typing import Any, Callable, Hashable, Sequence
 
 from ticketlab.core import progress as _progress
 from ticketlab.engine.parallel import make_executor
+from ticketlab.training import device as _device
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def run(groups: Sequence[Sequence[Node]], train: Callable[[list], object], *, wo
     bar = _progress.bar(len(nodes), enabled=progress and executor is not None, initial=len(done), desc="runs",
                         leave=True, mininterval=0.1)
     if executor is not None:  # worker processes start with logging unconfigured: repeat ours there
-        train = functools.partial(_in_worker, _progress.worker_level(), train)
+        train = functools.partial(_in_worker, _progress.worker_level(), _device.current(), train)
     running: dict[cf.Future, list[Node]] = {}
     try:
         while pending or running:
@@ -155,8 +156,9 @@ def _finish(group: list[Node], done: set, bar) -> None:
         bar.update(len(new))
 
 
-def _in_worker(level: int | None, train: Callable[[list], object], payloads: list) -> object:
+def _in_worker(level: int | None, device: str, train: Callable[[list], object], payloads: list) -> object:
     _progress.configure_worker(level)
+    _device.use(device)  # the parent's device setting (ticketlab.training.device)
     return train(payloads)
 
 

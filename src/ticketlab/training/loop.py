@@ -14,6 +14,11 @@ What makes a run reproducible and resumable, bit for bit:
   (for dropout), written atomically and loaded with `torch.load(weights_only=True)`: the run
   folder's files are written and read by `ticketlab.training.rundir`, shared by every domain's loop.
 
+The run trains on one device (`ticketlab.training.device`): the model, masks, optimizer state and
+the data (moved once, whole) live there; the data order is drawn on the CPU, so every device sees
+the same batches and CPU results do not change; state files hold CPU tensors. The summary records
+the device as `trained_on`.
+
 Pruning methods act through hooks: objects with any of
 - `attach(optimizer, params)`: called once the optimizer exists (and any saved state is loaded),
   with the trained parameters by name (stacked [R, ...] when R models train together); a method
@@ -36,7 +41,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ticketlab.training import optim, rundir
+from ticketlab.training import device as _device, optim, rundir
 from ticketlab.training.rundir import RunDir, load_state, read_metrics, save_state, write_metrics  # noqa: F401 (the old names)
 from ticketlab.core.progress import bar as progress_bar
 from ticketlab.core.config import Config, param
@@ -102,21 +107,25 @@ def make_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter]) -> to
                                 weight_decay=cfg.weight_decay, betas=cfg.betas)
 
 
-def batch_indices(n: int, batch_size: int, data_seed: int, it: int, _cache: dict = {}) -> torch.Tensor:
+def batch_indices(n: int, batch_size: int, data_seed: int, it: int, device: torch.device | None = None,
+                  _cache: dict = {}) -> torch.Tensor:
     """Indices of the minibatch at iteration `it`: epoch-wise reshuffled, a pure function of `it`.
 
     The last partial batch of an epoch is dropped (every step sees `batch_size` examples).
     The current epoch's permutation is cached per (n, data_seed), so R models with R data
-    orders trained together do not redraw permutations.
+    orders trained together do not redraw permutations. The permutation is always drawn on the
+    CPU (the same batches on every device); with `device`, it is moved there once per epoch.
     """
     per_epoch = n // batch_size
     epoch, pos = divmod(it, per_epoch)
-    cached = _cache.get((n, data_seed))
+    key = (n, data_seed) if device is None else (n, data_seed, str(device))
+    cached = _cache.get(key)
     if cached is None or cached[0] != epoch:
         if len(_cache) > 256:
             _cache.clear()
         g = torch.Generator().manual_seed(stream_seed(data_seed, epoch))
-        cached = _cache[(n, data_seed)] = (epoch, torch.randperm(n, generator=g))
+        perm = torch.randperm(n, generator=g)
+        cached = _cache[key] = (epoch, perm if device is None else perm.to(device))
     return cached[1][pos * batch_size:(pos + 1) * batch_size]
 
 
@@ -144,6 +153,7 @@ class RunOptions:
     progress: bool = True
     desc: str = "train"
     tensorboard: Path | None = None
+    device: str | None = None  # None: this process's device (`ticketlab.training.device.current`)
 
 
 def fit(model: torch.nn.Module, data, cfg: TrainConfig, run_dir: Path, *,
@@ -204,7 +214,14 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     total = total_iterations(cfg, len(data.train))
     if not 0 <= start_iter <= total:
         raise ValueError(f"start_iter {start_iter} outside [0, {total}]")
-    x_train, y_train = data.train.x, data.train.y
+    dev = _device.resolve(options.device)
+    on = None if dev.type == "cpu" else dev  # where batch indices go (None: stay on the CPU)
+    model = ensemble.module
+    home = next(model.parameters()).device  # the caller's model goes back there at the end
+    model.to(dev)
+    x_train, y_train = _device.to_device(data.train.x, dev), _device.to_device(data.train.y, dev)
+    x_val, y_val = _device.to_device(data.val.x, dev), _device.to_device(data.val.y, dev)
+    x_test, y_test = _device.to_device(data.test.x, dev), _device.to_device(data.test.y, dev)
     n_train = len(x_train)
     if n_train < cfg.batch_size:
         raise ValueError(f"batch_size {cfg.batch_size} exceeds the training set ({n_train})")
@@ -221,6 +238,7 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
         ensemble.load_state_dicts([s["model"] for s in states])
         optimizer.load_state_dict(ensemble.stack_optimizer([s["optimizer"] for s in states]))
         torch.set_rng_state(states[0]["rng"])
+        _device.set_rng_state(states[0], dev)
         elapsed = float(states[0].get("elapsed", 0.0))
     else:
         if any(r.model is not None and r.model is not ensemble.module for r in runs):
@@ -232,7 +250,7 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
             optimizer.load_state_dict(ensemble.stack_optimizer(starts))
         torch.manual_seed(seeds[0] * 7919 + cfg.init_seed + start_iter)
         rows = [[] for _ in runs]
-    stacked_masks = ensemble.stack_masks(masks)
+    stacked_masks = {n: m.to(dev) for n, m in ensemble.stack_masks(masks).items()}
     enforcer = MaskEnforcer(ensemble.prunable(), stacked_masks) if stacked_masks else None
     if enforcer is not None:
         enforcer.install(optimizer)
@@ -252,7 +270,6 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     lr_kw = dict(schedule=cfg.schedule, total=total, milestones=cfg.milestones, gamma=cfg.gamma,
                  warmup_iters=cfg.warmup_iters)
     constant_lr = cfg.schedule == "constant" and cfg.warmup_iters == 0
-    model = ensemble.module
 
     def run_states(**extra) -> list[dict]:
         """Each run's state: weights, masks, optimizer state, and the group's hook state (e.g. dynamic
@@ -270,19 +287,19 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     writer = _tensorboard(options.tensorboard)
     bar = progress_bar(total, enabled=options.progress, initial=it, desc=options.desc)
     model.train()
-    running = torch.zeros(R)
+    running = torch.zeros(R, device=dev)
     n_running = 0
     t0 = time.perf_counter()
 
     def record(i: int) -> None:
         nonlocal running, n_running
-        val = evaluate_many(ensemble, data.val.x, data.val.y)
-        test = evaluate_many(ensemble, data.test.x, data.test.y)
+        val = evaluate_many(ensemble, x_val, y_val)
+        test = evaluate_many(ensemble, x_test, y_test)
         for r in range(R):
             row = {"iter": i, "train_loss": float(running[r]) / n_running if n_running else None,
                    "val_loss": val[r][0], "val_acc": val[r][1], "test_loss": test[r][0], "test_acc": test[r][1]}
             rows[r].append(row)
-        running, n_running = torch.zeros(R), 0
+        running, n_running = torch.zeros(R, device=dev), 0
         if writer is not None:
             for k, v in rows[0][-1].items():
                 if k != "iter" and v is not None:
@@ -306,11 +323,11 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
                 g["lr"] = lr * f
         optimizer.zero_grad(set_to_none=True)
         if single:  # one model: a plain step, no [1, B] views or loss sum (they cost ~3 % at LeNet size)
-            idx = batch_indices(n_train, cfg.batch_size, seeds[0], it)
+            idx = batch_indices(n_train, cfg.batch_size, seeds[0], it, on)
             losses = ensemble.loss(x_train[idx], y_train[idx])
             losses.backward()
         else:  # each model its own data order: [R, B]
-            idx = torch.stack([batch_indices(n_train, cfg.batch_size, s, it) for s in seeds])
+            idx = torch.stack([batch_indices(n_train, cfg.batch_size, s, it, on) for s in seeds])
             losses = ensemble.losses(x_train[idx], y_train[idx])  # [R]: each model's mean loss on its own batch
             losses.sum().backward()
         for h in after_backward:
@@ -339,9 +356,11 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     wall = elapsed + time.perf_counter() - t0
 
     save_all(rundir.FINAL, it)
+    model.to(home)
+    trained_on = _device.describe(dev)
     return [d.finish(rs, {"iterations": total, "start_iter": start_iter, "final": rs[-1],
                           "early_stop": early_stopping(rs), "best_test_acc": max(r["test_acc"] for r in rs),
-                          "wall_time_s": wall / R, "trained_with": R})
+                          "wall_time_s": wall / R, "trained_with": R, "trained_on": trained_on})
             for d, rs in zip(dirs, rows)]
 
 
@@ -352,13 +371,15 @@ def evaluate_many(ensemble, x: torch.Tensor, y: torch.Tensor, batch: int = 2000)
     was_training = model.training
     model.eval()
     R = ensemble.size
-    loss, correct = torch.zeros(R, dtype=torch.float64), torch.zeros(R, dtype=torch.int64)
+    loss = torch.zeros(R, dtype=torch.float64, device=x.device)
+    correct = torch.zeros(R, dtype=torch.int64, device=x.device)
     for i in range(0, len(x), batch):
         out = ensemble.logits(x[i:i + batch])  # [R, n, classes]
         yy = y[i:i + batch]
         loss += F.cross_entropy(out.transpose(1, 2), yy.expand(R, -1), reduction="none").sum(1).double()
         correct += (out.argmax(2) == yy).sum(1)
     model.train(was_training)
+    loss, correct = loss.cpu(), correct.cpu()  # one transfer, not 2R
     n = max(len(x), 1)
     return [(float(loss[r]) / n, int(correct[r]) / n) for r in range(R)]
 

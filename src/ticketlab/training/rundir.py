@@ -35,6 +35,7 @@ import torch
 
 from ticketlab.core import integrity
 from ticketlab.core.errors import DamagedError
+from ticketlab.training import device as _device
 
 ITER = "iter"            # the iteration of a metrics row
 ITERATION = "iteration"  # the iteration of a state file
@@ -173,8 +174,8 @@ class RunDir:
     def save(self, name: str, iteration: int, **state) -> None:
         """Atomically write state file `name`: `state` (None values left out), the iteration and
         torch's RNG state."""
-        body = {ITERATION: int(iteration), **{k: v for k, v in state.items() if v is not None},
-                "rng": torch.get_rng_state()}
+        body = {ITERATION: int(iteration), **_device.cpu_state({k: v for k, v in state.items() if v is not None}),
+                "rng": torch.get_rng_state(), **_device.rng_state()}  # CPU tensors: loadable on any device
         save_file(self.path / name, body)
 
     def load(self, name: str) -> dict:

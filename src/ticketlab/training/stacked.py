@@ -129,7 +129,8 @@ class Stacked:
             return {}
         names = self.prunable()
         full = [m or {} for m in masks]
-        return {n: torch.stack([m.get(n, torch.ones(p.shape[1:], dtype=torch.bool)) for m in full])
+        return {n: torch.stack([m[n].to(p.device) if n in m else torch.ones(p.shape[1:], dtype=torch.bool,
+                                                                            device=p.device) for m in full])
                 for n, p in names.items()}
 
     def state_dicts(self) -> list[dict]:

@@ -52,7 +52,7 @@ from ticketlab.core.errors import ConfigError
 from ticketlab.domains.rl import agent as A
 from ticketlab.domains.rl.config import RLConfig, resolve, rollout_size
 from ticketlab.domains.rl.envs import env_spaces, evaluate, is_pixels, make_env, make_vec_env, reset_vec_env
-from ticketlab.training import rundir
+from ticketlab.training import device as _device, rundir
 from ticketlab.training.rundir import RunDir
 
 METRIC = "eval_return"
@@ -129,7 +129,7 @@ def make_algorithm(cfg: RLConfig, hp: dict, venv, pixels: bool, *, start_iter: i
     T = cfg.env_steps
     common = dict(env=venv, learning_rate=A.linear_or_constant(hp["lr_schedule"], hp["lr"], T, lr_offset),
                   gamma=hp["gamma"], max_grad_norm=hp["max_grad_norm"], policy_kwargs=A.policy_kwargs(cfg.algo, hp),
-                  device="cpu", verbose=0, seed=None)
+                  device=str(_device.resolve()), verbose=0, seed=None)  # SB3's own device argument
     cls, policy = A.algorithm_class(cfg.algo), A.policy_class(cfg.algo, pixels)
     if cfg.algo == "ppo":
         algo = cls(policy, n_steps=hp["n_steps"], batch_size=hp["batch_size"], n_epochs=hp["n_epochs"],

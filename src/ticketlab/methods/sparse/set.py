@@ -74,4 +74,4 @@ class SET(Method):
         for r, seed in enumerate(ctx.seeds):  # float32: ties are rare and broken by position anyway
             g = torch.Generator().manual_seed(name_seed(seed, f"{ctx.name}/set-grow/{ctx.step}"))
             out[r] = torch.rand(n, generator=g)
-        return out
+        return out.to(ctx.weight.device)  # drawn on the CPU: the same draws on every device

@@ -125,7 +125,7 @@ def top_k(scores: Tensor, k: int, *, largest: bool = True, positions: Tensor | N
     if not 0 <= k <= n:
         raise ValueError(f"top_k: k={k} outside [0, {n}]")
     if k == 0:
-        return torch.empty(R, 0, dtype=torch.long)
+        return torch.empty(R, 0, dtype=torch.long, device=scores.device)
     rows = []
     for r in range(R):
         v = scores[r] if largest else -scores[r]
@@ -352,13 +352,13 @@ class Updater:
                 raise ConfigError(f"{n!r}: stacked parameters need shape [{self.R}, ...], got {tuple(p.shape)}")
             if not p.is_contiguous():
                 raise ConfigError(f"{n!r}: parameter must be contiguous")
-            m = masks[n]
+            m = masks[n].to(p.device)  # masks are made and saved on the CPU; they act where p lives
             if m.shape != p.shape or m.dtype != torch.bool:
                 raise ValueError(f"mask {n!r} must be bool of shape {tuple(p.shape)}, got {m.dtype} {tuple(m.shape)}")
             fm = m.to(p.dtype).clone()
             buf = self.method.new_buffer(p)
             if loaded is not None and n in loaded.get("buffers", {}):
-                buf = loaded["buffers"][n].to(p.dtype).clone()
+                buf = loaded["buffers"][n].to(p.device, p.dtype).clone()
             L = _Layer(n, p, fm, targets[n], buf)
             L.numel = p[0].numel() if self.stacked else p.numel()
             counts = self._row(m).sum(1)
@@ -474,7 +474,7 @@ class Updater:
             if m.regrows:  # the grown positions take the dropped ones' columns: no compaction
                 L.idx.scatter_(1, cols, G)
             else:
-                keep = torch.ones(R, L.nnz, dtype=torch.bool)
+                keep = torch.ones(R, L.nnz, dtype=torch.bool, device=L.idx.device)
                 keep.scatter_(1, cols, False)
                 L.idx = L.idx[keep].view(R, L.nnz - k)
             L.nnz = L.idx.shape[1]

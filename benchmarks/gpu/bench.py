@@ -1,0 +1,262 @@
+"""The GPU benchmark of issue 16 ("Speed on every device"), in one process: writes
+`benchmarks/gpu/results-<date>.md` (or `--out`) and prints the same table. Run it through `run.sh`.
+
+1. correctness: the `gpu`-marked tests (run by run.sh, passed in with --tests-summary);
+2. training steps/s of LeNet-300-100 at batch 60, Adam, masked (20 % of weights kept), R stacked
+   models (`ticketlab.training.stacked`) against a plain one-model PyTorch loop on the same device;
+3. the LTH §2 protocol (LeNet-300-100 on MNIST, 3 replicates, reinit and random-mask controls) timed
+   at 2 levels (level 0: 3 runs; level 1: 9 runs) and projected to the levels that reach 2 %;
+   one model at a time projected from stack-1 runs of the same level 1 at 1/10 and 1/20 of the length;
+4. Conv-4 on Fashion-MNIST: stacking covers Linear chains only, so one model at a time is measured;
+5. sparse inference (`ticketlab.engine.export.sparse_from_dense`, CSR) against the dense model at
+   90/95/98/99 % sparsity, batch 1 and 256.
+
+Every figure is from this run, on this device: compare only within one results file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ticketlab import api
+from ticketlab.core.masks import MaskEnforcer
+from ticketlab.data import load_dataset
+from ticketlab.engine.export import sparse_from_dense
+from ticketlab.engine.options import RunOptions
+from ticketlab.experiments.lottery.trunk import LotteryConfig, n_levels
+from ticketlab.models import create_model, output_layer_name, prunable_parameters
+from ticketlab.training import device as D
+from ticketlab.training.loop import TrainConfig, batch_indices, make_optimizer
+from ticketlab.training.stacked import Stacked
+
+
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def lenet(seed):
+    return create_model("lenet300_100", input_shape=(1, 28, 28), num_classes=10, seed=seed)
+
+
+def random_masks(model, seed, density=0.2):
+    g = torch.Generator().manual_seed(seed)
+    return {n: torch.rand(p.shape, generator=g) < density for n, p in prunable_parameters(model).items()}
+
+
+def steps_ticketlab(R, x, y, dev, steps, warmup):
+    """Model-steps/s of R stacked masked LeNet-300-100 through the library's hot-loop pieces."""
+    cfg = TrainConfig(dataset="mnist", model="lenet300_100", batch_size=60)
+    models = [lenet(s) for s in range(R)]
+    ens = Stacked(models)
+    ens.module.to(dev)
+    opt = make_optimizer(cfg, ens.module.parameters())
+    enf = MaskEnforcer(ens.prunable(), ens.stack_masks([random_masks(m, s) for s, m in enumerate(models)]))
+    enf.install(opt)
+    on = None if dev.type == "cpu" else dev
+    n = len(x)
+
+    def step(it):
+        opt.zero_grad(set_to_none=True)
+        idx = torch.stack([batch_indices(n, 60, s, it, on) for s in range(R)])
+        ens.losses(x[idx], y[idx]).sum().backward()
+        enf.after_backward(it)
+        opt.step()
+        enf.after_step(it)
+
+    for it in range(warmup):
+        step(it)
+    sync(dev)
+    t = time.perf_counter()
+    for it in range(warmup, warmup + steps):
+        step(it)
+    sync(dev)
+    return R * steps / (time.perf_counter() - t)
+
+
+def steps_plain(x, y, dev, steps, warmup):
+    """Steps/s of the way open_lth and every peer trains: one masked model, a plain PyTorch loop."""
+    model = lenet(0).to(dev)
+    masks = {n: m.to(dev).float() for n, m in random_masks(model, 0).items()}
+    params = dict(model.named_parameters())
+    opt = torch.optim.Adam(model.parameters(), lr=1.2e-3)
+    g = torch.Generator().manual_seed(0)
+    n = len(x)
+
+    def step():
+        idx = torch.randint(n, (60,), generator=g).to(dev)
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x[idx]), y[idx]).backward()
+        with torch.no_grad():
+            for k, m in masks.items():
+                params[k].grad.mul_(m)
+        opt.step()
+        with torch.no_grad():
+            for k, m in masks.items():
+                params[k].mul_(m)
+
+    for _ in range(warmup):
+        step()
+    sync(dev)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(dev)
+    return steps / (time.perf_counter() - t)
+
+
+def conv_steps(x, y, dev, steps, warmup):
+    model = create_model("conv4", input_shape=(1, 28, 28), num_classes=10, seed=0).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-4)
+    n = len(x)
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync(dev)
+            t = time.perf_counter()
+        idx = batch_indices(n, 60, 0, i, None if dev.type == "cpu" else dev)
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x[idx]), y[idx]).backward()
+        opt.step()
+    sync(dev)
+    return steps / (time.perf_counter() - t)
+
+
+def lth(data_dir, dev, iterations, eval_every, store):
+    """(level-0 s, level-1 s, one-at-a-time level-1 s, levels to 2 %) of the LTH §2 protocol."""
+    train = TrainConfig(dataset="mnist", model="lenet300_100", iterations=iterations, batch_size=60,
+                        eval_every=eval_every)
+    opts = RunOptions(device=str(dev), workers=1, stack=16, progress=False)
+    t = []
+    for levels in (0, 1):
+        cfg = LotteryConfig(levels=levels, replicates=3, controls=("reinit", "random_mask"))
+        t0 = time.perf_counter()
+        api.lottery(train, cfg, store=store / "stacked", data_dir=data_dir, options=opts)
+        t.append(time.perf_counter() - t0)
+    # One at a time: level 1 with stack 1 at 1/10 and 1/20 of the length. Their difference is the
+    # cost of the iterations alone (start-up and pruning cancel), so the projection to the full length
+    # is slope × iterations + the start-up once.
+    spent = {}
+    for frac in (10, 20):
+        n = max(2, iterations // frac)
+        short = dataclasses.replace(train, iterations=n, eval_every=min(eval_every, n))
+        alone = RunOptions(device=str(dev), workers=1, stack=1, progress=False)
+        api.lottery(short, LotteryConfig(levels=0, replicates=3), store=store / f"alone{frac}", data_dir=data_dir,
+                    options=alone)
+        t0 = time.perf_counter()
+        api.lottery(short, LotteryConfig(levels=1, replicates=3, controls=("reinit", "random_mask")),
+                    store=store / f"alone{frac}", data_dir=data_dir, options=alone)
+        spent[n] = time.perf_counter() - t0
+    (n_long, t_long), (n_short, t_short) = sorted(spent.items(), reverse=True)
+    slope = max(0.0, (t_long - t_short) / max(1, n_long - n_short))
+    alone = slope * iterations + max(0.0, t_short - slope * n_short)
+    m = lenet(0)
+    levels = n_levels(LotteryConfig(target_sparsity=0.98), prunable_parameters(m), output_layer_name(m))
+    return t[0], t[1], alone, levels
+
+
+@torch.inference_mode()
+def inference(dev, reps):
+    rows = []
+    model = lenet(0).to(dev).eval()
+    for batch in (1, 256):
+        x = torch.randn(batch, 1, 28, 28, device=dev)
+
+        def timed(f):
+            for _ in range(max(3, reps // 10)):
+                f(x)
+            sync(dev)
+            t = time.perf_counter()
+            for _ in range(reps):
+                f(x)
+            sync(dev)
+            return (time.perf_counter() - t) / reps * 1e6
+
+        dense = timed(model)
+        for sparsity in (0.90, 0.95, 0.98, 0.99):
+            masks = random_masks(model, 1, 1 - sparsity)
+            sparse = sparse_from_dense(model.cpu(), masks).to(dev)
+            model.to(dev)
+            us = timed(sparse)
+            rows.append((batch, sparsity, dense, us))
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--quick", action="store_true", help="reduced sizes (a CPU check of the script)")
+    p.add_argument("--out", default=None)
+    p.add_argument("--lth-iterations", type=int, default=None, help="LTH iterations per level (default 50,000)")
+    p.add_argument("--tests-summary", default="", help="the last line of the gpu-marked tests' run")
+    a = p.parse_args(argv)
+    dev = D.resolve(D.check(a.device))
+    D.use(str(dev))
+    if dev.type == "cpu":
+        torch.set_num_threads(1)
+    quick = a.quick
+    Rs = (1, 8) if quick else (1, 8, 32, 128, 512)
+    steps, warmup = (20, 3) if quick else (300, 30)
+    lth_iters = a.lth_iterations or (40 if quick else 50_000)
+    lth_eval = 20 if quick else 100  # LTH evaluates every 100 iterations
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU {platform.processor()}".strip()
+    lines = [f"# ticketlab GPU benchmark, {datetime.date.today()}", "",
+             f"device: {name} ({dev}); torch {torch.__version__}; python {platform.python_version()}"
+             + ("; --quick (reduced sizes: not the benchmark's figures)" if quick else ""), ""]
+
+    def emit(*ls):
+        for line in ls:
+            print(line, flush=True)
+            lines.append(line)
+
+    emit("## 1. Correctness", "", f"gpu-marked tests: {a.tests_summary or 'not run'}", "")
+
+    mnist = load_dataset("mnist", a.data_dir)
+    x, y = D.to_device(mnist.train.x, dev), D.to_device(mnist.train.y, dev)
+    emit("## 2. Training steps/s, LeNet-300-100, batch 60, Adam, masked", "",
+         "| models | plain loop (steps/s) | ticketlab stacked (model-steps/s) | × plain |", "|---|---|---|---|")
+    plain = steps_plain(x, y, dev, steps, warmup)
+    for R in Rs:
+        s = steps_ticketlab(R, x, y, dev, max(5, steps // max(1, R // 32)), warmup)
+        emit(f"| {R} | {plain:,.0f} | {s:,.0f} | {s / plain:.1f} |")
+    emit("")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0, t1, alone1, levels = lth(a.data_dir, dev, lth_iters, min(lth_eval, lth_iters), Path(tmp))
+    total = t0 + levels * t1
+    total_alone = (3 / 9 + levels) * alone1  # level 0 alone: 3 of level 1's 9 runs
+    emit(f"## 3. LTH §2 protocol, LeNet-300-100 on MNIST, {lth_iters:,} iterations per level", "",
+         "| | measured | projected, level 0 + %d levels (to 2 %%) |" % levels, "|---|---|---|",
+         f"| stacked (stack 16): level 0 (3 runs) | {t0:.1f} s | |",
+         f"| stacked: level 1 (9 runs) | {t1:.1f} s | {total / 60:.1f} min |",
+         f"| one at a time: level 1 (from runs of 1/10 and 1/20 of the length) | {alone1:.1f} s | {total_alone / 60:.1f} min |", "")
+
+    fm = load_dataset("fashion-mnist", a.data_dir)
+    fx, fy = D.to_device(fm.train.x, dev), D.to_device(fm.train.y, dev)
+    c = conv_steps(fx, fy, dev, 5 if quick else steps, 1 if quick else warmup)
+    emit("## 4. Conv-4 on Fashion-MNIST, batch 60, Adam", "",
+         f"one model at a time: {c:,.0f} steps/s. Stacked: not measured (the stacked path covers "
+         "Linear chains only; conv stacking is not built).", "")
+
+    emit("## 5. Sparse inference, LeNet-300-100 (CSR, ticketlab.engine.export)", "",
+         "| batch | sparsity | dense (µs) | sparse (µs) | × dense |", "|---|---|---|---|---|")
+    for batch, sp, d_us, s_us in inference(dev, 50 if quick else 500):
+        emit(f"| {batch} | {sp:.0%} | {d_us:.1f} | {s_us:.1f} | {d_us / s_us:.2f} |")
+    emit("")
+
+    out = Path(a.out) if a.out else Path(__file__).parent / f"results-{datetime.date.today()}.md"
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
