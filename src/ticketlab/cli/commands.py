@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from ticketlab.cli.common import ALL, _common, _config, _configs, _run_flags, run_flags, run_options  # noqa: F401
+from ticketlab.cli.common import ALL, _common, _config, _configs, _run_flags, run_flags, run_options, use_help  # noqa: F401
 from ticketlab.core import config as C
 from ticketlab.reports.tables import lottery_table, text_table as _table  # noqa: F401
 from ticketlab.core.errors import TicketlabError
@@ -227,14 +227,13 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     ap.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train one dense model", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("train", help="train one dense model")
     _run_flags(p, "train")
     p.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (in the experiment folder)")
     C.add_flags(p, TrainConfig)
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("lottery", help="iterative magnitude pruning with rewinding, and its controls",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("lottery", help="iterative magnitude pruning with rewinding, and its controls")
     _run_flags(p, "lottery", ALL)
     from ticketlab.experiments.lottery.trunk import LotteryConfig
     task = _task_arg(argv)
@@ -259,31 +258,31 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_instability)
 
     p = sub.add_parser("plot", help="plot one or several experiments, overlaid (PNG and SVG)")
-    p.add_argument("experiments", nargs="+")
+    p.add_argument("experiments", nargs="+", help="experiments to overlay (folder names, paths or unique hash prefixes)")
     p.add_argument("-o", "--out", default="plots", help="output folder")
     _common(p, data=False)
     p.set_defaults(fn=cmd_plot)
 
     p = sub.add_parser("report", help="write one self-contained HTML report of an experiment")
-    p.add_argument("experiment")
-    p.add_argument("-o", "--out", default="report.html")
+    p.add_argument("experiment", help="folder name, path, or unique hash prefix")
+    p.add_argument("-o", "--out", default="report.html", help="the HTML file to write")
     _common(p, data=False)
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("export", help="write a ticket as a compact sparse model (CSR linear layers)")
-    p.add_argument("experiment")
-    p.add_argument("--level", type=int, required=True)
-    p.add_argument("--replicate", type=int, default=0)
+    p.add_argument("experiment", help="a lottery experiment (folder name, path or unique hash prefix)")
+    p.add_argument("--level", type=int, required=True, help="the ticket's pruning level (0: the dense network)")
+    p.add_argument("--replicate", type=int, default=0, help="which replicate's ticket")
     p.add_argument("--branch", default="", help="a control branch folder, e.g. reinit_0 (default: the ticket)")
     p.add_argument("--min-sparsity", type=float, default=0.0,
                    help="keep a linear layer dense below this sparsity (CSR breaks even near 0.8 on CPU)")
-    p.add_argument("-o", "--out", required=True)
+    p.add_argument("-o", "--out", required=True, help="the file to write (a torch state file)")
     _common(p, data=False)
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("sweep", help="run a grid of train, lottery (any task), sparse-train, transfer or "
                        "teacher-student configs in parallel (see examples/sweep.toml)")
-    p.add_argument("file", metavar="CONFIG.toml")
+    p.add_argument("file", metavar="CONFIG.toml", help="the sweep file (see examples/sweep.toml)")
     _common(p)
     p.add_argument("--backend", choices=("inline", "process", "ray"), default=None,
                    help="default: the file's [sweep] backend, else process")
@@ -293,8 +292,7 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_sweep)
 
     from ticketlab.experiments.sparse_training import SparseConfig
-    p = sub.add_parser("sparse-train", help="sparse training from scratch: RigL, SET, SNFS, static, GMP, SNIP/GraSP/SynFlow",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("sparse-train", help="sparse training from scratch: RigL, SET, SNFS, static, GMP, SNIP/GraSP/SynFlow")
     _run_flags(p, "sparse", ("stack", "threads", "progress", "checkpoint_every", "device"))
     p.add_argument("--replicates", type=int, default=1, help="replicates (init and data seeds + r)")
     C.add_flags(p.add_argument_group("training"), TrainConfig)
@@ -324,24 +322,25 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_verify)
 
     p = sub.add_parser("models", help="list the registered models")
-    p.add_argument("pattern", nargs="?", default="*")
+    p.add_argument("pattern", nargs="?", default="*", help="a glob over the model names")
     p.set_defaults(fn=cmd_models)
 
     p = sub.add_parser("data", help="list or fetch datasets")
     dsub = p.add_subparsers(dest="data_command", required=True)
     q = dsub.add_parser("ls", help="which datasets are present and verified")
-    q.add_argument("--data-dir", default=None)
+    q.add_argument("--data-dir", default=None, help="data folder (default: $TICKETLAB_DATA or ~/.cache/ticketlab)")
     q.set_defaults(fn=cmd_data_ls)
     q = dsub.add_parser("fetch", help="download a dataset's original files and verify them")
-    q.add_argument("name")
-    q.add_argument("--data-dir", default=None)
+    q.add_argument("name", help="a dataset name (see `ticketlab data ls`)")
+    q.add_argument("--data-dir", default=None, help="data folder (default: $TICKETLAB_DATA or ~/.cache/ticketlab)")
     q.add_argument("--base-url", default=None, help="download from this URL instead of the canonical mirrors")
-    q.add_argument("--quiet", action="store_true")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(fn=cmd_data_fetch)
 
     import importlib
     for name in PLUGINS:
         importlib.import_module(name).register(sub)
+    use_help(ap)
     return ap
 
 
