@@ -7,6 +7,7 @@ summaries are rewritten (through the integrity manifest) as a language model's o
 """
 
 import re
+from pathlib import Path
 import shutil
 
 import pytest
@@ -80,3 +81,71 @@ def test_bleu_is_shown_in_bleu_points(exp, tmp_path):
     page = write_report(mt, tmp_path / "mt.html").read_text()
     assert "test BLEU (BLEU points)" in _results(page)[0] and "27.30 ± —" in _results(page)[0]
     assert "0.27" not in _results(page)[0]
+
+
+# ---- plots ----------------------------------------------------------------------------------
+
+def test_overlaying_different_metrics_is_refused_in_one_line(exp, tmp_path, capsys):
+    from ticketlab.cli.commands import main
+    from ticketlab.core.errors import TicketlabError
+    from ticketlab.domains.nlp.lm_task import LMConfig
+    from ticketlab.reports import plots
+    lm = _as_task(exp, tmp_path / "lm", "lm", C.to_dict(LMConfig()), "test_ppl", 123.4)
+    with pytest.raises(TicketlabError, match="different metrics"):
+        plots.plot_accuracy([exp, lm], tmp_path / "acc", metric="es_score")
+    assert main(["plot", str(exp), str(lm), "-o", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "different metrics (test_acc, test_ppl)" in err
+
+
+def _captured(monkeypatch, module):
+    figs = []
+    monkeypatch.setattr(module, "save_figure", lambda fig, out: figs.append(fig) or [])
+    return figs
+
+
+def test_sparse_accuracy_shows_every_method_inside_the_axes(monkeypatch, tmp_path):
+    from ticketlab.reports import sparse_plots
+    means = {"dense": {0.0: 0.96}, "rigl": {0.5: 0.93, 0.9: 0.48}, "set": {0.5: 0.92, 0.9: 0.57},
+             "static": {0.5: 0.92, 0.9: 0.52}, "snip": {0.5: 0.93, 0.9: 0.40}}
+    rows = [{"model": "mlp", "method": m, "distribution": "erk", "sparsity": s, "final_test_acc": a}
+            for m, by in means.items() for s, a in by.items()]
+    monkeypatch.setattr(sparse_plots, "sparse_rows", lambda exps: rows)
+    figs = _captured(monkeypatch, sparse_plots)
+    sparse_plots.plot_sparse_accuracy(["x"], tmp_path / "s")
+    ax = figs[0].axes[0]
+    lo, hi = ax.get_ylim()
+    drawn = {ln.get_label(): list(ln.get_ydata()) for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+    for m, by in means.items():
+        if m == "dense":
+            continue
+        assert drawn[m] == pytest.approx([100 * by[s] for s in sorted(by)])  # the true means, not clamped
+        assert all(lo < y < hi for y in drawn[m]), (m, drawn[m], (lo, hi))
+    labels = {t.get_text() for t in ax.texts}
+    assert {"rigl", "set", "static", "snip"} <= labels  # each line labelled at its end
+
+
+def test_sparse_learning_curves_are_named_by_method_and_sparsity(tmp_path):
+    from ticketlab.experiments.sparse_training import SparseConfig
+    from ticketlab.reports import plots
+    exps = [api.sparse_train(TRAIN, s, store=tmp_path / "store", progress=False)["experiment"]
+            for s in (SparseConfig(method="dense"), SparseConfig(method="rigl", sparsity=0.9))]
+    names = {f.name for f in plots.plot_all(exps, tmp_path / "plots") if f.suffix == ".png"}
+    assert {"learning_curves_dense.png", "learning_curves_rigl_erk_90pct.png"} <= names
+    assert plots.run_name(exps[1]) == "rigl, erk, 90% sparse"
+    svg = (tmp_path / "plots" / "learning_curves_rigl_erk_90pct.svg").read_text()
+    assert "rigl, erk, 90% sparse" in svg and Path(exps[1]).name not in svg
+
+
+def test_teacher_student_titles_fit_a_narrow_figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from ticketlab.reports.teacher_student_plots import _suptitle
+    fig = Figure(figsize=(4.2, 3.6), layout="constrained")
+    fig.subplots()
+    _suptitle(fig, "teacher nodes recovered (first hidden layer)\nτ = 0.95; inputs N(0, 1.5²), d = 100; "
+              "10000 eval samples; 4 seeds; 100000 steps")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    box = fig._suptitle.get_window_extent(canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width
