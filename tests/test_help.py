@@ -40,3 +40,17 @@ def test_choices_are_listed():
         assert m in block[:600], m
     train = " ".join(dict(_subparsers(parser(None)))[("train",)].format_help().split())
     assert "sgd, adam, adamw" in train
+
+
+def test_the_command_list_names_every_command():
+    from ticketlab.cli.commands import COMMANDS
+    assert {path[0] for path, _ in _subparsers(parser(None))} == set(COMMANDS)
+
+
+def test_a_command_line_builds_only_its_own_command():
+    from ticketlab.cli.commands import _command
+    assert _command(["--debug", "train", "--iterations", "1"]) == "train"
+    assert _command(["trian"]) is None and _command(["--help"]) is None  # all built: the error lists them
+    p = parser(["train"], only="train")
+    assert [path for path, _ in _subparsers(p)] == [("train",)]
+    assert p.parse_args(["train", "--iterations", "1"]).iterations == "1"

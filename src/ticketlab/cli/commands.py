@@ -184,10 +184,40 @@ def cmd_data_fetch(ns) -> None:
 
 # Modules that add their own commands: each defines `register(sub)`, adding subparsers to the
 # `ticketlab` command (domain studies that sit on top of the engine).
-PLUGINS: tuple[str, ...] = (
-    "ticketlab.cli.teacher_student",
-    "ticketlab.cli.transfer",
-)
+# The commands each adds are listed, so that a command line that runs another command skips it.
+PLUGIN_COMMANDS: dict[str, tuple[str, ...]] = {
+    "ticketlab.cli.teacher_student": ("teacher-student",),
+    "ticketlab.cli.transfer": ("transfer", "transfer-plot"),
+}
+PLUGINS: tuple[str, ...] = tuple(PLUGIN_COMMANDS)
+COMMANDS = ("train", "lottery", "instability", "plot", "report", "export", "sweep", "sparse-train", "demo", "ls",
+            "show", "verify", "models", "data") + tuple(c for cs in PLUGIN_COMMANDS.values() for c in cs)
+
+
+class _Unbuilt:
+    """Stands in for the parser of a command this command line does not run: its flags are not built,
+    which saves a fifth of a second of start-up (argparse and the config classes of every command)."""
+
+    def __getattr__(self, name):
+        return lambda *a, **k: self
+
+
+class _Only:
+    """The `ticketlab` subparsers, building only the command `only` (None: every command)."""
+
+    def __init__(self, sub, only: str | None):
+        self.sub, self.only = sub, only
+
+    def add_parser(self, name: str, **kw):
+        return self.sub.add_parser(name, **kw) if self.only in (None, name) else _Unbuilt()
+
+
+def _command(argv: list[str] | None) -> str | None:
+    """The command a command line runs, when it names a known one (else None: build them all, so
+    that --help and a misspelt command's error list every command)."""
+    argv = sys.argv[1:] if argv is None else argv
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in COMMANDS else None
 
 
 def _arg(argv: list[str] | None, flag: str, default: str) -> str:
@@ -209,7 +239,10 @@ def _task_arg(argv: list[str] | None) -> str:
 def _sparse_flags(p: argparse.ArgumentParser, method: str) -> None:
     """sparse-train's SparseConfig flags: the common ones, then those of `method`'s class in
     `ticketlab.methods.sparse.METHODS`; the other methods' flags are accepted but not shown."""
+    if isinstance(p, _Unbuilt):
+        return
     from ticketlab.experiments.sparse_training import METHODS, SparseConfig, method_fields
+    method = method or SparseConfig.method
     every = {n for m in METHODS for n in method_fields(m)}
     own = method_fields(method) if method in METHODS else []
     C.add_flags(p.add_argument_group("sparse training"), SparseConfig,
@@ -220,12 +253,13 @@ def _sparse_flags(p: argparse.ArgumentParser, method: str) -> None:
     C.add_flags(p, SparseConfig, every - set(own), hidden=True)
 
 
-def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+def parser(argv: list[str] | None = None, only: str | None = None) -> argparse.ArgumentParser:
+    """The `ticketlab` parser; `only`: build that command's subparser alone (`main` does, for start-up)."""
     from ticketlab.engine.tasks import get_task, task_names
     from ticketlab.training.loop import TrainConfig
     ap = argparse.ArgumentParser(prog="ticketlab", description="Lottery tickets and sparse training.")
     ap.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
-    sub = ap.add_subparsers(dest="command", required=True)
+    sub = _Only(ap.add_subparsers(dest="command", required=True), only)
 
     p = sub.add_parser("train", help="train one dense model")
     _run_flags(p, "train")
@@ -291,12 +325,11 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     run_flags(p, None)  # over the file's [sweep]; --workers: trials at once (ray: the cluster's CPUs)
     p.set_defaults(fn=cmd_sweep)
 
-    from ticketlab.experiments.sparse_training import SparseConfig
     p = sub.add_parser("sparse-train", help="sparse training from scratch: RigL, SET, SNFS, static, GMP, SNIP/GraSP/SynFlow")
     _run_flags(p, "sparse", ("stack", "threads", "progress", "checkpoint_every", "device"))
     p.add_argument("--replicates", type=int, default=1, help="replicates (init and data seeds + r)")
     C.add_flags(p.add_argument_group("training"), TrainConfig)
-    _sparse_flags(p, _arg(argv, "--method", SparseConfig.method))
+    _sparse_flags(p, _arg(argv, "--method", ""))
     p.set_defaults(fn=cmd_sparse_train)
 
     p = sub.add_parser("demo", help="a small lottery-ticket study on MNIST-1D, with table, plots and report")
@@ -338,8 +371,9 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     q.set_defaults(fn=cmd_data_fetch)
 
     import importlib
-    for name in PLUGINS:
-        importlib.import_module(name).register(sub)
+    for name, commands in PLUGIN_COMMANDS.items():
+        if only is None or only in commands:
+            importlib.import_module(name).register(sub)
     use_help(ap)
     return ap
 
@@ -349,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     from ticketlab.core.progress import cli_logging
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
-        ns = parser(argv).parse_args(argv)
+        ns = parser(argv, only=_command(argv)).parse_args(argv)
         # a run's messages: INFO lines on stderr, through the progress bars; --quiet: warnings only
         with cli_logging(quiet=getattr(ns, "quiet", False)):
             return ns.fn(ns) or 0
