@@ -67,6 +67,7 @@ def test_lm_report_names_perplexity_and_resolves_presets(exp, tmp_path):
     assert "in %" not in page and "accuracy (%)" not in "".join(_results(page))
     assert "test perplexity" in _results(page)[0] and "123.40 ± —" in _results(page)[0]
     assert "Test perplexity at early stopping" in page
+    assert "Accuracy —" not in page and "Test perplexity —" in page  # the plot's title
     cfg = page[page.index('data-config="train"'):]
     cfg = cfg[:cfg.index("</table>")]
     hidden = re.search(r'hidden <span class="tag">preset</span></td><td class="val">(\d+)<', cfg)

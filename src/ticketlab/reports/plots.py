@@ -30,6 +30,7 @@ from ticketlab.core.errors import TicketlabError
 from ticketlab.engine.results import METRICS, aggregate, run_rows
 from ticketlab.experiments.lottery.controls import CONTROLS, branch_order
 from ticketlab.reports.style import MARKERS, METRIC_LABELS, density_axis, figure, metric_label, save_figure  # noqa: F401
+from ticketlab.reports.style import task_metric as task_metric_name
 from ticketlab.training.rundir import early_stopping, read_metrics
 
 _figure, _density_axis = figure, density_axis  # the names other modules used before reports.style
@@ -186,6 +187,9 @@ def _metric_vs_density(experiments, out, metric: str, labels, *, dense_line: boo
     _density_axis(ax, xs_all)
     ax.set_ylabel(METRIC_LABELS.get(metric) or metric_label(task_metric, {"es": "ES"}.get(metric.split("_")[0],
                                                                                           metric.split("_")[0])))
+    if title == "Accuracy" and task_metric != "test_acc":  # the task's own metric: "Test perplexity"
+        name = task_metric_name(task_metric)[0]
+        title = name[0].upper() + name[1:]
     sub = _title(paths)
     ax.set_title(f"{title}{' — ' + sub if sub else ''}", fontsize=10)
     ax.legend(fontsize=7, loc="best", title=f"mean ± std (≤ {n_max} runs per point)", title_fontsize=7)
