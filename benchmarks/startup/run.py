@@ -42,7 +42,7 @@ def main() -> None:
                 a = args or TRAIN + ["--store", os.path.join(tmp, f"s{i}")]
                 runs.append(timed(a))
             rows[name] = (statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs))
-    print(f"load average before/after: {os.getloadavg()[0]:.2f}; N = {N}; python {sys.version.split()[0]}")
+    print(f"load average (1 min, at the end): {os.getloadavg()[0]:.2f}; N = {N}; python {sys.version.split()[0]}")
     print(f"{'command':34s} {'wall s':>8s} {'CPU s':>8s}")
     for name, (w, c) in rows.items():
         print(f"{name:34s} {w:8.2f} {c:8.2f}")
