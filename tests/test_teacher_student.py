@@ -297,3 +297,15 @@ def test_groups_in_worker_processes_match_inline(tmp_path):
             wa = load_state(f"{ea}/seed_{s}/final.pt")["student"]["weights"]
             wb = load_state(f"{eb}/seed_{s}/final.pt")["student"]["weights"]
             assert all(torch.equal(u, v) for u, v in zip(wa, wb))
+
+
+def test_training_shows_a_progress_bar(tmp_path, capsys):
+    """Teacher–student training draws the package's progress bar (`ticketlab.core.progress.bar`)
+    like every other loop (issue 17), and none when progress is off."""
+    from ticketlab.api import teacher_student
+    cfg = TeacherStudentConfig(**{**TINY, "seeds": 1, "steps": 40, "log_every": 20})
+    teacher_student(cfg, store=tmp_path / "quiet", verbose=False)
+    assert "step" not in capsys.readouterr().err
+    teacher_student(cfg, store=tmp_path / "loud", verbose=True)
+    err = capsys.readouterr().err
+    assert "/40 [" in err and "step/s" in err

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from ticketlab.cli.common import ALL, _common, _config, _configs, _run_flags, run_flags, run_options  # noqa: F401
+from ticketlab.cli.common import ALL, _common, _config, _configs, _run_flags, run_flags, run_options, use_help  # noqa: F401
 from ticketlab.core import config as C
 from ticketlab.reports.tables import lottery_table, text_table as _table  # noqa: F401
 from ticketlab.core.errors import TicketlabError
@@ -184,10 +184,40 @@ def cmd_data_fetch(ns) -> None:
 
 # Modules that add their own commands: each defines `register(sub)`, adding subparsers to the
 # `ticketlab` command (domain studies that sit on top of the engine).
-PLUGINS: tuple[str, ...] = (
-    "ticketlab.cli.teacher_student",
-    "ticketlab.cli.transfer",
-)
+# The commands each adds are listed, so that a command line that runs another command skips it.
+PLUGIN_COMMANDS: dict[str, tuple[str, ...]] = {
+    "ticketlab.cli.teacher_student": ("teacher-student",),
+    "ticketlab.cli.transfer": ("transfer", "transfer-plot"),
+}
+PLUGINS: tuple[str, ...] = tuple(PLUGIN_COMMANDS)
+COMMANDS = ("train", "lottery", "instability", "plot", "report", "export", "sweep", "sparse-train", "demo", "ls",
+            "show", "verify", "models", "data") + tuple(c for cs in PLUGIN_COMMANDS.values() for c in cs)
+
+
+class _Unbuilt:
+    """Stands in for the parser of a command this command line does not run: its flags are not built,
+    which saves a fifth of a second of start-up (argparse and the config classes of every command)."""
+
+    def __getattr__(self, name):
+        return lambda *a, **k: self
+
+
+class _Only:
+    """The `ticketlab` subparsers, building only the command `only` (None: every command)."""
+
+    def __init__(self, sub, only: str | None):
+        self.sub, self.only = sub, only
+
+    def add_parser(self, name: str, **kw):
+        return self.sub.add_parser(name, **kw) if self.only in (None, name) else _Unbuilt()
+
+
+def _command(argv: list[str] | None) -> str | None:
+    """The command a command line runs, when it names a known one (else None: build them all, so
+    that --help and a misspelt command's error list every command)."""
+    argv = sys.argv[1:] if argv is None else argv
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in COMMANDS else None
 
 
 def _arg(argv: list[str] | None, flag: str, default: str) -> str:
@@ -209,7 +239,10 @@ def _task_arg(argv: list[str] | None) -> str:
 def _sparse_flags(p: argparse.ArgumentParser, method: str) -> None:
     """sparse-train's SparseConfig flags: the common ones, then those of `method`'s class in
     `ticketlab.methods.sparse.METHODS`; the other methods' flags are accepted but not shown."""
+    if isinstance(p, _Unbuilt):
+        return
     from ticketlab.experiments.sparse_training import METHODS, SparseConfig, method_fields
+    method = method or SparseConfig.method
     every = {n for m in METHODS for n in method_fields(m)}
     own = method_fields(method) if method in METHODS else []
     C.add_flags(p.add_argument_group("sparse training"), SparseConfig,
@@ -220,21 +253,21 @@ def _sparse_flags(p: argparse.ArgumentParser, method: str) -> None:
     C.add_flags(p, SparseConfig, every - set(own), hidden=True)
 
 
-def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+def parser(argv: list[str] | None = None, only: str | None = None) -> argparse.ArgumentParser:
+    """The `ticketlab` parser; `only`: build that command's subparser alone (`main` does, for start-up)."""
     from ticketlab.engine.tasks import get_task, task_names
     from ticketlab.training.loop import TrainConfig
     ap = argparse.ArgumentParser(prog="ticketlab", description="Lottery tickets and sparse training.")
     ap.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
-    sub = ap.add_subparsers(dest="command", required=True)
+    sub = _Only(ap.add_subparsers(dest="command", required=True), only)
 
-    p = sub.add_parser("train", help="train one dense model", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("train", help="train one dense model")
     _run_flags(p, "train")
     p.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (in the experiment folder)")
     C.add_flags(p, TrainConfig)
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("lottery", help="iterative magnitude pruning with rewinding, and its controls",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("lottery", help="iterative magnitude pruning with rewinding, and its controls")
     _run_flags(p, "lottery", ALL)
     from ticketlab.experiments.lottery.trunk import LotteryConfig
     task = _task_arg(argv)
@@ -259,31 +292,31 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_instability)
 
     p = sub.add_parser("plot", help="plot one or several experiments, overlaid (PNG and SVG)")
-    p.add_argument("experiments", nargs="+")
+    p.add_argument("experiments", nargs="+", help="experiments to overlay (folder names, paths or unique hash prefixes)")
     p.add_argument("-o", "--out", default="plots", help="output folder")
     _common(p, data=False)
     p.set_defaults(fn=cmd_plot)
 
     p = sub.add_parser("report", help="write one self-contained HTML report of an experiment")
-    p.add_argument("experiment")
-    p.add_argument("-o", "--out", default="report.html")
+    p.add_argument("experiment", help="folder name, path, or unique hash prefix")
+    p.add_argument("-o", "--out", default="report.html", help="the HTML file to write")
     _common(p, data=False)
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("export", help="write a ticket as a compact sparse model (CSR linear layers)")
-    p.add_argument("experiment")
-    p.add_argument("--level", type=int, required=True)
-    p.add_argument("--replicate", type=int, default=0)
+    p.add_argument("experiment", help="a lottery experiment (folder name, path or unique hash prefix)")
+    p.add_argument("--level", type=int, required=True, help="the ticket's pruning level (0: the dense network)")
+    p.add_argument("--replicate", type=int, default=0, help="which replicate's ticket")
     p.add_argument("--branch", default="", help="a control branch folder, e.g. reinit_0 (default: the ticket)")
     p.add_argument("--min-sparsity", type=float, default=0.0,
                    help="keep a linear layer dense below this sparsity (CSR breaks even near 0.8 on CPU)")
-    p.add_argument("-o", "--out", required=True)
+    p.add_argument("-o", "--out", required=True, help="the file to write (a torch state file)")
     _common(p, data=False)
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("sweep", help="run a grid of train, lottery (any task), sparse-train, transfer or "
                        "teacher-student configs in parallel (see examples/sweep.toml)")
-    p.add_argument("file", metavar="CONFIG.toml")
+    p.add_argument("file", metavar="CONFIG.toml", help="the sweep file (see examples/sweep.toml)")
     _common(p)
     p.add_argument("--backend", choices=("inline", "process", "ray"), default=None,
                    help="default: the file's [sweep] backend, else process")
@@ -292,13 +325,11 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     run_flags(p, None)  # over the file's [sweep]; --workers: trials at once (ray: the cluster's CPUs)
     p.set_defaults(fn=cmd_sweep)
 
-    from ticketlab.experiments.sparse_training import SparseConfig
-    p = sub.add_parser("sparse-train", help="sparse training from scratch: RigL, SET, SNFS, static, GMP, SNIP/GraSP/SynFlow",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("sparse-train", help="sparse training from scratch: RigL, SET, SNFS, static, GMP, SNIP/GraSP/SynFlow")
     _run_flags(p, "sparse", ("stack", "threads", "progress", "checkpoint_every", "device"))
     p.add_argument("--replicates", type=int, default=1, help="replicates (init and data seeds + r)")
     C.add_flags(p.add_argument_group("training"), TrainConfig)
-    _sparse_flags(p, _arg(argv, "--method", SparseConfig.method))
+    _sparse_flags(p, _arg(argv, "--method", ""))
     p.set_defaults(fn=cmd_sparse_train)
 
     p = sub.add_parser("demo", help="a small lottery-ticket study on MNIST-1D, with table, plots and report")
@@ -324,24 +355,26 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_verify)
 
     p = sub.add_parser("models", help="list the registered models")
-    p.add_argument("pattern", nargs="?", default="*")
+    p.add_argument("pattern", nargs="?", default="*", help="a glob over the model names")
     p.set_defaults(fn=cmd_models)
 
     p = sub.add_parser("data", help="list or fetch datasets")
     dsub = p.add_subparsers(dest="data_command", required=True)
     q = dsub.add_parser("ls", help="which datasets are present and verified")
-    q.add_argument("--data-dir", default=None)
+    q.add_argument("--data-dir", default=None, help="data folder (default: $TICKETLAB_DATA or ~/.cache/ticketlab)")
     q.set_defaults(fn=cmd_data_ls)
     q = dsub.add_parser("fetch", help="download a dataset's original files and verify them")
-    q.add_argument("name")
-    q.add_argument("--data-dir", default=None)
+    q.add_argument("name", help="a dataset name (see `ticketlab data ls`)")
+    q.add_argument("--data-dir", default=None, help="data folder (default: $TICKETLAB_DATA or ~/.cache/ticketlab)")
     q.add_argument("--base-url", default=None, help="download from this URL instead of the canonical mirrors")
-    q.add_argument("--quiet", action="store_true")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(fn=cmd_data_fetch)
 
     import importlib
-    for name in PLUGINS:
-        importlib.import_module(name).register(sub)
+    for name, commands in PLUGIN_COMMANDS.items():
+        if only is None or only in commands:
+            importlib.import_module(name).register(sub)
+    use_help(ap)
     return ap
 
 
@@ -350,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     from ticketlab.core.progress import cli_logging
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
-        ns = parser(argv).parse_args(argv)
+        ns = parser(argv, only=_command(argv)).parse_args(argv)
         # a run's messages: INFO lines on stderr, through the progress bars; --quiet: warnings only
         with cli_logging(quiet=getattr(ns, "quiet", False)):
             return ns.fn(ns) or 0

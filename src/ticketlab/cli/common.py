@@ -21,6 +21,29 @@ FLAGS = {"workers": ("--workers", "N"), "stack": ("--stack", "N"), "threads": ("
 ALL = tuple(FLAGS)
 
 
+class Help(argparse.HelpFormatter):
+    """`--help` with each option's default said once: appended as "(default: X)" unless the help
+    already names its default, or there is none to name (None, False, a flag absent when unset)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        d = action.default
+        if ("default" in text or d is None or d is False or d == argparse.SUPPRESS or not action.option_strings
+                or action.required):
+            return text
+        return f"{text} (default: {d})"
+
+
+def use_help(p: argparse.ArgumentParser) -> None:
+    """Give `p` and every subcommand under it the `Help` formatter (one place for every command,
+    plugins included)."""
+    p.formatter_class = Help
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for q in a.choices.values():
+                use_help(q)
+
+
 def _common(p: argparse.ArgumentParser, *, data: bool = True) -> None:
     p.add_argument("--store", default=None, help="results store folder (default: $TICKETLAB_STORE or ./ticketlab-results)")
     if data:

@@ -145,7 +145,7 @@ def register(sub) -> None:
     p.set_defaults(fn=cmd_transfer)
 
     p = sub.add_parser("transfer-plot", help="plots of transfer experiments: accuracy per target, gap heat map")
-    p.add_argument("experiments", nargs="+")
+    p.add_argument("experiments", nargs="+", help="transfer experiments (folder names, paths or unique hash prefixes)")
     p.add_argument("-o", "--out", default="plots", help="output folder")
     p.add_argument("--density", type=float, default=0.05,
                    help="heat map: the weights remaining (fraction) whose nearest level is compared")

@@ -283,14 +283,29 @@ def add_flags(parser, cls, names=None, *, hidden: bool = False) -> None:
         if not f.metadata.get("flag", True) or (names is not None and f.name not in names):
             continue
         kind, _ = _base_type(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else None
-        help_ = argparse.SUPPRESS if hidden else f"{f.metadata.get('help', '')} (default: {default!r})"
+        help_ = argparse.SUPPRESS if hidden else _flag_help(f)
         flag = "--" + f.name.replace("_", "-")
         if kind is bool:
             parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS,
                                 action=argparse.BooleanOptionalAction, help=help_)
         else:
             parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar="V", help=help_)
+
+
+def _flag_help(f: dataclasses.Field) -> str:
+    """A field's `--help` line: its help, its choices, and its default once (a None default is
+    left unsaid: the help says what None means)."""
+    text = f.metadata.get("help", "")
+    choices = [str(c) for c in (f.metadata.get("choices") or ()) if c is not None]
+    if choices and not all(c in text for c in choices):
+        text += f"; one of: {', '.join(choices)}"
+    if f.default is not dataclasses.MISSING:
+        default = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    else:
+        return text
+    return text if default is None else f"{text} (default: {default!r})"
 
 
 def field_names(cls) -> list[str]:

@@ -48,8 +48,19 @@ def _generate_mnist1d() -> tuple[np.ndarray, ...]:
     return _readonly(*(np.ascontiguousarray(d[k]) for k in _MNIST1D_KEYS))
 
 
+# The cache name of each mnist1d release seen, so that reading the cache does not import
+# mnist1d.data, which imports matplotlib.pyplot and scipy (about 1 s of start-up); a release not
+# listed computes its name (tests/test_startup.py checks the entry of the installed release).
+_KNOWN_CACHE_NAMES = {"0.0.2.post1": "mnist1d-2f6772126b5519ec.npz"}
+
+
 def _mnist1d_cache_name() -> str:
     # Keyed by the generator's version and arguments, so an upgrade never serves stale arrays.
+    known = _KNOWN_CACHE_NAMES.get(metadata.version("mnist1d"))
+    return known or _computed_cache_name()
+
+
+def _computed_cache_name() -> str:
     from mnist1d.data import get_dataset_args
 
     args = json.dumps(get_dataset_args(as_dict=True), sort_keys=True)

@@ -3,10 +3,12 @@
 One file, no external resources (inline CSS; the plots inlined as SVG), so it can be mailed or
 archived as is. For a lottery experiment it holds:
 
-- the resolved config (config.json), with the run-shape fields (not hashed) marked;
-- per level: weights remaining, early-stopping iteration, test accuracy at early stopping,
-  final and best test accuracy, mean ± std over replicates (and control draws), one column group
-  per branch (the ticket and each control), as in LTH Figs. 3–5;
+- the resolved config (config.json), with the run-shape fields (not hashed) marked and the fields
+  left to a preset shown with the preset's value;
+- per level: weights remaining, early-stopping iteration, the task's metric (test accuracy in %,
+  perplexity, BLEU points, return) at early stopping, at the end and at its best, mean ± std over
+  replicates (and control draws), one table per branch (the ticket and each control), as in LTH
+  Figs. 3–5, so that each fits a 1280-pixel window; a std over one value is "—";
 - mask overlap between the replicates' tickets at each level (Jaccard |a ∩ b| / |a ∪ b|, mean
   over pairs) beside the overlap expected of random masks with the same per-layer densities;
 - instability results (`ticketlab.experiments.lottery.instability`), if any;
@@ -29,6 +31,7 @@ from ticketlab.core import atomic as _atomic
 from ticketlab.core.version import __version__
 from ticketlab.core.errors import TicketlabError
 from ticketlab.experiments.lottery.controls import branch_order
+from ticketlab.reports.style import metric_label, task_metric
 from ticketlab.training.rundir import read_json
 
 CSS = """
@@ -38,6 +41,7 @@ h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { font-size: 1.2em; margin-top
        border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
 .sub { color: #666; margin-top: 0; }
 .scroll { overflow-x: auto; }
+h3 { font-size: 1em; margin: 1em 0 0.2em; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.6em 0; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; white-space: nowrap; }
 th { background: #f4f4f4; } td.key, th.key { text-align: left; font-family: monospace; }
@@ -57,8 +61,18 @@ def _value(v) -> str:
     return v if isinstance(v, str) else json.dumps(v)
 
 
-def _pm(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
+def _pm(mean: float, std: float, scale: float = 100.0, digits: int = 2, n: int = 2) -> str:
+    """mean ± std; over a single value the std is undefined and shown as "—"."""
+    if n < 2:
+        return f"{scale * mean:.{digits}f} ± —"
     return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+
+
+def _cell(v, none_means: str | None) -> str:
+    """A config value; None as what it means for that field, when its help says."""
+    if v is None and none_means:
+        return f'<span class="tag">{_e(none_means)}</span>'
+    return _e(_value(v))
 
 
 def _duration(seconds: float) -> str:
@@ -70,61 +84,95 @@ def _duration(seconds: float) -> str:
 
 # ---- sections ----------------------------------------------------------------------------------
 
+def _presets(cfg: dict) -> dict:
+    """The training recipe's values resolved from its task's presets (`resolved()`, e.g. the LM
+    presets of Zaremba et al.), for the fields stored as None; {} when the task has none."""
+    from ticketlab.engine.tasks import get_task
+    from ticketlab.core import config as C
+    values = cfg.get("train", cfg)
+    try:
+        task = get_task(cfg.get("task", "classify"))
+        obj = C.from_dict(task.config, values, source="config.json")
+    except Exception:  # an optional task not installed, an old config: show the stored values
+        return {}
+    if not hasattr(obj, "resolved"):
+        return {}
+    return {k: v for k, v in obj.resolved().items() if values.get(k) is None and v is not None}
+
+
+_NONE_MEANS = re.compile(r"\(None: ([^)]*)\)")
+
+
+def _none_meanings(cfg: dict) -> dict:
+    """Per config group, what a None value means, from the field's help ("(None: the dataset's
+    default)"), so that the table says it rather than `null`."""
+    from ticketlab.engine.tasks import get_task
+    from ticketlab.experiments.lottery.trunk import LotteryConfig
+    import dataclasses
+    out = {}
+    try:
+        classes = {"train": get_task(cfg.get("task", "classify")).config, "lottery": LotteryConfig}
+    except Exception:  # an optional task not installed: show the stored values
+        return out
+    for group, cls in classes.items():
+        for f in dataclasses.fields(cls):
+            m = _NONE_MEANS.search(f.metadata.get("help", ""))
+            if m:
+                out[(group, f.name)] = m.group(1)
+    return out
+
+
 def _config_tables(body: dict) -> str:
     cfg, ident = body.get("config", {}), body.get("identity", {})
+    presets, means = _presets(cfg), _none_meanings(cfg)
     groups = [(k, v, ident.get(k, {})) for k, v in cfg.items() if isinstance(v, dict) and k in ("train", "lottery")]
     if not groups:
         groups = [("config", cfg, ident)]
     parts = []
     for name, values, hashed in groups:
+        group = "train" if name == "config" else name
         rows = []
         for k in sorted(values):
             shape = bool(hashed) and k not in hashed
-            tag = ' <span class="tag">run shape</span>' if shape else ""
+            preset = name in ("train", "config") and k in presets
+            tag = "".join(f' <span class="tag">{t}</span>' for t, on in (("run shape", shape), ("preset", preset)) if on)
             cls = ' class="shape"' if shape else ""
             rows.append(f'<tr{cls}><td class="key">{_e(k)}{tag}</td>'
-                        f'<td class="val">{_e(_value(values[k]))}</td></tr>')
+                        f'<td class="val">{_cell(presets[k] if preset else values[k], means.get((group, k)))}</td></tr>')
         parts.append(f'<table class="config" data-config="{_e(name)}"><thead><tr><th class="key" colspan="2">'
                      f'{_e(name)}</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
     return f'<div class="configs">{"".join(parts)}</div>'
 
 
 def _results_table(agg: list[dict]) -> str:
+    """One table per branch (the ticket, then each control), so each fits a 1280-pixel window."""
     branches = [b for b in branch_order() if any(a["branch"] == b for a in agg)]
     branches += sorted({a["branch"] for a in agg} - set(branches))
     by = {(a["branch"], a["level"]): a for a in agg}
     metric = agg[0].get("metric", "test_acc") if agg else "test_acc"
-    if metric == "test_acc":
-        cols = [("n", "n"), ("es_iter", "ES iter"), ("es_test_acc", "ES test acc (%)"),
-                ("final_test_acc", "final test acc (%)"), ("best_test_acc", "best test acc (%)")]
-        scale = 100.0
-    else:  # other tasks: their own metric, unscaled (a return, a perplexity, BLEU)
-        cols = [("n", "n"), ("es_iter", "ES iter"), ("es_score", f"ES {metric}"),
-                ("final_score", f"final {metric}"), ("best_score", f"best {metric}")]
-        scale = 1.0
-    head1 = '<th rowspan="2">level</th><th rowspan="2">weights remaining (%)</th>' + "".join(
-        f'<th colspan="{len(cols)}">{_e(b)}</th>' for b in branches)
-    head2 = "".join(f"<th>{_e(label)}</th>" for _ in branches for _, label in cols)
-    rows = []
-    for level in sorted({a["level"] for a in agg}):
-        dens = next(by[(b, level)]["density"] for b in branches if (b, level) in by)
-        cells = [f"<td>{level}</td>", f"<td>{100 * dens:.2f}</td>"]
-        for b in branches:
-            a = by.get((b, level))
+    _, _, scale = task_metric(metric)
+    keys = ("es_test_acc", "final_test_acc", "best_test_acc") if metric == "test_acc" else \
+        ("es_score", "final_score", "best_score")
+    cols = [("n", "n"), ("es_iter", "ES iter")] + [(k, metric_label(metric, when))
+                                                   for k, when in zip(keys, ("ES", "final", "best"))]
+    head = '<th>level</th><th>weights remaining (%)</th>' + "".join(f"<th>{_e(label)}</th>" for _, label in cols)
+    tables = []
+    for b in branches:
+        rows = []
+        for level in sorted(L for (br, L) in by if br == b):
+            a = by[(b, level)]
+            cells = [f"<td>{level}</td>", f"<td>{100 * a['density']:.2f}</td>"]
             for key, _ in cols:
-                if a is None:
-                    cells.append("<td></td>")
-                elif key == "n":
+                if key == "n":
                     cells.append(f"<td>{a['n']}</td>")
                 elif key == "es_iter":
-                    cells.append(f"<td>{_pm(a['es_iter'], a['es_iter_std'], 1.0, 0)}</td>")
+                    cells.append(f"<td>{_pm(a['es_iter'], a['es_iter_std'], 1.0, 0, a['n'])}</td>")
                 else:
-                    cells.append(f"<td>{_pm(a[key], a[key + '_std'], scale)}</td>")
-        rows.append(f'<tr class="level" data-level="{level}">{"".join(cells)}</tr>')
-    colgroups = '<colgroup span="2"></colgroup>' + "".join(f'<colgroup span="{len(cols)}"></colgroup>'
-                                                            for _ in branches)
-    return (f'<div class="scroll"><table class="results">{colgroups}<thead><tr>{head1}</tr><tr>{head2}</tr>'
-            f'</thead><tbody>{"".join(rows)}</tbody></table></div>')
+                    cells.append(f"<td>{_pm(a[key], a[key + '_std'], scale, 2, a['n'])}</td>")
+            rows.append(f'<tr class="level" data-level="{level}">{"".join(cells)}</tr>')
+        tables.append(f'<h3>{_e(b)}</h3><div class="scroll" data-branch="{_e(b)}"><table class="results">'
+                      f'<thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+    return "".join(tables)
 
 
 def mask_overlap(exp_path: str | Path) -> list[dict]:
@@ -163,7 +211,7 @@ def mask_overlap(exp_path: str | Path) -> list[dict]:
 def _overlap_table(rows: list[dict]) -> str:
     body = "".join(
         f'<tr data-level="{r["level"]}"><td>{r["level"]}</td><td>{100 * r["density"]:.2f}</td><td>{r["pairs"]}</td>'
-        f'<td>{r["jaccard"]:.4f} ± {r["jaccard_std"]:.4f}</td><td>{r["jaccard_min"]:.4f}</td>'
+        f'<td>{_pm(r["jaccard"], r["jaccard_std"], 1.0, 4, r["pairs"])}</td><td>{r["jaccard_min"]:.4f}</td>'
         f'<td>{r["random_expected"]:.4f}</td></tr>' for r in rows)
     return ('<table class="overlap"><thead><tr><th>level</th><th>weights remaining (%)</th><th>pairs</th>'
             '<th>Jaccard (mean ± std)</th><th>min</th><th>random masks (expected)</th></tr></thead>'
@@ -220,7 +268,8 @@ def _plots(exp: Path, kind: str) -> list[tuple[str, str]]:
         from ticketlab.engine.results import run_rows
         rows = run_rows(exp)
         metric = rows[0]["metric"] if rows else "test_acc"
-        specs += [(("Test accuracy" if metric == "test_acc" else f"{metric}") + " at early stopping against "
+        name, unit, _ = task_metric(metric)
+        specs += [(f"{name[0].upper() + name[1:]}{f' ({unit})' if unit else ''} at early stopping against "
                    "weights remaining (mean ± std band).",
                    lambda out: plots.plot_accuracy([exp], out, metric="es_test_acc" if metric == "test_acc"
                                                    else "es_score")),
@@ -273,8 +322,9 @@ def write_report(exp_path: str | Path, out: str | Path) -> Path:
         sections.append(
             "<h2>Results per level</h2>"
             f'<p class="note">Mean ± std over {len(reps)} replicate(s) (and control draws); n is the number '
-            "of runs per cell. ES = early stopping, the iteration of minimum validation loss (LTH App. C); "
-            "accuracies are on the test set, in %.</p>" + _results_table(agg))
+            "of runs per cell; a std over one run is —. ES = early stopping, the iteration of minimum "
+            f"validation loss (LTH App. C). The metric: {_e(metric_label(rows[0]['metric']))}.</p>"
+            + _results_table(agg))
         overlap = mask_overlap(exp)
         if overlap:
             sections.append(

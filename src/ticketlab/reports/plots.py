@@ -20,6 +20,7 @@ no global backend is set and nothing is shown on screen).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -28,7 +29,8 @@ import matplotlib
 from ticketlab.core.errors import TicketlabError
 from ticketlab.engine.results import METRICS, aggregate, run_rows
 from ticketlab.experiments.lottery.controls import CONTROLS, branch_order
-from ticketlab.reports.style import MARKERS, METRIC_LABELS, density_axis, figure, save_figure  # noqa: F401
+from ticketlab.reports.style import MARKERS, METRIC_LABELS, density_axis, figure, metric_label, save_figure  # noqa: F401
+from ticketlab.reports.style import task_metric as task_metric_name
 from ticketlab.training.rundir import early_stopping, read_metrics
 
 _figure, _density_axis = figure, density_axis  # the names other modules used before reports.style
@@ -91,6 +93,23 @@ def experiment_labels(experiments: Sequence[str | Path], max_keys: int = 3) -> l
     return labels
 
 
+def run_name(path: str | Path) -> str:
+    """What a figure calls an experiment: a sparse-training one by its method, distribution and
+    sparsity ("rigl, erk, 90% sparse"), any other by its folder name."""
+    p = Path(path)
+    sparse = _config(p).get("config", {}).get("sparse") if (p / "config.json").exists() else None
+    if not isinstance(sparse, dict) or "method" not in sparse:
+        return p.name
+    if sparse["method"] == "dense":
+        return "dense"
+    return f"{sparse['method']}, {sparse.get('distribution', '?')}, {100 * sparse.get('sparsity', 0):g}% sparse"
+
+
+def _slug(name: str) -> str:
+    """A file-name form of `run_name`: "rigl_erk_90pct"."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", name.replace("% sparse", "pct")).strip("_")
+
+
 def _title(experiments: Sequence[Path]) -> str:
     parts = []
     for p in experiments:
@@ -135,7 +154,11 @@ def _metric_vs_density(experiments, out, metric: str, labels, *, dense_line: boo
     if len(labels) != len(paths):
         raise ValueError(f"got {len(labels)} labels for {len(paths)} experiments")
     aggs = _aggregates(paths)
-    task_metric = aggs[0][0].get("metric", "test_acc") if aggs and aggs[0] else "test_acc"
+    task_metrics = list(dict.fromkeys(a[0].get("metric", "test_acc") for a in aggs if a))
+    if len(task_metrics) > 1:  # one axis cannot hold an accuracy and a perplexity
+        raise TicketlabError(f"cannot overlay experiments with different metrics ({', '.join(task_metrics)}); "
+                             "plot each metric's experiments separately")
+    task_metric = task_metrics[0] if task_metrics else "test_acc"
     scale = 100.0 if metric.endswith("_acc") or (metric.endswith("_score") and task_metric.endswith("_acc")) else 1.0
     fig = _figure()
     ax = fig.add_subplot()
@@ -162,7 +185,11 @@ def _metric_vs_density(experiments, out, metric: str, labels, *, dense_line: boo
                        linestyle="--", linewidth=1.0, alpha=0.8,
                        label="dense (level 0)" if len(paths) == 1 else f"{label}: dense")
     _density_axis(ax, xs_all)
-    ax.set_ylabel(METRIC_LABELS.get(metric) or f"{task_metric} ({metric.split('_')[0]})")
+    ax.set_ylabel(METRIC_LABELS.get(metric) or metric_label(task_metric, {"es": "ES"}.get(metric.split("_")[0],
+                                                                                          metric.split("_")[0])))
+    if title == "Accuracy" and task_metric != "test_acc":  # the task's own metric: "Test perplexity"
+        name = task_metric_name(task_metric)[0]
+        title = name[0].upper() + name[1:]
     sub = _title(paths)
     ax.set_title(f"{title}{' — ' + sub if sub else ''}", fontsize=10)
     ax.legend(fontsize=7, loc="best", title=f"mean ± std (≤ {n_max} runs per point)", title_fontsize=7)
@@ -301,7 +328,7 @@ def plot_learning_curves(run_dir_or_exp: str | Path, out: str | Path) -> list[Pa
             if es is not None:
                 ax.plot([es["iter"]], [scale * es[key]], color=color, marker="o", markersize=5,
                         markeredgecolor="black", markeredgewidth=0.6, linestyle="none")
-    name = Path(run_dir_or_exp).name
+    name = run_name(run_dir_or_exp)
     keys = keys or ("val_acc", "test_acc")
     for ax, key in zip(axes, keys):
         what = {"val_acc": "validation accuracy (%)", "test_acc": "test accuracy (%)"}.get(key, key)
@@ -341,8 +368,11 @@ def plot_all(experiments: Sequence[str | Path], out_dir: str | Path) -> list[Pat
         updating = [p for p in sparse if any(f.stat().st_size for f in p.glob("replicate_*/churn.jsonl"))]
         if updating:
             files += plot_churn(updating, out_dir / "churn")
-    for p in paths:
-        name = "learning_curves" if len(paths) == 1 else f"learning_curves_{p.name}"
+    names = [run_name(p) for p in paths]
+    for p, n in zip(paths, names):
+        # a sparse experiment is named by its method and sparsity; a name shared by two gets the folder's
+        slug = n if names.count(n) == 1 else f"{n}_{p.name}"
+        name = "learning_curves" if len(paths) == 1 else f"learning_curves_{_slug(slug)}"
         files += plot_learning_curves(p, out_dir / name)
     return files
 

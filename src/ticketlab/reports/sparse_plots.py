@@ -62,12 +62,14 @@ def accuracy_table(rows: list[dict], metric: str = "final_test_acc") -> list[dic
 
 
 def plot_sparse_accuracy(experiments: Sequence[str | Path], out: str | Path,
-                         metric: str = "final_test_acc", floor: float | None = 6.0) -> list[Path]:
-    """Accuracy against sparsity per method; one panel per (model, distribution).
+                         metric: str = "final_test_acc", floor: float | None = None) -> list[Path]:
+    """Accuracy against sparsity per method; one panel per (model, distribution), each line
+    labelled with its method at its last point.
 
-    `floor`: the y axis stops `floor` points below dense, so that a collapsed run (a layer cut off
-    at high sparsity) does not flatten the differences between the others; such points are drawn
-    on the bottom edge as ▼ with their value written beside them. None: no floor."""
+    The y axis spans every method's means and dense (issue 17: a fixed floor below dense hid most
+    methods of a short sweep). `floor`: stop the axis `floor` points below dense instead, so that a
+    collapsed run (a layer cut off at high sparsity) does not flatten the differences between the
+    others; such points are drawn on the bottom edge as ▼ with their value written beside them."""
     if metric not in METRIC_LABELS:
         raise TicketlabError(f"unknown metric {metric!r}; known: {', '.join(METRIC_LABELS)}")
     table = accuracy_table(sparse_rows(experiments), metric)
@@ -94,6 +96,8 @@ def plot_sparse_accuracy(experiments: Sequence[str | Path], out: str | Path,
             sd = [t["std"] for t in pts]
             color = f"C{j % 10}"
             ax.plot(x, y, color=color, marker=MARKERS[j % len(MARKERS)], markersize=4, linewidth=1.4, label=method)
+            ax.annotate(method, (x[-1], y[-1]), textcoords="offset points", xytext=(5, 0), va="center",
+                        fontsize=7, color=color, annotation_clip=False)
             if any(sd):
                 ax.fill_between(x, [a - b for a, b in zip(y, sd)], [a + b for a, b in zip(y, sd)],
                                 color=color, alpha=0.12, linewidth=0)
@@ -104,15 +108,20 @@ def plot_sparse_accuracy(experiments: Sequence[str | Path], out: str | Path,
                                 fontsize=6, color=color)
         if dense is not None:
             ax.axhline(dense["mean"], color="0.3", linestyle="--", linewidth=1.0,
-                       label=f"dense ({dense['mean']:.2f} ± {dense['std']:.2f})")
+                       label=f"dense ({dense['mean']:.2f}" + (f" ± {dense['std']:.2f})" if dense["n"] > 1 else ")"))
         if lo is not None:  # the top too: a collapsed point's wide band must not stretch the axis
             ax.set_ylim(lo, max([dense["mean"]] + [t["mean"] + t["std"] for t in rows if t["mean"] >= lo]) + 0.3)
+        else:  # from the data: every mean inside, a wide std band clipped rather than stretching it
+            ys = [t["mean"] for t in rows] + ([dense["mean"]] if dense is not None else [])
+            pad = max(0.08 * (max(ys) - min(ys)), 0.3)
+            ax.set_ylim(min(ys) - pad, max(ys) + pad)
+        ax.margins(x=0.12)  # room for the method labels at the lines' ends
         ax.set_xlabel("sparsity (%)")
         ax.set_ylabel(METRIC_LABELS[metric])
         ax.set_title(f"{model}, {dist}" if dist != "-" else model, fontsize=10)
         ax.grid(True, alpha=0.3)
         n_max = max(t["n"] for t in rows) if rows else 0
-        ax.legend(fontsize=6, loc="lower left", title=f"mean ± std (≤ {n_max} seeds)", title_fontsize=6)
+        ax.legend(fontsize=6, loc="best", title=f"mean ± std (≤ {n_max} seeds)", title_fontsize=6)
     return save_figure(fig, out)
 
 

@@ -21,6 +21,28 @@ METRIC_LABELS = {
     "es_val_loss": "validation loss at early stopping",
 }
 
+# Each task's headline metric (`Domain.metric`): its name, its unit, and the factor from the stored
+# value to that unit. Accuracy is stored as a fraction and shown in %; sacrebleu's BLEU is stored
+# in BLEU points already; perplexity and an RL return have no unit.
+TASK_METRICS = {
+    "test_acc": ("test accuracy", "%", 100.0),
+    "test_ppl": ("test perplexity", "", 1.0),
+    "test_bleu": ("test BLEU", "BLEU points", 1.0),
+    "eval_return": ("evaluation return", "mean episode return", 1.0),
+}
+
+
+def task_metric(metric: str) -> tuple[str, str, float]:
+    """(name, unit, scale) of a task's headline metric; an unknown one is shown as stored."""
+    return TASK_METRICS.get(metric, (metric.replace("_", " "), "", 1.0))
+
+
+def metric_label(metric: str, prefix: str = "") -> str:
+    """An axis or column label for a task's headline metric, with its unit: "ES test accuracy (%)"."""
+    name, unit, _ = task_metric(metric)
+    text = f"{prefix} {name}".strip()
+    return f"{text} ({unit})" if unit else text
+
 
 def figure(ncols: int = 1) -> Figure:
     """A constrained-layout figure, one 6.4 x 4.2 in panel wide per column."""
@@ -56,4 +78,4 @@ def density_axis(ax, percents: Sequence[float]) -> None:
     ax.grid(True, which="major", alpha=0.3)
 
 
-__all__ = ["MARKERS", "METRIC_LABELS", "figure", "save_figure", "density_axis"]
+__all__ = ["MARKERS", "METRIC_LABELS", "TASK_METRICS", "task_metric", "metric_label", "figure", "save_figure", "density_axis"]

@@ -20,6 +20,7 @@ Every figure states τ, the data std and the sample counts in its title or axis 
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -47,6 +48,14 @@ def _metrics(exp: Path, cfg) -> list[list[dict]]:
         if run.done():
             rows.append(run.read_metrics())  # rows written before "iter" (with "step") read alike
     return rows
+
+
+def _suptitle(fig: Figure, text: str, fontsize: float = 9) -> None:
+    """`fig.suptitle`, each line wrapped to the figure's width, so that a narrow figure (one
+    panel) does not cut its title off at the edges."""
+    width = max(20, int(fig.get_figwidth() * 72 / (0.6 * fontsize)))  # ~0.6 em per character
+    lines = [w for line in text.split("\n") for w in textwrap.wrap(line, width) or [""]]
+    fig.suptitle("\n".join(lines), fontsize=fontsize)
 
 
 def _subtitle(cfg, n_runs: int) -> str:
@@ -82,7 +91,7 @@ def plot_success_by_node(exps: Sequence[str | Path], out, early: float = 0.2) ->
     axes[0].set_ylabel("success rate over seeds")
     axes[-1].legend(title=f"solid: end; dotted: step ≈{early:.0%}", fontsize=8, title_fontsize=8)
     cfg0 = data[0][1]
-    fig.suptitle("teacher nodes recovered (first hidden layer)\n" + _subtitle(cfg0, len(data[0][2])), fontsize=9)
+    _suptitle(fig, "teacher nodes recovered (first hidden layer)\n" + _subtitle(cfg0, len(data[0][2])), fontsize=9)
     return save_figure(fig, out)
 
 
@@ -113,7 +122,7 @@ def plot_success_vs_multi(exps: Sequence[str | Path], out) -> list[Path]:
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.suptitle("success rate vs over-realization (mean, min–max over seeds)\n" +
+    _suptitle(fig, "success rate vs over-realization (mean, min–max over seeds)\n" +
                  _subtitle(data[0][1], len(data[0][2])), fontsize=9)
     return save_figure(fig, out)
 
@@ -177,9 +186,9 @@ def plot_lshape(exps: Sequence[str | Path], out, scaled: bool = False) -> list[P
         ax.set_xlabel("max correlation with a teacher node")
     for ax in axes[:, 0]:
         ax.set_ylabel("fan-out norm × fan-in norm" if scaled else "fan-out norm")
-    axes.flat[0].legend(fontsize=7, loc="upper left")
+    axes.flat[0].legend(fontsize=7, loc="best")
     what = " (× fan-in norm: invariant to a ReLU node's rescaling)" if scaled else ""
-    fig.suptitle(f"L-shape{what}: specialized nodes keep their fan-out, the rest shrink toward 0\n" +
+    _suptitle(fig, f"L-shape{what}: specialized nodes keep their fan-out, the rest shrink toward 0\n" +
                  _subtitle(data[0][1], len(data[0][2])), fontsize=9)
     return save_figure(fig, out)
 
@@ -204,9 +213,9 @@ def plot_best_over_training(exps: Sequence[str | Path], out) -> list[Path]:
         ax.set_xlabel("step")
         ax.set_ylim(0, 1.01)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
     axes[0].set_ylabel("mean best-match correlation")
-    fig.suptitle("best-match correlation per layer during training (mean, min–max over seeds)\n" +
+    _suptitle(fig, "best-match correlation per layer during training (mean, min–max over seeds)\n" +
                  _subtitle(data[0][1], len(data[0][2])), fontsize=9)
     return save_figure(fig, out)
 
@@ -235,8 +244,8 @@ def plot_nodes_over_training(exps: Sequence[str | Path], out) -> list[Path]:
         ax.set_ylim(0, 1.01)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("best-match correlation (mean over seeds)")
-    axes[-1].legend(fontsize=7, loc="lower right", title="teacher node", title_fontsize=7)
-    fig.suptitle("each teacher node's best match during training (dark = strongest node 0)\n" +
+    axes[-1].legend(fontsize=7, loc="best", title="teacher node", title_fontsize=7)
+    _suptitle(fig, "each teacher node's best match during training (dark = strongest node 0)\n" +
                  _subtitle(data[0][1], len(data[0][2])), fontsize=9)
     return save_figure(fig, out)
 
@@ -275,7 +284,7 @@ def plot_luck(exps: Sequence[str | Path], out, layer: int = 0) -> list[Path]:
     a2.axhline(data[0][1].threshold, color="0.6", ls=":", lw=1)
     a2.grid(alpha=0.3)
     a2.legend(fontsize=8)
-    fig.suptitle(f"luck: where each teacher node's final best student stood at initialisation (hidden layer {layer + 1})\n"
+    _suptitle(fig, f"luck: where each teacher node's final best student stood at initialisation (hidden layer {layer + 1})\n"
                  + _subtitle(data[0][1], len(data[0][2])), fontsize=9)
     return save_figure(fig, out)
 

@@ -26,6 +26,7 @@ from typing import Sequence
 
 import torch
 
+from ticketlab.core.progress import bar as progress_bar
 from ticketlab.core.schedules import lr_factor
 from ticketlab.engine import schedule
 from ticketlab.engine.store import Experiment
@@ -138,6 +139,9 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
     ar = torch.arange(S).unsqueeze(1)
     B = c.batch_size
     lr = None
+    # the bar of every training loop (`ticketlab.core.progress`); log lines print above it
+    name = Path(specs[0].exp_path).name
+    bar = progress_bar(c.steps, enabled=verbose, initial=step, unit="step", desc=f"{name} ×{S}" if S > 1 else name)
     # ALGO: the hot loop: S networks, one stacked forward/backward per step.
     while step < c.steps:
         new_lr = _lr_at(c, step)
@@ -156,10 +160,14 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
         running += per_run.double()
         n_running += 1
         step += 1
+        if bar is not None:
+            bar.update(1)
         if step % c.log_every == 0 or step == c.steps:
             record(step)
         if step % checkpoint_every == 0 and step < c.steps:
             save_checkpoints(step)
+    if bar is not None:
+        bar.close()
     wall = elapsed + time.perf_counter() - t0
 
     # ---- final readouts: correlations at init and at the end, L-shape, luck ----

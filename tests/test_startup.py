@@ -1,0 +1,26 @@
+"""Start-up (issue 17, "Start-up"): `ticketlab train` does not import what it does not use —
+matplotlib, scipy and mnist1d's generator (to name a cached dataset file), the sweep machinery and
+the other commands' experiment modules. benchmarks/startup/run.py measures the time."""
+
+import subprocess
+import sys
+from importlib import metadata
+
+from ticketlab.data import generated
+
+
+def test_the_known_mnist1d_cache_name_is_the_computed_one():
+    version = metadata.version("mnist1d")
+    if version in generated._KNOWN_CACHE_NAMES:
+        assert generated._KNOWN_CACHE_NAMES[version] == generated._computed_cache_name()
+
+
+def test_train_start_up_imports_nothing_needless():
+    code = ("import sys; from ticketlab.cli.commands import parser, _command; "
+            "argv = ['train', '--iterations', '1']; parser(argv, only=_command(argv)).parse_args(argv); "
+            "from ticketlab.data.generated import _mnist1d_cache_name; _mnist1d_cache_name(); "
+            "import ticketlab.api; "
+            "print(sorted(m for m in ('matplotlib', 'scipy', 'mnist1d.data', 'sklearn', 'ticketlab.sweep', "
+            "'ticketlab.experiments.teacher_student', 'ticketlab.reports.plots') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
