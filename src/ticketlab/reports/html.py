@@ -115,7 +115,9 @@ def _results_table(agg: list[dict]) -> str:
                 if a is None:
                     cells.append("<td></td>")
                 elif key == "n":
-                    cells.append(f"<td>{a['n']}</td>")
+                    cells.append(f"<td>{a['n']}{_diverged(a)}</td>")
+                elif key not in a:  # every run of this point diverged
+                    cells.append("<td>diverged</td>")
                 elif key == "es_iter":
                     cells.append(f"<td>{_pm(a['es_iter'], a['es_iter_std'], 1.0, 0)}</td>")
                 else:
@@ -125,6 +127,11 @@ def _results_table(agg: list[dict]) -> str:
                                                             for _ in branches)
     return (f'<div class="scroll"><table class="results">{colgroups}<thead><tr>{head1}</tr><tr>{head2}</tr>'
             f'</thead><tbody>{"".join(rows)}</tbody></table></div>')
+
+
+def _diverged(a: dict) -> str:
+    """' + k diverged' after a point's run count, when k of its runs diverged (counted, not averaged)."""
+    return f" + {a['n_diverged']} diverged" if a.get("n_diverged") else ""
 
 
 def mask_overlap(exp_path: str | Path) -> list[dict]:

@@ -196,6 +196,10 @@ class Replicate:
         if not (run_dir / "summary.json").exists():
             raise TicketlabError(f"{run_dir} is not trained yet: train level {L} of replicate {self.r} "
                                  f"first (trunk.train)")
+        diverged = RunDir(run_dir).summary().get("diverged")
+        if diverged:  # NaN weights prune to an arbitrary mask: no ticket derives from a diverged run
+            raise TicketlabError(f"{run_dir} diverged at iteration {diverged['iteration']} (its training loss "
+                                 "became NaN or infinite): nothing can be pruned from it; lower the learning rate")
         return final_weights(run_dir)
 
     def rewind_state(self) -> dict:
