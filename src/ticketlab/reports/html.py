@@ -266,7 +266,7 @@ def write_report(exp_path: str | Path, out: str | Path) -> Path:
     sections = [f"<h2>Config</h2>{_config_tables(body)}"]
     wall, n_runs = 0.0, 0
     for s in exp.rglob("summary.json"):
-        wall += float(json.loads(s.read_text()).get("wall_time_s", 0.0))
+        wall += float(read_json(s).get("wall_time_s", 0.0))
         n_runs += 1
 
     if kind == "lottery":

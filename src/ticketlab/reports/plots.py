@@ -31,7 +31,7 @@ from ticketlab.core.errors import TicketlabError
 from ticketlab.engine.results import METRICS, aggregate, run_rows
 from ticketlab.experiments.lottery.controls import CONTROLS, branch_order
 from ticketlab.reports.style import MARKERS, METRIC_LABELS, density_axis, figure, save_figure  # noqa: F401
-from ticketlab.training.rundir import early_stopping, read_metrics
+from ticketlab.training.rundir import early_stopping, read_json, read_metrics
 
 _figure, _density_axis = figure, density_axis  # the names other modules used before reports.style
 
@@ -46,7 +46,7 @@ def experiment_kind(path: str | Path) -> str:
     path = Path(path)
     cfg = path / "config.json"
     if cfg.exists():
-        return json.loads(cfg.read_text()).get("kind", "unknown")
+        return read_json(cfg).get("kind", "unknown")  # checked: a damaged file is one line
     if (path / "metrics.jsonl").exists():
         return "run"
     if any(path.glob("replicate_*")):
