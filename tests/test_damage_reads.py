@@ -1,6 +1,7 @@
 """Found by benchmarks/reliability (issue 17): a stored file that is missing, and a damaged
 config.json or summary.json read by the plots and the report, end in one line naming the file
-(a DamagedError), not in the CLI's catch-all for unexpected errors."""
+(a DamagedError), not in the CLI's catch-all for unexpected errors; `verify` lists a deleted
+config.json (the experiment `ls` no longer shows) and a run folder's deleted manifest.json."""
 
 import os
 
@@ -45,3 +46,15 @@ def test_damaged_reads_are_one_line(store, tmp_path, capsys, damage, argv):
     err = capsys.readouterr().err
     assert rc == 2, err  # a known error (DamagedError), not the catch-all (rc 1)
     assert "--debug" not in err and os.path.basename(damage) in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("gone", ["config.json", "replicate_0/level_1/manifest.json"])
+def test_verify_flags_a_deleted_config_or_manifest(store, tmp_path, gone):
+    import shutil
+    from ticketlab.experiments.verify import verify
+    s = tmp_path / "s"
+    shutil.copytree(store, s)
+    exp = next(s.iterdir())
+    (exp / gone).unlink()
+    [d] = verify(store=s)
+    assert d.file == exp / gone and d.problem.startswith("missing")
