@@ -115,7 +115,7 @@ def test_error_along_path_between_a_model_and_itself_is_flat():
     model.load_state_dict(state)
     assert len(errors) == 7 and errors == [1 - evaluate(model, x, y)[1]] * 7
     assert I.instability_from_errors(errors) == 0.0
-    with pytest.raises(ValueError, match="points"):
+    with pytest.raises(ConfigError, match="points"):
         I.error_along_path(build, state, state, x, y, points=2)
 
 

@@ -236,21 +236,28 @@ def _row(exp: Experiment) -> dict:
         s = RunDir(exp.path).summary()
         row.update(status="done", iterations=s["iterations"], es_iter=s["early_stop"]["iter"],
                    es_test_acc=s["early_stop"]["test_acc"], final_test_acc=s["final"]["test_acc"])
+        if s.get("diverged"):
+            row["status"] = f"diverged at iteration {s['diverged']['iteration']}"
         return row
     if exp.kind == "lottery":
         from ticketlab.engine.results import run_rows
-        tickets = [r for r in run_rows(exp.path) if r["branch"] == "ticket"]
+        runs = run_rows(exp.path)
+        tickets = [r for r in runs if r["branch"] == "ticket"]
+        n_diverged = sum(1 for r in runs if r["diverged"] is not None)
         if tickets:  # the deepest level reached: its weights remaining and mean accuracy
             deepest = max(r["level"] for r in tickets)
             at = [r for r in tickets if r["level"] == deepest]
             row.update(levels=deepest, remaining=min(r["density"] for r in at))
-            if at[0]["metric"] == "test_acc":
-                row["es_test_acc"] = sum(r["es_test_acc"] for r in at) / len(at)
-            else:  # other tasks: their own metric (a return, a perplexity, BLEU)
-                row["metric"], row["es_score"] = at[0]["metric"], sum(r["es_score"] for r in at) / len(at)
+            ok = [r for r in at if r["diverged"] is None]  # a diverged run is counted, never averaged
+            key = "es_test_acc" if at[0]["metric"] == "test_acc" else "es_score"
+            if key == "es_score":  # other tasks: their own metric (a return, a perplexity, BLEU)
+                row["metric"] = at[0]["metric"]
+            row[key] = sum(r[key] for r in ok) / len(ok) if ok else None
+    else:
+        n_diverged = 0
     # levels and replicates are run shape: a lottery is never "done", it has so many finished runs
     n = sum(1 for _ in exp.path.glob("**/summary.json"))
-    row["status"] = f"{n} runs" if n else "new"
+    row["status"] = (f"{n} runs" + (f", {n_diverged} diverged" if n_diverged else "")) if n else "new"
     return row
 
 

@@ -33,6 +33,8 @@ def cmd_train(ns) -> None:
                    "es_test_acc": es["test_acc"], "final_test_acc": fin["test_acc"],
                    "wall_s": s["wall_time_s"]}],
                  ["experiment", "iterations", "es_iter", "es_test_acc", "final_test_acc", "wall_s"]))
+    if s.get("diverged"):
+        print(f"diverged at iteration {s['diverged']['iteration']}: the training loss became NaN or infinite")
 
 
 def cmd_lottery(ns) -> None:

@@ -190,7 +190,7 @@ def _coerce(name: str, tp, value, source: str):
         if kind is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
-            return int(value)
+            return value if isinstance(value, int) else int(value)  # an int subclass (a marked default) kept
         if kind is float:
             if isinstance(value, bool):
                 raise ValueError

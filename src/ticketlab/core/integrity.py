@@ -101,8 +101,12 @@ def check(path: str | os.PathLike, data: bytes) -> None:
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:
-    """The content of `path`, checked against its folder's manifest."""
-    data = Path(path).read_bytes()
+    """The content of `path`, checked against its folder's manifest; a missing file is a
+    DamagedError naming it (a store's reader asks only for files the store wrote)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DamagedError(f"{path}: missing; {ADVICE}") from None
     check(path, data)
     return data
 

@@ -44,7 +44,8 @@ def run_rows(exp_path: str | Path) -> list[dict]:
             s = RunDir(level_dir).summary()
             masks = load_tensors(level_dir / "mask.pt")
             rows.append({"replicate": r, "branch": control, "draw": draw, "level": int(m.group(1)),
-                         "density": M.density(masks), **summary_metrics(s), "path": str(level_dir)})
+                         "density": M.density(masks), **summary_metrics(s), "diverged": diverged_at(s),
+                         "path": str(level_dir)})
     return sorted(rows, key=lambda x: (x["branch"] != "ticket", x["branch"], x["level"], x["replicate"], x["draw"]))
 
 
@@ -66,14 +67,28 @@ def summary_metrics(s: dict) -> dict:
     return out
 
 
+def diverged_at(summary: dict) -> int | None:
+    """The iteration at which a run diverged (its loss became NaN or infinite), None if it did not."""
+    return (summary.get("diverged") or {}).get("iteration")
+
+
 def aggregate(rows: list[dict]) -> list[dict]:
-    """Mean and (sample) std of each metric per (branch, level), over replicates and draws."""
+    """Mean and (sample) std of each metric per (branch, level), over replicates and draws.
+
+    Diverged runs are counted (`n_diverged`), never averaged: `n` is the number of runs the means are
+    over; a group whose runs all diverged has no metrics, only its density."""
     groups = defaultdict(list)
     for row in rows:
         groups[(row["branch"], row["level"])].append(row)
     out = []
-    for (branch, level), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "ticket", kv[0])):
-        agg = {"branch": branch, "level": level, "n": len(rs), "metric": rs[0].get("metric", "test_acc")}
+    for (branch, level), group in sorted(groups.items(), key=lambda kv: (kv[0][0] != "ticket", kv[0])):
+        rs = [x for x in group if x.get("diverged") is None]
+        agg = {"branch": branch, "level": level, "n": len(rs), "n_diverged": len(group) - len(rs),
+               "metric": group[0].get("metric", "test_acc")}
+        if not rs:
+            agg["density"] = sum(x["density"] for x in group) / len(group)
+            out.append(agg)
+            continue
         for k in (k for k in METRICS if all(k in x for x in rs)):
             vals = [x[k] for x in rs]
             mean = sum(vals) / len(vals)

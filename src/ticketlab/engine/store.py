@@ -83,6 +83,11 @@ class Experiment:
 _EMPTY_MEANS_ALL = ("control_levels",)
 
 
+def _count(x) -> bool:
+    """An integer run-shape value (an int or an int subclass such as lottery's default levels), not a bool."""
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 def stored_shape(old: dict, new: dict, identity: dict) -> dict:
     """The config to record after a call with config `new` on an experiment recorded as `old`: the
     run shape of what is stored, not of the last call. Run-shape fields (those not in `identity`)
@@ -95,7 +100,7 @@ def stored_shape(old: dict, new: dict, identity: dict) -> dict:
             out[k] = stored_shape(o, v, identity.get(k) if isinstance(identity.get(k), dict) else {})
         elif k in identity:
             continue
-        elif type(v) is int and type(o) is int:
+        elif _count(v) and _count(o):
             out[k] = max(o, v)
         elif isinstance(v, list) and isinstance(o, list):
             if k in _EMPTY_MEANS_ALL and (not o or not v):

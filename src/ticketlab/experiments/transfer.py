@@ -62,7 +62,7 @@ import torch
 from ticketlab.core import config as C, integrity, masks as M, pruning, scores
 from ticketlab.engine import results, schedule
 from ticketlab.core.errors import ConfigError, TicketlabError
-from ticketlab.experiments.lottery.trunk import (LotteryConfig, Plan, RunKey, execute, load_masks, prune, replicate_seeds,
+from ticketlab.experiments.lottery.trunk import (LotteryConfig, stored_lottery, Plan, RunKey, execute, load_masks, prune, replicate_seeds,
                                                 save_masks)
 from ticketlab.core.seeds import derive_seed
 from ticketlab.engine.store import Experiment, Store
@@ -133,7 +133,7 @@ def load_source(exp_path: str | Path) -> tuple[TrainConfig, LotteryConfig]:
         raise TicketlabError(f"{exp_path}: a {cfg['task']!r} lottery; transfer across datasets and optimizers "
                              f"is implemented for classification lotteries")
     return (C.from_dict(TrainConfig, cfg["train"], source=str(path)),
-            C.from_dict(LotteryConfig, cfg["lottery"], source=str(path)))
+            stored_lottery(cfg["lottery"], source=str(path)))
 
 
 def resolve_target(source: TrainConfig, overrides: dict) -> TrainConfig:

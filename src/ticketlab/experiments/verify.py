@@ -75,8 +75,12 @@ def damaged_files(exp: Path) -> list[tuple[Path, str]]:
     """The damaged files of an experiment folder: those failing their manifest, and those with no
     entry (a store written before manifests) that cannot be read back."""
     out = []
+    checked = (exp / integrity.MANIFEST).exists()  # written with manifests: every run folder has one
     for folder in [exp, *sorted(p for p in exp.rglob("*") if p.is_dir())]:
         bad = integrity.damaged(folder)
+        if checked and not (folder / integrity.MANIFEST).exists() and any(
+                (folder / f).exists() for f in _RUN_FILES):
+            bad = [(folder / integrity.MANIFEST, "missing: this run's files cannot be checked")]
         out += bad
         try:
             recorded = set(integrity.read_manifest(folder))
@@ -89,6 +93,9 @@ def damaged_files(exp: Path) -> list[tuple[Path, str]]:
                 if problem:
                     out.append((f, problem))
     return out
+
+
+_RUN_FILES = ("summary.json", "checkpoint.pt", "mask.pt", "final.pt")  # what makes a folder a run's
 
 
 def _level_of(parts: tuple[str, ...]) -> tuple[int, int, str] | None:
@@ -156,6 +163,11 @@ def verify(refs=(), *, store=None) -> list[Damage]:
     for e in exps:
         for f, problem in damaged_files(e.path):
             out.append(Damage(e.path, f, problem, derived(st, e.path, f)))
+    if not refs and st.root.is_dir():  # an experiment whose config.json is gone: `ls` no longer lists it
+        for p in sorted(st.root.iterdir()):
+            if p.is_dir() and (p / integrity.MANIFEST).exists() and not (p / "config.json").exists():
+                out.append(Damage(p, p / "config.json", "missing: the experiment's config is lost and `ls` "
+                                  "skips it; restore config.json or remove the folder"))  # nothing to recompute
     return out
 
 

@@ -164,7 +164,9 @@ def _results_table(agg: list[dict]) -> str:
             cells = [f"<td>{level}</td>", f"<td>{100 * a['density']:.2f}</td>"]
             for key, _ in cols:
                 if key == "n":
-                    cells.append(f"<td>{a['n']}</td>")
+                    cells.append(f"<td>{a['n']}{_diverged(a)}</td>")
+                elif key not in a:  # every run of this point diverged
+                    cells.append("<td>diverged</td>")
                 elif key == "es_iter":
                     cells.append(f"<td>{_pm(a['es_iter'], a['es_iter_std'], 1.0, 0, a['n'])}</td>")
                 else:
@@ -173,6 +175,11 @@ def _results_table(agg: list[dict]) -> str:
         tables.append(f'<h3>{_e(b)}</h3><div class="scroll" data-branch="{_e(b)}"><table class="results">'
                       f'<thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
     return "".join(tables)
+
+
+def _diverged(a: dict) -> str:
+    """' + k diverged' after a point's run count, when k of its runs diverged (counted, not averaged)."""
+    return f" + {a['n_diverged']} diverged" if a.get("n_diverged") else ""
 
 
 def mask_overlap(exp_path: str | Path) -> list[dict]:
@@ -308,7 +315,7 @@ def write_report(exp_path: str | Path, out: str | Path) -> Path:
     sections = [f"<h2>Config</h2>{_config_tables(body)}"]
     wall, n_runs = 0.0, 0
     for s in exp.rglob("summary.json"):
-        wall += float(json.loads(s.read_text()).get("wall_time_s", 0.0))
+        wall += float(read_json(s).get("wall_time_s", 0.0))
         n_runs += 1
 
     if kind == "lottery":

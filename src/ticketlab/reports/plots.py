@@ -19,6 +19,8 @@ no global backend is set and nothing is shown on screen).
 
 from __future__ import annotations
 
+import math
+
 import json
 import re
 from pathlib import Path
@@ -31,7 +33,7 @@ from ticketlab.engine.results import METRICS, aggregate, run_rows
 from ticketlab.experiments.lottery.controls import CONTROLS, branch_order
 from ticketlab.reports.style import MARKERS, METRIC_LABELS, density_axis, figure, metric_label, save_figure  # noqa: F401
 from ticketlab.reports.style import task_metric as task_metric_name
-from ticketlab.training.rundir import early_stopping, read_metrics
+from ticketlab.training.rundir import early_stopping, read_json, read_metrics
 
 _figure, _density_axis = figure, density_axis  # the names other modules used before reports.style
 
@@ -46,7 +48,7 @@ def experiment_kind(path: str | Path) -> str:
     path = Path(path)
     cfg = path / "config.json"
     if cfg.exists():
-        return json.loads(cfg.read_text()).get("kind", "unknown")
+        return read_json(cfg).get("kind", "unknown")  # checked: a damaged file is one line
     if (path / "metrics.jsonl").exists():
         return "run"
     if any(path.glob("replicate_*")):
@@ -167,20 +169,22 @@ def _metric_vs_density(experiments, out, metric: str, labels, *, dense_line: boo
         branches = [b for b in branch_order() if any(a["branch"] == b for a in agg)]
         branches += sorted({a["branch"] for a in agg} - set(branches))
         for b in branches:
-            rs = sorted((a for a in agg if a["branch"] == b), key=lambda a: a["level"])
+            n_div = sum(a.get("n_diverged", 0) for a in agg if a["branch"] == b)  # counted, not plotted
+            rs = sorted((a for a in agg if a["branch"] == b and metric in a), key=lambda a: a["level"])
             x = [100 * a["density"] for a in rs]
             y = [scale * a[metric] for a in rs]
             s = [scale * a[metric + "_std"] for a in rs]
-            n_max = max(n_max, *(a["n"] for a in rs))
-            xs_all += x
-            name = _label(b) if len(paths) == 1 else f"{label}: {_label(b)}"
+            n_max = max([n_max, *(a["n"] for a in rs)])
+            xs_all += x or [100 * a["density"] for a in agg if a["branch"] == b]  # all diverged: the axis still
+            name = (_label(b) if len(paths) == 1 else f"{label}: {_label(b)}") + (
+                f" ({n_div} diverged)" if n_div else "")
             st = _style(i, len(paths), b)
             ax.plot(x, y, label=name, markersize=4, linewidth=1.6, **st)
             if any(v > 0 for v in s):
                 ax.fill_between(x, [a - d for a, d in zip(y, s)], [a + d for a, d in zip(y, s)],
                                 color=st["color"], alpha=0.15, linewidth=0)
         dense = next((a for a in agg if a["branch"] == "ticket" and a["level"] == 0), None)
-        if dense_line and dense is not None:
+        if dense_line and dense is not None and metric in dense:
             ax.axhline(scale * dense[metric], color="0.35" if len(paths) == 1 else f"C{i % 10}",
                        linestyle="--", linewidth=1.0, alpha=0.8,
                        label="dense (level 0)" if len(paths) == 1 else f"{label}: dense")
@@ -324,7 +328,8 @@ def plot_learning_curves(run_dir_or_exp: str | Path, out: str | Path) -> list[Pa
         es = early_stopping(rows, "val_loss") if "val_loss" in rows[0] else None
         its = [r["iter"] for r in rows]
         for ax, key in zip(axes, keys):
-            ax.plot(its, [scale * r[key] for r in rows], color=color, linewidth=1.3, label=label)
+            ax.plot(its, [scale * r[key] if r[key] is not None else math.nan for r in rows],  # null: diverged
+                    color=color, linewidth=1.3, label=label)
             if es is not None:
                 ax.plot([es["iter"]], [scale * es[key]], color=color, marker="o", markersize=5,
                         markeredgecolor="black", markeredgewidth=0.6, linestyle="none")

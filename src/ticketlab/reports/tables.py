@@ -10,6 +10,11 @@ def pm(mean, std):
     return f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
+def diverged_cell(a: dict) -> str:
+    """The cell of a point whose every run diverged (the loss became NaN or infinite)."""
+    return f"diverged ({a['n_diverged']})" if a.get("n_diverged", 0) > 1 else "diverged"
+
+
 def lottery_table(agg: list[dict]) -> str:
     """Per level: weights remaining, and the task's metric at early stopping (mean ± std) per branch:
     test accuracy in % for classification."""
@@ -22,11 +27,12 @@ def lottery_table(agg: list[dict]) -> str:
     for level in sorted({a["level"] for a in agg}):
         t = by.get(("ticket", level))
         row = {"level": level, "remaining_%": f"{100 * t['density']:.2f}" if t else "",
-               "es_iter": f"{t['es_iter']:.0f}" if t else ""}
+               "es_iter": f"{t['es_iter']:.0f}" if t and "es_iter" in t else ""}
         for b in branches:
             a = by.get((b, level))
-            row[col[b]] = "" if not a else (
-                pm(a["es_score"], a["es_score_std"]) if acc else f"{a['es_score']:.2f} ± {a['es_score_std']:.2f}")
+            row[col[b]] = "" if not a else diverged_cell(a) if "es_score" not in a else (
+                pm(a["es_score"], a["es_score_std"]) if acc else f"{a['es_score']:.2f} ± {a['es_score_std']:.2f}"
+            ) + (f" ({a['n_diverged']} diverged)" if a.get("n_diverged") else "")
         rows.append(row)
     return text_table(rows, ["level", "remaining_%", "es_iter"] + [col[b] for b in branches])
 
@@ -44,4 +50,4 @@ def text_table(rows: list[dict], cols: list[str]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["text_table", "lottery_table", "pm"]
+__all__ = ["text_table", "lottery_table", "pm", "diverged_cell"]

@@ -142,6 +142,9 @@ def last_level(res: dict, branch: str) -> dict:
     out = {"experiment": res["experiment"]}
     if rows:
         t = max(rows, key=lambda a: a["level"])
+        if "es_iter" not in t:  # every run at that level diverged: nothing to average
+            out.update(level=t["level"], density=t["density"], status=f"{t['n_diverged']} diverged")
+            return out
         es_iter = t["es_iter"]  # a mean over replicates: shown as an integer when it is one
         out.update(level=t["level"], density=t["density"],
                    es_iter=int(es_iter) if float(es_iter).is_integer() else es_iter)

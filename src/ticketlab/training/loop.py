@@ -32,6 +32,7 @@ Pruning methods act through hooks: objects with any of
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ from ticketlab.core.schedules import lr_factor
 from ticketlab.core.seeds import stream_seed
 
 Hook = Callable[[int], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,7 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     seeds = [cfg.data_seed if r.data_seed is None else r.data_seed for r in runs]
     masks = [r.masks for r in runs]
     R = len(runs)
+    diverged: list[int | None] = [None] * R  # per run: the iteration whose loss was NaN or infinite
 
     optimizer = make_optimizer(cfg, ensemble.module.parameters())
     it, elapsed = start_iter, 0.0
@@ -240,6 +243,7 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
         torch.set_rng_state(states[0]["rng"])
         _device.set_rng_state(states[0], dev)
         elapsed = float(states[0].get("elapsed", 0.0))
+        diverged = [s.get("diverged") for s in states]
     else:
         if any(r.model is not None and r.model is not ensemble.module for r in runs):
             ensemble.load_state_dicts([r.model.state_dict() for r in runs])
@@ -277,8 +281,9 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
         if stateful:
             extra["hooks"] = [h.state_dict() for h in stateful]
         opt_states = ensemble.split_optimizer(optimizer.state_dict())
-        return [dict(model=sd, masks=dict(m or {}), optimizer=os_, **extra)
-                for sd, os_, m in zip(ensemble.state_dicts(), opt_states, masks)]
+        return [dict(model=sd, masks=dict(m or {}), optimizer=os_, **extra,
+                     **({"diverged": dv} if dv is not None else {}))  # kept across a resume
+                for sd, os_, m, dv in zip(ensemble.state_dicts(), opt_states, masks, diverged)]
 
     def save_all(name: str, i: int) -> None:
         for d, st in zip(dirs, run_states()):
@@ -293,11 +298,15 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
 
     def record(i: int) -> None:
         nonlocal running, n_running
+        if not check_each_step:  # a non-finite loss in the window makes the running sum non-finite
+            diverge(i, running)
         val = evaluate_many(ensemble, x_val, y_val)
         test = evaluate_many(ensemble, x_test, y_test)
         for r in range(R):
             row = {"iter": i, "train_loss": float(running[r]) / n_running if n_running else None,
                    "val_loss": val[r][0], "val_acc": val[r][1], "test_loss": test[r][0], "test_acc": test[r][1]}
+            if diverged[r] is not None:  # after a divergence the metrics are noise: null (strict JSON)
+                row = {"iter": i, **{k: None for k in row if k != "iter"}}
             rows[r].append(row)
         running, n_running = torch.zeros(R, device=dev), 0
         if writer is not None:
@@ -306,6 +315,21 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
                     writer.add_scalar(k, v, i)
         if bar is not None:
             bar.set_postfix(val_acc=f"{val[0][1]:.4f}", test_acc=f"{test[0][1]:.4f}", refresh=False)
+
+    # Divergence (issue 17): a run whose training loss becomes NaN or infinite stops, and its summary
+    # records `"diverged": {"iteration": N}`, N the 1-based step whose loss was not finite. On the CPU the
+    # loss is checked every step (reading it costs no device sync); on an accelerator it is checked at
+    # each evaluation, through the running sum, so the hot loop keeps free of host syncs.
+    check_each_step = dev.type == "cpu"
+
+    def diverge(i: int, losses: torch.Tensor) -> None:
+        bad = ~torch.isfinite(losses.detach().reshape(-1))
+        if bad.any():
+            for r in bad.nonzero().flatten().tolist():
+                if diverged[r] is None:
+                    diverged[r] = i
+                    log.warning("%s: the training loss became %s at iteration %d: diverged", dirs[r].path,
+                                float(losses.detach().reshape(-1)[r]), i)
 
     if not rows[0] and it % cfg.eval_every == 0:
         record(it)
@@ -340,6 +364,12 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
         it += 1
         if bar is not None:
             bar.update(1)
+        if check_each_step:
+            diverge(it, losses)
+        if all(d is not None for d in diverged):  # every run diverged: stop at once
+            if not rows[0] or rows[0][-1]["iter"] != it:
+                record(it)
+            break
         if it % cfg.eval_every == 0 or it == total:
             record(it)
             if it % ckpt_every == 0 and it < total:
@@ -359,9 +389,11 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     model.to(home)
     trained_on = _device.describe(dev)
     return [d.finish(rs, {"iterations": total, "start_iter": start_iter, "final": rs[-1],
-                          "early_stop": early_stopping(rs), "best_test_acc": max(r["test_acc"] for r in rs),
-                          "wall_time_s": wall / R, "trained_with": R, "trained_on": trained_on})
-            for d, rs in zip(dirs, rows)]
+                          "early_stop": early_stopping(rs),
+                          "best_test_acc": max((r["test_acc"] for r in rs if r["test_acc"] is not None), default=None),
+                          "wall_time_s": wall / R, "trained_with": R, "trained_on": trained_on,
+                          **({"diverged": {"iteration": dv}} if dv is not None else {})})
+            for d, rs, dv in zip(dirs, rows, diverged)]
 
 
 @torch.no_grad()

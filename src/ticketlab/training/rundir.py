@@ -26,6 +26,7 @@ The early-stopping row is chosen after training on validation data, never on tes
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -126,15 +127,33 @@ def read_metrics(path: str | Path, upto: int | None = None) -> list[dict]:
 
 def write_metrics(path: str | Path, rows: Sequence[dict]) -> None:
     """Atomically write a metrics.jsonl, one JSON row per evaluation (recorded in the manifest)."""
-    integrity.write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    integrity.write_text(path, "".join(strict_json(r) + "\n" for r in rows))
 
 
 def early_stopping(rows: Sequence[dict], metric: str, *, higher_is_better: bool = False) -> dict:
     """The row with the best `metric` (lowest, or highest with `higher_is_better`), the first on
     ties: the early-stopping point, when `metric` is measured on validation data."""
+    rows = [r for r in rows if r.get(metric) is not None] or list(rows)[:1]  # null: after a divergence
     if higher_is_better:
         return max(rows, key=lambda r: (r[metric], -r[ITER]))
     return min(rows, key=lambda r: (r[metric], r[ITER]))
+
+
+def finite(obj):
+    """`obj` with every NaN or infinite float replaced by None (JSON's null), recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def strict_json(obj, **kw) -> str:
+    """Strict JSON (RFC 8259: no bare NaN or Infinity): a non-finite metric is written as null; a
+    diverged run says so in its summary (`"diverged"`, `ticketlab.training.loop`)."""
+    return json.dumps(finite(obj), allow_nan=False, **kw)
 
 
 def read_json(path: str | Path) -> dict:
@@ -220,7 +239,7 @@ class RunDir:
     def finish(self, rows: Sequence[dict], summary: dict) -> dict:
         """Mark the run done: the metrics rows, summary.json (last), then drop the checkpoint."""
         self.write_metrics(rows)
-        integrity.write_text(self.path / SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        integrity.write_text(self.path / SUMMARY, strict_json(summary, indent=2, sort_keys=True) + "\n")
         integrity.forget(self.path / CHECKPOINT)
         return summary
 
@@ -254,6 +273,6 @@ def resume_group(runs: Sequence[RunDir], who: str, masks: Sequence[dict | None] 
 
 
 __all__ = ["RunDir", "early_stopping", "finished", "resume_group", "load_state", "load_file", "load_tensors", "save_state", "save_file",
-           "read_json",
+           "read_json", "strict_json", "finite",
            "read_metrics", "write_metrics", "snapshot_name", "ITER", "ITERATION", "CHECKPOINT", "METRICS",
            "FINAL", "SUMMARY"]

@@ -46,7 +46,7 @@ from torch import nn
 
 from ticketlab.core import config as C, integrity, masks as M
 from ticketlab.core.errors import ConfigError, TicketlabError
-from ticketlab.experiments.lottery.trunk import LotteryConfig, Replicate, final_weights, load_masks, replicate_seeds
+from ticketlab.experiments.lottery.trunk import LotteryConfig, Replicate, stored_lottery, final_weights, load_masks, replicate_seeds
 from ticketlab.training.loop import RunOptions, TrainConfig, evaluate, fit, load_state
 from ticketlab.training.rundir import read_metrics, read_json
 
@@ -84,8 +84,8 @@ def interpolate(state_a: dict, state_b: dict, alpha: float) -> dict:
 def path_alphas(points: int) -> list[float]:
     """`points` evenly spaced values of α in [0, 1], endpoints included exactly."""
     if isinstance(points, bool) or not isinstance(points, int) or points < 3:
-        raise ValueError(f"points must be an integer >= 3 (the two endpoints and at least one between), "
-                         f"got {points!r}")
+        raise ConfigError(f"points: got {points!r}, expected an integer >= 3 (the two endpoints and at least "
+                          "one between; 11 by default)")
     return [i / (points - 1) for i in range(points)]
 
 
@@ -242,7 +242,7 @@ def load_configs(exp_path: str | Path) -> tuple[object, LotteryConfig]:
     cfg = body["config"]
     task = get_task(cfg.get("task", "classify"))
     return (C.from_dict(task.config, cfg["train"], source=str(path)),
-            C.from_dict(LotteryConfig, cfg["lottery"], source=str(path)))
+            stored_lottery(cfg["lottery"], source=str(path)))
 
 
 def experiment_task(exp_path: str | Path) -> str:

@@ -126,6 +126,7 @@ def graph(spec: LotterySpec) -> list[LotteryNode]:
     cfg = spec.lottery
     probe = replicate(spec, 0)
     levels = lottery_levels(cfg, probe)
+    trunk.check_control_levels(cfg, levels)
     tasks = [LotteryNode(r, L) for L in range(levels + 1) for r in range(cfg.replicates)]
     return tasks + [LotteryNode(r, L, c, d) for r in range(cfg.replicates) for L, c, d in trunk.branches(cfg, levels)]
 

@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 
 from ticketlab.core import masks as M
+from ticketlab.core import config as C
 from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError, DamagedError, TicketlabError
 from ticketlab.core.integrity import ADVICE
@@ -54,13 +55,22 @@ from ticketlab.training.rundir import RunDir, load_tensors, save_file
 log = logging.getLogger(__name__)
 
 
+class _DefaultLevels(int):
+    """The default of `LotteryConfig.levels` (5), told apart from an explicit `levels=5`: only an
+    explicit value conflicts with `target_sparsity`. It equals, hashes and serialises as the int 5."""
+
+
+DEFAULT_LEVELS = _DefaultLevels(5)
+
+
 @dataclass(frozen=True)
 class LotteryConfig(Config):
     """IMP hyper-parameters. The training recipe is a separate `TrainConfig`."""
 
     strategy: str = param("layerwise", "prune each layer by its own rate, or one global threshold",
                           choices=("layerwise", "global"))
-    prune_fraction: float = param(0.2, "fraction of the surviving weights pruned per level", min=0.0, max=1.0)
+    prune_fraction: float = param(0.2, "fraction of the surviving weights pruned per level, strictly between 0 "
+                                  "and 1", min=0.0, max=1.0)
     output_fraction: float | None = param(
         None, "layerwise: the output layer's rate (None: half of prune_fraction, LTH §2)", min=0.0, max=1.0)
     conv_fraction: float | None = param(
@@ -72,9 +82,10 @@ class LotteryConfig(Config):
     rewind_optimizer: bool = param(False, "also rewind the optimizer state (momentum, Adam moments) to iteration k")
     rewind_schedule: bool = param(True, "fast-forward the learning-rate schedule to k (else restart it at k)")
     # ---- run shape: how much to run, not what the experiment is ----
-    levels: int = param(5, "pruning levels after the dense level 0", min=0, hashed=False)
+    levels: int = param(DEFAULT_LEVELS, "pruning levels after the dense level 0 (not with target_sparsity)",
+                        min=0, hashed=False)
     target_sparsity: float | None = param(
-        None, "run as many levels as needed to reach this sparsity (overrides levels)", min=0.0, max=0.9999,
+        None, "run as many levels as needed to reach this sparsity (not with levels)", min=0.0, max=0.9999,
         hashed=False)
     replicates: int = param(1, "independent replicates (init seed and data seed + r)", min=1, hashed=False)
     controls: tuple[str, ...] = param((), "control branches: " + ", ".join(CONTROLS), choices=CONTROLS,
@@ -82,6 +93,32 @@ class LotteryConfig(Config):
     control_draws: int = param(1, "draws per random control (reinit, random masks)", min=1, hashed=False)
     control_levels: tuple[int, ...] = param((), "levels at which to run controls (empty: every level >= 1)",
                                             min=1, hashed=False)
+
+    def check(self) -> None:
+        """prune_fraction strictly inside (0, 1); levels and target_sparsity not both given."""
+        if not 0.0 < self.prune_fraction < 1.0:
+            raise ConfigError(f"prune_fraction: got {self.prune_fraction!r}, expected a number strictly between "
+                              "0 and 1 (0 prunes nothing, 1 prunes every weight)")
+        if self.target_sparsity is not None and type(self.levels) is not _DefaultLevels:
+            raise ConfigError(f"levels: got {self.levels!r} together with target_sparsity {self.target_sparsity!r}; "
+                              "give one of them")
+
+
+def stored_lottery(values: dict, source: str) -> LotteryConfig:
+    """The LotteryConfig recorded in a store's config.json. A run by `target_sparsity` records the
+    default `levels` beside it; that stored pair is not a user's conflicting choice."""
+    if values.get("target_sparsity") is not None:
+        values = {k: v for k, v in values.items() if k != "levels"}
+    return C.from_dict(LotteryConfig, values, source=source)
+
+
+def check_control_levels(cfg: LotteryConfig, levels: int) -> None:
+    """Refuse control levels outside this run's levels 1..`levels` (known once the level count is:
+    `target_sparsity` resolves it from the layer sizes), before anything trains."""
+    outside = [L for L in cfg.control_levels if L > levels]
+    if outside:
+        raise ConfigError(f"control_levels: got {outside[0]}, expected a level in 1..{levels} (this run has "
+                          f"{levels} pruning levels)")
 
 
 @dataclass(frozen=True)
@@ -159,6 +196,10 @@ class Replicate:
         if not (run_dir / "summary.json").exists():
             raise TicketlabError(f"{run_dir} is not trained yet: train level {L} of replicate {self.r} "
                                  f"first (trunk.train)")
+        diverged = RunDir(run_dir).summary().get("diverged")
+        if diverged:  # NaN weights prune to an arbitrary mask: no ticket derives from a diverged run
+            raise TicketlabError(f"{run_dir} diverged at iteration {diverged['iteration']} (its training loss "
+                                 "became NaN or infinite): nothing can be pruned from it; lower the learning rate")
         return final_weights(run_dir)
 
     def rewind_state(self) -> dict:
@@ -361,4 +402,4 @@ def lottery_levels(cfg: LotteryConfig, rep: Replicate) -> int:
 
 __all__ = ["LotteryConfig", "LotteryRun", "RunKey", "CONTROLS", "Replicate", "Plan", "execute", "prune_level", "level_fractions",
            "pruned_layers", "n_levels", "save_masks", "load_masks", "final_weights", "replicate_seeds",
-           "lottery_levels", "needs", "prune", "plan", "train", "branches", "run"]
+           "lottery_levels", "stored_lottery", "check_control_levels", "DEFAULT_LEVELS", "needs", "prune", "plan", "train", "branches", "run"]
