@@ -61,6 +61,14 @@ def test_a_mask_replaced_on_disk_is_refused(lottery_store, tmp_path):
         api.ls(store=root)
 
 
+def _cut_metrics_line_is_refused(exp, match: str) -> None:
+    """Cut the last line of level 1's metrics.jsonl; reading it must fail in one line matching `match`."""
+    metrics = exp / "replicate_0" / "level_1" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text()[:-10])
+    with pytest.raises(DamagedError, match=match):
+        RunDir(metrics.parent).read_metrics()
+
+
 def test_zeroed_and_truncated_files_are_refused(lottery_store, tmp_path):
     root, exp = _copy(lottery_store, tmp_path)
     final = exp / "replicate_0" / "level_0" / "final.pt"
@@ -72,10 +80,7 @@ def test_zeroed_and_truncated_files_are_refused(lottery_store, tmp_path):
     final.write_bytes(bytes(data[:100]))
     with pytest.raises(DamagedError, match="final.pt is damaged"):
         final_weights(final.parent)
-    metrics = exp / "replicate_0" / "level_1" / "metrics.jsonl"
-    metrics.write_text(metrics.read_text()[:-10])
-    with pytest.raises(DamagedError, match="metrics.jsonl is damaged"):
-        RunDir(metrics.parent).read_metrics()
+    _cut_metrics_line_is_refused(exp, "metrics.jsonl is damaged")
 
 
 def test_a_store_without_manifest_reads_unchecked_but_unreadable_files_still_fail_in_one_line(
@@ -95,10 +100,7 @@ def test_a_store_without_manifest_reads_unchecked_but_unreadable_files_still_fai
     final.write_bytes(final.read_bytes()[:200])
     with pytest.raises(DamagedError, match="final.pt: not a readable ticketlab state file"):
         final_weights(final.parent)
-    metrics = exp / "replicate_0" / "level_1" / "metrics.jsonl"
-    metrics.write_text(metrics.read_text()[:-10])
-    with pytest.raises(DamagedError, match="metrics.jsonl: line 3 is not a JSON row"):
-        RunDir(metrics.parent).read_metrics()
+    _cut_metrics_line_is_refused(exp, "metrics.jsonl: line 3 is not a JSON row")
 
 
 def test_a_rewritten_file_killed_before_its_manifest_entry_is_unchecked_not_damaged(tmp_path, monkeypatch):
