@@ -181,6 +181,31 @@ def test_imp_in_a_plain_loop_gives_the_lottery_experiments_masks_bit_for_bit(tmp
     assert imp.level == 2 and 0.6 < M.density(imp.masks) < 0.7
 
 
+def test_the_lottery_trunk_prunes_through_the_public_imp_object(tmp_path, monkeypatch):
+    """The experiment's trunk and its "continued" control take each pruning step through
+    `IMP.prune_masks`, the method `IMP.prune()` uses: one path for users and experiments."""
+    from ticketlab import api
+    from ticketlab.experiments.lottery.trunk import LotteryConfig, load_masks
+    from ticketlab.methods.imp import IMP
+    from ticketlab.training.loop import TrainConfig
+
+    calls = []
+    original = IMP.prune_masks
+
+    def spy(self, weights, masks):
+        calls.append(self.output)
+        return original(self, weights, masks)
+
+    monkeypatch.setattr(IMP, "prune_masks", spy)
+    train = TrainConfig(dataset="mnist1d", model="mlp", model_args={"widths": [32]}, iterations=50,
+                        batch_size=50, eval_every=50)
+    exp = api.lottery(train, LotteryConfig(levels=2, controls=("continued",)), store=tmp_path,
+                      progress=False)["experiment"]
+    assert calls == ["fc2.weight"] * 4  # trunk levels 1, 2 and the continued chain's 1, 2
+    m = load_masks(tmp_path / exp / "replicate_0" / "level_1" / "mask.pt")
+    assert int(m["fc2.weight"].sum()) == 320 - 32  # the output layer at half the rate: found by IMP
+
+
 def test_imp_rewinds_to_theta_k_and_offers_the_controls():
     from ticketlab.core import pruning
     from ticketlab.methods.imp import IMP

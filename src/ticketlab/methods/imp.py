@@ -10,8 +10,8 @@ plain name → tensor dicts.
 
 `IMP` is the procedure as an object for any model and any training loop (issue 15): it captures θ0
 and θk (by an optimizer step hook at step k), enforces the masks (`ticketlab.core.masks.enforce`),
-prunes with `prune_level`, the same step as the lottery experiment's trunk
-(`ticketlab.experiments.lottery.trunk.prune`), and rewinds (Frankle et al. 2019, "Stabilizing the
+prunes with `IMP.prune_masks`, the step that the lottery experiment's trunk
+(`ticketlab.experiments.lottery.trunk.prune`) takes through this same object, and rewinds (Frankle et al. 2019, "Stabilizing the
 LTH", §3: late rewinding to θk). Its controls are LTH §2's random reinitialisation and App. E's
 random masks with the ticket's per-layer counts.
 
@@ -142,7 +142,7 @@ class IMP:
         self.names, self.output_name = names, output
         self.rewind_iter, self.rewind_optimizer = rewind_iter, rewind_optimizer
         self.model = self.optimizer = self._handle = self._counter = None
-        self.output: str | None = None
+        self.output: str | None = output  # resolved from the model at `attach` when None
         self._masks: M.Masks | None = None
         self.theta0 = self.thetak = self.thetak_optimizer = None
         self.steps = self.level = 0
@@ -212,10 +212,16 @@ class IMP:
         (`prune_level`, per layer at the LTH rates or globally). Returns the new masks."""
         self._attached()
         weights = {n: p.detach() for n, p in self.model.named_parameters()}
-        self.set_masks(prune_level(self, weights, self.masks, self.output))
+        self.set_masks(self.prune_masks(weights, self.masks))
         self.level += 1
         logger.info("IMP level %d: %.2f%% of the pruned weights left", self.level, 100 * M.density(self.masks))
         return self.masks
+
+    def prune_masks(self, weights: dict[str, torch.Tensor], masks: M.Masks) -> M.Masks:
+        """The masks one IMP level leaves, from given weights and masks (`prune_level` at this
+        object's rates, `self.output` pruned at the output rate). `prune()` takes this step on the
+        attached model; the lottery experiment's trunk takes it on a level's stored weights."""
+        return prune_level(self, weights, masks, self.output)
 
     def rewind(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Rewind the weights to θk and mask them. The optimizer (`optimizer`, which then replaces the
