@@ -34,6 +34,7 @@ from torch import nn
 
 from ticketlab.core import masks as M, pruning, scores, targets
 from ticketlab.core.errors import ConfigError, TicketlabError
+from ticketlab.core.optimizers import unwrap_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,9 @@ class IMP:
     # ---- on a model and its optimizer ----
     def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> "IMP":
         """Start enforcing the masks on `model` trained by `optimizer`; save θ0 now and θk after the
-        k-th optimizer step. Masks start dense (or as `load_state_dict` left them). Returns self."""
+        k-th optimizer step. Masks start dense (or as `load_state_dict` left them). A wrapped
+        optimizer (accelerate, Lightning) is unwrapped, as `enforce` does. Returns self."""
+        optimizer = unwrap_optimizer(optimizer)  # θk's hook must be on the optimizer that steps
         self.model, self.optimizer = model, optimizer
         params = targets.prunable(model, names=self.names)
         self.output = targets.output_layer(model, self.output_name)
@@ -231,6 +234,7 @@ class IMP:
         if self.thetak is None:
             raise TicketlabError(f"IMP.rewind: the rewind point is not reached yet ({self.steps} of "
                                  f"rewind_iter={self.rewind_iter} optimizer steps taken)")
+        optimizer = unwrap_optimizer(optimizer) if optimizer is not None else None
         if optimizer is not None and optimizer is not self.optimizer:
             masks = self.masks  # the handle's: an optimizer checkpoint may have brought them
             self._handle.remove()
