@@ -110,6 +110,51 @@ def test_enforce_keeps_masks_exact_with_clipping_and_grad_scaler(scaled):
     assert any(int(params[n].detach()[~m].count_nonzero()) for n, m in masks.items())
 
 
+class Wrapped:
+    """A minimal accelerate/Lightning-style wrapper: the torch optimizer in `.optimizer`, no hooks API."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    def step(self):
+        self.optimizer.step()
+
+    def zero_grad(self):
+        self.optimizer.zero_grad()
+
+    def state_dict(self):
+        return self.optimizer.state_dict()
+
+
+def test_enforce_and_imp_hook_the_optimizer_inside_a_wrapper():
+    from ticketlab.methods.imp import IMP
+
+    model = net()
+    masks = half_masks(model)
+    inner = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    opt = Wrapped(inner)
+    handle = M.enforce(model, opt, masks)
+    assert handle.optimizer is inner
+    for x, y in batches(10):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        assert_masked(model, masks)  # decoupled weight decay would revive them without the hooks
+    assert M.STATE_KEY in opt.state_dict()  # the masks ride in the real optimizer's state dict
+    handle.remove()
+
+    model = net()
+    imp = IMP(rewind_iter=3).attach(model, Wrapped(torch.optim.SGD(model.parameters(), lr=0.1)))
+    for x, y in batches(5):
+        imp.optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        imp.optimizer.step()
+    assert imp.steps == 3 and imp.thetak is not None  # θk captured by the inner optimizer's hook
+    imp.prune()
+    imp.rewind(Wrapped(torch.optim.SGD(model.parameters(), lr=0.1)))
+    assert all(torch.equal(p, imp.thetak[n] * imp.masks.get(n, 1)) for n, p in model.state_dict().items())
+
+
 def test_masks_ride_in_the_optimizer_state_dict():
     model = net()
     masks = half_masks(model)
@@ -179,6 +224,31 @@ def test_imp_in_a_plain_loop_gives_the_lottery_experiments_masks_bit_for_bit(tmp
             imp.rewind()
             start = cfg.rewind_iter
     assert imp.level == 2 and 0.6 < M.density(imp.masks) < 0.7
+
+
+def test_the_lottery_trunk_prunes_through_the_public_imp_object(tmp_path, monkeypatch):
+    """The experiment's trunk and its "continued" control take each pruning step through
+    `IMP.prune_masks`, the method `IMP.prune()` uses: one path for users and experiments."""
+    from ticketlab import api
+    from ticketlab.experiments.lottery.trunk import LotteryConfig, load_masks
+    from ticketlab.methods.imp import IMP
+    from ticketlab.training.loop import TrainConfig
+
+    calls = []
+    original = IMP.prune_masks
+
+    def spy(self, weights, masks):
+        calls.append(self.output)
+        return original(self, weights, masks)
+
+    monkeypatch.setattr(IMP, "prune_masks", spy)
+    train = TrainConfig(dataset="mnist1d", model="mlp", model_args={"widths": [32]}, iterations=50,
+                        batch_size=50, eval_every=50)
+    exp = api.lottery(train, LotteryConfig(levels=2, controls=("continued",)), store=tmp_path,
+                      progress=False)["experiment"]
+    assert calls == ["fc2.weight"] * 4  # trunk levels 1, 2 and the continued chain's 1, 2
+    m = load_masks(tmp_path / exp / "replicate_0" / "level_1" / "mask.pt")
+    assert int(m["fc2.weight"].sum()) == 320 - 32  # the output layer at half the rate: found by IMP
 
 
 def test_imp_rewinds_to_theta_k_and_offers_the_controls():

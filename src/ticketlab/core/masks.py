@@ -30,6 +30,8 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from ticketlab.core.optimizers import unwrap_optimizer
+
 Masks = dict[str, torch.Tensor]
 
 
@@ -121,6 +123,7 @@ class Enforcement:
     `remove()` takes every hook off."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, masks: Mapping[str, torch.Tensor]):
+        optimizer = unwrap_optimizer(optimizer)  # accelerate/Lightning: hook the optimizer that steps
         self.optimizer = optimizer
         self._params = dict(model.named_parameters())
         self._grad_hooks: list = []
@@ -175,7 +178,8 @@ def enforce(model: nn.Module, optimizer: torch.optim.Optimizer,
     """Keep `model`'s pruned weights exactly zero while `optimizer` trains it, in any training loop.
 
     `masks` maps parameter names (`model.named_parameters()`) to bool tensors; None enforces no mask
-    until `optimizer.load_state_dict` brings the masks of a checkpoint. Returns the handle, with
+    until `optimizer.load_state_dict` brings the masks of a checkpoint. A wrapped optimizer
+    (accelerate, Lightning: the real one in `.optimizer`) is unwrapped. Returns the handle, with
     `.masks`, `.set_masks(masks)` and `.remove()`.
 
         handle = enforce(model, optimizer, masks)

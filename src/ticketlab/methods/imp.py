@@ -10,8 +10,8 @@ plain name → tensor dicts.
 
 `IMP` is the procedure as an object for any model and any training loop (issue 15): it captures θ0
 and θk (by an optimizer step hook at step k), enforces the masks (`ticketlab.core.masks.enforce`),
-prunes with `prune_level`, the same step as the lottery experiment's trunk
-(`ticketlab.experiments.lottery.trunk.prune`), and rewinds (Frankle et al. 2019, "Stabilizing the
+prunes with `IMP.prune_masks`, the step that the lottery experiment's trunk
+(`ticketlab.experiments.lottery.trunk.prune`) takes through this same object, and rewinds (Frankle et al. 2019, "Stabilizing the
 LTH", §3: late rewinding to θk). Its controls are LTH §2's random reinitialisation and App. E's
 random masks with the ticket's per-layer counts.
 
@@ -34,6 +34,7 @@ from torch import nn
 
 from ticketlab.core import masks as M, pruning, scores, targets
 from ticketlab.core.errors import ConfigError, TicketlabError
+from ticketlab.core.optimizers import unwrap_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class IMP:
         self.names, self.output_name = names, output
         self.rewind_iter, self.rewind_optimizer = rewind_iter, rewind_optimizer
         self.model = self.optimizer = self._handle = self._counter = None
-        self.output: str | None = None
+        self.output: str | None = output  # resolved from the model at `attach` when None
         self._masks: M.Masks | None = None
         self.theta0 = self.thetak = self.thetak_optimizer = None
         self.steps = self.level = 0
@@ -155,7 +156,9 @@ class IMP:
     # ---- on a model and its optimizer ----
     def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> "IMP":
         """Start enforcing the masks on `model` trained by `optimizer`; save θ0 now and θk after the
-        k-th optimizer step. Masks start dense (or as `load_state_dict` left them). Returns self."""
+        k-th optimizer step. Masks start dense (or as `load_state_dict` left them). A wrapped
+        optimizer (accelerate, Lightning) is unwrapped, as `enforce` does. Returns self."""
+        optimizer = unwrap_optimizer(optimizer)  # θk's hook must be on the optimizer that steps
         self.model, self.optimizer = model, optimizer
         params = targets.prunable(model, names=self.names)
         self.output = targets.output_layer(model, self.output_name)
@@ -212,10 +215,16 @@ class IMP:
         (`prune_level`, per layer at the LTH rates or globally). Returns the new masks."""
         self._attached()
         weights = {n: p.detach() for n, p in self.model.named_parameters()}
-        self.set_masks(prune_level(self, weights, self.masks, self.output))
+        self.set_masks(self.prune_masks(weights, self.masks))
         self.level += 1
         logger.info("IMP level %d: %.2f%% of the pruned weights left", self.level, 100 * M.density(self.masks))
         return self.masks
+
+    def prune_masks(self, weights: dict[str, torch.Tensor], masks: M.Masks) -> M.Masks:
+        """The masks one IMP level leaves, from given weights and masks (`prune_level` at this
+        object's rates, `self.output` pruned at the output rate). `prune()` takes this step on the
+        attached model; the lottery experiment's trunk takes it on a level's stored weights."""
+        return prune_level(self, weights, masks, self.output)
 
     def rewind(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Rewind the weights to θk and mask them. The optimizer (`optimizer`, which then replaces the
@@ -225,6 +234,7 @@ class IMP:
         if self.thetak is None:
             raise TicketlabError(f"IMP.rewind: the rewind point is not reached yet ({self.steps} of "
                                  f"rewind_iter={self.rewind_iter} optimizer steps taken)")
+        optimizer = unwrap_optimizer(optimizer) if optimizer is not None else None
         if optimizer is not None and optimizer is not self.optimizer:
             masks = self.masks  # the handle's: an optimizer checkpoint may have brought them
             self._handle.remove()

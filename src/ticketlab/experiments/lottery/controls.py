@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from ticketlab.core import masks as M, pruning, scores
 from ticketlab.core.seeds import derive_seed
-from ticketlab.methods.imp import prune_level, pruned_layers
+from ticketlab.methods.imp import pruned_layers
 
 CONTROLS: dict = {}  # name -> Control, in registration order (a live view: later registrations count)
 
@@ -164,7 +164,7 @@ class Continued(Control):
 
     def masks(self, rep, level, draw):
         L, branch = self._previous(level)
-        return prune_level(rep.cfg, rep.trained_weights(L, branch), rep.masks(L, branch), rep.output)
+        return rep.imp.prune_masks(rep.trained_weights(L, branch), rep.masks(L, branch))
 
     def plan(self, rep, level, draw, run_dir, masks, desc):
         # a fresh optimizer and the full schedule again, from the trained weights: no reset

@@ -6,7 +6,7 @@ Frankle & Carbin 2019 (LTH) §2, with late rewinding from Frankle et al. 2019 (S
 2. level 0: train the dense network to the end, saving θk on the way (k = rewind_iter);
 3. prune a fraction of the *surviving* weights with the smallest |w| of the level just
    trained, per layer (LTH: fc 20 %, output at half rate, conv 10–15 %) or globally
-   (`ticketlab.methods.imp`);
+   (`ticketlab.methods.imp.IMP.prune_masks`, the step of the public `ticketlab.IMP`);
 4. rewind the survivors to θk (θ0 when k = 0) and retrain from iteration k; go to 3.
 
 `run` is that loop, for one replicate and its controls. Each step is a function of (replicate,
@@ -48,7 +48,7 @@ from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError, DamagedError, TicketlabError
 from ticketlab.core.integrity import ADVICE
 from ticketlab.experiments.lottery.controls import CONTROLS, branch_name
-from ticketlab.methods.imp import level_fractions, n_levels, prune_level, pruned_layers
+from ticketlab.methods.imp import IMP, level_fractions, n_levels, prune_level, pruned_layers
 from ticketlab.training.loop import TrainConfig, load_state
 from ticketlab.training.rundir import RunDir, load_tensors, save_file
 
@@ -177,6 +177,8 @@ class Replicate:
         probe = trainer.build(seed)
         self.prunable_shapes = {n: p.detach() for n, p in trainer.prunable(probe).items()}
         self.output = trainer.output_layer(probe)
+        # the public IMP object prunes the trunk: the path a user's own loop takes (issue 15)
+        self.imp = IMP.from_config(cfg, output=self.output)
 
     def level_dir(self, L: int, branch: str = "") -> Path:
         return (self.root / branch if branch else self.root) / f"level_{L}"
@@ -332,7 +334,7 @@ def prune(rep: Replicate, L: int, control: str | None = None, draw: int = 0) -> 
     elif L == 0:
         m = M.ones_masks(rep.prunable_shapes)
     else:
-        m = prune_level(rep.cfg, rep.trained_weights(L - 1), rep.masks(L - 1), rep.output)
+        m = rep.imp.prune_masks(rep.trained_weights(L - 1), rep.masks(L - 1))
     save_masks(path, m)
 
 

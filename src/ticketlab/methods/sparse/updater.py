@@ -58,6 +58,7 @@ from torch import Tensor
 
 from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError
+from ticketlab.core.optimizers import unwrap_optimizer
 
 
 # --- selection -------------------------------------------------------------------------------------
@@ -537,13 +538,6 @@ class Updater:
 
 
 STATE_KEY = "ticketlab_sparse"  # where `sparsify`'s state rides in `optimizer.state_dict()`
-
-
-def unwrap_optimizer(optimizer):
-    """The torch optimizer inside wrappers that keep it in `.optimizer` (accelerate, Lightning)."""
-    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
-        optimizer = optimizer.optimizer
-    return optimizer
 
 
 def _distributed() -> bool:
