@@ -12,10 +12,13 @@ import torch
 
 
 def unwrap_optimizer(optimizer):
-    """The torch optimizer inside wrappers that keep it in `.optimizer` (accelerate, Lightning)."""
-    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
-        optimizer = optimizer.optimizer
-    return optimizer
+    """The torch optimizer inside wrappers that keep it as `.optimizer` (accelerate) or `._optimizer`
+    (Lightning), however deeply nested."""
+    while True:
+        inner = getattr(optimizer, "optimizer", None) or getattr(optimizer, "_optimizer", None)
+        if not isinstance(inner, torch.optim.Optimizer) or inner is optimizer:
+            return optimizer
+        optimizer = inner
 
 
 __all__ = ["unwrap_optimizer"]

@@ -21,21 +21,13 @@ from typing import Mapping
 
 import torch
 
+from ticketlab.core.optimizers import unwrap_optimizer
 from ticketlab.methods.sparse import Updater
+from ticketlab.methods.sparse.updater import STATE_KEY  # where an Updater's state rides in `optimizer.state_dict()`
 
 logger = logging.getLogger(__name__)
 
-STATE_KEY = "ticketlab_sparse"  # where an Updater's state rides in `optimizer.state_dict()`
-
-
-def innermost(optimizer) -> torch.optim.Optimizer:
-    """The torch optimizer under any wrapper that keeps it as `.optimizer` (accelerate) or `._optimizer`
-    (Lightning)."""
-    while True:
-        inner = getattr(optimizer, "optimizer", None) or getattr(optimizer, "_optimizer", None)
-        if not isinstance(inner, torch.optim.Optimizer) or inner is optimizer:
-            return optimizer
-        optimizer = inner
+innermost = unwrap_optimizer  # the one unwrapping rule (`ticketlab.core.optimizers`)
 
 
 def run_closure_first(optimizer: torch.optim.Optimizer):
