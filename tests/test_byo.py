@@ -99,10 +99,13 @@ def test_enforce_keeps_masks_exact_with_clipping_and_grad_scaler(scaled):
         else:
             opt.step()
         assert_masked(model, masks)
+    checked = 0
     for n, m in masks.items():  # no Adam moment built up at a pruned position
         for v in opt.state[params[n]].values():
             if v.shape == m.shape:
                 assert int(v[~m].count_nonzero()) == 0
+                checked += 1
+    assert checked == 2 * len(masks)  # both moments of every masked tensor were looked at
     handle.remove()
     x, y = next(batches(1))
     nn.functional.cross_entropy(model(x), y).backward()

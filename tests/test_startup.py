@@ -6,13 +6,16 @@ import subprocess
 import sys
 from importlib import metadata
 
+import pytest
+
 from ticketlab.data import generated
 
 
 def test_the_known_mnist1d_cache_name_is_the_computed_one():
     version = metadata.version("mnist1d")
-    if version in generated._KNOWN_CACHE_NAMES:
-        assert generated._KNOWN_CACHE_NAMES[version] == generated._computed_cache_name()
+    if version not in generated._KNOWN_CACHE_NAMES:
+        pytest.skip(f"mnist1d {version} has no pinned cache name; add it to generated._KNOWN_CACHE_NAMES")
+    assert generated._KNOWN_CACHE_NAMES[version] == generated._computed_cache_name()
 
 
 def test_train_start_up_imports_nothing_needless():

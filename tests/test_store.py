@@ -100,3 +100,17 @@ def test_config_json_records_the_stored_run_shape_not_the_last_call(tmp_path):
     api.lottery(train, LotteryConfig(levels=1, controls=("reinit",)), store=tmp_path, progress=False)  # at every level
     lot = json.loads((tmp_path / exp.split("/")[-1] / "config.json").read_text())["config"]["lottery"]
     assert (lot["levels"], lot["controls"], lot["control_levels"]) == (2, ["reinit", "random_mask"], [])
+
+
+def test_ls_and_verify_name_a_store_that_does_not_exist(tmp_path, capsys):
+    """A mistyped --store is one line naming it, not an empty listing or 'every file checks out'."""
+    from ticketlab.cli.commands import main
+
+    missing = tmp_path / "no-such-store"
+    for cmd in (["ls"], ["verify"]):
+        assert main([*cmd, "--store", str(missing)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"no store at {missing}" in err and "Traceback" not in err
+    (tmp_path / "empty").mkdir()
+    assert main(["ls", "--store", str(tmp_path / "empty")]) == 0
+    assert "no experiments in the store" in capsys.readouterr().out

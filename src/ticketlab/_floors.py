@@ -9,8 +9,8 @@ FLOORS = (
     ("core",),                 # masks, scores, pruning, distributions, schedules, config, errors
     ("models", "data"),        # the registered networks and datasets
     ("methods",),              # IMP step, saliency, sparse methods: act on (model, optimizer) only
-    ("training",),             # the run folder, the one loop, stacking, optimizers, export
-    ("engine",),               # store, results, executors, scheduler, trainer protocol, task registry
+    ("training",),             # the run folder, the one loop, stacking, optimizers, the device
+    ("engine",),               # store, results, executors, scheduler, run options, trainer protocol, task registry, export
     ("domains",),              # classify, rl, nlp: tasks behind the trainer protocol
     ("experiments",),          # lottery, sparse training, transfer, teacher-student
     ("reports",),              # plots, tables, the HTML report

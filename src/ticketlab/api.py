@@ -211,6 +211,7 @@ def verify(refs=(), *, store=None, repair: bool = False) -> list[dict]:
     file, with the run folders derived from it. With `repair`, delete those folders (the next run
     recomputes them; see `ticketlab.experiments.verify`) and add `"removed": True` to each row."""
     from ticketlab.experiments import verify as V
+    Store(store).existing()
     damage = V.verify(refs, store=store)
     rows = [d.row() for d in damage]
     if repair and damage:
@@ -222,7 +223,7 @@ def verify(refs=(), *, store=None, repair: bool = False) -> list[dict]:
 def ls(*, store=None) -> list[dict]:
     """One row per experiment in the store, with its key metrics (the `ticketlab ls` command)."""
     rows = []
-    for exp in Store(store).list():
+    for exp in Store(store).existing().list():
         rows.append(_row(exp))
     return rows
 

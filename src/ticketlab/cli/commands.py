@@ -135,7 +135,7 @@ def cmd_ls(ns) -> None:
     from ticketlab import api
     rows = api.ls(store=ns.store)
     if not rows:
-        print(f"no experiments in the store")
+        print("no experiments in the store")
         return
     cols = ["experiment", "status", "model", "dataset", "iterations", "es_iter", "es_test_acc", "final_test_acc"]
     extra = sorted({k for r in rows for k in r} - set(cols))

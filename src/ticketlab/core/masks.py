@@ -129,7 +129,6 @@ class Enforcement:
         self._grad_hooks: list = []
         self._loaded: Masks | None = None
         self._hooks = [
-            optimizer.register_step_pre_hook(lambda opt, args, kw: self.enforcer.after_backward(0)),
             optimizer.register_step_post_hook(lambda opt, args, kw: self.enforcer.after_step(0)),
             optimizer.register_state_dict_post_hook(self._save),
             optimizer.register_load_state_dict_pre_hook(self._take),

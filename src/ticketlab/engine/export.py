@@ -72,6 +72,7 @@ from torch import nn
 
 from ticketlab.core import atomic as _atomic
 from ticketlab.core.errors import TicketlabError
+from ticketlab.training.rundir import read_json
 
 FORMAT = "ticketlab.sparse_model"
 VERSION = 1
@@ -546,12 +547,12 @@ def _train_config(body: Mapping) -> Mapping:
 
 def _read_config(exp: Path) -> dict:
     path = exp / "config.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise TicketlabError(f"{path}: no such file (not an experiment folder)") from None
-    except (OSError, ValueError) as e:
-        raise TicketlabError(f"{path}: unreadable ({e})") from None
+    if not path.is_file():
+        raise TicketlabError(f"{path}: no such file (not an experiment folder)")
+    body = read_json(path)  # checked against its folder's manifest, one line when damaged
+    if not isinstance(body, dict):
+        raise TicketlabError(f"{path}: expected a JSON object")
+    return body
 
 
 def _find_experiment(run_dir: Path) -> Path:

@@ -141,6 +141,14 @@ class Store:
                 _write_config(cfg_path, body)
         return Experiment(path)
 
+    def existing(self) -> "Store":
+        """This store, if its folder exists; else a one-line error naming it (a mistyped --store
+        must not read as an empty or a healthy store)."""
+        if not self.root.is_dir():
+            raise TicketlabError(f"no store at {self.root}: give --store (or $TICKETLAB_STORE) a folder "
+                                 f"that experiments were run into")
+        return self
+
     def list(self) -> list[Experiment]:
         """All experiments in the store, by name."""
         if not self.root.exists():

@@ -172,6 +172,7 @@ def verify(refs=(), *, store=None) -> list[Damage]:
 
 
 def _trained_with(run: Path) -> int | None:
+    # read without the manifest check on purpose: the summary may be the damaged file itself
     try:
         return json.loads((run / "summary.json").read_text()).get("trained_with")
     except (OSError, ValueError, AttributeError):
@@ -184,19 +185,23 @@ def repair(damage: list[Damage], *, store=None) -> list[Path]:
     recomputes them."""
     st = Store(store)
     removed: list[Path] = []
-    for d in damage:
-        if not d.experiment.exists():  # removed whole by an earlier damage
-            continue
-        with Experiment(d.experiment).lock():
-            for run in d.derived:
-                if run.exists() and run not in removed:
-                    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "removed": str(run),
-                             "because": f"{d.file}: {d.problem}", "trained_with": _trained_with(run)}
-                    shutil.rmtree(run)
-                    removed.append(run)
-                    log = st.root / "repairs.jsonl"
-                    old = log.read_text() if log.exists() else ""
-                    _atomic.write_text(log, old + json.dumps(entry) + "\n")
+    entries: list[dict] = []
+    try:
+        for d in damage:
+            if not d.experiment.exists():  # removed whole by an earlier damage
+                continue
+            with Experiment(d.experiment).lock():
+                for run in d.derived:
+                    if run.exists() and run not in removed:
+                        entries.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "removed": str(run),
+                                        "because": f"{d.file}: {d.problem}", "trained_with": _trained_with(run)})
+                        shutil.rmtree(run)
+                        removed.append(run)
+    finally:  # one append of every removal, also when a later one fails
+        if entries:
+            log = st.root / "repairs.jsonl"
+            old = log.read_text() if log.exists() else ""
+            _atomic.write_text(log, old + "".join(json.dumps(e) + "\n" for e in entries))
     return removed
 
 

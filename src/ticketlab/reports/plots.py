@@ -32,10 +32,9 @@ from ticketlab.core.errors import TicketlabError
 from ticketlab.engine.results import METRICS, aggregate, run_rows
 from ticketlab.experiments.lottery.controls import CONTROLS, branch_order
 from ticketlab.reports.style import MARKERS, METRIC_LABELS, density_axis, figure, metric_label, save_figure  # noqa: F401
-from ticketlab.reports.style import task_metric as task_metric_name
+from ticketlab.reports.style import task_metric as task_metric_name  # `task_metric` names a parameter here
 from ticketlab.training.rundir import early_stopping, read_json, read_metrics
 
-_figure, _density_axis = figure, density_axis  # the names other modules used before reports.style
 
 TICKET_COLOR = "C0"  # the branches' colours, line styles and labels are the controls' (`CONTROLS`)
 LEVEL_STYLES = ("-", "--", ":", "-.")
@@ -162,7 +161,7 @@ def _metric_vs_density(experiments, out, metric: str, labels, *, dense_line: boo
                              "plot each metric's experiments separately")
     task_metric = task_metrics[0] if task_metrics else "test_acc"
     scale = 100.0 if metric.endswith("_acc") or (metric.endswith("_score") and task_metric.endswith("_acc")) else 1.0
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     xs_all, n_max = [], 1
     for i, (label, agg) in enumerate(zip(labels, aggs)):
@@ -188,7 +187,7 @@ def _metric_vs_density(experiments, out, metric: str, labels, *, dense_line: boo
             ax.axhline(scale * dense[metric], color="0.35" if len(paths) == 1 else f"C{i % 10}",
                        linestyle="--", linewidth=1.0, alpha=0.8,
                        label="dense (level 0)" if len(paths) == 1 else f"{label}: dense")
-    _density_axis(ax, xs_all)
+    density_axis(ax, xs_all)
     ax.set_ylabel(METRIC_LABELS.get(metric) or metric_label(task_metric, {"es": "ES"}.get(metric.split("_")[0],
                                                                                           metric.split("_")[0])))
     if title == "Accuracy" and task_metric != "test_acc":  # the task's own metric: "Test perplexity"
@@ -226,7 +225,7 @@ def plot_instability(experiments: Sequence[str | Path], out: str | Path,
     per_exp = [instability_rows(p) for p in paths]
     if not any(per_exp):
         raise TicketlabError("no instability results to plot; run `ticketlab instability` first")
-    fig = _figure(2)
+    fig = figure(2)
     ax_path, ax_k = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     cmap = matplotlib.colormaps["viridis"]
     ks = sorted({r["rewind_iter"] for rows in per_exp for r in rows})
@@ -314,7 +313,7 @@ def plot_learning_curves(run_dir_or_exp: str | Path, out: str | Path) -> list[Pa
     """Validation and test accuracy (other tasks: their first two metrics) against the iteration,
     one line per run, with the early-stopping iteration (minimum validation loss) marked."""
     runs = learning_curve_runs(run_dir_or_exp)
-    fig = _figure(2)
+    fig = figure(2)
     axes = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     cmap = matplotlib.colormaps["viridis"]
     keys = None

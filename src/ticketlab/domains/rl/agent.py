@@ -16,9 +16,8 @@ Enforcement inside SB3's own loop (it owns backward and `optimizer.step()`), by
 - a gradient hook on each pruned tensor masks its gradient as it is computed, so that SB3's
   gradient-norm clipping sees the masked gradient (masking at the optimizer step would clip
   with the pruned weights' gradients counted);
-- optimizer step hooks: before the step the gradients are masked again (`MaskEnforcer.after_backward`),
-  after it the weights are re-zeroed (`MaskEnforcer.after_step`); the optimizer state at pruned
-  positions is zeroed when the masks are installed (`MaskEnforcer.install`).
+- an optimizer step hook re-zeroes the weights after each step (`MaskEnforcer.after_step`); the
+  optimizer state at pruned positions is zeroed when the masks are installed (`MaskEnforcer.install`).
 """
 
 from __future__ import annotations

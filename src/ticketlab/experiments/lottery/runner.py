@@ -25,7 +25,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from ticketlab.experiments.lottery import trunk
 from ticketlab.experiments.lottery.controls import CONTROLS, branch_name
 from ticketlab.experiments.lottery.trunk import LotteryConfig, LotteryRun, Replicate, execute, lottery_levels, replicate_seeds
 from ticketlab.engine import schedule
+from ticketlab.engine.parallel import cpu_count
 from ticketlab.engine.results import aggregate, run_rows
 from ticketlab.engine.store import Store
 from ticketlab.engine.tasks import get_task, task_of
@@ -169,5 +169,5 @@ def run_lottery(train_cfg, cfg, *, store=None, data_dir=None, progress: bool = T
 
 
 def default_workers() -> int:
-    """One worker per core."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    """One worker per core (`ticketlab.engine.parallel.cpu_count`; kept for callers of the old name)."""
+    return cpu_count()
