@@ -74,3 +74,22 @@ def test_cli_out_of_range_is_one_line_without_traceback(tmp_path):
 
 
 PINNED_DEFAULT_HASH = "f7f79e6b4e67"
+
+
+def test_unless_default_field_joins_the_identity_only_when_changed():
+    """A field added after experiments were stored keeps their hashes at its default."""
+    import dataclasses as dc
+    from ticketlab.core.config import Config, config_hash, param
+
+    @dc.dataclass(frozen=True)
+    class Old(Config):
+        lr: float = param(0.1, "learning rate")
+
+    @dc.dataclass(frozen=True)
+    class New(Config):
+        lr: float = param(0.1, "learning rate")
+        extra: int = param(0, "added later", min=0, hashed="unless_default")
+
+    assert config_hash("x", New()) == config_hash("x", Old())
+    assert config_hash("x", New(extra=3)) != config_hash("x", Old())
+    assert config_hash("x", New(extra=3)) != config_hash("x", New(extra=4))

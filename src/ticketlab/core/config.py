@@ -15,6 +15,9 @@ One dataclass per experiment kind (a training run, a lottery run, ...), a subcla
 
 Identity versus run shape (open_lth): fields marked `hashed=False` (how many levels
 to run, how many replicates) change how much of an experiment is run, not what it is.
+A field added after experiments were stored is marked `hashed="unless_default"`: it joins
+the identity only when set away from its default, so every stored experiment keeps its hash
+(and its folder) while a changed value names a new experiment.
 """
 
 from __future__ import annotations
@@ -36,15 +39,17 @@ from ticketlab.core.errors import ConfigError
 SCHEMA_VERSION = 1
 
 
-def param(default: Any, help: str, *, choices=None, min=None, max=None, hashed: bool = True,
+def param(default: Any, help: str, *, choices=None, min=None, max=None, hashed: bool | str = True,
           flag: bool = True, **extra):
     """A config field with its help text and valid range.
 
     `min`/`max` are inclusive bounds; `choices` a collection of allowed values (a tuple, or a
     registry dict whose keys are the names); `hashed=False` keeps the field out of the
-    experiment's identity; `flag=False` keeps it off the CLI; `extra` is further metadata
+    experiment's identity, `hashed="unless_default"` keeps it out while it holds its default; `flag=False` keeps it off the CLI; `extra` is further metadata
     read by the class that declares the field.
     """
+    if hashed not in (True, False, "unless_default"):
+        raise ValueError(f"hashed must be True, False or 'unless_default', not {hashed!r}")
     meta = dict(help=help, choices=choices, min=min, max=max, hashed=hashed, flag=flag, **extra)
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple or a default_factory for mutable defaults")
@@ -240,16 +245,28 @@ def replace(cfg, **changes):
 
 
 def to_dict(cfg, *, all_fields: bool = True) -> dict:
-    """Every field as plain JSON types (tuples become lists); with all_fields=False, only hashed ones."""
+    """Every field as plain JSON types (tuples become lists); with all_fields=False, only the
+    identity: hashed fields, and `unless_default` ones that differ from their default."""
     out = {}
     for f in dataclasses.fields(cfg):
-        if not all_fields and not f.metadata.get("hashed", True):
+        hashed = f.metadata.get("hashed", True)
+        if not all_fields and not hashed:
             continue
         v = getattr(cfg, f.name)
+        if not all_fields and hashed == "unless_default" and v == _default(f):
+            continue
         if dataclasses.is_dataclass(v):
             v = to_dict(v, all_fields=all_fields)
         out[f.name] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+def _default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
 
 
 def canonical_json(kind: str, cfg) -> str:
