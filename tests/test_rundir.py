@@ -11,7 +11,7 @@ import torch
 from crash import interrupt_teacher_student
 from ticketlab.training import rundir
 from ticketlab.training.optim import make_optimizer
-from ticketlab.training.rundir import RunDir, early_stopping, finished, load_state, read_metrics, resume_group
+from ticketlab.training.rundir import AT_START, RunDir, early_stopping, finished, load_state, read_metrics, resume_group
 
 torch.set_num_threads(1)
 
@@ -132,7 +132,26 @@ def test_early_stopping_rule():
     assert early_stopping(rows, "v")["iter"] == 5  # lowest, first on ties
     assert early_stopping(rows, "v", higher_is_better=True)["iter"] == 15
     rows[3]["v"] = 2.0
-    assert early_stopping(rows, "v", higher_is_better=True)["iter"] == 0  # highest, first on ties
+    rows[2]["v"] = 2.0
+    assert early_stopping(rows, "v", higher_is_better=True)["iter"] == 10  # highest after the start, first on ties
+
+
+def test_early_stopping_never_selects_the_start():
+    # the untrained start is best on the metric, at iteration 0 and at a rewind point alike
+    for start in (0, 40):
+        rows = [{"iter": start, "v": 0.1}, {"iter": start + 5, "v": 0.9}, {"iter": start + 10, "v": 0.5}]
+        best = early_stopping(rows, "v")
+        assert best["iter"] == start + 10 and AT_START not in best
+        assert early_stopping([{**r, "v": -r["v"]} for r in rows], "v", higher_is_better=True)["iter"] == start + 10
+
+
+def test_early_stopping_with_only_the_start_says_so(caplog):
+    with caplog.at_level("WARNING", logger="ticketlab.training.rundir"):
+        best = early_stopping([{"iter": 7, "v": 0.3}], "v")
+    assert best == {"iter": 7, "v": 0.3, AT_START: True} and "no evaluation after the run's start" in caplog.text
+    # a run that diverged at once has no usable row after its start either
+    best = early_stopping([{"iter": 0, "v": 0.3}, {"iter": 5, "v": None}], "v")
+    assert best["iter"] == 0 and best[AT_START] is True
 
 
 def test_optimizer_factory():

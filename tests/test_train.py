@@ -96,11 +96,12 @@ def test_metrics_and_early_stopping(tmp_path):
     s = fit(tiny_model(0), tiny_data(), CFG, tmp_path, options=QUIET)
     rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in rows] == list(range(0, 301, 25))
-    best = min(rows, key=lambda r: r["val_loss"])
+    best = min(rows[1:], key=lambda r: r["val_loss"])  # never the untrained start
     assert s["early_stop"]["iter"] == best["iter"] and s["early_stop"]["test_acc"] == best["test_acc"]
     assert s["final"]["test_acc"] > 0.8  # separable blobs: it really learns
-    assert early_stopping([{"iter": 5, "val_loss": 1.0, "val_acc": 0, "test_loss": 0, "test_acc": 0},
-                           {"iter": 2, "val_loss": 1.0, "val_acc": 0, "test_loss": 0, "test_acc": 0.5}])["iter"] == 2
+    row = {"val_acc": 0, "test_loss": 0, "test_acc": 0}
+    assert early_stopping([{"iter": 0, "val_loss": 0.5, **row}, {"iter": 5, "val_loss": 1.0, **row},
+                           {"iter": 2, "val_loss": 1.0, **row}])["iter"] == 2  # first on ties, never the start
 
 
 def test_snapshots_and_late_start(tmp_path):

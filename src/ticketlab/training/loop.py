@@ -140,9 +140,10 @@ ES_COLUMNS = ("iter", "val_loss", "val_acc", "test_loss", "test_acc")  # the sum
 
 
 def early_stopping(rows: Sequence[dict]) -> dict:
-    """The row at minimum validation loss (first on ties): LTH's early-stopping iteration."""
+    """The row at minimum validation loss (first on ties), never the run's start (`rundir.early_stopping`):
+    LTH's early-stopping iteration."""
     best = rundir.early_stopping(rows, "val_loss")
-    return {k: best[k] for k in ES_COLUMNS}
+    return {k: best[k] for k in (*ES_COLUMNS, rundir.AT_START) if k in best}
 
 
 # ---- the loop --------------------------------------------------------------------

@@ -26,6 +26,7 @@ The early-stopping row is chosen after training on validation data, never on tes
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Sequence
@@ -43,6 +44,9 @@ ITERATION = "iteration"  # the iteration of a state file
 OLD_ITER = "step"        # what the teacher–student loop wrote for both, before ITER / ITERATION
 
 CHECKPOINT, METRICS, FINAL, SUMMARY = "checkpoint.pt", "metrics.jsonl", "final.pt", "summary.json"
+AT_START = "at_start"    # marks an early-stopping row that is the run's untrained start (`early_stopping`)
+
+log = logging.getLogger(__name__)
 
 
 def snapshot_name(k: int) -> str:
@@ -132,11 +136,24 @@ def write_metrics(path: str | Path, rows: Sequence[dict]) -> None:
 
 def early_stopping(rows: Sequence[dict], metric: str, *, higher_is_better: bool = False) -> dict:
     """The row with the best `metric` (lowest, or highest with `higher_is_better`), the first on
-    ties: the early-stopping point, when `metric` is measured on validation data."""
-    rows = [r for r in rows if r.get(metric) is not None] or list(rows)[:1]  # null: after a divergence
+    ties: the early-stopping point, when `metric` is measured on validation data.
+
+    The run's first row (iteration 0, or the rewind point) evaluates the network before any
+    training, so it is never chosen: an untrained network must not stand for a trained one
+    (issue 18; an RL ticket's reported return was its rewound weights'). Rows whose `metric` is null
+    (after a divergence) are skipped. A run with no usable row after its start returns its first
+    row marked `AT_START: True`, with a warning, never silently."""
+    rows = list(rows)
+    start = min(r[ITER] for r in rows)
+    trained = [r for r in rows if r[ITER] > start and r.get(metric) is not None]
+    if not trained:
+        log.warning("early stopping: no evaluation after the run's start (iteration %d) has a %s; the "
+                    "start, before any training, is reported and marked %r", start, metric, AT_START)
+        first = min(rows, key=lambda r: r[ITER])
+        return {**first, AT_START: True}
     if higher_is_better:
-        return max(rows, key=lambda r: (r[metric], -r[ITER]))
-    return min(rows, key=lambda r: (r[metric], r[ITER]))
+        return max(trained, key=lambda r: (r[metric], -r[ITER]))
+    return min(trained, key=lambda r: (r[metric], r[ITER]))
 
 
 def finite(obj):
@@ -275,4 +292,4 @@ def resume_group(runs: Sequence[RunDir], who: str, masks: Sequence[dict | None] 
 __all__ = ["RunDir", "early_stopping", "finished", "resume_group", "load_state", "load_file", "load_tensors", "save_state", "save_file",
            "read_json", "strict_json", "finite",
            "read_metrics", "write_metrics", "snapshot_name", "ITER", "ITERATION", "CHECKPOINT", "METRICS",
-           "FINAL", "SUMMARY"]
+           "FINAL", "SUMMARY", "AT_START"]
