@@ -39,7 +39,7 @@ from ticketlab.engine.parallel import set_threads  # noqa: F401  (part of the AP
 from ticketlab.training import device as _device
 from ticketlab.experiments import dense
 from ticketlab.training.loop import TrainConfig
-from ticketlab.training.rundir import RunDir
+from ticketlab.training.rundir import RunDir, summary_converged
 
 
 def build(cfg: TrainConfig, data_dir=None, *, seed: int | None = None):
@@ -239,12 +239,15 @@ def _row(exp: Experiment) -> dict:
                    es_test_acc=s["early_stop"]["test_acc"], final_test_acc=s["final"]["test_acc"])
         if s.get("diverged"):
             row["status"] = f"diverged at iteration {s['diverged']['iteration']}"
+        elif summary_converged(s, RunDir(exp.path).read_metrics()) is False:
+            row["status"] = "done, not converged"  # early stopping in the last fifth of the run
         return row
     if exp.kind == "lottery":
         from ticketlab.engine.results import run_rows
         runs = run_rows(exp.path)
         tickets = [r for r in runs if r["branch"] == "ticket"]
         n_diverged = sum(1 for r in runs if r["diverged"] is not None)
+        n_unconverged = sum(1 for r in runs if r["converged"] is False)
         if tickets:  # the deepest level reached: its weights remaining and mean accuracy
             deepest = max(r["level"] for r in tickets)
             at = [r for r in tickets if r["level"] == deepest]
@@ -255,10 +258,11 @@ def _row(exp: Experiment) -> dict:
                 row["metric"] = at[0]["metric"]
             row[key] = sum(r[key] for r in ok) / len(ok) if ok else None
     else:
-        n_diverged = 0
+        n_diverged = n_unconverged = 0
     # levels and replicates are run shape: a lottery is never "done", it has so many finished runs
     n = sum(1 for _ in exp.path.glob("**/summary.json"))
-    row["status"] = (f"{n} runs" + (f", {n_diverged} diverged" if n_diverged else "")) if n else "new"
+    row["status"] = (f"{n} runs" + (f", {n_diverged} diverged" if n_diverged else "")
+                     + (f", {n_unconverged} not converged" if n_unconverged else "")) if n else "new"
     return row
 
 

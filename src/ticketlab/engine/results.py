@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 from ticketlab.core import masks as M
-from ticketlab.training.rundir import RunDir, load_tensors
+from ticketlab.training.rundir import RunDir, load_tensors, summary_converged
 
 _LEVEL = re.compile(r"level_(\d+)$")
 METRICS = ("density", "es_iter", "es_test_acc", "es_val_loss", "final_test_acc", "best_test_acc", "wall_time_s",
@@ -41,11 +41,14 @@ def run_rows(exp_path: str | Path) -> list[dict]:
                 continue
             rel = level_dir.parent.relative_to(rep_dir)
             control, draw = _branch("" if str(rel) == "." else str(rel))
-            s = RunDir(level_dir).summary()
+            run = RunDir(level_dir)
+            s = run.summary()
             masks = load_tensors(level_dir / "mask.pt")
+            # a summary written before `converged` existed: computed from its metrics rows
+            conv = summary_converged(s, () if "converged" in s or "start_iter" in s else run.read_metrics())
             rows.append({"replicate": r, "branch": control, "draw": draw, "level": int(m.group(1)),
                          "density": M.density(masks), **summary_metrics(s), "diverged": diverged_at(s),
-                         "path": str(level_dir)})
+                         "converged": conv, "path": str(level_dir)})
     return sorted(rows, key=lambda x: (x["branch"] != "ticket", x["branch"], x["level"], x["replicate"], x["draw"]))
 
 
@@ -76,7 +79,9 @@ def aggregate(rows: list[dict]) -> list[dict]:
     """Mean and (sample) std of each metric per (branch, level), over replicates and draws.
 
     Diverged runs are counted (`n_diverged`), never averaged: `n` is the number of runs the means are
-    over; a group whose runs all diverged has no metrics, only its density."""
+    over; a group whose runs all diverged has no metrics, only its density. Of those `n`, the runs
+    whose early-stopping iteration lies in the last fifth of the run are counted as `n_unconverged`
+    (`ticketlab.training.rundir.CONVERGED_BEFORE`): they are averaged, and marked where shown."""
     groups = defaultdict(list)
     for row in rows:
         groups[(row["branch"], row["level"])].append(row)
@@ -84,6 +89,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
     for (branch, level), group in sorted(groups.items(), key=lambda kv: (kv[0][0] != "ticket", kv[0])):
         rs = [x for x in group if x.get("diverged") is None]
         agg = {"branch": branch, "level": level, "n": len(rs), "n_diverged": len(group) - len(rs),
+               "n_unconverged": sum(1 for x in rs if x.get("converged") is False),
                "metric": group[0].get("metric", "test_acc")}
         if not rs:
             agg["density"] = sum(x["density"] for x in group) / len(group)

@@ -7,8 +7,9 @@ archived as is. For a lottery experiment it holds:
   left to a preset shown with the preset's value;
 - per level: weights remaining, early-stopping iteration, the task's metric (test accuracy in %,
   perplexity, BLEU points, return) at early stopping, at the end and at its best, mean ± std over
-  replicates (and control draws), one table per branch (the ticket and each control), as in LTH
-  Figs. 3–5, so that each fits a 1280-pixel window; a std over one value is "—";
+  replicates (and control draws), with n, one table per branch (the ticket and each control), as in LTH
+  Figs. 3–5, so that each fits a 1280-pixel window; a std over one value is "—"; a point with
+  runs that did not converge is marked † with their count (issue 18; `ticketlab.reports.tables`);
 - mask overlap between the replicates' tickets at each level (Jaccard |a ∩ b| / |a ∪ b|, mean
   over pairs) beside the overlap expected of random masks with the same per-layer densities;
 - instability results (`ticketlab.experiments.lottery.instability`), if any;
@@ -32,6 +33,7 @@ from ticketlab.core.version import __version__
 from ticketlab.core.errors import TicketlabError
 from ticketlab.experiments.lottery.controls import branch_order
 from ticketlab.reports.style import metric_label, task_metric
+from ticketlab.reports.tables import unconverged_legend, unconverged_mark
 from ticketlab.training.rundir import read_json
 
 CSS = """
@@ -168,7 +170,8 @@ def _results_table(agg: list[dict]) -> str:
                 elif key not in a:  # every run of this point diverged
                     cells.append("<td>diverged</td>")
                 elif key == "es_iter":
-                    cells.append(f"<td>{_pm(a['es_iter'], a['es_iter_std'], 1.0, 0, a['n'])}</td>")
+                    cells.append(f"<td>{_pm(a['es_iter'], a['es_iter_std'], 1.0, 0, a['n'])}"
+                                 f"{_e(unconverged_mark(a))}</td>")
                 else:
                     cells.append(f"<td>{_pm(a[key], a[key + '_std'], scale, 2, a['n'])}</td>")
             rows.append(f'<tr class="level" data-level="{level}">{"".join(cells)}</tr>')
@@ -331,6 +334,7 @@ def write_report(exp_path: str | Path, out: str | Path) -> Path:
             f'<p class="note">Mean ± std over {len(reps)} replicate(s) (and control draws); n is the number '
             "of runs per cell; a std over one run is —. ES = early stopping, the iteration of minimum "
             f"validation loss (LTH App. C). The metric: {_e(metric_label(rows[0]['metric']))}.</p>"
+            + (f'<p class="note">{_e(unconverged_legend(agg))}.</p>' if unconverged_legend(agg) else "")
             + _results_table(agg))
         overlap = mask_overlap(exp)
         if overlap:

@@ -3,7 +3,8 @@
 - `plot_accuracy`: test accuracy against the percent of weights remaining, log axis decreasing
   from 100 (LTH Figs. 1, 3, 4): one line per branch (the ticket and each control) per experiment,
   mean ± std over replicates and control draws as a shaded band, the dense network (level 0)
-  as a dashed horizontal line;
+  as a dashed horizontal line; each branch's label gives its runs per point (n), and a point with
+  runs that did not converge (`ticketlab.training.rundir.converged`) gets a hollow marker (issue 18);
 - `plot_early_stop`: the early-stopping iteration against weights remaining (LTH Fig. 4 left);
 - `plot_instability`: the test error along the linear path between two copies, and the
   instability against the rewind point k, one line per level (LMC Figs. 3, 5);
@@ -33,7 +34,7 @@ from ticketlab.engine.results import METRICS, aggregate, run_rows
 from ticketlab.experiments.lottery.controls import CONTROLS, branch_order
 from ticketlab.reports.style import MARKERS, METRIC_LABELS, density_axis, figure, metric_label, save_figure  # noqa: F401
 from ticketlab.reports.style import task_metric as task_metric_name  # `task_metric` names a parameter here
-from ticketlab.training.rundir import early_stopping, read_json, read_metrics
+from ticketlab.training.rundir import CONVERGED_BEFORE, early_stopping, read_json, read_metrics
 
 
 TICKET_COLOR = "C0"  # the branches' colours, line styles and labels are the controls' (`CONTROLS`)
@@ -163,7 +164,7 @@ def _metric_vs_density(experiments, out, metric: str, labels, *, dense_line: boo
     scale = 100.0 if metric.endswith("_acc") or (metric.endswith("_score") and task_metric.endswith("_acc")) else 1.0
     fig = figure()
     ax = fig.add_subplot()
-    xs_all, n_max = [], 1
+    xs_all, n_max, any_unconverged = [], 1, False
     for i, (label, agg) in enumerate(zip(labels, aggs)):
         branches = [b for b in branch_order() if any(a["branch"] == b for a in agg)]
         branches += sorted({a["branch"] for a in agg} - set(branches))
@@ -177,8 +178,16 @@ def _metric_vs_density(experiments, out, metric: str, labels, *, dense_line: boo
             xs_all += x or [100 * a["density"] for a in agg if a["branch"] == b]  # all diverged: the axis still
             name = (_label(b) if len(paths) == 1 else f"{label}: {_label(b)}") + (
                 f" ({n_div} diverged)" if n_div else "")
+            ns = sorted({a["n"] for a in rs})
+            name += f" (n={'–'.join(str(n) for n in ns[::max(len(ns) - 1, 1)])})" if ns else ""
             st = _style(i, len(paths), b)
             ax.plot(x, y, label=name, markersize=4, linewidth=1.6, **st)
+            # a point with runs that did not converge: a hollow marker over the filled one
+            hollow = [(xv, yv) for xv, yv, a in zip(x, y, rs) if a.get("n_unconverged")]
+            if hollow:
+                any_unconverged = True
+                ax.plot(*zip(*hollow), linestyle="none", marker=st["marker"], markersize=6,
+                        markerfacecolor="white", markeredgecolor=st["color"])
             if any(v > 0 for v in s):
                 ax.fill_between(x, [a - d for a, d in zip(y, s)], [a + d for a, d in zip(y, s)],
                                 color=st["color"], alpha=0.15, linewidth=0)
@@ -186,7 +195,8 @@ def _metric_vs_density(experiments, out, metric: str, labels, *, dense_line: boo
         if dense_line and dense is not None and metric in dense:
             ax.axhline(scale * dense[metric], color="0.35" if len(paths) == 1 else f"C{i % 10}",
                        linestyle="--", linewidth=1.0, alpha=0.8,
-                       label="dense (level 0)" if len(paths) == 1 else f"{label}: dense")
+                       label=("dense (level 0)" if len(paths) == 1 else f"{label}: dense")
+                       + (f", {dense['n_unconverged']} of {dense['n']} not converged" if dense.get("n_unconverged") else ""))
     density_axis(ax, xs_all)
     ax.set_ylabel(METRIC_LABELS.get(metric) or metric_label(task_metric, {"es": "ES"}.get(metric.split("_")[0],
                                                                                           metric.split("_")[0])))
@@ -195,6 +205,9 @@ def _metric_vs_density(experiments, out, metric: str, labels, *, dense_line: boo
         title = name[0].upper() + name[1:]
     sub = _title(paths)
     ax.set_title(f"{title}{' — ' + sub if sub else ''}", fontsize=10)
+    if any_unconverged:  # the legend's entry for the hollow markers
+        ax.plot([], [], linestyle="none", marker="o", markersize=6, markerfacecolor="white", markeredgecolor="0.3",
+                label=f"hollow: some runs did not converge (ES in the last {100 * (1 - CONVERGED_BEFORE):.0f} %)")
     ax.legend(fontsize=7, loc="best", title=f"mean ± std (≤ {n_max} runs per point)", title_fontsize=7)
     return save_figure(fig, out)
 

@@ -1,8 +1,11 @@
 """Text tables for the terminal: the lottery table (LTH §2: the metric at the early-stopping
-iteration, per level and branch) and a plain fixed-width formatter that every command shares.
+iteration, per level and branch, beside its final value, with the spread and convergence marks of
+issue 18, see docs/lottery.md) and a plain fixed-width formatter that every command shares.
 """
 
 from __future__ import annotations
+
+from ticketlab.training.rundir import CONVERGED_BEFORE
 
 
 def pm(mean, std):
@@ -15,26 +18,64 @@ def diverged_cell(a: dict) -> str:
     return f"diverged ({a['n_diverged']})" if a.get("n_diverged", 0) > 1 else "diverged"
 
 
+UNCONVERGED = "†"  # marks a point with runs whose early stopping fell in the last fifth of the run
+
+
+def unconverged_mark(a: dict) -> str:
+    """' †k' after a point's figures when k of its runs did not converge, else ''."""
+    k = a.get("n_unconverged", 0)
+    return f" {UNCONVERGED}{k}" if k else ""
+
+
+def unconverged_legend(agg: list[dict]) -> str | None:
+    """The legend line of the unconverged mark, when some point carries it."""
+    if not any(a.get("n_unconverged") for a in agg):
+        return None
+    return (f"{UNCONVERGED}k: k of the point's runs did not converge (early stopping in the last "
+            f"{100 * (1 - CONVERGED_BEFORE):.0f} % of the run): its figures may understate what longer training "
+            "gives, and so may a margin against it")
+
+
 def lottery_table(agg: list[dict]) -> str:
-    """Per level: weights remaining, and the task's metric at early stopping (mean ± std) per branch:
-    test accuracy in % for classification."""
+    """Per level: weights remaining, and per branch the early-stopping iteration and the task's metric
+    at early stopping and at the end (test accuracy in % for classification), each mean ± std over
+    the point's runs; then a line with the runs per point (n) of each branch, and the legend of the
+    unconverged mark (`unconverged_mark`) when a point carries it."""
     branches = list(dict.fromkeys(a["branch"] for a in agg))
     by = {(a["branch"], a["level"]): a for a in agg}
     metric = agg[0].get("metric", "test_acc") if agg else "test_acc"
     acc = metric.endswith("_acc")
-    col = {b: f"{b}_acc_%" if acc else f"{b}_{metric}" for b in branches}
+    ns = {b: sorted({a["n"] for a in agg if a["branch"] == b}) for b in branches}
+    cols = ["level", "remaining_%"]
+    for b in branches:
+        cols += [f"{b}_n"] if len(ns[b]) > 1 else []  # n differs between levels: a column, else the footer
+        cols += [f"{b}_es_iter", f"{b}_es_%" if acc else f"{b}_es_{metric}",
+                 f"{b}_final_%" if acc else f"{b}_final_{metric}"]
     rows = []
     for level in sorted({a["level"] for a in agg}):
         t = by.get(("ticket", level))
-        row = {"level": level, "remaining_%": f"{100 * t['density']:.2f}" if t else "",
-               "es_iter": f"{t['es_iter']:.0f}" if t and "es_iter" in t else ""}
+        row = {"level": level, "remaining_%": f"{100 * t['density']:.2f}" if t else ""}
         for b in branches:
             a = by.get((b, level))
-            row[col[b]] = "" if not a else diverged_cell(a) if "es_score" not in a else (
-                pm(a["es_score"], a["es_score_std"]) if acc else f"{a['es_score']:.2f} ± {a['es_score_std']:.2f}"
-            ) + (f" ({a['n_diverged']} diverged)" if a.get("n_diverged") else "")
+            if not a:
+                continue
+            row[f"{b}_n"] = str(a["n"])
+            div = f" ({a['n_diverged']} diverged)" if a.get("n_diverged") else ""
+            if "es_score" not in a:
+                row[f"{b}_es_iter"] = diverged_cell(a)
+                continue
+            row[f"{b}_es_iter"] = f"{a['es_iter']:.0f} ± {a['es_iter_std']:.0f}{unconverged_mark(a)}"
+            for when, key in (("es", "es_score"), ("final", "final_score")):
+                if key not in a:  # rows built by hand may carry the early-stopping figure only
+                    continue
+                col = f"{b}_{when}_%" if acc else f"{b}_{when}_{metric}"
+                row[col] = (pm(a[key], a[key + "_std"]) if acc else f"{a[key]:.2f} ± {a[key + '_std']:.2f}") + div
         rows.append(row)
-    return text_table(rows, ["level", "remaining_%", "es_iter"] + [col[b] for b in branches])
+    lines = [text_table(rows, cols),
+             "n (runs per point, mean ± std over them): " + ", ".join(
+                 f"{b} {'–'.join(str(n) for n in ns[b][::max(len(ns[b]) - 1, 1)])}" for b in branches)]
+    legend = unconverged_legend(agg)
+    return "\n".join(lines + ([legend] if legend else []))
 
 
 def text_table(rows: list[dict], cols: list[str]) -> str:
@@ -50,4 +91,4 @@ def text_table(rows: list[dict], cols: list[str]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["text_table", "lottery_table", "pm", "diverged_cell"]
+__all__ = ["text_table", "lottery_table", "pm", "diverged_cell", "unconverged_mark", "unconverged_legend", "UNCONVERGED"]

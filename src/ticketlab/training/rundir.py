@@ -45,6 +45,11 @@ OLD_ITER = "step"        # what the teacher–student loop wrote for both, befor
 
 CHECKPOINT, METRICS, FINAL, SUMMARY = "checkpoint.pt", "metrics.jsonl", "final.pt", "summary.json"
 AT_START = "at_start"    # marks an early-stopping row that is the run's untrained start (`early_stopping`)
+# A run converged when its early-stopping iteration lies before this fraction of the run, measured
+# from its start (iteration 0 or the rewind point) to its end. A best validation score in the last
+# fifth means the curve was still improving when training stopped (issue 18: under-trained dense
+# baselines at 4,000 iterations on Fashion-MNIST stopped at their last evaluations): see `converged`.
+CONVERGED_BEFORE = 0.8
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +161,33 @@ def early_stopping(rows: Sequence[dict], metric: str, *, higher_is_better: bool 
     return min(trained, key=lambda r: (r[metric], r[ITER]))
 
 
+def converged(es_iter: int, start: int, end: int, *, at_start: bool = False) -> bool | None:
+    """Whether a run converged: its early-stopping iteration lies before `CONVERGED_BEFORE` (80 %) of
+    the run from `start` to `end`. A run chosen at its untrained start (`at_start`) did not; a run
+    of no length has no answer (None)."""
+    if end <= start:
+        return None
+    return not at_start and es_iter - start < CONVERGED_BEFORE * (end - start)
+
+
+def summary_converged(summary: dict, rows: Sequence[dict] = ()) -> bool | None:
+    """A run summary's convergence: its `converged` field, or for a summary written before the field
+    existed, computed from its early-stopping row and its run's start and end (`start_iter`,
+    `iterations`; else the first and last metrics `rows`). None when it cannot be told (no
+    early-stopping row: teacher–student runs) or the run diverged (counted apart)."""
+    if "converged" in summary:
+        return summary["converged"]
+    es = summary.get("early_stop")
+    if not es or summary.get("diverged"):
+        return None
+    its = [r[ITER] for r in rows]
+    start = summary.get("start_iter", min(its) if its else None)
+    end = summary.get("iterations", max(its) if its else None)
+    if start is None or end is None:
+        return None
+    return converged(es[ITER], start, end, at_start=bool(es.get(AT_START)))
+
+
 def finite(obj):
     """`obj` with every NaN or infinite float replaced by None (JSON's null), recursively."""
     if isinstance(obj, float):
@@ -254,7 +286,13 @@ class RunDir:
         self.save(CHECKPOINT, iteration, **state)
 
     def finish(self, rows: Sequence[dict], summary: dict) -> dict:
-        """Mark the run done: the metrics rows, summary.json (last), then drop the checkpoint."""
+        """Mark the run done: the metrics rows, summary.json (last), then drop the checkpoint.
+
+        A summary with an early-stopping row gets its `converged` field here (added to `summary`
+        in place, so a caller that returns its own dict returns it too): every domain's run reports
+        it alike (`summary_converged`)."""
+        if "early_stop" in summary and "converged" not in summary:
+            summary["converged"] = summary_converged(summary, rows)
         self.write_metrics(rows)
         integrity.write_text(self.path / SUMMARY, strict_json(summary, indent=2, sort_keys=True) + "\n")
         integrity.forget(self.path / CHECKPOINT)
@@ -292,4 +330,4 @@ def resume_group(runs: Sequence[RunDir], who: str, masks: Sequence[dict | None] 
 __all__ = ["RunDir", "early_stopping", "finished", "resume_group", "load_state", "load_file", "load_tensors", "save_state", "save_file",
            "read_json", "strict_json", "finite",
            "read_metrics", "write_metrics", "snapshot_name", "ITER", "ITERATION", "CHECKPOINT", "METRICS",
-           "FINAL", "SUMMARY", "AT_START"]
+           "FINAL", "SUMMARY", "AT_START", "CONVERGED_BEFORE", "converged", "summary_converged"]
