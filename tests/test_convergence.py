@@ -54,8 +54,8 @@ def test_aggregate_counts_and_the_table_marks_unconverged_runs():
     assert agg["reinit", 1]["es_iter"] == 1000 and agg["reinit", 1]["es_iter_std"] == pytest.approx(565.685, abs=1e-3)
     lines = lottery_table(list(agg.values())).splitlines()
     head = lines[0].split()
-    assert head == ["level", "remaining_%", "ticket_es_iter", "ticket_es_%", "ticket_final_%", "reinit_es_iter",
-                    "reinit_es_%", "reinit_final_%"]
+    assert head == ["level", "remaining_%", "ticket_es_iter", "ticket_acc_%", "ticket_final_acc_%", "reinit_es_iter",
+                    "reinit_acc_%", "reinit_final_acc_%"]
     assert f"1475 ± 35 {UNCONVERGED}2" in lines[1] and "400 ± 141  " in lines[2]
     assert f"1000 ± 566 {UNCONVERGED}1" in lines[2] and "60.00 ± 0.00  65.00 ± 0.00" in lines[2]
     assert lines[3] == "n (runs per point, mean ± std over them): ticket 2, reinit 2"
@@ -94,3 +94,73 @@ def test_a_lottery_store_reports_convergence_and_computes_it_for_old_summaries(t
     html = open(report(res["experiment"], tmp_path / "r.html", store=tmp_path)).read()
     assert f"{UNCONVERGED}" in html and "did not converge" in html
     assert plot([res["experiment"]], tmp_path / "plots", store=tmp_path)
+
+
+# ---- longer baselines: `LotteryConfig.baseline_length` -------------------------------------------
+
+def _longer_lottery(store, **kw):
+    from ticketlab import api
+    from ticketlab.experiments.lottery.trunk import LotteryConfig
+    from ticketlab.training.loop import TrainConfig
+    torch.set_num_threads(1)
+    train = TrainConfig(dataset="mnist1d", model="mlp", model_args={"widths": [32]}, iterations=100,
+                        batch_size=50, eval_every=25)
+    return api.lottery(train, LotteryConfig(**{"levels": 1, "controls": ("reinit",), **kw}), store=store,
+                       progress=False, checkpoint_every=25)
+
+
+def test_longer_baselines_train_dense_and_controls_longer_and_prune_at_the_recipes_length(tmp_path):
+    from ticketlab.training.loop import load_state
+    plain = _longer_lottery(tmp_path / "a")
+    longer = _longer_lottery(tmp_path / "b", baseline_length=3)
+    assert plain["experiment"].split("/")[-1] != longer["experiment"].split("/")[-1]  # another experiment
+    a, b = (lambda res, L, branch="": json.load(open(f"{res['experiment']}/replicate_0/{branch}level_{L}/summary.json")),) * 2
+    assert a(plain, 0)["iterations"] == 100 and b(longer, 0)["iterations"] == 300
+    assert b(longer, 1, "reinit_0/")["iterations"] == 300 and b(longer, 1)["iterations"] == 100
+    # the dense weights at iteration 100 of the long run are the plain run's final weights, bit for bit,
+    # so IMP prunes the same ticket, which trains the same
+    w_plain = load_state(f"{plain['experiment']}/replicate_0/level_0/final.pt")["model"]
+    w_at_100 = load_state(f"{longer['experiment']}/replicate_0/level_0/snapshot_100.pt")["model"]
+    assert all(torch.equal(w_plain[n], w_at_100[n]) for n in w_plain)
+    ma, mb = (load_state(f"{r['experiment']}/replicate_0/level_1/mask.pt") for r in (plain, longer))
+    assert all(torch.equal(ma[n], mb[n]) for n in ma)
+    assert a(plain, 1)["final"] == b(longer, 1)["final"]
+
+
+def test_longer_baselines_resume_after_a_kill(tmp_path, monkeypatch):
+    from crash import Crash
+    import ticketlab.domains.classify as classify
+    from ticketlab.training.loop import load_state
+    full = _longer_lottery(tmp_path / "a", baseline_length=2)
+    crash, real_fit = Crash(at=130), classify.fit
+    def crashing_fit(*a, **kw):
+        if str(a[3]).endswith("reinit_0/level_1"):
+            kw["hooks"] = [crash]
+        return real_fit(*a, **kw)
+    monkeypatch.setattr(classify, "fit", crashing_fit)
+    with pytest.raises(KeyboardInterrupt):
+        _longer_lottery(tmp_path / "b", baseline_length=2)
+    name = full["experiment"].split("/")[-1]
+    assert (tmp_path / "b" / name / "replicate_0" / "reinit_0" / "level_1" / "checkpoint.pt").exists()
+    resumed = _longer_lottery(tmp_path / "b", baseline_length=2)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("path", "wall_time_s")} for r in rows]
+    assert strip(full["rows"]) == strip(resumed["rows"])
+    wa, wb = (load_state(tmp_path / s / name / "replicate_0" / "reinit_0" / "level_1" / "final.pt")["model"]
+              for s in ("a", "b"))
+    assert all(torch.equal(wa[n], wb[n]) for n in wa)
+
+
+def test_longer_baselines_keep_stored_hashes_and_refuse_a_cosine_schedule(tmp_path):
+    from ticketlab.core import config as C
+    from ticketlab.core.errors import ConfigError
+    from ticketlab.experiments.lottery.trunk import LotteryConfig
+    assert C.config_hash("lottery", LotteryConfig()) == C.config_hash("lottery", LotteryConfig(baseline_length=1))
+    assert C.config_hash("lottery", LotteryConfig()) != C.config_hash("lottery", LotteryConfig(baseline_length=2))
+    with pytest.raises(ConfigError, match="baseline_length"):
+        LotteryConfig(baseline_length=0)
+    from ticketlab import api
+    from ticketlab.training.loop import TrainConfig
+    with pytest.raises(ConfigError, match="baseline_length: got 2 with schedule 'cosine'"):
+        api.lottery(TrainConfig(dataset="mnist1d", model="mlp", model_args={"widths": [8]}, iterations=20,
+                                eval_every=10, schedule="cosine"), LotteryConfig(levels=0, baseline_length=2),
+                    store=tmp_path, progress=False)

@@ -110,7 +110,7 @@ def test_a_registered_control_reaches_the_graph_the_plots_and_the_report(tmp_pat
     monkeypatch.setattr(plots, "save_figure", lambda fig, out: figures.append(fig) or [])
     plots.plot_accuracy([exp], tmp_path / "acc")
     handles, labels = figures[0].axes[0].get_legend_handles_labels()
-    assert labels[:3] == ["ticket", "reinit", "all weights, from θk"]
+    assert labels[:3] == ["ticket (n=1)", "reinit (n=1)", "all weights, from θk (n=1)"]  # n per branch
     assert handles[2].get_color() == "C8"
     table = html._results_table(res["aggregate"])
     assert table.index(">reinit<") < table.index(">all_weights<")

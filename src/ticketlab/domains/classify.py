@@ -9,6 +9,7 @@ from typing import Sequence
 
 import torch
 
+from ticketlab.core.errors import ConfigError
 from ticketlab.data import load_dataset
 from ticketlab.models import create_model, output_layer_name, prunable_parameters
 from ticketlab.training.stacked import Stacked, stackable
@@ -32,6 +33,19 @@ class ClassifyTrainer:
     @property
     def total_iterations(self) -> int:
         return total_iterations(self.cfg, len(self.data.train))
+
+    def longer(self, factor: int) -> "ClassifyTrainer":
+        """This trainer for `factor` times the run length, on the same data: the longer baselines of a
+        lottery experiment (`LotteryConfig.baseline_length`). Its first iterations are the recipe's, bit
+        for bit, since the data order and the learning rate are functions of the iteration; a cosine
+        schedule is a function of the length too, so it is refused."""
+        if self.cfg.schedule == "cosine":
+            raise ConfigError(f"baseline_length: got {factor} with schedule 'cosine', expected 1: a cosine "
+                              "schedule depends on the run length, so a longer run would not pass through "
+                              "the recipe's weights")
+        cfg = (dataclasses.replace(self.cfg, epochs=self.cfg.epochs * factor) if self.cfg.epochs is not None
+               else dataclasses.replace(self.cfg, iterations=self.cfg.iterations * factor))
+        return ClassifyTrainer(cfg, self.data, progress=self.progress, checkpoint_every=self.checkpoint_every)
 
     def build(self, seed: int) -> torch.nn.Module:
         return create_model(self.cfg.model, input_shape=self.data.input_shape,

@@ -36,6 +36,14 @@ def unconverged_legend(agg: list[dict]) -> str | None:
             "gives, and so may a margin against it")
 
 
+def _column(branch: str, when: str, metric: str) -> str:
+    """A metric's column: at early stopping under the names the table always had (`ticket_acc_%`, or
+    `ticket_<metric>`), at the end with `final` in the name."""
+    if metric.endswith("_acc"):
+        return f"{branch}_acc_%" if when == "es" else f"{branch}_final_acc_%"
+    return f"{branch}_{metric}" if when == "es" else f"{branch}_final_{metric}"
+
+
 def lottery_table(agg: list[dict]) -> str:
     """Per level: weights remaining, and per branch the early-stopping iteration and the task's metric
     at early stopping and at the end (test accuracy in % for classification), each mean ± std over
@@ -49,8 +57,7 @@ def lottery_table(agg: list[dict]) -> str:
     cols = ["level", "remaining_%"]
     for b in branches:
         cols += [f"{b}_n"] if len(ns[b]) > 1 else []  # n differs between levels: a column, else the footer
-        cols += [f"{b}_es_iter", f"{b}_es_%" if acc else f"{b}_es_{metric}",
-                 f"{b}_final_%" if acc else f"{b}_final_{metric}"]
+        cols += [f"{b}_es_iter", _column(b, "es", metric), _column(b, "final", metric)]
     rows = []
     for level in sorted({a["level"] for a in agg}):
         t = by.get(("ticket", level))
@@ -68,8 +75,7 @@ def lottery_table(agg: list[dict]) -> str:
             for when, key in (("es", "es_score"), ("final", "final_score")):
                 if key not in a:  # rows built by hand may carry the early-stopping figure only
                     continue
-                col = f"{b}_{when}_%" if acc else f"{b}_{when}_{metric}"
-                row[col] = (pm(a[key], a[key + "_std"]) if acc else f"{a[key]:.2f} ± {a[key + '_std']:.2f}") + div
+                row[_column(b, when, metric)] = (pm(a[key], a[key + "_std"]) if acc else f"{a[key]:.2f} ± {a[key + '_std']:.2f}") + div
         rows.append(row)
     lines = [text_table(rows, cols),
              "n (runs per point, mean ± std over them): " + ", ".join(

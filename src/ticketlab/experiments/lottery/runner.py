@@ -114,10 +114,16 @@ def groups(tasks: list[LotteryNode], stack: int) -> list[list[LotteryNode]]:
     return [[n.payload for n in g] for g in _stacks(tasks, stack, Path())]
 
 
-def _stacks(tasks: list[LotteryNode], stack: int, exp: Path) -> list[list[schedule.Node]]:
+def _stacks(tasks: list[LotteryNode], stack: int, exp: Path, longer: bool = False) -> list[list[schedule.Node]]:
+    """The stacks of `groups`; with `longer` (`LotteryConfig.baseline_length` > 1) the controls train
+    longer than the tickets of their level, so they stack apart from them."""
+    def key(t: LotteryNode):
+        if t.kind() == "dense":
+            return None
+        return (t.kind(), t.level, "longer") if longer and t.control is not None else (t.kind(), t.level)
     order = sorted(tasks, key=lambda t: (t.level, t.kind(), t.control or "", t.draw, t.r))
-    nodes = [schedule.Node(t, t.run_dir(exp), t, deps=tuple(t.deps()), name=_name(t),
-                           stack=None if t.kind() == "dense" else (t.kind(), t.level)) for t in order]
+    nodes = [schedule.Node(t, t.run_dir(exp), t, deps=tuple(t.deps()), name=_name(t), stack=key(t))
+             for t in order]
     return schedule.groups(nodes, stack, even=True, spread=2)
 
 
@@ -141,7 +147,7 @@ def run_graph(spec: LotterySpec, *, workers: int = 1, stack: int = 8, progress: 
     """
     inline = executor is None and workers <= 1  # per-run progress bars only in this process
     train = functools.partial(run_tasks, spec, progress=progress) if inline else functools.partial(run_tasks, spec)
-    schedule.run(_stacks(graph(spec), stack, Path(spec.exp_path)), train, workers=workers, executor=executor,
+    schedule.run(_stacks(graph(spec), stack, Path(spec.exp_path), spec.lottery.baseline_length > 1), train, workers=workers, executor=executor,
                  progress=progress)
 
 

@@ -81,6 +81,10 @@ class LotteryConfig(Config):
     rewind_iter: int = param(0, "rewind point k: 0 resets to θ0 (LTH); k > 0 is late rewinding", min=0)
     rewind_optimizer: bool = param(False, "also rewind the optimizer state (momentum, Adam moments) to iteration k")
     rewind_schedule: bool = param(True, "fast-forward the learning-rate schedule to k (else restart it at k)")
+    baseline_length: int = param(
+        1, "train the dense level 0 and the controls this many times the recipe's length, so that their "
+        "figures come from converged runs; IMP still prunes from level 0's weights at the recipe's length "
+        "(docs/lottery.md §9)", min=1, hashed="unless_default")
     # ---- run shape: how much to run, not what the experiment is ----
     levels: int = param(DEFAULT_LEVELS, "pruning levels after the dense level 0 (not with target_sparsity)",
                         min=0, hashed=False)
@@ -179,6 +183,10 @@ class Replicate:
         self.output = trainer.output_layer(probe)
         # the public IMP object prunes the trunk: the path a user's own loop takes (issue 15)
         self.imp = IMP.from_config(cfg, output=self.output)
+        # the dense level 0 and the controls train `baseline_length` times longer (issue 18); the
+        # tickets, and the weights IMP prunes, keep the recipe's length `standard_end`
+        self.standard_end = trainer.total_iterations
+        self.baseline_trainer = trainer if cfg.baseline_length == 1 else _longer(trainer, cfg.baseline_length)
 
     def level_dir(self, L: int, branch: str = "") -> Path:
         return (self.root / branch if branch else self.root) / f"level_{L}"
@@ -198,10 +206,14 @@ class Replicate:
         if not (run_dir / "summary.json").exists():
             raise TicketlabError(f"{run_dir} is not trained yet: train level {L} of replicate {self.r} "
                                  f"first (trunk.train)")
+        at_standard = L == 0 and not branch and self.cfg.baseline_length > 1
         diverged = RunDir(run_dir).summary().get("diverged")
-        if diverged:  # NaN weights prune to an arbitrary mask: no ticket derives from a diverged run
+        # NaN weights prune to an arbitrary mask: no ticket derives from a diverged run
+        if diverged and not (at_standard and diverged["iteration"] > self.standard_end):
             raise TicketlabError(f"{run_dir} diverged at iteration {diverged['iteration']} (its training loss "
                                  "became NaN or infinite): nothing can be pruned from it; lower the learning rate")
+        if at_standard:  # a longer dense run: IMP prunes its weights at the recipe's length, as LTH does
+            return load_state(run_dir / f"snapshot_{self.standard_end}.pt")["model"]
         return final_weights(run_dir)
 
     def rewind_state(self) -> dict:
@@ -250,8 +262,10 @@ class Replicate:
         if k > self.trainer.total_iterations:
             raise ConfigError(f"rewind_iter: got {k}, expected at most the run length "
                               f"({self.trainer.total_iterations} iterations)")
-        return Plan(self.trainer, self.level_dir(0), self.trainer.build(self.seed), masks,
-                    snapshot_iters=tuple(sorted({0, k})), data_seed=self.data_seed, desc=desc)
+        longer = self.cfg.baseline_length > 1  # then also keep the weights at the recipe's end, to prune
+        return Plan(self.baseline_trainer, self.level_dir(0), self.trainer.build(self.seed), masks,
+                    snapshot_iters=tuple(sorted({0, k, *([self.standard_end] if longer else [])})),
+                    data_seed=self.data_seed, desc=desc)
 
     def train_from_rewind(self, run_dir: Path, masks: M.Masks, weights: dict | None, desc: str,
                           *, seed: int | None = None) -> dict:
@@ -287,7 +301,8 @@ class Plan:
 
     def key(self) -> tuple:
         """Plans with equal keys share a schedule, so they can train in lockstep."""
-        return (self.start_iter, self.lr_offset, self.snapshot_iters, self.start_optimizer is None)
+        return (self.start_iter, self.lr_offset, self.snapshot_iters, self.start_optimizer is None,
+                self.trainer.total_iterations)
 
     def fit(self) -> dict:
         """Train this run alone."""
@@ -344,8 +359,10 @@ def plan(rep: Replicate, L: int, control: str | None = None, draw: int = 0) -> P
     if control is None:
         return rep.plan_level(L)
     folder = _folder(control, draw)
-    return CONTROLS[control].plan(rep, L, draw, rep.level_dir(L, folder), rep.masks(L, folder),
-                                  f"rep {rep.r} {folder} level {L}")
+    p = CONTROLS[control].plan(rep, L, draw, rep.level_dir(L, folder), rep.masks(L, folder),
+                               f"rep {rep.r} {folder} level {L}")
+    p.trainer = rep.baseline_trainer  # a control trains as long as the dense baseline (`baseline_length`)
+    return p
 
 
 def train(rep: Replicate, L: int, control: str | None = None, draw: int = 0) -> dict:
@@ -356,6 +373,14 @@ def train(rep: Replicate, L: int, control: str | None = None, draw: int = 0) -> 
     p = plan(rep, L, control, draw)
     log.info("%s", p.desc)
     return execute([p])[0]
+
+
+def _longer(trainer, factor: int):
+    """The replicate's trainer for `factor` times the recipe's length (`LotteryConfig.baseline_length`)."""
+    if not hasattr(trainer, "longer"):
+        raise ConfigError(f"baseline_length: got {factor}, expected 1 for this task (only classification "
+                          "trains its baselines longer)")
+    return trainer.longer(factor)
 
 
 def branches(cfg: LotteryConfig, levels: int) -> list[tuple[int, str, int]]:
