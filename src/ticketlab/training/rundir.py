@@ -20,7 +20,8 @@ unified (the teacher–student loop wrote "step") stay readable: `load_state` an
 rename "step" to the canonical key.
 
 The early-stopping row is chosen after training on validation data, never on test data
-(Frankle & Carbin 2019, App. C): `early_stopping`.
+(Frankle & Carbin 2019, App. C), and never at the run's untrained start: `early_stopping`. Every
+summary with an early-stopping row says whether the run converged (`converged`, docs/lottery.md §7).
 """
 
 from __future__ import annotations

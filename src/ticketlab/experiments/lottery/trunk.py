@@ -28,6 +28,10 @@ Storage, per replicate, inside the experiment folder:
     replicate_<r>/level_0/snapshot_<k>.pt  θ0 and θk: the rewind points
     replicate_<r>/<control>/level_<L>/     control branches (`ticketlab.experiments.lottery.controls`)
 
+With `baseline_length` m > 1 the dense level 0 and the controls train m times the recipe's length,
+while IMP prunes from level 0's weights at the recipe's length (its snapshot there), so the tickets
+do not change (docs/lottery.md §7; issue 18: under-trained baselines inflated the margins).
+
 Levels are cached: asking for more levels later computes only the new ones, and an
 interrupted level resumes from its checkpoint. The number of levels and replicates and the
 controls are run shape, not identity: they are not hashed.
@@ -84,7 +88,7 @@ class LotteryConfig(Config):
     baseline_length: int = param(
         1, "train the dense level 0 and the controls this many times the recipe's length, so that their "
         "figures come from converged runs; IMP still prunes from level 0's weights at the recipe's length "
-        "(docs/lottery.md §9)", min=1, hashed="unless_default")
+        "(docs/lottery.md §7)", min=1, hashed="unless_default")
     # ---- run shape: how much to run, not what the experiment is ----
     levels: int = param(DEFAULT_LEVELS, "pruning levels after the dense level 0 (not with target_sparsity)",
                         min=0, hashed=False)
