@@ -114,9 +114,10 @@ def test_longer_baselines_train_dense_and_controls_longer_and_prune_at_the_recip
     plain = _longer_lottery(tmp_path / "a")
     longer = _longer_lottery(tmp_path / "b", baseline_length=3)
     assert plain["experiment"].split("/")[-1] != longer["experiment"].split("/")[-1]  # another experiment
-    a, b = (lambda res, L, branch="": json.load(open(f"{res['experiment']}/replicate_0/{branch}level_{L}/summary.json")),) * 2
-    assert a(plain, 0)["iterations"] == 100 and b(longer, 0)["iterations"] == 300
-    assert b(longer, 1, "reinit_0/")["iterations"] == 300 and b(longer, 1)["iterations"] == 100
+    def summary(res, L, branch=""):
+        return json.load(open(f"{res['experiment']}/replicate_0/{branch}level_{L}/summary.json"))
+    assert summary(plain, 0)["iterations"] == 100 and summary(longer, 0)["iterations"] == 300
+    assert summary(longer, 1, "reinit_0/")["iterations"] == 300 and summary(longer, 1)["iterations"] == 100
     # the dense weights at iteration 100 of the long run are the plain run's final weights, bit for bit,
     # so IMP prunes the same ticket, which trains the same
     w_plain = load_state(f"{plain['experiment']}/replicate_0/level_0/final.pt")["model"]
@@ -124,7 +125,7 @@ def test_longer_baselines_train_dense_and_controls_longer_and_prune_at_the_recip
     assert all(torch.equal(w_plain[n], w_at_100[n]) for n in w_plain)
     ma, mb = (load_state(f"{r['experiment']}/replicate_0/level_1/mask.pt") for r in (plain, longer))
     assert all(torch.equal(ma[n], mb[n]) for n in ma)
-    assert a(plain, 1)["final"] == b(longer, 1)["final"]
+    assert summary(plain, 1)["final"] == summary(longer, 1)["final"]
 
 
 def test_longer_baselines_resume_after_a_kill(tmp_path, monkeypatch):
