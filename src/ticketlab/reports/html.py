@@ -32,6 +32,7 @@ from ticketlab.core.version import __version__
 from ticketlab.core.errors import TicketlabError
 from ticketlab.experiments.lottery.controls import branch_order
 from ticketlab.reports.style import metric_label, task_metric
+from ticketlab.training import timing
 from ticketlab.training.rundir import read_json
 
 CSS = """
@@ -151,10 +152,10 @@ def _results_table(agg: list[dict]) -> str:
     by = {(a["branch"], a["level"]): a for a in agg}
     metric = agg[0].get("metric", "test_acc") if agg else "test_acc"
     _, _, scale = task_metric(metric)
-    keys = ("es_test_acc", "final_test_acc", "best_test_acc") if metric == "test_acc" else \
-        ("es_score", "final_score", "best_score")
+    # no "best" column: the best evaluation is picked on the test set, not a valid estimate (issue #18)
+    keys = ("es_test_acc", "final_test_acc") if metric == "test_acc" else ("es_score", "final_score")
     cols = [("n", "n"), ("es_iter", "ES iter")] + [(k, metric_label(metric, when))
-                                                   for k, when in zip(keys, ("ES", "final", "best"))]
+                                                   for k, when in zip(keys, ("ES", "final"))]
     head = '<th>level</th><th>weights remaining (%)</th>' + "".join(f"<th>{_e(label)}</th>" for _, label in cols)
     tables = []
     for b in branches:
@@ -247,8 +248,7 @@ def _train_summary(s: dict) -> str:
     es, fin = s["early_stop"], s["final"]
     cells = [("iterations", s["iterations"]), ("ES iter", es["iter"]),
              ("ES test acc (%)", f"{100 * es['test_acc']:.2f}"), ("ES val loss", f"{es['val_loss']:.4f}"),
-             ("final test acc (%)", f"{100 * fin['test_acc']:.2f}"),
-             ("best test acc (%)", f"{100 * s['best_test_acc']:.2f}")]
+             ("final test acc (%)", f"{100 * fin['test_acc']:.2f}")]  # no test-selected best (issue #18)
     return ('<table class="summary"><thead><tr>' + "".join(f"<th>{_e(k)}</th>" for k, _ in cells) +
             '</tr></thead><tbody><tr>' + "".join(f"<td>{_e(v)}</td>" for _, v in cells) + "</tr></tbody></table>")
 
@@ -315,7 +315,7 @@ def write_report(exp_path: str | Path, out: str | Path) -> Path:
     sections = [f"<h2>Config</h2>{_config_tables(body)}"]
     wall, n_runs = 0.0, 0
     for s in exp.rglob("summary.json"):
-        wall += float(read_json(s).get("wall_time_s", 0.0))
+        wall += timing.run_share_s(read_json(s))  # a stack's wall time once, not once per run
         n_runs += 1
 
     if kind == "lottery":
@@ -356,11 +356,11 @@ def write_report(exp_path: str | Path, out: str | Path) -> Path:
     figs = _plots(exp, kind)
     sections.append("<h2>Plots</h2>" + "".join(
         f"<figure>{svg}<figcaption>{_e(cap)}</figcaption></figure>" for cap, svg in figs))
-    inst_wall = sum(float(json.loads(s.read_text()).get("wall_time_s", 0.0))
-                    for s in exp.glob("replicate_*/instability/**/summary.json"))
+    inst_wall = sum(timing.run_share_s(read_json(s)) for s in exp.glob("replicate_*/instability/**/summary.json"))
     detail = f"; of which instability copies: {_duration(inst_wall)}" if inst_wall else ""
     sections.append(f'<h2>Wall time</h2><p class="wall">Total training time: {_e(_duration(wall))} '
-                    f"({wall:.1f} s, summed over {n_runs} run(s){_e(detail)}).</p>")
+                    f"({wall:.1f} s wall-clock, each stack of runs trained together counted once; {n_runs} run(s)"
+                    f"{_e(detail)}).</p>")
 
     title = f"{kind} experiment {exp.name}"
     sub = f"{tr.get('model', '?')} on {tr.get('dataset', '?')}" if isinstance(tr, dict) else ""

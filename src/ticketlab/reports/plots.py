@@ -204,7 +204,8 @@ def _metric_vs_density(experiments, out, metric: str, labels, *, dense_line: boo
 def plot_accuracy(experiments: Sequence[str | Path], out: str | Path, metric: str = "es_test_acc",
                   labels: Sequence[str] | None = None) -> list[Path]:
     """Test accuracy (`metric`: es_test_acc, final_test_acc or best_test_acc) against weights
-    remaining, one line per branch per experiment, mean ± std band, dense level 0 dashed."""
+    remaining, one line per branch per experiment, mean ± std band, dense level 0 dashed.
+    best_test_acc is selected on the test set (not a valid estimate); its axis label says so."""
     return _metric_vs_density(experiments, out, metric, labels, dense_line=True, title="Accuracy")
 
 

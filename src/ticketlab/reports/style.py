@@ -16,7 +16,8 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 METRIC_LABELS = {
     "es_test_acc": "test accuracy at early stopping (%)",
     "final_test_acc": "final test accuracy (%)",
-    "best_test_acc": "best test accuracy (%)",
+    # the best evaluation on the test set is chosen with the test labels (issue #18 point 3)
+    "best_test_acc": "best test accuracy (%), selected on the test set: not a valid estimate",
     "es_iter": "early-stopping iteration",
     "es_val_loss": "validation loss at early stopping",
 }

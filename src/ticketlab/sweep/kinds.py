@@ -32,6 +32,7 @@ from typing import Callable
 
 from ticketlab.core import config as C
 from ticketlab.core.errors import ConfigError
+from ticketlab.training import timing
 from ticketlab.engine.options import RunOptions
 from ticketlab.engine.store import resolve_store
 from ticketlab.experiments import dense, sparse_training, transfer
@@ -114,7 +115,7 @@ def train_metrics(s: dict) -> dict:
     """A train run's key metrics, from its summary."""
     return {"experiment": s["experiment"], "es_iter": s["early_stop"]["iter"],
             "es_test_acc": s["early_stop"]["test_acc"], "final_test_acc": s["final"]["test_acc"],
-            "wall_s": s["wall_time_s"]}
+            "stack_wall_s": timing.read(s)["stack_wall_time_s"], "stack_size": timing.read(s)["stack_size"]}
 
 
 register(Kind("train", sections=lambda task: {"train": TrainConfig}, run=_run_train,

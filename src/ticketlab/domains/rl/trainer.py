@@ -52,7 +52,7 @@ from ticketlab.core.errors import ConfigError
 from ticketlab.domains.rl import agent as A
 from ticketlab.domains.rl.config import RLConfig, resolve, rollout_size
 from ticketlab.domains.rl.envs import env_spaces, evaluate, is_pixels, make_env, make_vec_env, reset_vec_env
-from ticketlab.training import device as _device, rundir
+from ticketlab.training import device as _device, rundir, timing
 from ticketlab.training.rundir import RunDir
 
 METRIC = "eval_return"
@@ -162,7 +162,7 @@ class _Run:
         self.algo = make_algorithm(cfg, hp, self.venv, trainer.pixels, start_iter=start_iter, lr_offset=lr_offset)
         self.policy = self.algo.policy
         self.dqn = cfg.algo == "dqn"
-        self.elapsed = self.eval_time = 0.0
+        self.elapsed = self.eval_time = self.cpu = 0.0
         resumed = rd.resume(masks)
         if resumed is not None:
             st, self.rows = resumed
@@ -172,6 +172,7 @@ class _Run:
             if self.dqn:
                 A.load_replay_state(self.algo.replay_buffer, st["replay"])
             self.elapsed, self.eval_time = float(st["elapsed"]), float(st["eval_time"])
+            self.cpu = float(st.get("cpu", 0.0))
         else:
             self.it = start_iter
             self.policy.load_state_dict(model.state_dict())
@@ -202,7 +203,7 @@ class _Run:
         if not self.rows or self.rows[-1]["iter"] < s:
             self.record(s)
         if not first and s % self.ckpt_every == 0 and s < self.T:
-            extra = dict(elapsed=self.elapsed + time.perf_counter() - self.t0, eval_time=self.eval_time)
+            extra = dict(elapsed=self.clock.wall(), cpu=self.clock.cpu(), eval_time=self.eval_time)
             if self.dqn:
                 extra["replay"] = A.replay_state(self.algo.replay_buffer)
             self.rd.checkpoint(self.rows, s, **self.state(**extra))
@@ -250,7 +251,7 @@ class _Run:
 
     # ---- the run ----
     def train(self) -> dict:
-        self.t0 = time.perf_counter()
+        self.clock = timing.StackClock(self.elapsed, self.cpu)
         self.algo.num_timesteps = self.it
         self.boundary(self.it, first=True)
         if self.it < self.T:
@@ -259,7 +260,8 @@ class _Run:
             self.save(rundir.snapshot_name(self.T), self.T)
         if self.rows[-1]["iter"] < self.T:
             self.record(self.T)
-        wall = self.elapsed + time.perf_counter() - self.t0
+        stack_time = self.clock.fields(1)  # an RL agent trains alone: its stack is itself
+        wall = stack_time["stack_wall_time_s"]
         if self.bar is not None:
             self.bar.close()
         if self.hooks is not None:
@@ -268,7 +270,7 @@ class _Run:
         steps = self.T - self.start_iter
         summary = {"iterations": self.T, "start_iter": self.start_iter, "metric": METRIC,
                    "final": self.rows[-1], "early_stop": early_stopping(self.rows),
-                   "best_score": max(r[METRIC] for r in self.rows), "wall_time_s": wall,
+                   "best_score": max(r[METRIC] for r in self.rows), **stack_time,
                    "eval_time_s": self.eval_time,
                    "env_steps_per_s": steps / max(wall - self.eval_time, 1e-9) if steps else None,
                    "trained_with": 1, "env": self.cfg.env, "algo": self.cfg.algo,
