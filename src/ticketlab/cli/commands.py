@@ -18,6 +18,7 @@ from ticketlab.core import config as C
 from ticketlab.reports.tables import lottery_table, text_table as _table  # noqa: F401
 from ticketlab.core.errors import TicketlabError
 from ticketlab.training import timing
+from ticketlab.training.final_evals import FINAL_EVALS
 
 
 # ---- commands ----------------------------------------------------------------------
@@ -49,8 +50,12 @@ def cmd_lottery(ns) -> None:
     res = api.lottery(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, options=opts)
     print(f"experiment: {res['experiment']}")
     metric = res["aggregate"][0]["metric"] if res["aggregate"] else "test_acc"
-    print(f"{'test accuracy (%)' if metric == 'test_acc' else metric} at the early-stopping iteration "
-          "(mean ± std over replicates and draws)")
+    if metric == "eval_return":  # RL's headline: the final evaluations, not the early-stopping pick
+        print(f"test return, mean over the last {FINAL_EVALS} evaluations of each run (mean ± std over replicates "
+              "and draws; SEM: each run's standard error over its episodes, mean over runs)")
+    else:
+        print(f"{'test accuracy (%)' if metric == 'test_acc' else metric} at the early-stopping iteration "
+              "(mean ± std over replicates and draws)")
     print(lottery_table(res["aggregate"]))
 
 

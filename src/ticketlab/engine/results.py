@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 from ticketlab.core import masks as M
-from ticketlab.training import timing
+from ticketlab.training import final_evals, timing
 from ticketlab.training.rundir import RunDir, load_tensors
 
 _LEVEL = re.compile(r"level_(\d+)$")
@@ -22,7 +22,8 @@ _LEVEL = re.compile(r"level_(\d+)$")
 # test set, not a valid estimate (issue #18); kept for readers, shown only under a label that says so.
 # The timing fields are a stack's (ticketlab.training.timing): runs that trained together share them.
 METRICS = ("density", "es_iter", "es_test_acc", "es_val_loss", "final_test_acc", "best_test_acc",
-           "es_score", "final_score", "best_score", "stack_wall_time_s", "stack_cpu_time_s", "stack_size")
+           "es_score", "final_score", "best_score", "headline_score", "headline_sem",
+           "stack_wall_time_s", "stack_cpu_time_s", "stack_size")
 
 
 def _branch(folder: str) -> tuple[str, int]:
@@ -45,7 +46,7 @@ def run_rows(exp_path: str | Path) -> list[dict]:
                 continue
             rel = level_dir.parent.relative_to(rep_dir)
             control, draw = _branch("" if str(rel) == "." else str(rel))
-            s = RunDir(level_dir).summary()
+            s = with_headline(RunDir(level_dir).summary(), level_dir)
             masks = load_tensors(level_dir / "mask.pt")
             rows.append({"replicate": r, "branch": control, "draw": draw, "level": int(m.group(1)),
                          "density": M.density(masks), **summary_metrics(s), "diverged": diverged_at(s),
@@ -58,16 +59,40 @@ def summary_metrics(s: dict) -> dict:
 
     Every task reports its headline metric (`s["metric"]`, test accuracy when absent) at the
     early-stopping row, at the end and at its best, as `es_score`, `final_score` and `best_score`;
-    classification runs also keep their accuracy names (`es_test_acc`, ...)."""
+    classification runs also keep their accuracy names (`es_test_acc`, ...). `headline_score` is
+    what tables show as the run's result: the summary's `headline` where it has one (RL: the mean
+    return over the final evaluations, with `headline_sem` its standard error), else `es_score`.
+    `best_*` is the best evaluation on the test set: selected on it, not a valid estimate."""
     metric = s.get("metric", "test_acc")
     es, fin = s["early_stop"], s["final"]
     out = {"metric": metric, "es_iter": es["iter"], "es_score": es[metric], "final_score": fin[metric],
            "best_score": s.get("best_score", s.get("best_" + metric, fin[metric])), **timing.read(s)}
+    h = s.get("headline")
+    if h:
+        out.update(headline=h["name"], headline_score=h["value"], headline_sem=h["sem"])
+    else:
+        out.update(headline="es_" + metric, headline_score=out["es_score"])
     if "val_loss" in es:
         out["es_val_loss"] = es["val_loss"]
     if metric == "test_acc":
         out.update(es_test_acc=es["test_acc"], final_test_acc=fin["test_acc"], best_test_acc=s["best_test_acc"])
     return out
+
+
+def result_key(metric: str) -> str:
+    """The row or aggregate key that tables and plots show as a run's result for a task's metric:
+    the early-stopping value, except for an RL return, whose headline is the mean over the final
+    evaluations (issue #18; `summary_metrics`)."""
+    return "es_test_acc" if metric == "test_acc" else "headline_score" if metric == "eval_return" else "es_score"
+
+
+def with_headline(s: dict, run_dir: Path) -> dict:
+    """An RL summary written before the headline was recorded gets it from its metrics rows
+    (without a standard error where the rows lack episode counts); others are returned as they are."""
+    if s.get("metric") != "eval_return" or "headline" in s:
+        return s
+    h = final_evals.final_mean(RunDir(run_dir).read_metrics(), "eval_return", s.get("start_iter", 0))
+    return {**s, "headline": {"name": "final_return", "of": "eval_return", **h}} if h else s
 
 
 def diverged_at(summary: dict) -> int | None:
@@ -87,7 +112,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
     for (branch, level), group in sorted(groups.items(), key=lambda kv: (kv[0][0] != "ticket", kv[0])):
         rs = [x for x in group if x.get("diverged") is None]
         agg = {"branch": branch, "level": level, "n": len(rs), "n_diverged": len(group) - len(rs),
-               "metric": group[0].get("metric", "test_acc")}
+               "metric": group[0].get("metric", "test_acc"), "headline": group[0].get("headline")}
         if not rs:
             agg["density"] = sum(x["density"] for x in group) / len(group)
             out.append(agg)

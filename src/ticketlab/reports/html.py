@@ -31,7 +31,9 @@ from ticketlab.core import atomic as _atomic
 from ticketlab.core.version import __version__
 from ticketlab.core.errors import TicketlabError
 from ticketlab.experiments.lottery.controls import branch_order
-from ticketlab.reports.style import metric_label, task_metric
+from ticketlab.engine.results import result_key
+from ticketlab.reports.style import METRIC_LABELS, metric_label, task_metric
+from ticketlab.training.final_evals import FINAL_EVALS
 from ticketlab.training import timing
 from ticketlab.training.rundir import read_json
 
@@ -156,6 +158,9 @@ def _results_table(agg: list[dict]) -> str:
     keys = ("es_test_acc", "final_test_acc") if metric == "test_acc" else ("es_score", "final_score")
     cols = [("n", "n"), ("es_iter", "ES iter")] + [(k, metric_label(metric, when))
                                                    for k, when in zip(keys, ("ES", "final"))]
+    if result_key(metric) == "headline_score":  # RL: the headline first, with its standard error
+        cols[2:2] = [("headline_score", METRIC_LABELS["headline_score"]),
+                     ("headline_sem", "its standard error (mean over runs)")]
     head = '<th>level</th><th>weights remaining (%)</th>' + "".join(f"<th>{_e(label)}</th>" for _, label in cols)
     tables = []
     for b in branches:
@@ -166,6 +171,8 @@ def _results_table(agg: list[dict]) -> str:
             for key, _ in cols:
                 if key == "n":
                     cells.append(f"<td>{a['n']}{_diverged(a)}</td>")
+                elif key == "headline_sem":  # absent: runs recorded before episode counts were
+                    cells.append(f"<td>{a['headline_sem']:.2f}</td>" if key in a else "<td>—</td>")
                 elif key not in a:  # every run of this point diverged
                     cells.append("<td>diverged</td>")
                 elif key == "es_iter":
@@ -276,10 +283,11 @@ def _plots(exp: Path, kind: str) -> list[tuple[str, str]]:
         rows = run_rows(exp)
         metric = rows[0]["metric"] if rows else "test_acc"
         name, unit, _ = task_metric(metric)
-        specs += [(f"{name[0].upper() + name[1:]}{f' ({unit})' if unit else ''} at early stopping against "
+        when = (f"averaged over the last {FINAL_EVALS} evaluations" if result_key(metric) == "headline_score"
+                else "at early stopping")
+        specs += [(f"{name[0].upper() + name[1:]}{f' ({unit})' if unit else ''} {when} against "
                    "weights remaining (mean ± std band).",
-                   lambda out: plots.plot_accuracy([exp], out, metric="es_test_acc" if metric == "test_acc"
-                                                   else "es_score")),
+                   lambda out: plots.plot_accuracy([exp], out, metric=result_key(metric))),
                   ("Early-stopping iteration (minimum validation loss) against weights remaining.",
                    lambda out: plots.plot_early_stop([exp], out))]
         if instability_rows(exp):
@@ -330,7 +338,11 @@ def write_report(exp_path: str | Path, out: str | Path) -> Path:
             "<h2>Results per level</h2>"
             f'<p class="note">Mean ± std over {len(reps)} replicate(s) (and control draws); n is the number '
             "of runs per cell; a std over one run is —. ES = early stopping, the iteration of minimum "
-            f"validation loss (LTH App. C). The metric: {_e(metric_label(rows[0]['metric']))}.</p>"
+            f"validation loss (LTH App. C). The metric: {_e(metric_label(rows[0]['metric']))}."
+            + (" The headline of an RL run is its test return averaged over its last "
+               f"{FINAL_EVALS} evaluations after its start (not the early-stopping pick), with the "
+               "standard error of that mean over their pooled test episodes."
+               if result_key(rows[0]["metric"]) == "headline_score" else "") + "</p>"
             + _results_table(agg))
         overlap = mask_overlap(exp)
         if overlap:

@@ -29,7 +29,7 @@ from typing import Sequence
 import matplotlib
 
 from ticketlab.core.errors import TicketlabError
-from ticketlab.engine.results import METRICS, aggregate, run_rows
+from ticketlab.engine.results import METRICS, aggregate, result_key, run_rows
 from ticketlab.experiments.lottery.controls import CONTROLS, branch_order
 from ticketlab.reports.style import MARKERS, METRIC_LABELS, density_axis, figure, metric_label, save_figure  # noqa: F401
 from ticketlab.reports.style import task_metric as task_metric_name  # `task_metric` names a parameter here
@@ -358,7 +358,7 @@ def plot_all(experiments: Sequence[str | Path], out_dir: str | Path) -> list[Pat
     if lottery:
         labels = experiment_labels(lottery)
         metrics = {run_rows(p)[0]["metric"] for p in lottery if run_rows(p)}
-        metric = "es_test_acc" if metrics <= {"test_acc"} else "es_score"
+        metric = result_key(next(iter(metrics), "test_acc")) if len(metrics) <= 1 else "es_score"
         files += plot_accuracy(lottery, out_dir / "accuracy", metric=metric, labels=labels)
         files += plot_early_stop(lottery, out_dir / "early_stop", labels=labels)
         from ticketlab.experiments.lottery.instability import instability_rows

@@ -18,6 +18,8 @@ METRIC_LABELS = {
     "final_test_acc": "final test accuracy (%)",
     # the best evaluation on the test set is chosen with the test labels (issue #18 point 3)
     "best_test_acc": "best test accuracy (%), selected on the test set: not a valid estimate",
+    # an RL run's headline (ticketlab.training.final_evals): not the early-stopping pick
+    "headline_score": "test return, mean over the final evaluations",
     "es_iter": "early-stopping iteration",
     "es_val_loss": "validation loss at early stopping",
 }

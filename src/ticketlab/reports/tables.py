@@ -16,13 +16,17 @@ def diverged_cell(a: dict) -> str:
 
 
 def lottery_table(agg: list[dict]) -> str:
-    """Per level: weights remaining, and the task's metric at early stopping (mean ± std) per branch:
-    test accuracy in % for classification."""
+    """Per level: weights remaining, and each branch's result (mean ± std): the task's metric at
+    early stopping (test accuracy in % for classification), or for RL the headline return (the
+    mean over the final evaluations, `final_return`) with its standard error (SEM, mean over runs)."""
     branches = list(dict.fromkeys(a["branch"] for a in agg))
     by = {(a["branch"], a["level"]): a for a in agg}
     metric = agg[0].get("metric", "test_acc") if agg else "test_acc"
     acc = metric.endswith("_acc")
-    col = {b: f"{b}_acc_%" if acc else f"{b}_{metric}" for b in branches}
+    headline = metric == "eval_return"  # RL: the final evaluations, not the early-stopping pick
+    score = "headline_score" if headline else "es_score"
+    col = {b: f"{b}_acc_%" if acc else f"{b}_{agg[0].get('headline') or metric}" if headline else f"{b}_{metric}"
+           for b in branches}
     rows = []
     for level in sorted({a["level"] for a in agg}):
         t = by.get(("ticket", level))
@@ -30,9 +34,10 @@ def lottery_table(agg: list[dict]) -> str:
                "es_iter": f"{t['es_iter']:.0f}" if t and "es_iter" in t else ""}
         for b in branches:
             a = by.get((b, level))
-            row[col[b]] = "" if not a else diverged_cell(a) if "es_score" not in a else (
-                pm(a["es_score"], a["es_score_std"]) if acc else f"{a['es_score']:.2f} ± {a['es_score_std']:.2f}"
-            ) + (f" ({a['n_diverged']} diverged)" if a.get("n_diverged") else "")
+            row[col[b]] = "" if not a else diverged_cell(a) if score not in a else (
+                pm(a[score], a[score + "_std"]) if acc else f"{a[score]:.2f} ± {a[score + '_std']:.2f}"
+            ) + (f" (SEM {a['headline_sem']:.2f})" if headline and "headline_sem" in a else "") + (
+                f" ({a['n_diverged']} diverged)" if a.get("n_diverged") else "")
         rows.append(row)
     return text_table(rows, ["level", "remaining_%", "es_iter"] + [col[b] for b in branches])
 

@@ -7,8 +7,11 @@ engine needs at the points where the agent's state is complete (between rollouts
 - snapshots `snapshot_<k>.pt` of the agent before env step k (θ0, the rewind point θk);
 - every `eval_every` env steps, an evaluation on fixed episodes of separate environments:
   `val_return` over `val_episodes` validation episodes (which select the early-stopping
-  point) and `eval_return` over `eval_episodes` test episodes (the reported return), with
-  the deterministic policy; a row of `metrics.jsonl`;
+  point) and `eval_return` over `eval_episodes` test episodes, with its std, episode count and
+  standard error (`eval_return_sem`), with the deterministic policy; a row of `metrics.jsonl`;
+- the headline (`summary["headline"]`): the mean test return over the last evaluations after the
+  run's start, with its standard error (`ticketlab.training.final_evals`, issue #18): what the
+  tables and the report show as the run's return, rather than the early-stopping pick;
 - a resumable `checkpoint.pt` every `checkpoint_every` env steps (rounded up to evaluations).
 
 **Segments.** Training is cut into segments at the run's start and at every multiple of
@@ -52,10 +55,11 @@ from ticketlab.core.errors import ConfigError
 from ticketlab.domains.rl import agent as A
 from ticketlab.domains.rl.config import RLConfig, resolve, rollout_size
 from ticketlab.domains.rl.envs import env_spaces, evaluate, is_pixels, make_env, make_vec_env, reset_vec_env
-from ticketlab.training import device as _device, rundir, timing
+from ticketlab.training import device as _device, final_evals, rundir, timing
 from ticketlab.training.rundir import RunDir
 
 METRIC = "eval_return"
+HEADLINE = "final_return"  # the mean test return over the final evaluations (see `headline`)
 VAL_SEED_OFFSET = 100_000
 
 
@@ -63,6 +67,12 @@ def segment_seeds(data_seed: int, it: int) -> tuple[int, int]:
     """(RNG seed, environment seed) of the segment starting at env step `it`."""
     a, b = np.random.SeedSequence([data_seed, it]).generate_state(2)
     return int(a), int(b)
+
+
+def headline(rows: Sequence[dict], start_iter: int) -> dict:
+    """The run's headline return: the mean test return over its last `final_evals.FINAL_EVALS`
+    evaluations after `start_iter`, with its standard error over their pooled episodes."""
+    return {"name": HEADLINE, "of": METRIC, **final_evals.final_mean(rows, METRIC, start_iter)}
 
 
 def early_stopping(rows: Sequence[dict]) -> dict:
@@ -234,8 +244,10 @@ class _Run:
         V = self.cfg.val_episodes
         test = returns[V:]
         tr = self.train_returns
+        sem = float(test.std(ddof=1) / math.sqrt(len(test))) if len(test) > 1 else None
         self.rows.append({"iter": s, "val_return": float(returns[:V].mean()), "eval_return": float(test.mean()),
-                          "eval_return_std": float(test.std()), "eval_length": float(lengths[V:].mean()),
+                          "eval_return_std": float(test.std()), "eval_return_n": len(test), "eval_return_sem": sem,
+                          "eval_length": float(lengths[V:].mean()),
                           "train_return": float(np.mean(tr)) if tr else None, "train_episodes": len(tr)})
         self.train_returns = []
         if self.bar is not None:
@@ -270,6 +282,7 @@ class _Run:
         steps = self.T - self.start_iter
         summary = {"iterations": self.T, "start_iter": self.start_iter, "metric": METRIC,
                    "final": self.rows[-1], "early_stop": early_stopping(self.rows),
+                   "headline": headline(self.rows, self.start_iter),
                    "best_score": max(r[METRIC] for r in self.rows), **stack_time,
                    "eval_time_s": self.eval_time,
                    "env_steps_per_s": steps / max(wall - self.eval_time, 1e-9) if steps else None,
@@ -309,4 +322,4 @@ class _Callback(BaseCallback):
             self.run._bar_at = self.model.num_timesteps
 
 
-__all__ = ["RLTrainer", "make_algorithm", "early_stopping", "segment_seeds", "METRIC"]
+__all__ = ["RLTrainer", "make_algorithm", "early_stopping", "headline", "segment_seeds", "METRIC", "HEADLINE"]
