@@ -138,7 +138,9 @@ def _run_lottery(configs, ctx: Context) -> dict:
 
 def last_level(res: dict, branch: str) -> dict:
     """The deepest level of `branch` in an experiment's aggregate: its density and headline metric
-    at early stopping (replicate mean; test accuracy, or the task's metric and score)."""
+    at early stopping (replicate mean; test accuracy, or the task's metric and score), and where the
+    task's headline is not the early-stopping value (RL: the mean return over the final
+    evaluations) that headline too."""
     rows = [a for a in res["aggregate"] if a["branch"] == branch]
     out = {"experiment": res["experiment"]}
     if rows:
@@ -153,6 +155,8 @@ def last_level(res: dict, branch: str) -> dict:
             out["es_test_acc"] = t["es_test_acc"]
         else:
             out.update(metric=t["metric"], es_score=t["es_score"])
+            if "headline_score" in t and t.get("headline") != "es_" + t["metric"]:  # RL: the final evaluations
+                out.update(headline=t["headline"], headline_score=t["headline_score"])
     return out
 
 
