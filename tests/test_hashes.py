@@ -45,6 +45,11 @@ def test_task_hashes_are_pinned():
     from ticketlab.domains.nlp.translate_task import TranslateConfig
     from ticketlab.domains.rl.config import RLConfig
 
-    assert config_hash("lottery", LotteryRun(RLConfig(), LotteryConfig(), task="rl")) == "6fc19d257319"
+    # RL moved deliberately (issue #18 point 2): eval_episodes and val_episodes default to 20, not 10,
+    # so an RL experiment with the defaults measures its return over more episodes; it was 6fc19d257319.
+    assert config_hash("lottery", LotteryRun(RLConfig(), LotteryConfig(), task="rl")) == "46c1fd4bab6a"
+    # the same experiment with the old evaluation counts set explicitly keeps its old identity
+    old = RLConfig(eval_episodes=10, val_episodes=10)
+    assert config_hash("lottery", LotteryRun(old, LotteryConfig(), task="rl")) == "6fc19d257319"
     assert config_hash("lottery", LotteryRun(LMConfig(), LotteryConfig(), task="lm")) == "974b327db093"
     assert config_hash("lottery", LotteryRun(TranslateConfig(), LotteryConfig(), task="translate")) == "258286279703"

@@ -14,6 +14,7 @@ from ticketlab.experiments.lottery.trunk import LotteryConfig, load_masks, n_lev
 from ticketlab.training.loop import TrainConfig, fit, load_state
 from ticketlab.data import load_dataset
 from ticketlab.models import create_model, prunable_parameters
+from ticketlab.training import timing
 
 torch.set_num_threads(1)
 
@@ -111,7 +112,7 @@ def test_resumed_lottery_equals_uninterrupted(tmp_path, monkeypatch):
         wa = load_state(exp_a / "replicate_0" / f"level_{L}" / "final.pt")["model"]
         wb = load_state(exp_b / "replicate_0" / f"level_{L}" / "final.pt")["model"]
         assert all(torch.equal(wa[n], wb[n]) for n in wa), L
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("path", "wall_time_s")} for r in rows]
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("path", *timing.FIELDS)} for r in rows]
     assert strip(full["rows"]) == strip(resumed["rows"])
 
 

@@ -186,7 +186,7 @@ def test_cli_lottery_rl(tmp_path, capsys):
             "--store", str(tmp_path)]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "ticket_eval_return" in out
+    assert "ticket_final_return" in out and "SEM" in out  # the headline, not the early-stopping pick
     assert main(args[:3] + ["--env", "NoSuchEnv-v0", "--store", str(tmp_path), "--quiet"]) == 2
     assert "NoSuchEnv-v0" in capsys.readouterr().err
 

@@ -12,6 +12,7 @@ from ticketlab.core import distributions as D
 from ticketlab.core.errors import ConfigError
 from ticketlab.experiments.sparse_training import SparseConfig, layer_sparsities, run
 from ticketlab.training.loop import TrainConfig, load_state
+from ticketlab.training import timing
 
 torch.set_num_threads(1)
 
@@ -76,7 +77,7 @@ def test_resumed_run_equals_uninterrupted(tmp_path, data):
     assert ha["history"] == hb["history"] and ha["step"] == hb["step"] == 200
     assert read_jsonl(a / "metrics.jsonl") == read_jsonl(rep / "metrics.jsonl")
     assert (a / "churn.jsonl").read_text() == (rep / "churn.jsonl").read_text()
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("path", "wall_time_s")} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("path", *timing.FIELDS)} for r in rows]  # noqa: E731
     assert strip(full["rows"]) == strip(resumed["rows"])
     # a finished experiment does no work
     again = go(tmp_path / "b", data, cfg, hooks=[Crash(at=1)])

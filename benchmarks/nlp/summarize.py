@@ -17,6 +17,7 @@ import torch
 
 from ticketlab.reports.plots import _metric_vs_density, plot_learning_curves
 from ticketlab.engine.results import run_rows
+from ticketlab.training import timing
 
 
 def experiments(store: Path) -> dict[str, Path]:
@@ -44,8 +45,8 @@ def rows(exp: Path) -> list[dict]:
             "all_params_remaining_%": round(100 * (1 - pruned / s["parameters"]), 2),
             "es_iter": es["iter"], "metric": s["metric"], "es_" + s["metric"]: round(es[s["metric"]], 3),
             "es_" + s["select"]: round(es[s["select"]], 4), "final_" + s["metric"]: round(s["final"][s["metric"]], 3),
-            "steps": s["iterations"] - s["start_iter"], "wall_s": round(s["wall_time_s"]),
-            "cpu_s": round(s["cpu_time_s"]), "tokens_per_s_wall": round(s["tokens_per_s"]),
+            "steps": s["iterations"] - s["start_iter"], "wall_s": round(timing.read(s)["stack_wall_time_s"]),
+            "cpu_s": round(timing.read(s)["stack_cpu_time_s"]), "tokens_per_s_wall": round(s["tokens_per_s"]),
             "tokens_per_cpu_s": round(s["tokens_per_cpu_s"]),
         })
     return out

@@ -51,8 +51,12 @@ def table(path: Path) -> list[dict]:
         out.append({"branch": a["branch"], "level": a["level"], "n": a["n"],
                     "weights_remaining_%": round(100 * a["density"], 2),
                     "final_return": round(a["final_score"], 1), "final_return_std": round(a["final_score_std"], 1),
+                    # the headline (issue #18): mean over the final evaluations, and its standard error
+                    "headline_return": round(a["headline_score"], 1),
+                    "headline_return_std": round(a["headline_score_std"], 1),
+                    "headline_sem": round(a["headline_sem"], 1) if "headline_sem" in a else None,
                     "es_return": round(a["es_score"], 1), "es_return_std": round(a["es_score_std"], 1),
-                    "es_env_step": round(a["es_iter"]), "wall_s_per_run": round(a["wall_time_s"], 1),
+                    "es_env_step": round(a["es_iter"]), "wall_s_per_run": round(a["stack_wall_time_s"], 1),  # an RL run trains alone
                     "env_steps_per_s": round(sum(sp) / len(sp), 1)})
     return out
 

@@ -243,8 +243,8 @@ def _row(exp: Experiment) -> dict:
             row["status"] = "done, not converged"  # early stopping in the last fifth of the run
         return row
     if exp.kind == "lottery":
-        from ticketlab.engine.results import run_rows
-        runs = run_rows(exp.path)
+        from ticketlab.engine import results
+        runs = results.run_rows(exp.path)
         tickets = [r for r in runs if r["branch"] == "ticket"]
         n_diverged = sum(1 for r in runs if r["diverged"] is not None)
         n_unconverged = sum(1 for r in runs if r["converged"] is False)
@@ -253,9 +253,9 @@ def _row(exp: Experiment) -> dict:
             at = [r for r in tickets if r["level"] == deepest]
             row.update(levels=deepest, remaining=min(r["density"] for r in at))
             ok = [r for r in at if r["diverged"] is None]  # a diverged run is counted, never averaged
-            key = "es_test_acc" if at[0]["metric"] == "test_acc" else "es_score"
-            if key == "es_score":  # other tasks: their own metric (a return, a perplexity, BLEU)
-                row["metric"] = at[0]["metric"]
+            key = results.result_key(at[0]["metric"])
+            if key != "es_test_acc":  # other tasks: their own metric (a return, a perplexity, BLEU)
+                row["metric"] = at[0]["metric"] if key == "es_score" else at[0]["headline"]
             row[key] = sum(r[key] for r in ok) / len(ok) if ok else None
     else:
         n_diverged = n_unconverged = 0

@@ -17,6 +17,8 @@ from ticketlab.cli.common import ALL, _common, _config, _configs, _run_flags, ru
 from ticketlab.core import config as C
 from ticketlab.reports.tables import lottery_table, text_table as _table  # noqa: F401
 from ticketlab.core.errors import TicketlabError
+from ticketlab.training import timing
+from ticketlab.training.final_evals import FINAL_EVALS
 
 
 # ---- commands ----------------------------------------------------------------------
@@ -31,8 +33,8 @@ def cmd_train(ns) -> None:
     es, fin = s["early_stop"], s["final"]
     print(_table([{"experiment": s["experiment"], "iterations": s["iterations"], "es_iter": es["iter"],
                    "es_test_acc": es["test_acc"], "final_test_acc": fin["test_acc"],
-                   "wall_s": s["wall_time_s"]}],
-                 ["experiment", "iterations", "es_iter", "es_test_acc", "final_test_acc", "wall_s"]))
+                   "stack_wall_s": timing.read(s)["stack_wall_time_s"], "stack_size": timing.read(s)["stack_size"]}],
+                 ["experiment", "iterations", "es_iter", "es_test_acc", "final_test_acc", "stack_wall_s", "stack_size"]))
     if s.get("diverged"):
         print(f"diverged at iteration {s['diverged']['iteration']}: the training loss became NaN or infinite")
 
@@ -48,8 +50,12 @@ def cmd_lottery(ns) -> None:
     res = api.lottery(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, options=opts)
     print(f"experiment: {res['experiment']}")
     metric = res["aggregate"][0]["metric"] if res["aggregate"] else "test_acc"
-    print(f"{'test accuracy (%)' if metric == 'test_acc' else metric} at the early-stopping iteration and at the "
-          "end (final), mean ± std over replicates and draws")
+    if metric == "eval_return":  # RL's headline: the final evaluations, not the early-stopping pick
+        print(f"test return, mean over the last {FINAL_EVALS} evaluations of each run (mean ± std over replicates "
+              "and draws; SEM: each run's standard error over its episodes, mean over runs)")
+    else:
+        print(f"{'test accuracy (%)' if metric == 'test_acc' else metric} at the early-stopping iteration and at the "
+              "end (final), mean ± std over replicates and draws")
     print(lottery_table(res["aggregate"]))
 
 
@@ -110,7 +116,8 @@ def cmd_sparse_train(ns) -> None:
     res = api.sparse_train(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, replicates=ns.replicates,
                            options=opts)
     print(f"experiment: {res['experiment']}")
-    keys = [k for k in ("replicate", "sparsity", "es_iter", "es_test_acc", "final_test_acc", "wall_time_s")
+    keys = [k for k in ("replicate", "sparsity", "es_iter", "es_test_acc", "final_test_acc", "stack_wall_time_s",
+                        "stack_size")
             if res["rows"] and k in res["rows"][0]]
     print(_table(res["rows"], keys))
     for a in res["aggregate"] if isinstance(res["aggregate"], list) else [res["aggregate"]]:

@@ -56,6 +56,7 @@ from ticketlab.methods.saliency import SNIP, GraSP, PruneAtInit, SynFlow
 from ticketlab.methods.sparse import GMP, METHODS, SET, SNFS, Dense, Static
 from ticketlab.engine import schedule
 from ticketlab.training.loop import RunOptions, TrainConfig, load_state, total_iterations
+from ticketlab.training import timing
 from ticketlab.training.rundir import read_json
 
 PRUNE_AT_INIT = tuple(n for n, c in METHODS.items() if issubclass(c, PruneAtInit))
@@ -353,11 +354,13 @@ def replicate_row(exp_path: Path, r: int) -> dict:
     return {"replicate": r, "method": cfg["method"], "distribution": cfg["distribution"], "sparsity": sp["target"],
             "achieved_sparsity": sp["achieved"], "es_iter": s["early_stop"]["iter"],
             "es_test_acc": s["early_stop"]["test_acc"], "final_test_acc": s["final"]["test_acc"],
-            "best_test_acc": s["best_test_acc"], "wall_time_s": s["wall_time_s"], "updates": len(churn),
+            "best_test_acc": s["best_test_acc"], **timing.read(s), "updates": len(churn),
             "mean_churn": statistics.fmean(c["churn"] for c in churn) if churn else None, "path": str(d)}
 
 
-AGG_METRICS = ("achieved_sparsity", "es_test_acc", "final_test_acc", "best_test_acc", "wall_time_s")
+# Not best_test_acc: it is the best evaluation on the test set, selected on the test set and so not a
+# valid estimate (issue #18); it stays in each row, under its own name, for readers of old results.
+AGG_METRICS = ("achieved_sparsity", "es_test_acc", "final_test_acc", "stack_wall_time_s")
 
 
 def aggregate_replicates(rows: list[dict]) -> dict:

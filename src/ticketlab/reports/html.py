@@ -32,8 +32,11 @@ from ticketlab.core import atomic as _atomic
 from ticketlab.core.version import __version__
 from ticketlab.core.errors import TicketlabError
 from ticketlab.experiments.lottery.controls import branch_order
-from ticketlab.reports.style import metric_label, task_metric
+from ticketlab.engine.results import result_key
+from ticketlab.reports.style import METRIC_LABELS, metric_label, task_metric
 from ticketlab.reports.tables import unconverged_legend, unconverged_mark
+from ticketlab.training.final_evals import FINAL_EVALS
+from ticketlab.training import timing
 from ticketlab.training.rundir import read_json
 
 CSS = """
@@ -153,10 +156,13 @@ def _results_table(agg: list[dict]) -> str:
     by = {(a["branch"], a["level"]): a for a in agg}
     metric = agg[0].get("metric", "test_acc") if agg else "test_acc"
     _, _, scale = task_metric(metric)
-    keys = ("es_test_acc", "final_test_acc", "best_test_acc") if metric == "test_acc" else \
-        ("es_score", "final_score", "best_score")
+    # no "best" column: the best evaluation is picked on the test set, not a valid estimate (issue #18)
+    keys = ("es_test_acc", "final_test_acc") if metric == "test_acc" else ("es_score", "final_score")
     cols = [("n", "n"), ("es_iter", "ES iter")] + [(k, metric_label(metric, when))
-                                                   for k, when in zip(keys, ("ES", "final", "best"))]
+                                                   for k, when in zip(keys, ("ES", "final"))]
+    if result_key(metric) == "headline_score":  # RL: the headline first, with its standard error
+        cols[2:2] = [("headline_score", METRIC_LABELS["headline_score"]),
+                     ("headline_sem", "its standard error (mean over runs)")]
     head = '<th>level</th><th>weights remaining (%)</th>' + "".join(f"<th>{_e(label)}</th>" for _, label in cols)
     tables = []
     for b in branches:
@@ -167,6 +173,8 @@ def _results_table(agg: list[dict]) -> str:
             for key, _ in cols:
                 if key == "n":
                     cells.append(f"<td>{a['n']}{_diverged(a)}</td>")
+                elif key == "headline_sem":  # absent: runs recorded before episode counts were
+                    cells.append(f"<td>{a['headline_sem']:.2f}</td>" if key in a else "<td>—</td>")
                 elif key not in a:  # every run of this point diverged
                     cells.append("<td>diverged</td>")
                 elif key == "es_iter":
@@ -250,8 +258,7 @@ def _train_summary(s: dict) -> str:
     es, fin = s["early_stop"], s["final"]
     cells = [("iterations", s["iterations"]), ("ES iter", es["iter"]),
              ("ES test acc (%)", f"{100 * es['test_acc']:.2f}"), ("ES val loss", f"{es['val_loss']:.4f}"),
-             ("final test acc (%)", f"{100 * fin['test_acc']:.2f}"),
-             ("best test acc (%)", f"{100 * s['best_test_acc']:.2f}")]
+             ("final test acc (%)", f"{100 * fin['test_acc']:.2f}")]  # no test-selected best (issue #18)
     return ('<table class="summary"><thead><tr>' + "".join(f"<th>{_e(k)}</th>" for k, _ in cells) +
             '</tr></thead><tbody><tr>' + "".join(f"<td>{_e(v)}</td>" for _, v in cells) + "</tr></tbody></table>")
 
@@ -279,10 +286,11 @@ def _plots(exp: Path, kind: str) -> list[tuple[str, str]]:
         rows = run_rows(exp)
         metric = rows[0]["metric"] if rows else "test_acc"
         name, unit, _ = task_metric(metric)
-        specs += [(f"{name[0].upper() + name[1:]}{f' ({unit})' if unit else ''} at early stopping against "
+        when = (f"averaged over the last {FINAL_EVALS} evaluations" if result_key(metric) == "headline_score"
+                else "at early stopping")
+        specs += [(f"{name[0].upper() + name[1:]}{f' ({unit})' if unit else ''} {when} against "
                    "weights remaining (mean ± std band).",
-                   lambda out: plots.plot_accuracy([exp], out, metric="es_test_acc" if metric == "test_acc"
-                                                   else "es_score")),
+                   lambda out: plots.plot_accuracy([exp], out, metric=result_key(metric))),
                   ("Early-stopping iteration (minimum validation loss) against weights remaining.",
                    lambda out: plots.plot_early_stop([exp], out))]
         if instability_rows(exp):
@@ -318,7 +326,7 @@ def write_report(exp_path: str | Path, out: str | Path) -> Path:
     sections = [f"<h2>Config</h2>{_config_tables(body)}"]
     wall, n_runs = 0.0, 0
     for s in exp.rglob("summary.json"):
-        wall += float(read_json(s).get("wall_time_s", 0.0))
+        wall += timing.run_share_s(read_json(s))  # a stack's wall time once, not once per run
         n_runs += 1
 
     if kind == "lottery":
@@ -333,7 +341,11 @@ def write_report(exp_path: str | Path, out: str | Path) -> Path:
             "<h2>Results per level</h2>"
             f'<p class="note">Mean ± std over {len(reps)} replicate(s) (and control draws); n is the number '
             "of runs per cell; a std over one run is —. ES = early stopping, the iteration of minimum "
-            f"validation loss (LTH App. C). The metric: {_e(metric_label(rows[0]['metric']))}.</p>"
+            f"validation loss (LTH App. C). The metric: {_e(metric_label(rows[0]['metric']))}."
+            + (" The headline of an RL run is its test return averaged over its last "
+               f"{FINAL_EVALS} evaluations after its start (not the early-stopping pick), with the "
+               "standard error of that mean over their pooled test episodes."
+               if result_key(rows[0]["metric"]) == "headline_score" else "") + "</p>"
             + (f'<p class="note">{_e(unconverged_legend(agg))}.</p>' if unconverged_legend(agg) else "")
             + _results_table(agg))
         overlap = mask_overlap(exp)
@@ -360,11 +372,11 @@ def write_report(exp_path: str | Path, out: str | Path) -> Path:
     figs = _plots(exp, kind)
     sections.append("<h2>Plots</h2>" + "".join(
         f"<figure>{svg}<figcaption>{_e(cap)}</figcaption></figure>" for cap, svg in figs))
-    inst_wall = sum(float(json.loads(s.read_text()).get("wall_time_s", 0.0))
-                    for s in exp.glob("replicate_*/instability/**/summary.json"))
+    inst_wall = sum(timing.run_share_s(read_json(s)) for s in exp.glob("replicate_*/instability/**/summary.json"))
     detail = f"; of which instability copies: {_duration(inst_wall)}" if inst_wall else ""
     sections.append(f'<h2>Wall time</h2><p class="wall">Total training time: {_e(_duration(wall))} '
-                    f"({wall:.1f} s, summed over {n_runs} run(s){_e(detail)}).</p>")
+                    f"({wall:.1f} s wall-clock, each stack of runs trained together counted once; {n_runs} run(s)"
+                    f"{_e(detail)}).</p>")
 
     title = f"{kind} experiment {exp.name}"
     sub = f"{tr.get('model', '?')} on {tr.get('dataset', '?')}" if isinstance(tr, dict) else ""

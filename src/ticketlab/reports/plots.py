@@ -30,7 +30,7 @@ from typing import Sequence
 import matplotlib
 
 from ticketlab.core.errors import TicketlabError
-from ticketlab.engine.results import METRICS, aggregate, run_rows
+from ticketlab.engine.results import METRICS, aggregate, result_key, run_rows
 from ticketlab.experiments.lottery.controls import CONTROLS, branch_order
 from ticketlab.reports.style import MARKERS, METRIC_LABELS, density_axis, figure, metric_label, save_figure  # noqa: F401
 from ticketlab.reports.style import task_metric as task_metric_name  # `task_metric` names a parameter here
@@ -217,7 +217,8 @@ def _metric_vs_density(experiments, out, metric: str, labels, *, dense_line: boo
 def plot_accuracy(experiments: Sequence[str | Path], out: str | Path, metric: str = "es_test_acc",
                   labels: Sequence[str] | None = None) -> list[Path]:
     """Test accuracy (`metric`: es_test_acc, final_test_acc or best_test_acc) against weights
-    remaining, one line per branch per experiment, mean ± std band, dense level 0 dashed."""
+    remaining, one line per branch per experiment, mean ± std band, dense level 0 dashed.
+    best_test_acc is selected on the test set (not a valid estimate); its axis label says so."""
     return _metric_vs_density(experiments, out, metric, labels, dense_line=True, title="Accuracy")
 
 
@@ -370,7 +371,7 @@ def plot_all(experiments: Sequence[str | Path], out_dir: str | Path) -> list[Pat
     if lottery:
         labels = experiment_labels(lottery)
         metrics = {run_rows(p)[0]["metric"] for p in lottery if run_rows(p)}
-        metric = "es_test_acc" if metrics <= {"test_acc"} else "es_score"
+        metric = result_key(next(iter(metrics), "test_acc")) if len(metrics) <= 1 else "es_score"
         files += plot_accuracy(lottery, out_dir / "accuracy", metric=metric, labels=labels)
         files += plot_early_stop(lottery, out_dir / "early_stop", labels=labels)
         from ticketlab.experiments.lottery.instability import instability_rows

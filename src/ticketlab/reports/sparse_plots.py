@@ -23,7 +23,7 @@ from ticketlab.reports.style import MARKERS, figure as _figure, save_figure
 from ticketlab.training.rundir import read_json
 
 METRIC_LABELS = {"final_test_acc": "final test accuracy (%)", "es_test_acc": "test accuracy at early stopping (%)",
-                 "best_test_acc": "best test accuracy (%)"}
+                 "best_test_acc": "best test accuracy (%), selected on the test set: not a valid estimate"}
 METHOD_ORDER = ("rigl", "snfs", "set", "static", "gmp", "snip", "grasp", "synflow")
 
 

@@ -16,7 +16,10 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 METRIC_LABELS = {
     "es_test_acc": "test accuracy at early stopping (%)",
     "final_test_acc": "final test accuracy (%)",
-    "best_test_acc": "best test accuracy (%)",
+    # the best evaluation on the test set is chosen with the test labels (issue #18 point 3)
+    "best_test_acc": "best test accuracy (%), selected on the test set: not a valid estimate",
+    # an RL run's headline (ticketlab.training.final_evals): not the early-stopping pick
+    "headline_score": "test return, mean over the final evaluations",
     "es_iter": "early-stopping iteration",
     "es_val_loss": "validation loss at early stopping",
 }

@@ -47,17 +47,27 @@ def _column(branch: str, when: str, metric: str) -> str:
 def lottery_table(agg: list[dict]) -> str:
     """Per level: weights remaining, and per branch the early-stopping iteration and the task's metric
     at early stopping and at the end (test accuracy in % for classification), each mean ± std over
-    the point's runs; then a line with the runs per point (n) of each branch, and the legend of the
-    unconverged mark (`unconverged_mark`) when a point carries it."""
+    the point's runs; for RL, the headline return instead of the metric (the mean over the final
+    evaluations, `final_return`, with its standard error SEM, mean over runs). Then a line with the
+    runs per point (n) of each branch, and the legend of the unconverged mark (`unconverged_mark`)
+    when a point carries it."""
     branches = list(dict.fromkeys(a["branch"] for a in agg))
     by = {(a["branch"], a["level"]): a for a in agg}
     metric = agg[0].get("metric", "test_acc") if agg else "test_acc"
     acc = metric.endswith("_acc")
+    headline = metric == "eval_return"  # RL: the final evaluations, not the early-stopping pick
+
+    def figures(b: str) -> list[tuple[str, str]]:
+        """(aggregate key, column) of branch b's figures."""
+        if headline:
+            return [("headline_score", f"{b}_{agg[0].get('headline') or metric}")]
+        return [("es_score", _column(b, "es", metric)), ("final_score", _column(b, "final", metric))]
+
     ns = {b: sorted({a["n"] for a in agg if a["branch"] == b}) for b in branches}
     cols = ["level", "remaining_%"]
     for b in branches:
         cols += [f"{b}_n"] if len(ns[b]) > 1 else []  # n differs between levels: a column, else the footer
-        cols += [f"{b}_es_iter", _column(b, "es", metric), _column(b, "final", metric)]
+        cols += [f"{b}_es_iter"] + [col for _, col in figures(b)]
     rows = []
     for level in sorted({a["level"] for a in agg}):
         t = by.get(("ticket", level))
@@ -72,10 +82,13 @@ def lottery_table(agg: list[dict]) -> str:
                 row[f"{b}_es_iter"] = diverged_cell(a)
                 continue
             row[f"{b}_es_iter"] = f"{a['es_iter']:.0f} ± {a['es_iter_std']:.0f}{unconverged_mark(a)}"
-            for when, key in (("es", "es_score"), ("final", "final_score")):
+            for key, col in figures(b):
                 if key not in a:  # rows built by hand may carry the early-stopping figure only
                     continue
-                row[_column(b, when, metric)] = (pm(a[key], a[key + "_std"]) if acc else f"{a[key]:.2f} ± {a[key + '_std']:.2f}") + div
+                cell = pm(a[key], a[key + "_std"]) if acc else f"{a[key]:.2f} ± {a[key + '_std']:.2f}"
+                if key == "headline_score" and "headline_sem" in a:
+                    cell += f" (SEM {a['headline_sem']:.2f})"
+                row[col] = cell + div
         rows.append(row)
     lines = [text_table(rows, cols),
              "n (runs per point, mean ± std over them): " + ", ".join(

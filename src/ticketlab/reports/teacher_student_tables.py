@@ -1,16 +1,20 @@
 """Tables of teacher–student results: the CLI's printed tables and the CSV files beside the plots.
 
 - `points`: one row per experiment (teacher, over-realization, p): success rate and mean best match
-  per hidden layer (mean and min–max over seeds), eval loss relative to the teacher's output
-  variance, the luck readout and the wall time per run;
-- `per_node`: success rate over seeds per teacher node index (SS Fig. 5's data);
-- `prune`: node pruning and the ticket, per experiment, means over seeds;
+  per hidden layer (mean, std and min–max over seeds), eval loss relative to the teacher's output
+  variance, the luck readout and each run's share of its stack's wall time;
+- `per_node`: success rate over seeds per teacher node index (SS Fig. 5's data), with its n;
+- `prune`: node pruning and the ticket, per experiment, mean ± std over seeds;
+
+Every figure averaged over seeds comes with its spread (issue #18 point 5): the CSV files have a
+`<name>_std` column beside it, the printed tables show "mean ± std", and `seeds` is the n.
 - `luck`: one row per (run, layer, teacher node): the winner's initial rank and correlations.
 """
 
 from __future__ import annotations
 
 import csv
+import statistics
 from pathlib import Path
 from typing import Sequence
 
@@ -19,59 +23,79 @@ def _f(v, nd=4):
     return f"{v:.{nd}f}" if isinstance(v, float) else v
 
 
+def _pm(mean: float, std: float, fmt: str) -> str:
+    """ "mean ± std" in the format `fmt` (a printed cell)."""
+    return f"{mean:{fmt}} ± {std:{fmt}}"
+
+
+def _std(d: dict, key: str):
+    """The std stored beside `key` (a point read from a store written before it was recorded: None)."""
+    return d.get(key + "_std")
+
+
 def points(rows: Sequence[dict]) -> list[dict]:
-    """One flat row per experiment."""
+    """One flat row per experiment; `seeds` is the n of every mean, `<name>_std` its sample std."""
     out = []
     for r in rows:
         row = {"experiment": r["experiment"], "teacher": "-".join(map(str, r["teacher_widths"])),
                "multi": r["multi"], "p": f"{r['p']:g}", "seeds": r["seeds"], "steps": r["steps"]}
         for l, L in enumerate(r.get("layers", [])):
-            row[f"success_L{l + 1}"] = _f(L["success"], 3)
-            row[f"success_L{l + 1}_minmax"] = f"{L['success_min']:.2f}-{L['success_max']:.2f}"
-            row[f"mean_best_L{l + 1}"] = _f(L["mean_best"], 4)
-            row[f"mean_best_init_L{l + 1}"] = _f(L["mean_best_init"], 3)
-            row[f"mean_best_pre_L{l + 1}"] = _f(L["mean_best_pre"], 4)
-            row[f"luck_rank_L{l + 1}"] = _f(L["luck_rank_frac"], 3)
-            row[f"luck_top10_L{l + 1}"] = _f(L["luck_top10"], 3)
+            for name, key, nd in (("success", "success", 3), ("mean_best", "mean_best", 4),
+                                  ("mean_best_init", "mean_best_init", 3), ("mean_best_pre", "mean_best_pre", 4),
+                                  ("luck_rank", "luck_rank_frac", 3), ("luck_top10", "luck_top10", 3)):
+                row[f"{name}_L{l + 1}"] = _f(L[key], nd)
+                row[f"{name}_L{l + 1}_std"] = _f(_std(L, key), nd)
+                if name == "success":
+                    row[f"success_L{l + 1}_minmax"] = f"{L['success_min']:.2f}-{L['success_max']:.2f}"
+            row[f"luck_n_L{l + 1}"] = L.get("luck_n")  # the luck readouts pool winners over seeds
         if "eval_rel_mse" in r:
             row["eval_rel_mse"] = f"{r['eval_rel_mse']:.3g}"
-            row["wall_s_per_run"] = f"{r['wall_time_s']:.1f}"
+            row["eval_rel_mse_std"] = f"{r['eval_rel_mse_std']:.3g}" if "eval_rel_mse_std" in r else None
+            share = r.get("stack_wall_share_s", r.get("wall_time_s"))  # older rows: wall_time_s
+            row["wall_s_per_run"] = f"{share:.1f}"  # stack wall time / stack size, mean over seeds
         out.append(row)
     return out
 
 
 def short_points(rows: Sequence[dict]) -> list[dict]:
-    """The columns the CLI prints: success and mean best match per layer, loss, wall time."""
-    keep = ("experiment", "teacher", "multi", "p", "seeds", "eval_rel_mse", "wall_s_per_run")
+    """The columns the CLI prints: success and mean best match per layer and loss, each as
+    mean ± std over the `seeds` (n), and each run's share of its stack's wall time."""
     out = []
-    for r in points(rows):
-        row = {k: r.get(k, "") for k in keep[:5]}
-        n = sum(1 for k in r if k.startswith("success_L") and not k.endswith("minmax"))
-        row["success_per_layer"] = " ".join(str(r[f"success_L{l}"]) for l in range(1, n + 1))
-        row["mean_best_per_layer"] = " ".join(str(r[f"mean_best_L{l}"]) for l in range(1, n + 1))
-        row.update({k: r.get(k, "") for k in keep[5:]})
+    for r in rows:
+        row = {"experiment": r["experiment"], "teacher": "-".join(map(str, r["teacher_widths"])),
+               "multi": r["multi"], "p": f"{r['p']:g}", "seeds": r["seeds"]}
+        layers = r.get("layers", [])
+        row["success_per_layer"] = " ".join(_pm(L["success"], L.get("success_std", 0.0), ".3f") for L in layers)
+        row["mean_best_per_layer"] = " ".join(_pm(L["mean_best"], L.get("mean_best_std", 0.0), ".4f")
+                                              for L in layers)
+        row["eval_rel_mse"] = _pm(r["eval_rel_mse"], r.get("eval_rel_mse_std", 0.0), ".3g") if "eval_rel_mse" in r else ""
+        share = r.get("stack_wall_share_s", r.get("wall_time_s"))
+        row["wall_s_per_run"] = f"{share:.1f}" if share is not None else ""
         out.append(row)
     return out
 
 
 def per_node(rows: Sequence[dict]) -> list[dict]:
+    """Per teacher node: the fraction of the `seeds` (n) whose student specialized to it."""
     out = []
     for r in rows:
         for l, L in enumerate(r.get("layers", [])):
             for j, v in enumerate(L["per_node_success"]):
                 out.append({"experiment": r["experiment"], "multi": r["multi"], "p": r["p"], "layer": l + 1,
-                            "teacher_node": j, "success_rate": _f(v, 3)})
+                            "teacher_node": j, "success_rate": _f(v, 3), "seeds": r["seeds"]})
     return out
 
 
 def prune(rows: Sequence[dict]) -> list[dict]:
-    """Means over seeds of the node-pruning readout, per experiment."""
+    """Mean ± std over seeds (n: `seeds`) of the node-pruning readout, per experiment."""
+    std = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
     out = []
     for r in rows:
         pr = r.get("prune")
         if not pr:
             continue
-        mean = lambda v: sum(v) / len(v)  # noqa: E731
+        mean = lambda v: f"{sum(v) / len(v):.3f} ± {std(v):.3f}"  # noqa: E731
+        mean_g = lambda v: f"{sum(v) / len(v):.3g} ± {std(v):.3g}"  # noqa: E731
         n_layers = len(pr[0]["layers"])
         row = {"experiment": r["experiment"], "teacher": "-".join(map(str, r["teacher_widths"])),
                "multi": r["multi"], "p": f"{r['p']:g}", "seeds": len(pr), "score": pr[0]["score"]}
@@ -79,19 +103,19 @@ def prune(rows: Sequence[dict]) -> list[dict]:
         row["spec_kept/spec"] = " ".join(
             f"{sum(x['layers'][l]['specialized_kept'] for x in pr)}/{sum(x['layers'][l]['specialized'] for x in pr)}"
             for l in range(n_layers))
-        row["kept_spec_frac"] = " ".join(f"{mean([x['layers'][l]['kept_specialized_frac'] for x in pr]):.3f}"
+        row["kept_spec_frac"] = " ".join(mean([x['layers'][l]['kept_specialized_frac'] for x in pr])
                                          for l in range(n_layers))
-        row["rel_mse_full"] = f"{mean([x['eval_rel_mse_full'] for x in pr]):.3g}"
-        row["rel_mse_pruned"] = f"{mean([x['eval_rel_mse_pruned'] for x in pr]):.3g}"
+        row["rel_mse_full"] = mean_g([x['eval_rel_mse_full'] for x in pr])
+        row["rel_mse_pruned"] = mean_g([x['eval_rel_mse_pruned'] for x in pr])
         for b in ("ticket", "reinit"):
             have = [x for x in pr if f"{b}_eval_rel_mse" in x]
             if have:
-                row[f"rel_mse_{b}"] = f"{mean([x[f'{b}_eval_rel_mse'] for x in have]):.3g}"
-                row[f"success_{b}"] = " ".join(f"{mean([x[f'{b}_success'][l] for x in have]):.3f}"
-                                               for l in range(n_layers))
-        row["success_full"] = " ".join(f"{mean([x['layers'][l]['success_full'] for x in pr]):.3f}" for l in range(n_layers))
-        row["success_pruned"] = " ".join(f"{mean([x['layers'][l]['success_pruned'] for x in pr]):.3f}"
-                                         for l in range(n_layers))
+                row[f"rel_mse_{b}"] = mean_g([x[f'{b}_eval_rel_mse'] for x in have])
+                row[f"success_{b}"] = " ".join(mean([x[f'{b}_success'][l] for x in have]) for l in range(n_layers))
+                if len(have) != len(pr):  # fewer retrained seeds than pruned ones: their own n
+                    row[f"seeds_{b}"] = len(have)
+        row["success_full"] = " ".join(mean([x['layers'][l]['success_full'] for x in pr]) for l in range(n_layers))
+        row["success_pruned"] = " ".join(mean([x['layers'][l]['success_pruned'] for x in pr]) for l in range(n_layers))
         out.append(row)
     return out
 

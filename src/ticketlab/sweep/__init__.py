@@ -25,8 +25,8 @@ from ticketlab.sweep.dispatch import experiment_path, run_sweep, run_trial
 from ticketlab.sweep.grammar import OWN, Trial, load_sweep, short
 from ticketlab.sweep.kinds import KINDS
 
-METRICS = ("level", "density", "es_iter", "es_test_acc", "metric", "es_score", "final_test_acc",
-           "final_test_acc_std", "success", "mean_best", "eval_rel_mse")
+METRICS = ("level", "density", "es_iter", "es_test_acc", "metric", "es_score", "headline", "headline_score",
+           "final_test_acc", "final_test_acc_std", "success", "mean_best", "eval_rel_mse")
 
 
 def format_table(rows: list[dict]) -> str:

@@ -89,7 +89,7 @@ def run_sweep(trials: list[Trial], *, backend: str | Executor = "process", addre
     prints a line per trial on stderr.
 
     A row: trial, overrides, status (done / skipped / failed), attempts, experiment (folder),
-    the key metrics (train: es_iter, es_test_acc, final_test_acc, wall_s; lottery: the last
+    the key metrics (train: es_iter, es_test_acc, final_test_acc, stack_wall_s, stack_size; lottery: the last
     level's level, density, es_iter, es_test_acc (other tasks: metric, es_score); sparse:
     final_test_acc and its std over the `replicates`; transfer: the deepest transferred level's
     level, density, es_iter, es_test_acc; teacher_student: success, mean_best, eval_rel_mse),

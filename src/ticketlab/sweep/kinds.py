@@ -32,6 +32,7 @@ from typing import Callable
 
 from ticketlab.core import config as C
 from ticketlab.core.errors import ConfigError
+from ticketlab.training import timing
 from ticketlab.engine.options import RunOptions
 from ticketlab.engine.store import resolve_store
 from ticketlab.experiments import dense, sparse_training, transfer
@@ -114,7 +115,7 @@ def train_metrics(s: dict) -> dict:
     """A train run's key metrics, from its summary."""
     return {"experiment": s["experiment"], "es_iter": s["early_stop"]["iter"],
             "es_test_acc": s["early_stop"]["test_acc"], "final_test_acc": s["final"]["test_acc"],
-            "wall_s": s["wall_time_s"]}
+            "stack_wall_s": timing.read(s)["stack_wall_time_s"], "stack_size": timing.read(s)["stack_size"]}
 
 
 register(Kind("train", sections=lambda task: {"train": TrainConfig}, run=_run_train,
@@ -137,7 +138,9 @@ def _run_lottery(configs, ctx: Context) -> dict:
 
 def last_level(res: dict, branch: str) -> dict:
     """The deepest level of `branch` in an experiment's aggregate: its density and headline metric
-    at early stopping (replicate mean; test accuracy, or the task's metric and score)."""
+    at early stopping (replicate mean; test accuracy, or the task's metric and score), and where the
+    task's headline is not the early-stopping value (RL: the mean return over the final
+    evaluations) that headline too."""
     rows = [a for a in res["aggregate"] if a["branch"] == branch]
     out = {"experiment": res["experiment"]}
     if rows:
@@ -152,6 +155,8 @@ def last_level(res: dict, branch: str) -> dict:
             out["es_test_acc"] = t["es_test_acc"]
         else:
             out.update(metric=t["metric"], es_score=t["es_score"])
+            if "headline_score" in t and t.get("headline") != "es_" + t["metric"]:  # RL: the final evaluations
+                out.update(headline=t["headline"], headline_score=t["headline_score"])
     return out
 
 

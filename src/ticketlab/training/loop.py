@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -42,7 +41,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ticketlab.training import device as _device, optim, rundir
+from ticketlab.training import device as _device, optim, rundir, timing
 from ticketlab.training.rundir import RunDir, load_state, read_metrics, save_state, write_metrics  # noqa: F401 (the old names)
 from ticketlab.core.progress import bar as progress_bar
 from ticketlab.core.config import Config, param
@@ -234,7 +233,7 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     diverged: list[int | None] = [None] * R  # per run: the iteration whose loss was NaN or infinite
 
     optimizer = make_optimizer(cfg, ensemble.module.parameters())
-    it, elapsed = start_iter, 0.0
+    it, elapsed, cpu = start_iter, 0.0, 0.0
     resumed = rundir.resume_group(dirs, "fit_many", masks)
     if resumed is not None:
         states, rows = resumed
@@ -243,7 +242,7 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
         optimizer.load_state_dict(ensemble.stack_optimizer([s["optimizer"] for s in states]))
         torch.set_rng_state(states[0]["rng"])
         _device.set_rng_state(states[0], dev)
-        elapsed = float(states[0].get("elapsed", 0.0))
+        elapsed, cpu = float(states[0].get("elapsed", 0.0)), float(states[0].get("cpu", 0.0))
         diverged = [s.get("diverged") for s in states]
     else:
         if any(r.model is not None and r.model is not ensemble.module for r in runs):
@@ -295,7 +294,7 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     model.train()
     running = torch.zeros(R, device=dev)
     n_running = 0
-    t0 = time.perf_counter()
+    clock = timing.StackClock(elapsed, cpu)
 
     def record(i: int) -> None:
         nonlocal running, n_running
@@ -374,7 +373,7 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
         if it % cfg.eval_every == 0 or it == total:
             record(it)
             if it % ckpt_every == 0 and it < total:
-                for d, rs, st in zip(dirs, rows, run_states(elapsed=elapsed + time.perf_counter() - t0)):
+                for d, rs, st in zip(dirs, rows, run_states(elapsed=clock.wall(), cpu=clock.cpu())):
                     d.checkpoint(rs, it, **st)
         if it in snapshot_iters:
             save_all(rundir.snapshot_name(it), it)
@@ -384,7 +383,7 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
         bar.close()
     if writer is not None:
         writer.close()
-    wall = elapsed + time.perf_counter() - t0
+    stack_time = clock.fields(R)  # the stack's, not a run's: its runs trained together
 
     save_all(rundir.FINAL, it)
     model.to(home)
@@ -392,7 +391,7 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     return [d.finish(rs, {"iterations": total, "start_iter": start_iter, "final": rs[-1],
                           "early_stop": early_stopping(rs),
                           "best_test_acc": max((r["test_acc"] for r in rs if r["test_acc"] is not None), default=None),
-                          "wall_time_s": wall / R, "trained_with": R, "trained_on": trained_on,
+                          "trained_with": R, **stack_time, "trained_on": trained_on,
                           **({"diverged": {"iteration": dv}} if dv is not None else {})})
             for d, rs, dv in zip(dirs, rows, diverged)]
 

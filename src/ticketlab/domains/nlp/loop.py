@@ -12,7 +12,8 @@ A step: loss → backward → mask the gradients → clip the global gradient no
 pruned weights (`ticketlab.core.masks.MaskEnforcer`). Throughput is measured in training tokens per
 second of training time (evaluation excluded), shown on the progress bar and recorded per
 evaluation and in the summary; the summary also gives tokens per second of the process's CPU
-time, the figure that stays meaningful on a shared machine (`cpu_time_s`: the whole run's).
+time, the figure that stays meaningful on a shared machine (`stack_cpu_time_s`: the whole run's; an
+NLP run trains alone, `stack_size` 1; see `ticketlab.training.timing`).
 
 The early-stopping row is the evaluation with the lowest validation loss (perplexity or
 cross-entropy): selected on validation data, never on test data (LTH App. C).
@@ -162,7 +163,8 @@ def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimize
     best = (max if higher_is_better else min)(r[metric] for r in rows)
     summary = {"iterations": total, "start_iter": start_iter, "metric": metric, "select": select,
                "final": rows[-1], "early_stop": rundir.early_stopping(rows, select),
-               "best_score": best, "wall_time_s": wall, "cpu_time_s": cpu, "train_time_s": acc["train_time"],
+               "best_score": best, "stack_wall_time_s": wall, "stack_cpu_time_s": cpu, "stack_size": 1,
+               "train_time_s": acc["train_time"],
                "train_tokens": int(acc["tokens"]),
                "tokens_per_s": acc["tokens"] / acc["train_time"] if acc["train_time"] else None,
                "tokens_per_cpu_s": acc["tokens"] / acc["train_cpu"] if acc["train_cpu"] else None,

@@ -86,8 +86,12 @@ class RLConfig(Config):
     exploration_final_eps: float | None = param(None, "dqn: final epsilon (None: 0.04)", min=0.0, max=1.0)
     # ---- evaluation ----
     eval_every: int = param(5_120, "evaluate every N env steps (a multiple of the rollout size)", min=1)
-    eval_episodes: int = param(10, "test episodes per evaluation (the reported return)", min=1)
-    val_episodes: int = param(10, "validation episodes per evaluation (select the early-stopping point)", min=1)
+    # 20 each (issue #18): with 5 or 10 episodes a CartPole mean moves by tens of points between
+    # evaluations of the same policy; 20 test episodes at each of the final evaluations give the
+    # headline return over about 100 episodes (see ticketlab.training.final_evals).
+    eval_episodes: int = param(20, "test episodes per evaluation (the reported return; its standard error is "
+                                   "recorded beside it)", min=1)
+    val_episodes: int = param(20, "validation episodes per evaluation (select the early-stopping point)", min=1)
     eval_seed: int = param(1_000_000, "test episode i starts from seed eval_seed + i, validation episode j from "
                                       "eval_seed + 100000 + j (the same episodes at every evaluation)", min=0)
     eval_max_steps: int | None = param(None, "cap on an evaluation episode's length (None: the env's own limit)",

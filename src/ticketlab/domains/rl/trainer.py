@@ -7,8 +7,11 @@ engine needs at the points where the agent's state is complete (between rollouts
 - snapshots `snapshot_<k>.pt` of the agent before env step k (θ0, the rewind point θk);
 - every `eval_every` env steps, an evaluation on fixed episodes of separate environments:
   `val_return` over `val_episodes` validation episodes (which select the early-stopping
-  point) and `eval_return` over `eval_episodes` test episodes (the reported return), with
-  the deterministic policy; a row of `metrics.jsonl`;
+  point) and `eval_return` over `eval_episodes` test episodes, with its std, episode count and
+  standard error (`eval_return_sem`), with the deterministic policy; a row of `metrics.jsonl`;
+- the headline (`summary["headline"]`): the mean test return over the last evaluations after the
+  run's start, with its standard error (`ticketlab.training.final_evals`, issue #18): what the
+  tables and the report show as the run's return, rather than the early-stopping pick;
 - a resumable `checkpoint.pt` every `checkpoint_every` env steps (rounded up to evaluations).
 
 **Segments.** Training is cut into segments at the run's start and at every multiple of
@@ -52,10 +55,11 @@ from ticketlab.core.errors import ConfigError
 from ticketlab.domains.rl import agent as A
 from ticketlab.domains.rl.config import RLConfig, resolve, rollout_size
 from ticketlab.domains.rl.envs import env_spaces, evaluate, is_pixels, make_env, make_vec_env, reset_vec_env
-from ticketlab.training import device as _device, rundir
+from ticketlab.training import device as _device, final_evals, rundir, timing
 from ticketlab.training.rundir import RunDir
 
 METRIC = "eval_return"
+HEADLINE = "final_return"  # the mean test return over the final evaluations (see `headline`)
 VAL_SEED_OFFSET = 100_000
 
 
@@ -63,6 +67,12 @@ def segment_seeds(data_seed: int, it: int) -> tuple[int, int]:
     """(RNG seed, environment seed) of the segment starting at env step `it`."""
     a, b = np.random.SeedSequence([data_seed, it]).generate_state(2)
     return int(a), int(b)
+
+
+def headline(rows: Sequence[dict], start_iter: int) -> dict:
+    """The run's headline return: the mean test return over its last `final_evals.FINAL_EVALS`
+    evaluations after `start_iter`, with its standard error over their pooled episodes."""
+    return {"name": HEADLINE, "of": METRIC, **final_evals.final_mean(rows, METRIC, start_iter)}
 
 
 def early_stopping(rows: Sequence[dict]) -> dict:
@@ -162,7 +172,7 @@ class _Run:
         self.algo = make_algorithm(cfg, hp, self.venv, trainer.pixels, start_iter=start_iter, lr_offset=lr_offset)
         self.policy = self.algo.policy
         self.dqn = cfg.algo == "dqn"
-        self.elapsed = self.eval_time = 0.0
+        self.elapsed = self.eval_time = self.cpu = 0.0
         resumed = rd.resume(masks)
         if resumed is not None:
             st, self.rows = resumed
@@ -172,6 +182,7 @@ class _Run:
             if self.dqn:
                 A.load_replay_state(self.algo.replay_buffer, st["replay"])
             self.elapsed, self.eval_time = float(st["elapsed"]), float(st["eval_time"])
+            self.cpu = float(st.get("cpu", 0.0))
         else:
             self.it = start_iter
             self.policy.load_state_dict(model.state_dict())
@@ -202,7 +213,7 @@ class _Run:
         if not self.rows or self.rows[-1]["iter"] < s:
             self.record(s)
         if not first and s % self.ckpt_every == 0 and s < self.T:
-            extra = dict(elapsed=self.elapsed + time.perf_counter() - self.t0, eval_time=self.eval_time)
+            extra = dict(elapsed=self.clock.wall(), cpu=self.clock.cpu(), eval_time=self.eval_time)
             if self.dqn:
                 extra["replay"] = A.replay_state(self.algo.replay_buffer)
             self.rd.checkpoint(self.rows, s, **self.state(**extra))
@@ -233,8 +244,10 @@ class _Run:
         V = self.cfg.val_episodes
         test = returns[V:]
         tr = self.train_returns
+        sem = float(test.std(ddof=1) / math.sqrt(len(test))) if len(test) > 1 else None
         self.rows.append({"iter": s, "val_return": float(returns[:V].mean()), "eval_return": float(test.mean()),
-                          "eval_return_std": float(test.std()), "eval_length": float(lengths[V:].mean()),
+                          "eval_return_std": float(test.std()), "eval_return_n": len(test), "eval_return_sem": sem,
+                          "eval_length": float(lengths[V:].mean()),
                           "train_return": float(np.mean(tr)) if tr else None, "train_episodes": len(tr)})
         self.train_returns = []
         if self.bar is not None:
@@ -250,7 +263,7 @@ class _Run:
 
     # ---- the run ----
     def train(self) -> dict:
-        self.t0 = time.perf_counter()
+        self.clock = timing.StackClock(self.elapsed, self.cpu)
         self.algo.num_timesteps = self.it
         self.boundary(self.it, first=True)
         if self.it < self.T:
@@ -259,7 +272,8 @@ class _Run:
             self.save(rundir.snapshot_name(self.T), self.T)
         if self.rows[-1]["iter"] < self.T:
             self.record(self.T)
-        wall = self.elapsed + time.perf_counter() - self.t0
+        stack_time = self.clock.fields(1)  # an RL agent trains alone: its stack is itself
+        wall = stack_time["stack_wall_time_s"]
         if self.bar is not None:
             self.bar.close()
         if self.hooks is not None:
@@ -268,7 +282,8 @@ class _Run:
         steps = self.T - self.start_iter
         summary = {"iterations": self.T, "start_iter": self.start_iter, "metric": METRIC,
                    "final": self.rows[-1], "early_stop": early_stopping(self.rows),
-                   "best_score": max(r[METRIC] for r in self.rows), "wall_time_s": wall,
+                   "headline": headline(self.rows, self.start_iter),
+                   "best_score": max(r[METRIC] for r in self.rows), **stack_time,
                    "eval_time_s": self.eval_time,
                    "env_steps_per_s": steps / max(wall - self.eval_time, 1e-9) if steps else None,
                    "trained_with": 1, "env": self.cfg.env, "algo": self.cfg.algo,
@@ -307,4 +322,4 @@ class _Callback(BaseCallback):
             self.run._bar_at = self.model.num_timesteps
 
 
-__all__ = ["RLTrainer", "make_algorithm", "early_stopping", "segment_seeds", "METRIC"]
+__all__ = ["RLTrainer", "make_algorithm", "early_stopping", "headline", "segment_seeds", "METRIC", "HEADLINE"]

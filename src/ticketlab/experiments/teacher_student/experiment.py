@@ -42,6 +42,7 @@ from ticketlab.experiments.teacher_student.net import Net
 from ticketlab.experiments.teacher_student.spec import (KIND, SCHEDULE_FIELDS, JobSpec, TeacherStudentConfig, _save, _seed,
                                             build_teacher, datasets, load_config, prepare_run, seeds_of)
 from ticketlab.experiments.teacher_student.student import random_init
+from ticketlab.training import timing
 from ticketlab.training.loop import load_state
 from ticketlab.training.rundir import read_json
 
@@ -149,9 +150,21 @@ def _mean(v):
     return sum(v) / len(v) if v else float("nan")
 
 
+def _std(v):
+    """Sample std of the finite values (0 for one value, nan for none): the spread beside each mean
+    over seeds (issue #18 point 5)."""
+    v = [x for x in v if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if len(v) < 2:
+        return 0.0 if v else float("nan")
+    m = sum(v) / len(v)
+    return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+
+
 def point_row(exp_path: Path, cfg: TeacherStudentConfig) -> dict:
     """One row per experiment: success rate and mean best match per layer (mean, min, max over
-    seeds), the per-teacher-node success rate over seeds, eval loss, luck and wall time."""
+    seeds), the per-teacher-node success rate over seeds, eval loss, luck and wall time. Each mean
+    over seeds has its sample std beside it (`<name>_std`); `seeds` is their n. The luck readouts
+    pool the specialized winners of all seeds (their n: `luck_n`)."""
     runs = run_summaries(exp_path, cfg)
     tau = cfg.threshold
     row = {"experiment": Path(exp_path).name, "teacher_widths": list(runs[0]["teacher_widths"]) if runs else
@@ -169,15 +182,24 @@ def point_row(exp_path: Path, cfg: TeacherStudentConfig) -> dict:
         # luck: the init rank (as a fraction of the student width) of specialized winners
         lk = [(r["layers"][l]["luck"]["init_rank"][j] / max(1, r["layers"][l]["luck"]["students"] - 1))
               for r in runs for j in range(m) if r["layers"][l]["best"][j] >= tau]
-        layers.append({"success": _mean(succ), "success_min": min(succ), "success_max": max(succ),
-                       "mean_best": _mean(mb), "mean_best_min": min(mb), "mean_best_max": max(mb),
-                       "mean_best_pre": _mean([_mean(r["layers"][l]["best_pre"]) for r in runs]),
-                       "mean_best_init": _mean([_mean(r["layers"][l]["best_init"]) for r in runs]),
+        pre = [_mean(r["layers"][l]["best_pre"]) for r in runs]
+        ini = [_mean(r["layers"][l]["best_init"]) for r in runs]
+        top = [1.0 if v <= 0.1 else 0.0 for v in lk]
+        sp = [r["layers"][l]["luck"]["rank_final_spearman"] for r in runs]
+        layers.append({"success": _mean(succ), "success_std": _std(succ), "success_min": min(succ),
+                       "success_max": max(succ),
+                       "mean_best": _mean(mb), "mean_best_std": _std(mb), "mean_best_min": min(mb),
+                       "mean_best_max": max(mb),
+                       "mean_best_pre": _mean(pre), "mean_best_pre_std": _std(pre),
+                       "mean_best_init": _mean(ini), "mean_best_init_std": _std(ini),
                        "per_node_success": per_node,
-                       "luck_rank_frac": _mean(lk), "luck_top10": _mean([1.0 if v <= 0.1 else 0.0 for v in lk]),
-                       "luck_rank_final_spearman": _mean([r["layers"][l]["luck"]["rank_final_spearman"] for r in runs])})
-    row.update(layers=layers, eval_rel_mse=_mean([r["eval_rel_mse"] for r in runs]),
-               wall_time_s=_mean([r["wall_time_s"] for r in runs]))
+                       "luck_rank_frac": _mean(lk), "luck_rank_frac_std": _std(lk),
+                       "luck_top10": _mean(top), "luck_top10_std": _std(top), "luck_n": len(lk),
+                       "luck_rank_final_spearman": _mean(sp), "luck_rank_final_spearman_std": _std(sp)})
+    rel = [r["eval_rel_mse"] for r in runs]
+    share = [timing.run_share_s(r) for r in runs]  # a run's share of its stack's wall time
+    row.update(layers=layers, eval_rel_mse=_mean(rel), eval_rel_mse_std=_std(rel),
+               stack_wall_share_s=_mean(share), stack_wall_share_s_std=_std(share))
     if cfg.prune:
         pr = [prune_readout(Path(exp_path) / f"seed_{r['seed']}", cfg) for r in runs
               if (prune_dir(Path(exp_path) / f"seed_{r['seed']}", cfg) / "pruned.json").exists()]

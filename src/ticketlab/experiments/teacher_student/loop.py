@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Sequence
@@ -34,7 +33,7 @@ from ticketlab.experiments.teacher_student import metrics as Mx
 from ticketlab.experiments.teacher_student.net import Net
 from ticketlab.experiments.teacher_student.optim import StackedOptimizer
 from ticketlab.experiments.teacher_student.spec import SCHEDULE_FIELDS, JobSpec, TeacherStudentConfig, _seed, datasets
-from ticketlab.training import rundir
+from ticketlab.training import rundir, timing
 from ticketlab.training.rundir import RunDir, load_state
 
 log = logging.getLogger(__name__)
@@ -90,7 +89,7 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
     params = student.params()  # plain leaf tensors: gradients are set by hand (`Net.loss_and_grads`)
     opt = StackedOptimizer(params, c.optimizer, lr=c.lr, momentum=c.momentum)
     gens = [torch.Generator().manual_seed(_seed(s.seed, 4)) for s in specs]
-    step, elapsed = 0, 0.0
+    step, elapsed, cpu = 0, 0.0, 0.0
     rows: list[list[dict]] = [[] for _ in specs]
     resumed = rundir.resume_group(dirs, "fit_group")
     if resumed is not None:
@@ -103,7 +102,7 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
         opt.load([st["optimizer"] for st in states])
         for g, st in zip(gens, states):
             g.set_state(st["gen"])
-        elapsed = float(states[0]["elapsed"])
+        elapsed, cpu = float(states[0]["elapsed"]), float(states[0].get("cpu", 0.0))
 
     running = torch.zeros(S, dtype=torch.float64)
     n_running = 0
@@ -131,9 +130,9 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
     def save_checkpoints(i: int) -> None:
         for s in range(S):
             dirs[s].checkpoint(rows[s], i, student=student.state(s), optimizer=opt.state(s),
-                               gen=gens[s].get_state(), elapsed=elapsed + time.perf_counter() - t0)
+                               gen=gens[s].get_state(), elapsed=clock.wall(), cpu=clock.cpu())
 
-    t0 = time.perf_counter()
+    clock = timing.StackClock(elapsed, cpu)
     if not rows[0]:
         record(0)
     ar = torch.arange(S).unsqueeze(1)
@@ -168,7 +167,7 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
             save_checkpoints(step)
     if bar is not None:
         bar.close()
-    wall = elapsed + time.perf_counter() - t0
+    stack_time = clock.fields(S)  # the stack's, not a run's: its runs trained together
 
     # ---- final readouts: correlations at init and at the end, L-shape, luck ----
     student = student.detach()
@@ -195,7 +194,7 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
                 "teacher_fan_out_scaled": Mx.scaled_fan_out(teacher.slice(s), l)[0].tolist(),
                 "luck": Mx.luck(post_0[l][s], post_f[l][s])})
         last = rows[s][-1]
-        summary = {"seed": specs[s].seed, "steps": step, "wall_time_s": wall / S, "trained_with": S,
+        summary = {"seed": specs[s].seed, "steps": step, "trained_with": S, **stack_time,
                    "teacher_widths": list(teacher.widths), "student_widths": list(student.widths),
                    "eval_mse": last["eval_mse"], "eval_rel_mse": last["eval_rel_mse"],
                    "train_loss": last["train_loss"], "layers": layers}
