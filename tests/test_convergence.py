@@ -144,7 +144,7 @@ def test_longer_baselines_resume_after_a_kill(tmp_path, monkeypatch):
     name = full["experiment"].split("/")[-1]
     assert (tmp_path / "b" / name / "replicate_0" / "reinit_0" / "level_1" / "checkpoint.pt").exists()
     resumed = _longer_lottery(tmp_path / "b", baseline_length=2)
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("path", "wall_time_s")} for r in rows]
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("path", "wall_time_s", "stack_wall_time_s", "stack_cpu_time_s")} for r in rows]
     assert strip(full["rows"]) == strip(resumed["rows"])
     wa, wb = (load_state(tmp_path / s / name / "replicate_0" / "reinit_0" / "level_1" / "final.pt")["model"]
               for s in ("a", "b"))
