@@ -27,7 +27,7 @@ from ticketlab.core import masks as M
 from ticketlab.core.errors import TicketlabError
 from ticketlab.integrations.optim import SparseCheckpoint, innermost
 from ticketlab.methods.imp import IMP
-from ticketlab.methods.sparse import Method, updater_for
+from ticketlab.methods.sparse import Method
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +61,11 @@ class SparseTraining(transformers.TrainerCallback):
         def attach(optimizer):
             if self._carry is not None:
                 self._carry.remove()
-            method = self.method  # fractions of training (RigL(end_fraction=0.75)) become steps of this run
-            method = method.resolve(trainer.state.max_steps) if hasattr(method, "resolve") else method
-            self.updater, params = updater_for(trainer.model, method, self.sparsity, **self.kwargs)
-            self._carry = SparseCheckpoint(self.updater, optimizer, params)
-            if trainer.state.global_step == 0:  # else resuming: loading optimizer.pt attaches its masks
-                self._carry.attach_now()
+            # resuming (global_step > 0 already): loading optimizer.pt next attaches its masks
+            self._carry = SparseCheckpoint.for_run(trainer.model, optimizer, self.method, self.sparsity,
+                                                   trainer.state.max_steps, resuming=trainer.state.global_step > 0,
+                                                   **self.kwargs)
+            self.updater = self._carry.updater
         when_optimizer_exists(trainer, attach)
         self.bound = True
         return self
