@@ -432,10 +432,11 @@ def test_hf_run_imp_under_a_grad_scaler_rewinds_to_theta_k_of_the_steps_taken(tm
 
     class Record(transformers.TrainerCallback):
         def __init__(self):
-            self.at_k, self.starts, self.steps = None, [], []
+            self.at_k, self.starts, self.steps, self.lrs = None, [], [], []
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             self.starts.append(snapshot(model))
+            self.lrs.append(kwargs["lr_scheduler"].get_last_lr()[0])
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if state.global_step == 4 and self.at_k is None:  # global step 4: 3 steps taken, one skipped
@@ -443,6 +444,7 @@ def test_hf_run_imp_under_a_grad_scaler_rewinds_to_theta_k_of_the_steps_taken(tm
 
         def on_train_end(self, args, state, control, **kwargs):
             self.steps.append(state.global_step)
+            self.lrs.append(kwargs["lr_scheduler"].get_last_lr()[0])
 
     trainer, record = hf_trainer(tiny_bert(), tmp_path, 8, fp16=True), Record()
     scaler, _ = with_grad_scaler(trainer, skip_at=1)
@@ -450,6 +452,7 @@ def test_hf_run_imp_under_a_grad_scaler_rewinds_to_theta_k_of_the_steps_taken(tm
     imp = ticketlab.IMP(prune_fraction=0.5, rewind_iter=3)
     rows = hf.run_imp(trainer, imp, levels=1)
     assert scaler.get_scale() < 2.0 ** 8 and imp.steps == 3 and record.steps == [8, 8]
+    assert record.lrs[0] == record.lrs[2] == 1e-3 and record.lrs[1] == record.lrs[3] < 1e-4  # the schedule restarts
     assert all(torch.equal(imp.thetak[n], w) for n, w in record.at_k.items())
     masks = imp.masks
     assert rows[1]["density"] < 1.0
