@@ -113,6 +113,33 @@ def test_enforce_keeps_masks_exact_with_clipping_and_grad_scaler(scaled):
     assert any(int(params[n].detach()[~m].count_nonzero()) for n, m in masks.items())
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_step_the_grad_scaler_skips_is_no_step_for_imps_rewind_point(fused):
+    """θk is the weights after k optimizer steps taken: a step a GradScaler skips (inf gradients) does
+    not count, whether the scaler leaves the optimizer unstepped or tells a fused one to skip."""
+    from ticketlab.methods.imp import IMP
+
+    model = net()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2, fused=fused)
+    imp = IMP(prune_fraction=0.5, rewind_iter=3).attach(model, opt)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+    params, after = dict(model.named_parameters()), []
+    for i, (x, y) in enumerate(batches(6)):
+        opt.zero_grad()
+        scaler.scale(nn.functional.cross_entropy(model(x), y)).backward()
+        if i == 1:  # an overflow on a kept weight: the scaler skips this step
+            params["4.bias"].grad[0] = float("inf")
+        scaler.unscale_(opt)
+        nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        scaler.step(opt)
+        scaler.update()
+        after.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert all(torch.equal(after[0][k], v) for k, v in after[1].items())  # step 1 was skipped
+    assert scaler.get_scale() < 2.0 ** 8 and imp.steps == 3
+    assert all(torch.equal(imp.thetak[k], v) for k, v in after[3].items())  # steps 0, 2, 3
+    assert not torch.equal(imp.thetak["0.weight"], after[2]["0.weight"])
+
+
 class Wrapped:
     """A minimal accelerate/Lightning-style wrapper: the torch optimizer in `.optimizer`, no hooks API."""
 
@@ -252,6 +279,40 @@ def test_the_lottery_trunk_prunes_through_the_public_imp_object(tmp_path, monkey
     assert calls == ["fc2.weight"] * 4  # trunk levels 1, 2 and the continued chain's 1, 2
     m = load_masks(tmp_path / exp / "replicate_0" / "level_1" / "mask.pt")
     assert int(m["fc2.weight"].sum()) == 320 - 32  # the output layer at half the rate: found by IMP
+
+
+def test_the_lottery_controls_are_made_by_the_public_imp_object(tmp_path, monkeypatch):
+    """The reinit and random-mask controls of `ticketlab lottery` come from `IMP.reinit_weights` and
+    `IMP.random_masks_like`, and equal what they were before the move: a random mask drawn from the
+    control's seed with the ticket's counts, and the trainer's model built from the control's seed."""
+    from ticketlab import api
+    from ticketlab.core import pruning
+    from ticketlab.core.seeds import derive_seed
+    from ticketlab.domains.classify import make_trainer
+    from ticketlab.experiments.lottery.trunk import LotteryConfig, load_masks
+    from ticketlab.methods.imp import IMP
+    from ticketlab.training.loop import TrainConfig, load_state
+
+    calls = []
+    for name in ("random_masks_like", "reinit_weights"):
+        original = getattr(IMP, name)
+        monkeypatch.setattr(IMP, name, lambda self, *a, _o=original, _n=name, **kw: calls.append(_n) or _o(self, *a, **kw))
+    train = TrainConfig(dataset="mnist1d", model="mlp", model_args={"widths": [32]}, iterations=50,
+                        batch_size=50, eval_every=50)
+    cfg = LotteryConfig(levels=1, controls=("reinit", "random_mask", "random_mask_global"))
+    exp = api.lottery(train, cfg, store=tmp_path, progress=False)["experiment"]
+    assert sorted(calls) == ["random_masks_like", "random_masks_like", "reinit_weights"]
+    rep = tmp_path / exp / "replicate_0"
+    ticket = load_masks(rep / "level_1" / "mask.pt")
+    for control, strategy in (("random_mask", "layerwise"), ("random_mask_global", "global")):
+        seed = derive_seed(train.init_seed, 0, control, 1, 0, bits=32)
+        expected = pruning.random_mask_like(ticket, seed, strategy, list(ticket))
+        got = load_masks(rep / f"{control}_0" / "level_1" / "mask.pt")
+        assert all(torch.equal(got[n], expected[n]) for n in ticket), control
+    fresh = make_trainer(train).build(derive_seed(train.init_seed, 0, "reinit", 1, 0, bits=32)).state_dict()
+    start = load_state(rep / "reinit_0" / "level_1" / "snapshot_0.pt")["model"]
+    for n, w in fresh.items():
+        assert torch.equal(start[n], w * ticket[n] if n in ticket else w), n
 
 
 def test_imp_rewinds_to_theta_k_and_offers_the_controls():

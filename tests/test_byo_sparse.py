@@ -177,3 +177,36 @@ def test_under_ddp_every_rank_holds_the_same_masks_after_each_rigl_update(tmp_pa
         assert all(torch.equal(a[n], b[n]) for n in a)
     assert r0["history"] == r1["history"]
     assert all(torch.equal(a, b) for a, b in zip(r0["weights"], r1["weights"]))
+
+
+def test_sparsify_and_the_integrations_carry_one_state_in_the_optimizer_state_dict():
+    """`sparsify`'s state and the integrations' `SparseCheckpoint` ride under one key in one format, by
+    one carrier: a checkpoint of either resumes the other with the same masks, step and history."""
+    from ticketlab.integrations.optim import SparseCheckpoint
+    from ticketlab.methods.sparse import updater_for
+    from ticketlab.methods.sparse.updater import STATE_KEY
+
+    model = net()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    u = sparsify(model, opt, RIGL, 0.8)
+    train(model, opt, batches(9))
+    saved = opt.state_dict()
+    assert saved[STATE_KEY]["step"] == 9 and len(saved[STATE_KEY]["history"]) == 3
+
+    model2 = net(seed=5)
+    opt2 = torch.optim.Adam(model2.parameters(), lr=1e-2)
+    updater, params = updater_for(model2, RIGL, 0.8)
+    carry = SparseCheckpoint(updater, opt2, params)
+    assert not carry.attached and STATE_KEY not in opt2.state_dict()  # nothing to save before it attaches
+    opt2.load_state_dict(saved)  # attaches with the checkpoint's masks
+    assert carry.attached and carry.updater.step == 9 and carry.updater.history == u.history
+    assert all(torch.equal(carry.updater.masks[n], m) for n, m in u.masks.items())
+    assert_masked(model2, u.masks)
+
+    model3 = net(seed=6)
+    opt3 = torch.optim.Adam(model3.parameters(), lr=1e-2)
+    u3 = sparsify(model3, opt3, RIGL, 0.8)
+    opt3.load_state_dict(opt2.state_dict())  # and back: sparsify resumes a SparseCheckpoint's state
+    assert u3.step == 9 and all(torch.equal(u3.masks[n], m) for n, m in u.masks.items())
+    carry.remove()
+    assert STATE_KEY not in opt2.state_dict()

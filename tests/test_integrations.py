@@ -193,6 +193,74 @@ def test_lightning_checkpoint_resume_restores_the_masks(tmp_path, kind):
     assert exact(module2, masks_of(cb2), trainer2.optimizers[0])
 
 
+# Lightning's own AMP plugin with a GradScaler on the CPU: Trainer(precision="16-mixed") falls back to
+# bf16 (no scaler) on a CPU, so the plugin is given explicitly; autocast, scale, unscale_, clipping,
+# scaler.step and update are then all Lightning's.
+def scaled_trainer(epochs: int, callbacks, skip_at: int, **kw):
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+    inf = InfAt(skip_at)
+    trainer = lightning_trainer(epochs, [*callbacks, inf], plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)],
+                                **kw)
+    return trainer, scaler, inf
+
+
+class InfAt(pl.Callback if pl else object):
+    """Writes inf into one gradient at global step `step` (the scaler must skip that step), and records
+    the weights just before and just after it."""
+
+    def __init__(self, step: int):
+        self.step, self.before, self.after = step, None, None
+
+    def on_after_backward(self, trainer, module):
+        if trainer.global_step == self.step and self.before is None:
+            self.before = snapshot(module)
+            module.net[2].bias.grad[0] = float("inf")
+
+    def on_train_batch_end(self, trainer, module, *args):
+        if self.before is not None and self.after is None:
+            self.after = snapshot(module)
+
+
+@needs_lightning
+def test_lightning_rigl_under_a_grad_scaler_that_skips_a_step_keeps_masks_and_schedule_exact():
+    from ticketlab.integrations.lightning import SparseTraining
+
+    module = lightning_module()
+    sparse = SparseTraining(ticketlab.RigL(end_step=30, update_interval=5), 0.8)
+    trainer, scaler, inf = scaled_trainer(2, [sparse], skip_at=5)  # 16 batches; 5 would be an update
+    trainer.fit(module, loader())
+    u = sparse.updater
+    assert scaler.get_scale() < 2.0 ** 8 and all(torch.equal(inf.before[n], w) for n, w in inf.after.items())
+    # Lightning counts the skipped batch; the Updater, and so RigL's schedule, does not
+    assert trainer.global_step == 16 and u.step == 15
+    assert [r["step"] for r in u.history] == [0, 5, 10]
+    assert exact(module, u.masks, trainer.optimizers[0])
+
+
+@needs_lightning
+def test_lightning_lottery_ticket_under_a_grad_scaler_rewinds_to_theta_k_of_the_steps_taken():
+    """θk is the weights after k optimizer steps taken (the skipped one does not count); every level
+    is a whole fit: it reruns the whole schedule from θk, under its own fresh optimizer."""
+    from ticketlab.integrations.lightning import LotteryTicket
+
+    module = lightning_module()
+    ticket, record = LotteryTicket(ticketlab.IMP(prune_fraction=0.5, rewind_iter=3)), AtStep(4)
+    trainer, scaler, _ = scaled_trainer(2, [ticket, record], skip_at=1)  # steps 0, 2, 3 are the first three
+    trainer.fit(module, loader())
+    assert scaler.get_scale() < 2.0 ** 8 and ticket.imp.steps == 3
+    assert all(torch.equal(ticket.imp.thetak[n], w) for n, w in record.at_k.items())
+    again, _, _ = scaled_trainer(2, [ticket, record], skip_at=6)  # level 1, with a skip of its own
+    again.fit(module, loader())
+    masks = ticket.imp.masks
+    assert ticket.imp.level == 1 and not masks["net.0.weight"].all()
+    for n, w in record.at_k.items():  # the level started from θk, masked, bit for bit
+        assert torch.equal(record.starts[1][n], w * masks[n] if n in masks else w), n
+    assert again.global_step == 16  # the whole schedule again, not 16 − k steps
+    assert exact(module, masks, ticket.imp.optimizer)
+
+
 # ---- Hugging Face Trainer -----------------------------------------------------------------------
 
 def tiny_bert(seed: int = 0):
@@ -306,6 +374,91 @@ def test_hf_run_imp_rewinds_to_theta_k_bit_for_bit_and_resumes(tmp_path):
     assert all(torch.equal(check.masks[n], masks1[n]) for n in masks1)
     assert all(torch.equal(imp2.thetak[n], imp.thetak[n]) for n in imp.thetak)
     assert exact(trainer2.model, imp2.masks)
+
+
+def with_grad_scaler(trainer, skip_at: int):
+    """Give the Trainer a CPU GradScaler, and write inf into one gradient at global step `skip_at`.
+
+    With `fp16=True` on a CPU, accelerate autocasts to float16 but makes no GradScaler (it makes one
+    only for an accelerator); given one, accelerate's own `backward` (scale), `clip_grad_norm_`
+    (unscale_), `AcceleratedOptimizer.step` (scaler.step, update, `step_was_skipped`) and the Trainer's
+    skip handling run unchanged. The Trainer's default optimizer here is fused AdamW, which the scaler
+    tells to skip (`found_inf`) rather than leaving it unstepped."""
+    assert trainer.accelerator.mixed_precision == "fp16" and trainer.accelerator.scaler is None
+    trainer.accelerator.scaler = scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+    trainer.accelerator.native_amp = True
+
+    class Inf(transformers.TrainerCallback):
+        before = after = None
+
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            self.now = state.global_step
+            if self.now == skip_at and self.before is None:
+                self.before = snapshot(model)
+                weight = dict(model.named_parameters())["classifier.bias"]
+                weight.register_hook(lambda g: torch.full_like(g, float("inf")) if self.now == skip_at else None)
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if self.before is not None and self.after is None:
+                self.after = snapshot(model)
+
+    inf = Inf()
+    trainer.add_callback(inf)
+    return scaler, inf
+
+
+@needs_transformers
+def test_hf_rigl_under_a_grad_scaler_that_skips_a_step_keeps_masks_and_schedule_exact(tmp_path):
+    from ticketlab.integrations import hf
+
+    trainer = hf_trainer(tiny_bert(), tmp_path, 13, fp16=True)
+    scaler, inf = with_grad_scaler(trainer, skip_at=4)  # 4 would be an update step
+    sparse = hf.sparsify(trainer, ticketlab.RigL(end_step=12, update_interval=4), 0.8)
+    trainer.train()
+    u = sparse.updater
+    inner = ticketlab.integrations.optim.innermost(trainer.optimizer)
+    assert inner.defaults.get("fused") and scaler.get_scale() < 2.0 ** 8
+    assert all(torch.equal(inf.before[n], w) for n, w in inf.after.items())
+    assert trainer.state.global_step == 13 and u.step == 12  # the skipped step is no step for RigL
+    assert [r["step"] for r in u.history] == [0, 4, 8]
+    assert exact(trainer.model, u.masks, inner)
+
+
+@needs_transformers
+def test_hf_run_imp_under_a_grad_scaler_rewinds_to_theta_k_of_the_steps_taken(tmp_path):
+    """θk is the weights after k optimizer steps taken (the skipped one does not count); each level
+    is one `train()`: the whole schedule again from θk, with a fresh optimizer."""
+    from ticketlab.integrations import hf
+
+    class Record(transformers.TrainerCallback):
+        def __init__(self):
+            self.at_k, self.starts, self.steps, self.lrs = None, [], [], []
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.starts.append(snapshot(model))
+            self.lrs.append(kwargs["lr_scheduler"].get_last_lr()[0])
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 4 and self.at_k is None:  # global step 4: 3 steps taken, one skipped
+                self.at_k = snapshot(model)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.steps.append(state.global_step)
+            self.lrs.append(kwargs["lr_scheduler"].get_last_lr()[0])
+
+    trainer, record = hf_trainer(tiny_bert(), tmp_path, 8, fp16=True), Record()
+    scaler, _ = with_grad_scaler(trainer, skip_at=1)
+    trainer.add_callback(record)
+    imp = ticketlab.IMP(prune_fraction=0.5, rewind_iter=3)
+    rows = hf.run_imp(trainer, imp, levels=1)
+    assert scaler.get_scale() < 2.0 ** 8 and imp.steps == 3 and record.steps == [8, 8]
+    assert record.lrs[0] == record.lrs[2] == 1e-3 and record.lrs[1] == record.lrs[3] < 1e-4  # the schedule restarts
+    assert all(torch.equal(imp.thetak[n], w) for n, w in record.at_k.items())
+    masks = imp.masks
+    assert rows[1]["density"] < 1.0
+    for n, w in record.at_k.items():  # level 1 started from θk, masked, bit for bit
+        assert torch.equal(record.starts[1][n], w * masks[n] if n in masks else w), n
+    assert exact(trainer.model, masks, ticketlab.integrations.optim.innermost(trainer.optimizer))
 
 
 # ---- the examples -------------------------------------------------------------------------------

@@ -4,8 +4,10 @@
   SNFS, GMP, static; docs/sparse_training.md) on the trainer's optimizer, its state inside
   `optimizer.state_dict()`, hence in each checkpoint's optimizer.pt.
 - `run_imp(trainer, imp, levels)`: IMP with rewinding (LTH §2; Frankle et al. 2019, "Stabilizing the
-  LTH", §3). Level 0 trains dense (θ0, θk captured); each later level prunes, rewinds to θk and calls
-  `trainer.train()` again, which restarts the learning-rate schedule; the optimizer state is fresh. The
+  LTH", §3). Level 0 trains dense (θ0, and θk after k optimizer steps taken); each later level prunes,
+  rewinds to θk and calls `trainer.train()` again: the whole schedule from θk (`max_steps` steps, the
+  Trainer's learning-rate schedule rebuilt from its start); the optimizer state is fresh (or θk's,
+  with `rewind_optimizer`). The
   masks ride in optimizer.pt (`ticketlab.masks.enforce`), θ0, θk and the level in `ticketlab_imp.pt`
   beside it in every checkpoint folder, so `run_imp(..., resume_from_checkpoint=path)` continues.
 The Trainer builds its optimizer inside `train()` and loads a checkpoint's optimizer.pt right after,
@@ -27,7 +29,7 @@ from ticketlab.core import masks as M
 from ticketlab.core.errors import TicketlabError
 from ticketlab.integrations.optim import SparseCheckpoint, innermost
 from ticketlab.methods.imp import IMP
-from ticketlab.methods.sparse import Method, updater_for
+from ticketlab.methods.sparse import Method
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +63,11 @@ class SparseTraining(transformers.TrainerCallback):
         def attach(optimizer):
             if self._carry is not None:
                 self._carry.remove()
-            method = self.method  # fractions of training (RigL(end_fraction=0.75)) become steps of this run
-            method = method.resolve(trainer.state.max_steps) if hasattr(method, "resolve") else method
-            self.updater, params = updater_for(trainer.model, method, self.sparsity, **self.kwargs)
-            self._carry = SparseCheckpoint(self.updater, optimizer, params)
-            if trainer.state.global_step == 0:  # else resuming: loading optimizer.pt attaches its masks
-                self._carry.attach_now()
+            # resuming (global_step > 0 already): loading optimizer.pt next attaches its masks
+            self._carry = SparseCheckpoint.for_run(trainer.model, optimizer, self.method, self.sparsity,
+                                                   trainer.state.max_steps, resuming=trainer.state.global_step > 0,
+                                                   **self.kwargs)
+            self.updater = self._carry.updater
         when_optimizer_exists(trainer, attach)
         self.bound = True
         return self
@@ -109,6 +110,9 @@ def run_imp(trainer: "transformers.Trainer", imp: IMP, levels: int, *,
     that checkpoint belongs to continues from it."""
     if resume_from_checkpoint is not None:
         imp.load_state_dict(torch.load(os.path.join(resume_from_checkpoint, IMP_FILE), weights_only=True))
+    if trainer.lr_scheduler is not None and not getattr(trainer, "_created_lr_scheduler", False):  # given in `optimizers=`
+        logger.warning("run_imp: the Trainer was given its own lr_scheduler, which train() does not rebuild: "
+                       "each level continues that schedule where the last one ended instead of restarting it")
     when_optimizer_exists(trainer, lambda optimizer: _attach(imp, trainer.model, optimizer))
     trainer.add_callback(_SaveIMP(imp))
     rows, base = [], trainer.args.output_dir

@@ -23,7 +23,7 @@ import lightning.pytorch as pl
 from ticketlab.core.errors import TicketlabError
 from ticketlab.integrations.optim import SparseCheckpoint, innermost, run_closure_first
 from ticketlab.methods.imp import IMP
-from ticketlab.methods.sparse import Method, updater_for
+from ticketlab.methods.sparse import Method
 
 logger = logging.getLogger(__name__)
 
@@ -53,15 +53,12 @@ class SparseTraining(pl.Callback):
         previous = self.updater.state_dict() if self._carry is not None and self._carry.attached else None
         self.teardown_hooks()
         self._closure = run_closure_first(optimizer)  # first: the updater's hooks come after it
-        method = self.method  # fractions of training (RigL(end_fraction=0.75)) become steps of this fit
-        method = method.resolve(int(trainer.estimated_stepping_batches)) if hasattr(method, "resolve") else method
-        self.updater, params = updater_for(pl_module, method, self.sparsity, **self.kwargs)
-        self._carry = SparseCheckpoint(self.updater, optimizer, params)
-        if trainer.ckpt_path is None:
-            if previous is not None:
-                self.updater.load_state_dict(previous)
-            self._carry.attach_now()
-        # else: Lightning loads the optimizer state next, and that attaches the checkpoint's masks
+        # resuming (ckpt_path): Lightning loads the optimizer state next, and that attaches the checkpoint's masks
+        self._carry = SparseCheckpoint.for_run(pl_module, optimizer, self.method, self.sparsity,
+                                               int(trainer.estimated_stepping_batches),
+                                               resuming=trainer.ckpt_path is not None, previous=previous,
+                                               **self.kwargs)
+        self.updater = self._carry.updater
 
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if not self._carry.attached:

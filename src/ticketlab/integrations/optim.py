@@ -10,8 +10,9 @@ Frameworks wrap the torch optimizer (accelerate's `AcceleratedOptimizer`, Lightn
   backward (and clipping) before `optimizer.step()`: the Updater's pre-step hook then masks, and RigL
   captures, this step's gradient rather than the last one (docs/architecture/integrations.md);
 - `SparseCheckpoint` carries an `Updater`'s state (masks, step, buffers) inside `optimizer.state_dict()`,
-  as `enforce` carries its masks, and attaches the Updater when a checkpoint is loaded, so a resumed
-  run never draws fresh masks over restored weights.
+  by the same `StateInOptimizer` that carries `enforce`'s masks and `sparsify`'s state, and attaches
+  the Updater when a checkpoint is loaded, so a resumed run never draws fresh masks over restored
+  weights. `SparseCheckpoint.for_run` is what both frameworks' sparse-training callbacks attach.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from typing import Mapping
 
 import torch
 
-from ticketlab.core.optimizers import unwrap_optimizer
-from ticketlab.methods.sparse import Updater
+from torch import nn
+
+from ticketlab.core.optimizers import StateInOptimizer, unwrap_optimizer
+from ticketlab.methods.sparse import Method, Updater, updater_for
 from ticketlab.methods.sparse.updater import STATE_KEY  # where an Updater's state rides in `optimizer.state_dict()`
 
 logger = logging.getLogger(__name__)
@@ -37,50 +40,59 @@ def run_closure_first(optimizer: torch.optim.Optimizer):
     def pre(opt, args, kwargs):
         if isinstance(opt, torch.optim.LBFGS):
             return None
-        kwargs = dict(kwargs)
+        # torch passes the step's own arguments with the optimizer first: (opt, closure?) and kwargs
+        kwargs, rest = dict(kwargs), list(args[1:])
         closure = kwargs.pop("closure", None)
-        if closure is None and args:
-            closure, args = args[0], args[1:]
-        if closure is None:
+        if closure is None and rest:
+            closure = rest.pop(0)
+        if closure is None:  # step() without a closure: a GradScaler's step, the closure ran already
             return None
         with torch.enable_grad():
             closure()
-        return tuple(args), kwargs
+        return (args[0], *rest), kwargs
     return optimizer.register_step_pre_hook(pre)
 
 
 class SparseCheckpoint:
-    """Keeps `updater` (not attached yet) in `optimizer.state_dict()` under `STATE_KEY`.
+    """Keeps `updater` (not attached yet) in `optimizer.state_dict()` under `STATE_KEY`, the key and
+    format of `sparsify`'s own (`ticketlab.core.optimizers.StateInOptimizer`), so either loads the other's.
 
     `attach_now()` attaches it for a fresh run; on a resumed run the framework's
     `optimizer.load_state_dict(...)` attaches it with the checkpoint's masks instead."""
 
     def __init__(self, updater: Updater, optimizer: torch.optim.Optimizer, params: Mapping[str, torch.Tensor]):
         self.updater, self.optimizer, self.params = updater, optimizer, dict(params)
-        self._loaded, self.attached = None, False
-        self._hooks = [optimizer.register_state_dict_post_hook(self._save),
-                       optimizer.register_load_state_dict_pre_hook(self._take),
-                       optimizer.register_load_state_dict_post_hook(self._restore)]
+        self.attached = False
+        self._carry = StateInOptimizer(optimizer, STATE_KEY, self._save, self._restore)
+
+    @classmethod
+    def for_run(cls, model: nn.Module, optimizer: torch.optim.Optimizer, method: Method, sparsity: float,
+                total_steps: int, *, resuming: bool, previous: dict | None = None,
+                **sparsify_kwargs) -> "SparseCheckpoint":
+        """What a framework's sparse-training callback attaches when its run has built `optimizer`
+        (the innermost one): `method`'s fractions of training (`RigL(end_fraction=0.75)`) resolved
+        against the run's `total_steps` optimizer steps, an Updater as `ticketlab.sparsify` makes it
+        (`sparsify_kwargs`), carried in the optimizer's state dict. Attached now unless `resuming`
+        (the checkpoint's optimizer state, loaded next, attaches it with its masks); `previous`, an
+        Updater state, continues an earlier run's masks and step."""
+        method = method.resolve(total_steps) if hasattr(method, "resolve") else method
+        updater, params = updater_for(model, method, sparsity, **sparsify_kwargs)
+        carry = cls(updater, optimizer, params)
+        if not resuming:
+            if previous is not None:
+                updater.load_state_dict(previous)
+            carry.attach_now()
+        return carry
 
     def attach_now(self) -> None:
         """Attach: with the masks of the state the updater was given (`load_state_dict`), else fresh ones."""
         self.updater.attach(self.optimizer, self.params)
         self.attached = True
 
-    def _save(self, optimizer, state_dict: dict) -> dict:
-        if self.attached:
-            state_dict[STATE_KEY] = self.updater.state_dict()
-        return state_dict
+    def _save(self) -> dict | None:
+        return self.updater.state_dict() if self.attached else None
 
-    def _take(self, optimizer, state_dict: dict) -> dict:
-        # attach after the optimizer state is loaded, so that it is zeroed at the inactive positions too
-        self._loaded = state_dict.pop(STATE_KEY, None)
-        return state_dict
-
-    def _restore(self, optimizer) -> None:
-        if self._loaded is None:
-            return
-        state, self._loaded = self._loaded, None
+    def _restore(self, state: dict) -> None:
         self.updater.load_state_dict(state)  # attached: reinstalls from the state
         if not self.attached:
             self.attach_now()  # attaches with the loaded state
@@ -88,8 +100,6 @@ class SparseCheckpoint:
 
     def remove(self) -> None:
         """Take the hooks off and detach the updater."""
-        for h in self._hooks:
-            h.remove()
-        self._hooks = []
+        self._carry.remove()
         self.updater.detach()
         self.attached = False

@@ -34,7 +34,7 @@ from torch import nn
 
 from ticketlab.core import masks as M, pruning, scores, targets
 from ticketlab.core.errors import ConfigError, TicketlabError
-from ticketlab.core.optimizers import unwrap_optimizer
+from ticketlab.core.optimizers import scaler_skipped, unwrap_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,9 @@ class IMP:
         self._counter = optimizer.register_step_post_hook(self._count) if self.thetak is None else None
 
     def _count(self, optimizer, args, kwargs) -> None:
-        self.steps += 1  # a step that a GradScaler skips does not run the optimizer, nor this hook
+        if scaler_skipped(optimizer):  # a fused optimizer told by a GradScaler to skip: no step
+            return
+        self.steps += 1  # (a non-fused optimizer whose step a GradScaler skips never runs this hook)
         if self.steps == self.rewind_iter:
             self.thetak, self.thetak_optimizer = _clone(self.model.state_dict()), _optimizer_state(optimizer)
             self._counter.remove()
@@ -273,9 +275,24 @@ class IMP:
         ("layerwise") or total count over the pruned layers ("global"); installed and returned.
         Call `rewind()` to start it from θk, as the lottery experiment does."""
         self._attached()
-        layers = pruned_layers(self, self.masks)
-        self.set_masks(pruning.random_mask_like(self.masks, seed, strategy, layers))
+        self.set_masks(self.random_masks_like(self.masks, seed, strategy))
         return self.masks
+
+    def random_masks_like(self, masks: M.Masks, seed: int, strategy: str = "layerwise") -> M.Masks:
+        """The masks of the random-mask control for given `masks` (a ticket): random positions with
+        their per-layer counts ("layerwise") or their total count over this object's pruned layers
+        ("global"), drawn from `seed` alone (`ticketlab.core.pruning.random_mask_like`). `random_masks`
+        installs them on the attached model; the lottery experiment's controls take them for a
+        level's stored ticket."""
+        return pruning.random_mask_like(masks, seed, strategy, pruned_layers(self, masks))
+
+    def reinit_weights(self, build: Callable[[int], nn.Module], seed: int, masks: M.Masks) -> dict:
+        """The reinit control's starting weights for given `masks` (a ticket): those of `build(seed)`,
+        a model freshly initialised from `seed` alone, with `masks` applied. The lottery experiment's
+        reinit control starts from them (its trainer's `build`); `random_reinit` draws them in place."""
+        model = build(seed)
+        M.apply_masks(dict(model.named_parameters()), masks)
+        return model.state_dict()
 
     # ---- checkpoints ----
     def state_dict(self) -> dict:

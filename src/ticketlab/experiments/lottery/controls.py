@@ -107,7 +107,7 @@ class Reinit(Control):
 
     def plan(self, rep, level, draw, run_dir, masks, desc):
         seed = control_seed(rep, self.name, level, draw)
-        fresh = rep.trainer.build(seed).state_dict()
+        fresh = rep.imp.reinit_weights(rep.trainer.build, seed, masks)  # the public IMP's control (issue 15)
         return rep.plan_rewind(run_dir, masks, fresh, desc, seed=seed)
 
 
@@ -118,10 +118,8 @@ class RandomMask(Control):
     name, random, color, linestyle = "random_mask", True, "C2", (0, (1, 1.2))
     strategy = "layerwise"
 
-    def masks(self, rep, level, draw):
-        layers = pruned_layers(rep.cfg, rep.prunable_shapes)
-        return pruning.random_mask_like(rep.masks(level), control_seed(rep, self.name, level, draw),
-                                        self.strategy, layers)
+    def masks(self, rep, level, draw):  # the public IMP's control (issue 15)
+        return rep.imp.random_masks_like(rep.masks(level), control_seed(rep, self.name, level, draw), self.strategy)
 
 
 @register

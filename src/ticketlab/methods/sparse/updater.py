@@ -58,7 +58,7 @@ from torch import Tensor
 
 from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError
-from ticketlab.core.optimizers import unwrap_optimizer
+from ticketlab.core.optimizers import StateInOptimizer, scaler_skipped, unwrap_optimizer
 
 
 # --- selection -------------------------------------------------------------------------------------
@@ -273,7 +273,6 @@ class Updater:
         self._update_now = False
         self._skipped = False
         self._inf_skip = False
-        self._pending: dict | None = None
 
     # ---- setup ----
     def _row(self, t: Tensor) -> Tensor:
@@ -328,10 +327,8 @@ class Updater:
         self._install(optimizer, params)
         self._handles = [optimizer.register_step_pre_hook(self._pre_step),
                          optimizer.register_step_post_hook(self._post_step)]
-        if in_state_dict:
-            self._handles += [optimizer.register_state_dict_post_hook(self._save),
-                              optimizer.register_load_state_dict_pre_hook(self._take),
-                              optimizer.register_load_state_dict_post_hook(self._restore)]
+        if in_state_dict:  # installed once the optimizer state is loaded, so its inactive positions are zeroed too
+            self._handles.append(StateInOptimizer(optimizer, STATE_KEY, self.state_dict, self.load_state_dict))
         return self
 
     @torch.no_grad()
@@ -393,11 +390,9 @@ class Updater:
     # ---- the hooks ----
     @torch.no_grad()
     def _pre_step(self, optimizer, args, kwargs) -> None:
-        # A GradScaler that found inf/NaN gradients skips the step: it does not call step() at all,
-        # or, for an optimizer that scales itself (fused Adam/SGD), sets `found_inf` and calls it.
-        # Either way the step count and the masks stay as they are.
-        found_inf = getattr(optimizer, "found_inf", None)
-        self._inf_skip = found_inf is not None and bool(found_inf > 0)
+        # A step a GradScaler skips (inf/NaN gradients) is no step: the step count (RigL's schedule)
+        # and the masks stay as they are (`scaler_skipped`; a non-fused optimizer is not even stepped).
+        self._inf_skip = scaler_skipped(optimizer)
         if self._inf_skip:
             return
         t, m = self.step, self.method
@@ -520,21 +515,6 @@ class Updater:
             params = {n: L.p for n, L in self.layers.items()}
             self.sparsities = {n: L.target for n, L in self.layers.items()}
             self._install(self._optimizer, params)
-
-    # ---- riding in optimizer.state_dict() (attach(..., in_state_dict=True)) ----
-    def _save(self, optimizer, state_dict: dict) -> dict:
-        state_dict[STATE_KEY] = self.state_dict()
-        return state_dict
-
-    def _take(self, optimizer, state_dict: dict) -> dict:
-        # installed after the optimizer state is loaded, so that its pruned positions are zeroed too
-        self._pending = state_dict.pop(STATE_KEY, None)
-        return state_dict
-
-    def _restore(self, optimizer) -> None:
-        state, self._pending = self._pending, None
-        if state is not None:
-            self.load_state_dict(state)
 
 
 STATE_KEY = "ticketlab_sparse"  # where `sparsify`'s state rides in `optimizer.state_dict()`
