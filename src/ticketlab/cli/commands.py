@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from ticketlab.cli.common import ALL, _common, _config, _configs, _run_flags, run_flags, run_options, use_help  # noqa: F401
+from ticketlab.cli.common import ALL, DEVICE_FLAGS, GIVEN, _common, _config, _configs, _run_flags, run_flags, run_options, use_help  # noqa: F401
 from ticketlab.core import config as C
 from ticketlab.reports.tables import lottery_table, text_table as _table  # noqa: F401
 from ticketlab.core.errors import TicketlabError
@@ -95,7 +95,7 @@ def cmd_export(ns) -> None:
 
 def cmd_sweep(ns) -> None:
     from ticketlab import sweep
-    given = {f: getattr(ns, f) for f in ("workers", "stack", "threads", "checkpoint_every", "device") if hasattr(ns, f)}
+    given = {f: getattr(ns, f) for f in GIVEN if hasattr(ns, f)}
     sweep.command(ns.file, backend=ns.backend, address=ns.address, store=ns.store, data_dir=ns.data_dir,
                   retries=ns.retries, progress=False if ns.quiet else None, **given)
 
@@ -328,7 +328,7 @@ def parser(argv: list[str] | None = None, only: str | None = None) -> argparse.A
     p.set_defaults(fn=cmd_sweep)
 
     p = sub.add_parser("sparse-train", help="sparse training from scratch: RigL, SET, SNFS, static, GMP, SNIP/GraSP/SynFlow")
-    _run_flags(p, "sparse", ("stack", "threads", "progress", "checkpoint_every", "device"))
+    _run_flags(p, "sparse", ("stack", "threads", "progress", "checkpoint_every") + DEVICE_FLAGS)
     p.add_argument("--replicates", type=int, default=1, help="replicates (init and data seeds + r)")
     C.add_flags(p.add_argument_group("training"), TrainConfig)
     _sparse_flags(p, _arg(argv, "--method", ""))
