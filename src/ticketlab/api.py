@@ -120,14 +120,17 @@ def lottery_width(cfg) -> int:
 
 def instability(ref: str, *, level: int, rewind_iters, replicates=(0,), points: int = 11,
                 data_seeds=(1000, 1001), store=None, data_dir=None, progress: bool = True,
-                allow_inexact: bool = False, log=None) -> list[dict]:
+                allow_inexact: bool = False, log=None, options: RunOptions | None = None) -> list[dict]:
     """Linear-mode-connectivity instability of a lottery experiment's ticket at `level`, from each
     rewind point in `rewind_iters` (`ticketlab instability`; see `ticketlab.experiments.lottery.instability`).
+    `options`: its device, precision (the experiment's own) and deterministic mode apply; its copies
+    train in this process.
 
     `log` (deprecated, removed in the next release: use `logging`, see `ticketlab.core.progress`): a
     callable that receives the `ticketlab` loggers' INFO messages while the call runs.
     """
     from ticketlab.experiments.lottery.instability import experiment_task, instability as one, load_configs
+    _options("lottery", options)
     exp = Store(store).get(ref)
     if experiment_task(exp.path) != "classify":
         raise TicketlabError(f"{exp.name}: instability is measured on classification experiments only "
