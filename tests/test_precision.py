@@ -4,6 +4,7 @@ machine, Ray's GPU request, and the stack size from GPU memory. Device-agnostic 
 the CPU (with a mocked CUDA where the logic needs one); the CUDA checks carry the `gpu` mark."""
 
 import dataclasses
+import json
 import os
 
 import pytest
@@ -98,6 +99,21 @@ def test_masks_stay_exact_under_bf16(tmp_path):
     for n, mk in masks.items():
         assert w[n].dtype == torch.float32  # weights stay fp32: only the arithmetic is bf16
         assert torch.count_nonzero(w[n][~mk]) == 0 and torch.count_nonzero(w[n][mk]) > 0
+
+
+def test_a_stacked_lottery_trains_in_bf16_with_exact_masks(tmp_path):
+    # replicates and controls of a level train as one stack: its hand-written backward under autocast
+    res = api.lottery(TINY, LotteryConfig(levels=1, replicates=2, controls=("reinit",)), store=tmp_path,
+                      options=RunOptions(progress=False, device="cpu", precision="bf16", stack=4))
+    finals = list((tmp_path / os.path.basename(res["experiment"])).glob("**/level_1/final.pt"))
+    assert len(finals) == 4
+    for f in finals:
+        st = load_state(f)
+        for n, mk in st["masks"].items():
+            assert st["model"][n].dtype == torch.float32
+            assert torch.count_nonzero(st["model"][n][~mk.bool()]) == 0 and torch.count_nonzero(st["model"][n]) > 0
+    s = json.loads((f.parent / "summary.json").read_text())
+    assert s["precision"] == "bf16" and s["trained_with"] > 1
 
 
 def test_tf32_is_a_no_op_on_the_cpu_and_sets_the_cuda_flags(tmp_path):

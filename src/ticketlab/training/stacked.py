@@ -177,6 +177,13 @@ class _StackedLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, b):
+        # Under autocast (bf16, `ticketlab.training.precision`) the product runs in the autocast
+        # dtype, and backward, which autocast does not cover, must see the same dtype in g, x and w;
+        # autograd casts the gradients back to the fp32 parameters' dtype. In fp32 nothing is cast.
+        kind = x.device.type
+        if torch.is_autocast_enabled(kind):
+            dt = torch.get_autocast_dtype(kind)
+            x, w, b = x.to(dt), w.to(dt), (b.to(dt) if b is not None else None)
         ctx.save_for_backward(x, w)
         ctx.has_bias = b is not None
         if b is None:
