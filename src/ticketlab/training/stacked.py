@@ -167,6 +167,9 @@ class Stacked:
         return {"state": stacked, "param_groups": copy.deepcopy(first["param_groups"])}
 
 
+_AUTOCAST = ("cpu", "cuda", "mps", "xpu")  # device types autocast knows (the meta device is not one)
+
+
 class _StackedLinear(torch.autograd.Function):
     """y = x wᵀ + b for R models at once. x: [R, B, in], w: [R, out, in], b: [R, out] or None.
 
@@ -181,7 +184,7 @@ class _StackedLinear(torch.autograd.Function):
         # dtype, and backward, which autocast does not cover, must see the same dtype in g, x and w;
         # autograd casts the gradients back to the fp32 parameters' dtype. In fp32 nothing is cast.
         kind = x.device.type
-        if torch.is_autocast_enabled(kind):
+        if kind in _AUTOCAST and torch.is_autocast_enabled(kind):
             dt = torch.get_autocast_dtype(kind)
             x, w, b = x.to(dt), w.to(dt), (b.to(dt) if b is not None else None)
         ctx.save_for_backward(x, w)
