@@ -290,10 +290,14 @@ def main(argv=None):
              f"device: {name} ({dev}); torch {torch.__version__}; python {platform.python_version()}"
              + ("; --quick (reduced sizes: not the benchmark's figures)" if quick else ""), ""]
 
+    out = Path(a.out) if a.out else Path(__file__).parent / f"results-{datetime.date.today()}.md"
+
     def emit(*ls):
         for line in ls:
             print(line, flush=True)
             lines.append(line)
+        # written as it goes: a run stopped at run.sh's time limit keeps the sections it finished
+        out.write_text("\n".join(lines + ["", "(incomplete: the run stopped here)"]) + "\n")
 
     emit("## 1. Correctness", "", f"gpu-marked tests: {a.tests_summary or 'not run'}", "")
 
@@ -372,7 +376,6 @@ def main(argv=None):
         emit(f"| {R} | {eager:,.0f} | {comp:,.0f} | {comp / eager:.2f} | {'yes' if comp > 1.05 * eager else 'no'} |")
     emit("", "On a CPU there are no CUDA graphs: this row measures the compiler alone.", "")
 
-    out = Path(a.out) if a.out else Path(__file__).parent / f"results-{datetime.date.today()}.md"
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
 
