@@ -163,6 +163,17 @@ def test_deterministic_sets_torch_and_cublas_and_changes_nothing_on_the_cpu(tmp_
         RunOptions(deterministic="yes")
 
 
+def test_a_callers_own_torch_settings_are_left_alone_unless_asked(tmp_path):
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        api.train(TINY, store=tmp_path, options=RunOptions(progress=False, device="cpu"))
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def test_workers_repeat_every_setting_of_the_parent():
     D.use("auto")
     P.use("fp32")

@@ -35,7 +35,7 @@ def use(on: bool) -> None:
             log.warning("deterministic: CUDA was initialised before %s was set; cuBLAS may stay "
                         "non-deterministic in this process", CUBLAS[0])
         os.environ[CUBLAS[0]] = CUBLAS[1]  # inherited by worker processes started from now on
-    if on != _current or torch.are_deterministic_algorithms_enabled() != on:
+    if on != _current:  # only a change of this setting: a caller's own torch setting is left alone
         torch.use_deterministic_algorithms(on)
     _current = on
 

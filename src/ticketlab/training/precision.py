@@ -38,12 +38,15 @@ def check(name) -> str:
 
 
 def use(name: str) -> None:
-    """Make `name` the precision of the runs this process trains; sets the CUDA TF32 flags (on for
-    tf32 only, so a later fp32 run in the same process is true fp32 again)."""
+    """Make `name` the precision of the runs this process trains. Entering tf32 turns the CUDA TF32
+    flags on, leaving it turns them off (so a later fp32 run in the same process is true fp32); while
+    tf32 is never asked for, the flags stay as torch or the caller set them."""
     global _current
-    _current = check(name)
-    torch.backends.cuda.matmul.allow_tf32 = name == "tf32"
-    torch.backends.cudnn.allow_tf32 = name == "tf32"
+    check(name)
+    if (name == "tf32") != (_current == "tf32"):
+        torch.backends.cuda.matmul.allow_tf32 = name == "tf32"
+        torch.backends.cudnn.allow_tf32 = name == "tf32"
+    _current = name
 
 
 def current() -> str:
