@@ -80,7 +80,7 @@ def test_the_api_applies_the_device_and_workers_repeat_it():
     api._options("train", RunOptions(device="cpu"))
     assert D.current() == "cpu"
     D.use("auto")
-    assert schedule._in_worker(None, "cpu", lambda payloads: D.current(), []) == "cpu"
+    assert schedule._in_worker(None, ("cpu", "fp32", False), lambda payloads: D.current(), 0, []) == "cpu"
 
 
 def test_a_run_records_its_device_and_a_cpu_run_is_unchanged(tmp_path):
@@ -242,4 +242,4 @@ def test_the_gpu_mark_is_registered():
     from pathlib import Path
     cfg = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert any(m.startswith("gpu:") for m in cfg["tool"]["pytest"]["ini_options"]["markers"])
-    assert C.field_names(RunOptions)[-1] == "device"
+    assert {"device", "precision", "deterministic"} <= set(C.field_names(RunOptions))

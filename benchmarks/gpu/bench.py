@@ -7,9 +7,17 @@
 3. the LTH §2 protocol (LeNet-300-100 on MNIST, 3 replicates, reinit and random-mask controls) timed
    at 2 levels (level 0: 3 runs; level 1: 9 runs) and projected to the levels that reach 2 %;
    one model at a time projected from stack-1 runs of the same level 1 at 1/10 and 1/20 of the length;
-4. Conv-4 on Fashion-MNIST: stacking covers Linear chains only, so one model at a time is measured;
+4. Conv-4 on Fashion-MNIST: one model at a time against 9 stacked through vmap
+   (`ticketlab.training.stacked_conv`: 3 replicates with 2 controls), model-steps/s;
 5. sparse inference (`ticketlab.engine.export.sparse_from_dense`, CSR) against the dense model at
-   90/95/98/99 % sparsity, batch 1 and 256.
+   90/95/98/99 % sparsity, batch 1 and 256;
+6. precision: bf16 and tf32 against fp32 (`--precision`): stacked steps/s, and the test accuracy of
+   the same LeNet-300-100 run in each;
+7. the deterministic mode's cost (`--deterministic`): stacked steps/s with and without it, each in a
+   fresh process (cuBLAS reads its workspace setting when CUDA starts);
+8. CUDA graphs: `torch.compile(mode="reduce-overhead")` of the stacked forward and loss against eager,
+   at a small and a larger stack; the table says whether it measured faster (the library adopts it
+   only where it does: a decision left to these figures).
 
 Every figure is from this run, on this device: compare only within one results file.
 """
@@ -19,7 +27,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
+import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,9 +46,10 @@ from ticketlab.engine.export import sparse_from_dense
 from ticketlab.engine.options import RunOptions
 from ticketlab.experiments.lottery.trunk import LotteryConfig, n_levels
 from ticketlab.models import create_model, output_layer_name, prunable_parameters
-from ticketlab.training import device as D
+from ticketlab.training import determinism, device as D, precision as P
 from ticketlab.training.loop import TrainConfig, batch_indices, make_optimizer
 from ticketlab.training.stacked import Stacked
+from ticketlab.training.stacked_conv import VmapStacked
 
 
 def sync(dev):
@@ -53,8 +66,10 @@ def random_masks(model, seed, density=0.2):
     return {n: torch.rand(p.shape, generator=g) < density for n, p in prunable_parameters(model).items()}
 
 
-def steps_ticketlab(R, x, y, dev, steps, warmup):
-    """Model-steps/s of R stacked masked LeNet-300-100 through the library's hot-loop pieces."""
+def steps_ticketlab(R, x, y, dev, steps, warmup, *, compiled=False):
+    """Model-steps/s of R stacked masked LeNet-300-100 through the library's hot-loop pieces, in this
+    process's precision (`ticketlab.training.precision`); `compiled`: the forward and loss through
+    `torch.compile(mode="reduce-overhead")` (CUDA graphs on CUDA)."""
     cfg = TrainConfig(dataset="mnist", model="lenet300_100", batch_size=60)
     models = [lenet(s) for s in range(R)]
     ens = Stacked(models)
@@ -64,11 +79,17 @@ def steps_ticketlab(R, x, y, dev, steps, warmup):
     enf.install(opt)
     on = None if dev.type == "cpu" else dev
     n = len(x)
+    loss = lambda xb, yb: ens.losses(xb, yb).sum()  # noqa: E731
+    if compiled:
+        loss = torch.compile(loss, mode="reduce-overhead")
+    autocast = P.autocast(dev)
 
     def step(it):
         opt.zero_grad(set_to_none=True)
         idx = torch.stack([batch_indices(n, 60, s, it, on) for s in range(R)])
-        ens.losses(x[idx], y[idx]).sum().backward()
+        with autocast:
+            out = loss(x[idx], y[idx])
+        out.backward()
         enf.after_backward(it)
         opt.step()
         enf.after_step(it)
@@ -130,6 +151,26 @@ def conv_steps(x, y, dev, steps, warmup):
     return steps / (time.perf_counter() - t)
 
 
+def conv_steps_stacked(R, x, y, dev, steps, warmup):
+    """Model-steps/s of R Conv-4 stacked through vmap (`VmapStacked`), each on its own batch."""
+    models = [create_model("conv4", input_shape=(1, 28, 28), num_classes=10, seed=s) for s in range(R)]
+    ens = VmapStacked(models)
+    ens.module.to(dev)
+    opt = torch.optim.Adam(ens.module.parameters(), lr=3e-4)
+    on = None if dev.type == "cpu" else dev
+    n = len(x)
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync(dev)
+            t = time.perf_counter()
+        idx = torch.stack([batch_indices(n, 60, s, i, on) for s in range(R)])
+        opt.zero_grad(set_to_none=True)
+        ens.losses(x[idx], y[idx]).sum().backward()
+        opt.step()
+    sync(dev)
+    return R * steps / (time.perf_counter() - t)
+
+
 def lth(data_dir, dev, iterations, eval_every, store):
     """(level-0 s, level-1 s, one-at-a-time level-1 s, levels to 2 %) of the LTH §2 protocol."""
     train = TrainConfig(dataset="mnist", model="lenet300_100", iterations=iterations, batch_size=60,
@@ -161,6 +202,37 @@ def lth(data_dir, dev, iterations, eval_every, store):
     m = lenet(0)
     levels = n_levels(LotteryConfig(target_sparsity=0.98), prunable_parameters(m), output_layer_name(m))
     return t[0], t[1], alone, levels
+
+
+def precision_runs(data_dir, dev, iterations, store):
+    """{precision: (final test accuracy, wall s)} of one LeNet-300-100 run on MNIST in each precision."""
+    train = TrainConfig(dataset="mnist", model="lenet300_100", iterations=iterations, batch_size=60,
+                        eval_every=max(1, iterations // 4))
+    out = {}
+    for prec in P.NAMES:
+        s = api.train(train, store=store, data_dir=data_dir,
+                      options=RunOptions(device=str(dev), precision=prec, progress=False))
+        out[prec] = (s["final"]["test_acc"], s["wall_time_s"])
+    P.use("fp32")
+    return out
+
+
+def probe(a, dev):
+    """`--probe`: stacked steps/s in a fresh process, with or without the deterministic mode."""
+    determinism.use(a.probe == "deterministic")  # before CUDA starts, as the library does
+    mnist = load_dataset("mnist", a.data_dir)
+    x, y = D.to_device(mnist.train.x, dev), D.to_device(mnist.train.y, dev)
+    print(json.dumps({"steps_s": steps_ticketlab(a.probe_stack, x, y, dev, a.probe_steps, a.probe_steps // 10 + 1)}))
+
+
+def probe_in_process(a, mode, R, steps):
+    cmd = [sys.executable, __file__, "--data-dir", a.data_dir, "--device", a.device, "--probe", mode,
+           "--probe-stack", str(R), "--probe-steps", str(steps)]
+    env = {k: v for k, v in os.environ.items() if k != determinism.CUBLAS[0]}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    if out.returncode:
+        return None, out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"
+    return json.loads(out.stdout.strip().splitlines()[-1])["steps_s"], ""
 
 
 @torch.inference_mode()
@@ -198,11 +270,16 @@ def main(argv=None):
     p.add_argument("--out", default=None)
     p.add_argument("--lth-iterations", type=int, default=None, help="LTH iterations per level (default 50,000)")
     p.add_argument("--tests-summary", default="", help="the last line of the gpu-marked tests' run")
+    p.add_argument("--probe", choices=("default", "deterministic"), default=None, help=argparse.SUPPRESS)
+    p.add_argument("--probe-stack", type=int, default=8, help=argparse.SUPPRESS)
+    p.add_argument("--probe-steps", type=int, default=100, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     dev = D.resolve(D.check(a.device))
     D.use(str(dev))
     if dev.type == "cpu":
         torch.set_num_threads(1)
+    if a.probe:
+        return probe(a, dev)
     quick = a.quick
     Rs = (1, 8) if quick else (1, 8, 32, 128, 512)
     steps, warmup = (20, 3) if quick else (300, 30)
@@ -213,10 +290,14 @@ def main(argv=None):
              f"device: {name} ({dev}); torch {torch.__version__}; python {platform.python_version()}"
              + ("; --quick (reduced sizes: not the benchmark's figures)" if quick else ""), ""]
 
+    out = Path(a.out) if a.out else Path(__file__).parent / f"results-{datetime.date.today()}.md"
+
     def emit(*ls):
         for line in ls:
             print(line, flush=True)
             lines.append(line)
+        # written as it goes: a run stopped at run.sh's time limit keeps the sections it finished
+        out.write_text("\n".join(lines + ["", "(incomplete: the run stopped here)"]) + "\n")
 
     emit("## 1. Correctness", "", f"gpu-marked tests: {a.tests_summary or 'not run'}", "")
 
@@ -243,9 +324,11 @@ def main(argv=None):
     fm = load_dataset("fashion-mnist", a.data_dir)
     fx, fy = D.to_device(fm.train.x, dev), D.to_device(fm.train.y, dev)
     c = conv_steps(fx, fy, dev, 5 if quick else steps, 1 if quick else warmup)
+    cs = conv_steps_stacked(9, fx, fy, dev, 3 if quick else steps // 3, 1 if quick else warmup)
     emit("## 4. Conv-4 on Fashion-MNIST, batch 60, Adam", "",
-         f"one model at a time: {c:,.0f} steps/s. Stacked: not measured (the stacked path covers "
-         "Linear chains only; conv stacking is not built).", "")
+         "| | model-steps/s | × one at a time |", "|---|---|---|",
+         f"| one model at a time | {c:,.1f} | 1.00 |",
+         f"| 9 stacked through vmap (3 replicates × ticket + 2 controls) | {cs:,.1f} | {cs / c:.2f} |", "")
 
     emit("## 5. Sparse inference, LeNet-300-100 (CSR, ticketlab.engine.export)", "",
          "| batch | sparsity | dense (µs) | sparse (µs) | × dense |", "|---|---|---|---|---|")
@@ -253,9 +336,52 @@ def main(argv=None):
         emit(f"| {batch} | {sp:.0%} | {d_us:.1f} | {s_us:.1f} | {d_us / s_us:.2f} |")
     emit("")
 
-    out = Path(a.out) if a.out else Path(__file__).parent / f"results-{datetime.date.today()}.md"
+    # 6. precision
+    R_mid = Rs[-1] if quick else 32
+    emit("## 6. Precision (`--precision`)", "",
+         f"| precision | stacked model-steps/s (R = {R_mid}) | × fp32 | LeNet-300-100, {prec_iters(quick):,} "
+         "iterations: final test acc | its wall s |", "|---|---|---|---|---|")
+    speed = {}
+    for prec in P.NAMES:
+        P.use(prec)
+        speed[prec] = steps_ticketlab(R_mid, x, y, dev, steps, warmup)
+    P.use("fp32")
+    with tempfile.TemporaryDirectory() as tmp:
+        accs = precision_runs(a.data_dir, dev, prec_iters(quick), Path(tmp))
+    for prec in P.NAMES:
+        acc, wall = accs[prec]
+        emit(f"| {prec} | {speed[prec]:,.0f} | {speed[prec] / speed['fp32']:.2f} | {acc:.4f} "
+             f"({acc - accs['fp32'][0]:+.4f}) | {wall:.1f} |")
+    emit("", "tf32 changes nothing on a CPU (the flags are read by CUDA kernels only).", "")
+
+    # 7. deterministic mode
+    emit("## 7. Deterministic mode (`--deterministic`), each in a fresh process", "",
+         f"| mode | stacked model-steps/s (R = {R_mid}) | × default |", "|---|---|---|")
+    got = {m: probe_in_process(a, m, R_mid, steps) for m in ("default", "deterministic")}
+    base = got["default"][0]
+    for m, (v, err) in got.items():
+        emit(f"| {m} | {v:,.0f} | {v / base:.2f} |" if v and base else f"| {m} | failed: {err} | |")
+    emit("")
+
+    # 8. CUDA graphs through torch.compile(mode="reduce-overhead")
+    emit("## 8. CUDA graphs: `torch.compile(mode=\"reduce-overhead\")` of the stacked forward + loss", "",
+         "| models | eager (model-steps/s) | compiled (model-steps/s) | × eager | faster? |", "|---|---|---|---|---|")
+    for R in ((1, 8) if quick else (8, 128)):
+        eager = steps_ticketlab(R, x, y, dev, steps, warmup)
+        try:
+            comp = steps_ticketlab(R, x, y, dev, steps, max(warmup, 3), compiled=True)
+        except Exception as e:  # a compiler missing on this machine: say so, measure the rest
+            emit(f"| {R} | {eager:,.0f} | failed: {type(e).__name__}: {str(e).splitlines()[0][:80]} | | |")
+            continue
+        emit(f"| {R} | {eager:,.0f} | {comp:,.0f} | {comp / eager:.2f} | {'yes' if comp > 1.05 * eager else 'no'} |")
+    emit("", "On a CPU there are no CUDA graphs: this row measures the compiler alone.", "")
+
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
+
+
+def prec_iters(quick):
+    return 40 if quick else 5000
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ callables of earlier releases are still accepted for one release (deprecated).
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from ticketlab.core.progress import forwarding
@@ -36,7 +37,8 @@ from ticketlab.core.errors import TicketlabError
 from ticketlab.engine.options import RunOptions
 from ticketlab.engine.store import Experiment, Store
 from ticketlab.engine.parallel import set_threads  # noqa: F401  (part of the API)
-from ticketlab.training import device as _device
+from ticketlab.training import determinism as _determinism, device as _device, precision as _precision
+from ticketlab.training import stack_size as _stack_size
 from ticketlab.experiments import dense
 from ticketlab.training.loop import TrainConfig
 from ticketlab.training.rundir import RunDir, summary_converged
@@ -50,12 +52,30 @@ def build(cfg: TrainConfig, data_dir=None, *, seed: int | None = None):
 def _options(kind: str, options: RunOptions | None, **given) -> RunOptions:
     """The run options of one call: `options` with the keywords given (not None) applied, every
     None filled with `kind`'s default (workers: 1, the caller's process); threads applied when given,
-    the device always (`ticketlab.training.device.use`)."""
+    the device, precision and deterministic mode always (`ticketlab.training.device.use`, ...)."""
     opts = RunOptions.build(options, **given).resolved(kind)
     if opts.threads is not None:
         set_threads(opts.threads)
+    _determinism.use(opts.deterministic)  # first: cuBLAS reads its workspace setting when CUDA starts
     _device.use(opts.device)  # like the thread count, a setting of the process (and of its workers)
+    _precision.use(opts.precision)
     return opts
+
+
+def _stack(o: RunOptions, given: RunOptions, train_cfg, data_dir) -> int:
+    """The stack of a call: as given; else, on CUDA and for a classification recipe, the most models
+    that fit the GPU's free memory (`ticketlab.training.stack_size`); else the kind's CPU-measured
+    default (`o.stack`, already filled)."""
+    if given.stack is not None or not isinstance(train_cfg, TrainConfig):
+        return o.stack
+    dev = _device.resolve(o.device)
+    if dev.type != "cuda":
+        return o.stack
+    data, model = build(train_cfg, data_dir)
+    stack = _stack_size.cuda_stack(model, data.input_shape, train_cfg.batch_size, dev,
+                                   slots=_stack_size.optimizer_slots(train_cfg.optimizer, train_cfg.momentum))
+    logging.getLogger(__name__).info("stack %d: from the free memory of %s", stack, dev)
+    return stack
 
 
 def train(cfg: TrainConfig, *, store=None, data_dir=None, progress: bool | None = None,
@@ -85,9 +105,10 @@ def lottery(train_cfg, cfg, *, store=None, data_dir=None, progress: bool | None 
     from ticketlab.experiments.lottery.runner import run_lottery
     o = _options("lottery", options, progress=progress, checkpoint_every=checkpoint_every,
                  workers=workers, stack=stack)
+    stack = _stack(o, RunOptions.build(options, stack=stack), train_cfg, data_dir)
     with forwarding(log):
         return run_lottery(train_cfg, cfg, store=store, data_dir=data_dir, progress=o.progress,
-                           checkpoint_every=o.checkpoint_every, workers=o.workers, stack=o.stack)
+                           checkpoint_every=o.checkpoint_every, workers=o.workers, stack=stack)
 
 
 def lottery_width(cfg) -> int:
@@ -99,14 +120,17 @@ def lottery_width(cfg) -> int:
 
 def instability(ref: str, *, level: int, rewind_iters, replicates=(0,), points: int = 11,
                 data_seeds=(1000, 1001), store=None, data_dir=None, progress: bool = True,
-                allow_inexact: bool = False, log=None) -> list[dict]:
+                allow_inexact: bool = False, log=None, options: RunOptions | None = None) -> list[dict]:
     """Linear-mode-connectivity instability of a lottery experiment's ticket at `level`, from each
     rewind point in `rewind_iters` (`ticketlab instability`; see `ticketlab.experiments.lottery.instability`).
+    `options`: its device, precision (the experiment's own) and deterministic mode apply; its copies
+    train in this process.
 
     `log` (deprecated, removed in the next release: use `logging`, see `ticketlab.core.progress`): a
     callable that receives the `ticketlab` loggers' INFO messages while the call runs.
     """
     from ticketlab.experiments.lottery.instability import experiment_task, instability as one, load_configs
+    _options("lottery", options)
     exp = Store(store).get(ref)
     if experiment_task(exp.path) != "classify":
         raise TicketlabError(f"{exp.name}: instability is measured on classification experiments only "
@@ -164,9 +188,10 @@ def sparse_train(train_cfg: TrainConfig, sparse_cfg, *, store=None, data_dir=Non
     """
     from ticketlab.experiments.sparse_training import run
     o = _options("sparse", options, progress=progress, stack=stack, checkpoint_every=checkpoint_every)
+    stack = _stack(o, RunOptions.build(options, stack=stack), train_cfg, data_dir)
     with forwarding(log):
         return run(train_cfg, sparse_cfg, store=store, data_dir=data_dir, progress=o.progress, replicates=replicates,
-                   stack=o.stack, checkpoint_every=o.checkpoint_every)
+                   stack=stack, checkpoint_every=o.checkpoint_every)
 
 
 DEMO_TRAIN = dict(dataset="mnist1d", model="mlp", model_args={"widths": [300, 100]}, optimizer="adam",

@@ -13,8 +13,9 @@ import json
 import os
 import sys
 
-from ticketlab.cli.common import ALL, _common, _config, _configs, _run_flags, run_flags, run_options, use_help  # noqa: F401
+from ticketlab.cli.common import ALL, DEVICE_FLAGS, GIVEN, _common, _config, _configs, _run_flags, run_flags, run_options, use_help  # noqa: F401
 from ticketlab.core import config as C
+from ticketlab.engine.options import RunOptions
 from ticketlab.reports.tables import lottery_table, text_table as _table  # noqa: F401
 from ticketlab.core.errors import TicketlabError
 from ticketlab.training import timing
@@ -72,7 +73,9 @@ def cmd_instability(ns) -> None:
     rows = api.instability(ns.experiment, level=ns.level, rewind_iters=_ints(ns.rewind_iters, "--rewind-iters"),
                            replicates=_ints(ns.replicates, "--replicates"), points=ns.points,
                            data_seeds=_ints(ns.data_seeds, "--data-seeds"), store=ns.store, data_dir=ns.data_dir,
-                           progress=not ns.quiet, allow_inexact=ns.allow_inexact)
+                           progress=not ns.quiet, allow_inexact=ns.allow_inexact,
+                           options=C.from_dict(RunOptions, {f: getattr(ns, f) for f in DEVICE_FLAGS if hasattr(ns, f)},
+                                               source="the command line"))
     print(_table([{"replicate": r["replicate"], "level": r["level"], "remaining_%": f"{100 * r['density']:.2f}",
                    "k": r["rewind_iter"], "instability_%": f"{100 * r['instability']:.2f}",
                    "endpoint_err_%": " / ".join(f"{100 * e:.2f}" for e in r["endpoint_errors"]),
@@ -101,7 +104,7 @@ def cmd_export(ns) -> None:
 
 def cmd_sweep(ns) -> None:
     from ticketlab import sweep
-    given = {f: getattr(ns, f) for f in ("workers", "stack", "threads", "checkpoint_every", "device") if hasattr(ns, f)}
+    given = {f: getattr(ns, f) for f in GIVEN if hasattr(ns, f)}
     sweep.command(ns.file, backend=ns.backend, address=ns.address, store=ns.store, data_dir=ns.data_dir,
                   retries=ns.retries, progress=False if ns.quiet else None, **given)
 
@@ -297,7 +300,7 @@ def parser(argv: list[str] | None = None, only: str | None = None) -> argparse.A
     p.add_argument("--data-seeds", default="1000,1001", help="the two copies' data-order seeds")
     p.add_argument("--allow-inexact", action="store_true",
                    help="accept a reproduced rewind point that differs from the trunk's by float rounding")
-    run_flags(p, "lottery", ("threads", "progress"))
+    run_flags(p, "lottery", ("threads", "progress") + DEVICE_FLAGS)
     _common(p)
     p.set_defaults(fn=cmd_instability)
 
@@ -336,7 +339,7 @@ def parser(argv: list[str] | None = None, only: str | None = None) -> argparse.A
     p.set_defaults(fn=cmd_sweep)
 
     p = sub.add_parser("sparse-train", help="sparse training from scratch: RigL, SET, SNFS, static, GMP, SNIP/GraSP/SynFlow")
-    _run_flags(p, "sparse", ("stack", "threads", "progress", "checkpoint_every", "device"))
+    _run_flags(p, "sparse", ("stack", "threads", "progress", "checkpoint_every") + DEVICE_FLAGS)
     p.add_argument("--replicates", type=int, default=1, help="replicates (init and data seeds + r)")
     C.add_flags(p.add_argument_group("training"), TrainConfig)
     _sparse_flags(p, _arg(argv, "--method", ""))

@@ -17,8 +17,12 @@ from ticketlab.engine.options import KIND_DEFAULTS, RunOptions
 
 # RunOptions field -> (flag, metavar); `progress` is the `--quiet` switch
 FLAGS = {"workers": ("--workers", "N"), "stack": ("--stack", "N"), "threads": ("--threads", "N"),
-         "progress": ("--quiet", None), "checkpoint_every": ("--checkpoint-every", "N"), "device": ("--device", "NAME")}
+         "progress": ("--quiet", None), "checkpoint_every": ("--checkpoint-every", "N"), "device": ("--device", "NAME"),
+         "precision": ("--precision", "NAME"), "deterministic": ("--deterministic", None)}
+# the flags every command that trains takes, whatever other run flags it has
+DEVICE_FLAGS = ("device", "precision", "deterministic")
 ALL = tuple(FLAGS)
+GIVEN = ("workers", "stack", "threads", "checkpoint_every") + DEVICE_FLAGS  # the flags that take a value
 
 
 class Help(argparse.HelpFormatter):
@@ -51,7 +55,7 @@ def _common(p: argparse.ArgumentParser, *, data: bool = True) -> None:
 
 
 def _run_flags(p: argparse.ArgumentParser, kind: str = "train",
-               fields: tuple[str, ...] = ("threads", "progress", "checkpoint_every", "device")) -> None:
+               fields: tuple[str, ...] = ("threads", "progress", "checkpoint_every") + DEVICE_FLAGS) -> None:
     """The store and data folders, --config, and the run flags of `fields` for a command of `kind`."""
     _common(p)
     p.add_argument("--config", default=None, metavar="FILE.toml",
@@ -68,8 +72,11 @@ def run_flags(p, kind: str | None, fields: tuple[str, ...] = ALL) -> None:
         if name == "progress":
             p.add_argument(flag, dest="quiet", action="store_true", help="no progress bar; print only the result")
             continue
+        if name == "deterministic":
+            p.add_argument(flag, dest=name, action="store_true", default=argparse.SUPPRESS, help=meta[name]["help"])
+            continue
         # choices are checked by RunOptions, so that a bad value is one line naming the field
-        kw = {} if meta[name]["choices"] or name == "device" else dict(type=int)
+        kw = {} if meta[name]["choices"] or name in ("device", "precision") else dict(type=int)
         what = "trials at once, one process each" if kind is None and name == "workers" else meta[name]["help"]
         if meta[name]["choices"]:
             what += f": {', '.join(meta[name]['choices'])}"
@@ -94,7 +101,7 @@ def run_options(ns: argparse.Namespace, file_table: dict | None = None) -> RunOp
     the run flags given. Bad values raise a ConfigError naming the flag's field."""
     table = file_table if file_table is not None else _sweep_table(ns)
     opts = RunOptions.from_table(table, source=f"[sweep] of {ns.config}") if table else RunOptions()
-    given = {f: getattr(ns, f) for f in ("workers", "stack", "threads", "checkpoint_every", "device") if hasattr(ns, f)}
+    given = {f: getattr(ns, f) for f in GIVEN if hasattr(ns, f)}
     if getattr(ns, "quiet", False):
         given["progress"] = False
     return C.from_dict(RunOptions, {**C.to_dict(opts), **given}, source="the command line")

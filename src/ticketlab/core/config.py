@@ -269,15 +269,17 @@ def _default(f: dataclasses.Field):
     return dataclasses.MISSING
 
 
-def canonical_json(kind: str, cfg) -> str:
-    """The experiment's identity: kind, schema version and every hashed field, as sorted JSON."""
-    body = {"kind": kind, "schema": SCHEMA_VERSION, "config": to_dict(cfg, all_fields=False)}
+def canonical_json(kind: str, cfg, extra: dict | None = None) -> str:
+    """The experiment's identity: kind, schema version and every hashed field, as sorted JSON;
+    `extra`, run settings that change results without being config fields (the precision when not
+    fp32), joins it only when not empty, so that every key without them stays what it was."""
+    body = {"kind": kind, "schema": SCHEMA_VERSION, "config": to_dict(cfg, all_fields=False), **(extra or {})}
     return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
-def config_hash(kind: str, cfg) -> str:
+def config_hash(kind: str, cfg, extra: dict | None = None) -> str:
     """First 12 hex digits of the sha256 of `canonical_json`."""
-    return hashlib.sha256(canonical_json(kind, cfg).encode()).hexdigest()[:12]
+    return hashlib.sha256(canonical_json(kind, cfg, extra).encode()).hexdigest()[:12]
 
 
 def load_toml(path: str | Path) -> dict:

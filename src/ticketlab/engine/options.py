@@ -27,6 +27,12 @@ why each kind keeps the stack it was measured with, and `None` means "the kind's
 `device`: `auto` (CUDA when available, else the CPU; the same default on the command line and in
 the API), `cpu`, `cuda`, `cuda:N` or `mps`; checked against this machine when the options are made
 (`ticketlab.training.device`). Each run records the device it used as `trained_on` in its summary.
+
+`precision` (`fp32`, `bf16`, `tf32`; `ticketlab.training.precision`) changes results, so although it
+is no config field, a run in bf16 or tf32 goes to another store folder than the fp32 run of the same
+config: the store adds it to the experiment's key when it is not fp32, and every fp32 key stays as
+it was. `deterministic` (`ticketlab.training.determinism`) changes no result on the CPU and stays
+out of every key. Runs record both in their summary.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from ticketlab.core import config as C
 from ticketlab.core.config import param
 from ticketlab.core.errors import ConfigError
 from ticketlab.engine.parallel import cpu_count
-from ticketlab.training import device as _device
+from ticketlab.training import device as _device, precision as _precision
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")  # the forms a device name takes
 
@@ -66,15 +72,21 @@ class RunOptions:
     checkpoint_every: int | None = param(None, "iterations (steps) between resumable checkpoints", min=1,
                                          hashed=False)
     device: str = param("auto", f"the device runs train on: {_device.NAMES}", hashed=False)
+    precision: str = param("fp32", "arithmetic: fp32 (reproduction), bf16 (autocast), tf32 (CUDA matmuls; "
+                           "no-op on the CPU)", hashed=False)
+    deterministic: bool = param(False, "deterministic kernels only (torch.use_deterministic_algorithms; on CUDA "
+                                "also CUBLAS_WORKSPACE_CONFIG=:4096:8)", hashed=False)
 
     def __post_init__(self):
         for f in ("workers", "stack", "threads", "checkpoint_every"):
             v = getattr(self, f)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
                 raise ConfigError(f"{f}: got {v!r}, expected an integer >= 1")
-        if not isinstance(self.progress, bool):
-            raise ConfigError(f"progress: got {self.progress!r}, expected true or false")
+        for f in ("progress", "deterministic"):
+            if not isinstance(getattr(self, f), bool):
+                raise ConfigError(f"{f}: got {getattr(self, f)!r}, expected true or false")
         _device.check(self.device)
+        _precision.check(self.precision)
         C.validate(self)
 
     @classmethod

@@ -48,6 +48,7 @@ from concurrent.futures.process import BrokenProcessPool
 import torch
 
 from ticketlab.core.errors import ConfigError, TicketlabError
+from ticketlab.training import device as _device
 
 BACKENDS = ("inline", "process", "ray")
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -83,11 +84,14 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def make_executor(backend: str = "process", workers: int | None = None, address: str | None = None) -> Executor:
+def make_executor(backend: str = "process", workers: int | None = None, address: str | None = None, *,
+                  device: str = "cpu") -> Executor:
     """An executor for `backend` ("inline", "process" or "ray"); see the module docstring.
 
     `workers`: parallel jobs (default: this machine's CPUs; for Ray, the cluster's CPUs).
     `address`: Ray only; an existing cluster to join instead of starting a local one.
+    `device`: Ray only; the jobs' device setting: on CUDA each asks for a GPU
+    (`ticketlab.training.device.ray_resources`).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend: got {backend!r}, expected one of {', '.join(BACKENDS)}")
@@ -99,7 +103,7 @@ def make_executor(backend: str = "process", workers: int | None = None, address:
         return InlineExecutor()
     if backend == "process":
         return ProcessExecutor(workers or cpu_count())
-    return RayExecutor(workers, address)
+    return RayExecutor(workers, address, device=device)
 
 
 class InlineExecutor(Executor):
@@ -174,7 +178,7 @@ def _ray_call(fn, args, kwargs):
 class RayExecutor(Executor):
     """Jobs as Ray tasks (one CPU each) on a local loopback-only instance or an existing cluster."""
 
-    def __init__(self, workers: int | None = None, address: str | None = None):
+    def __init__(self, workers: int | None = None, address: str | None = None, *, device: str = "cpu"):
         try:
             import ray
         except ImportError:
@@ -191,7 +195,8 @@ class RayExecutor(Executor):
             self._connected = True
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = min(workers, cpus) if workers else cpus
-        self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_call)
+        self.resources = _device.ray_resources(device)  # a trial on CUDA asks for its own GPU
+        self._remote = ray.remote(**self.resources, max_retries=0)(_ray_call)
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         ref = self._remote.remote(fn, args, kwargs)

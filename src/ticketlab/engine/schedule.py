@@ -15,7 +15,10 @@ process; this module decides what runs when:
   §2) or in this process. A node is done when its run folder holds `summary.json` (every loop
   writes it last): a finished run is never retrained, an interrupted one resumes from its
   checkpoint. A worker's error is raised here, at once; on it or on Ctrl-C the workers are killed
-  (they ignore SIGINT), and their runs resume from their checkpoints next time.
+  (they ignore SIGINT), and their runs resume from their checkpoints next time. A worker repeats
+  this process's device, precision and deterministic settings; each group running at once holds a
+  slot 0..workers-1, and on a machine with several GPUs slot i trains on `cuda:i % n_gpus`
+  (`ticketlab.training.device.for_worker`).
 
     nodes = [Node(key=r, run_dir=exp / f"replicate_{r}", payload=r, stack="recipe") for r in range(R)]
     run(groups(nodes, stack=8), functools.partial(train_group, spec), workers=2)
@@ -33,7 +36,7 @@ from typing import Any, Callable, Hashable, Sequence
 
 from ticketlab.core import progress as _progress
 from ticketlab.engine.parallel import make_executor
-from ticketlab.training import device as _device
+from ticketlab.training import determinism as _determinism, device as _device, precision as _precision
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +116,10 @@ def run(groups: Sequence[Sequence[Node]], train: Callable[[list], object], *, wo
     bar = _progress.bar(len(nodes), enabled=progress and executor is not None, initial=len(done), desc="runs",
                         leave=True, mininterval=0.1)
     if executor is not None:  # worker processes start with logging unconfigured: repeat ours there
-        train = functools.partial(_in_worker, _progress.worker_level(), _device.current(), train)
+        settings = (_device.current(), _precision.current(), _determinism.current())
+        train = functools.partial(_in_worker, _progress.worker_level(), settings, train)
     running: dict[cf.Future, list[Node]] = {}
+    slots: dict[cf.Future, int] = {}  # the slot of each running group: its GPU on a several-GPU machine
     try:
         while pending or running:
             ready = [p for p in pending if all(d in done or d in p[1] for n in p[0] for d in n.deps)]
@@ -128,11 +133,14 @@ def run(groups: Sequence[Sequence[Node]], train: Callable[[list], object], *, wo
                     train([n.payload for n in todo])
                     _finish(p[0], done, bar)
                 else:
-                    running[executor.submit(train, [n.payload for n in todo])] = p[0]
+                    slot = min(set(range(len(running) + 1)) - set(slots.values()))
+                    f = executor.submit(functools.partial(train, slot), [n.payload for n in todo])
+                    running[f], slots[f] = p[0], slot
             if running:
                 finished, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
                 for f in finished:
                     g = running.pop(f)
+                    slots.pop(f)
                     f.result()  # a worker's error is raised here
                     _finish(g, done, bar)
     except BaseException:
@@ -156,9 +164,13 @@ def _finish(group: list[Node], done: set, bar) -> None:
         bar.update(len(new))
 
 
-def _in_worker(level: int | None, device: str, train: Callable[[list], object], payloads: list) -> object:
+def _in_worker(level: int | None, settings: tuple, train: Callable[[list], object], slot: int,
+               payloads: list) -> object:
     _progress.configure_worker(level)
-    _device.use(device)  # the parent's device setting (ticketlab.training.device)
+    device, precision, deterministic = settings  # the parent's (ticketlab.training.device, ...)
+    _determinism.use(deterministic)  # first: cuBLAS reads its workspace setting when CUDA starts
+    _device.use(_device.for_worker(device, slot))
+    _precision.use(precision)
     return train(payloads)
 
 

@@ -27,6 +27,7 @@ from typing import Iterator
 from ticketlab.core import integrity
 from ticketlab.core.config import SCHEMA_VERSION, config_hash, to_dict
 from ticketlab.core.errors import DamagedError, TicketlabError
+from ticketlab.training import precision as _precision
 from ticketlab.training.rundir import read_json
 
 
@@ -123,13 +124,16 @@ class Store:
         self.root = resolve_store(root)
 
     def experiment(self, kind: str, cfg) -> Experiment:
-        """The experiment folder for (kind, cfg), created with its config.json if new."""
-        key = config_hash(kind, cfg)
+        """The experiment folder for (kind, cfg), created with its config.json if new. A run in a
+        precision other than fp32 has its own folder (`ticketlab.training.precision.identity`),
+        recorded in config.json as `precision`."""
+        extra = _precision.identity()
+        key = config_hash(kind, cfg, extra)
         path = self.root / f"{kind}-{key}"
         path.mkdir(parents=True, exist_ok=True)
         cfg_path = path / "config.json"
         body = {"kind": kind, "schema": SCHEMA_VERSION, "hash": key, "config": to_dict(cfg),
-                "identity": to_dict(cfg, all_fields=False)}
+                "identity": to_dict(cfg, all_fields=False), **extra}
         if not cfg_path.exists():
             _write_config(cfg_path, body)
         else:

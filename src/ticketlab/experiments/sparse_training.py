@@ -55,6 +55,7 @@ from ticketlab.core.errors import ConfigError
 from ticketlab.methods.saliency import SNIP, GraSP, PruneAtInit, SynFlow
 from ticketlab.methods.sparse import GMP, METHODS, SET, SNFS, Dense, Static
 from ticketlab.engine import schedule
+from ticketlab.training import device as _device
 from ticketlab.training.loop import RunOptions, TrainConfig, load_state, total_iterations
 from ticketlab.training import timing
 from ticketlab.training.rundir import read_json
@@ -177,8 +178,16 @@ def init_masks(cfg: SparseConfig, model: torch.nn.Module, data, data_seed: int) 
     if not isinstance(m, PruneAtInit):
         return None
     x, y = (None, None) if m.data_free else saliency_batch(data, m.batch, data_seed)
-    return m.masks(model, cfg.sparsity, x=x, y=y, input_shape=data.input_shape, distribution=cfg.distribution,
-                   dense=dense_policy(cfg, model))
+    # scored on this process's device (issue 16), where the run will train; the masks come back
+    # on the model's own device, as the rest of its state
+    dev, home = _device.resolve(None), next(model.parameters()).device
+    model.to(dev)
+    try:
+        masks = m.masks(model, cfg.sparsity, x=x, y=y, input_shape=data.input_shape, distribution=cfg.distribution,
+                        dense=dense_policy(cfg, model))
+    finally:
+        model.to(home)
+    return {n: mk.to(home) for n, mk in masks.items()}
 
 
 # --- the experiment ------------------------------------------------------------------------------------

@@ -53,6 +53,12 @@ def _prunable(model: nn.Module, params: Mapping[str, Tensor] | None) -> dict[str
     return prunable_parameters(model)
 
 
+def _on(ws: Sequence[Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """The batch on the parameters' device (issue 16: scores are computed where the model lives)."""
+    dev = ws[0].device if ws else x.device
+    return x.to(dev), y.to(dev)
+
+
 def snip(model: nn.Module, x: Tensor, y: Tensor, params: Mapping[str, nn.Parameter] | None = None, *,
          loss_fn: Loss = F.cross_entropy) -> dict[str, Tensor]:
     """SNIP connection sensitivity |∂L/∂w ⊙ w| on the batch (x, y), in the model's current mode.
@@ -62,6 +68,7 @@ def snip(model: nn.Module, x: Tensor, y: Tensor, params: Mapping[str, nn.Paramet
     """
     params = _prunable(model, params)
     names, ws = list(params), list(params.values())
+    x, y = _on(ws, x, y)
     grads = torch.autograd.grad(loss_fn(model(x), y), ws, allow_unused=True)
     return {n: (torch.zeros_like(w) if g is None else (g * w).abs()).detach() for n, w, g in zip(names, ws, grads)}
 
@@ -75,6 +82,7 @@ def grasp(model: nn.Module, x: Tensor, y: Tensor, params: Mapping[str, nn.Parame
     """
     params = _prunable(model, params)
     names, ws = list(params), list(params.values())
+    x, y = _on(ws, x, y)
     loss = loss_fn(model(x) / temperature, y)
     g = torch.autograd.grad(loss, ws, allow_unused=True)
     g = [torch.zeros_like(w) if gi is None else gi.detach() for w, gi in zip(ws, g)]
@@ -116,7 +124,7 @@ def synflow(model: nn.Module, input_shape: Sequence[int], params: Mapping[str, n
             for n, w in zip(names, ws):
                 if n in masks:
                     w.mul_(masks[n].to(w.dtype))
-    out = net(torch.ones(1, *input_shape, dtype=torch.float64))
+    out = net(torch.ones(1, *input_shape, dtype=torch.float64, device=ws[0].device if ws else None))
     grads = torch.autograd.grad(out.sum(), ws, allow_unused=True)
     return {n: (torch.zeros_like(w) if g is None else (g * w).abs()).detach() for n, w, g in zip(names, ws, grads)}
 
@@ -148,7 +156,8 @@ def masks_from_scores(scores: Mapping[str, Tensor], sparsity: float, *, distribu
     per layer at the sparsities of `distribution` (uniform / er / erk). `masks` (default all ones): the
     entries still alive; they must hold at least the target count."""
     shapes = {n: tuple(s.shape) for n, s in scores.items()}
-    current = {n: torch.ones(sh, dtype=torch.bool) for n, sh in shapes.items()} if masks is None else dict(masks)
+    current = ({n: torch.ones(sh, dtype=torch.bool, device=scores[n].device) for n, sh in shapes.items()}
+               if masks is None else dict(masks))
     per_layer, group = _densities(shapes, sparsity, distribution, dense)
     if group is not None:
         if not group:
@@ -167,8 +176,7 @@ def synflow_masks(model: nn.Module, input_shape: Sequence[int], sparsity: float,
     if iterations < 1:
         raise ConfigError(f"iterations must be >= 1, got {iterations!r}")
     params = _prunable(model, params)
-    shapes = {n: tuple(p.shape) for n, p in params.items()}
-    masks = {n: torch.ones(sh, dtype=torch.bool) for n, sh in shapes.items()}
+    masks = {n: torch.ones(p.shape, dtype=torch.bool, device=p.device) for n, p in params.items()}
     for k in range(1, iterations + 1):
         s_k = 1.0 - (1.0 - sparsity) ** (k / iterations) if k < iterations else sparsity
         scores = synflow(model, input_shape, params, masks=masks)

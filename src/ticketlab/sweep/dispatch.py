@@ -43,6 +43,7 @@ from ticketlab.engine.parallel import cpu_count, error_text, make_executor, set_
 from ticketlab.engine.store import resolve_store
 from ticketlab.sweep.grammar import Trial
 from ticketlab.sweep.kinds import KINDS, Context, summaries, train_metrics
+from ticketlab.training import precision as _precision
 from ticketlab.training.rundir import read_json
 
 
@@ -78,8 +79,8 @@ def run_trial(trial: Trial, store, data_dir=None, checkpoint_every: int | None =
 def run_sweep(trials: list[Trial], *, backend: str | Executor = "process", address: str | None = None,
               store=None, data_dir=None, retries: int = 1, replicates: int = 1, options: RunOptions | None = None,
               workers: int | None = None, stack: int | None = None, threads: int | None = None,
-              progress: bool | None = None, checkpoint_every: int | None = None, device: str | None = None
-              ) -> list[dict]:
+              progress: bool | None = None, checkpoint_every: int | None = None, device: str | None = None,
+              precision: str | None = None, deterministic: bool | None = None) -> list[dict]:
     """Run every trial not yet done; return one row per trial, in trial order.
 
     `options` (`ticketlab.engine.options.RunOptions`), or the keywords of its fields that build
@@ -100,9 +101,11 @@ def run_sweep(trials: list[Trial], *, backend: str | Executor = "process", addre
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ConfigError(f"retries: got {retries!r}, expected an integer >= 0")
     opts = RunOptions.build(options, workers=workers, stack=stack, threads=threads, progress=progress,
-                            checkpoint_every=checkpoint_every, device=device)
+                            checkpoint_every=checkpoint_every, device=device, precision=precision,
+                            deterministic=deterministic)
     if opts.threads is not None:
         set_threads(opts.threads)
+    _precision.use(opts.precision)  # the store folders of this sweep's trials are keyed by it
     # absolute paths: workers (Ray's especially) need not share this process's working directory
     store = str(resolve_store(store).absolute())
     data_dir = str(Path(data_dir).expanduser().absolute()) if data_dir is not None else None
@@ -134,7 +137,7 @@ def run_sweep(trials: list[Trial], *, backend: str | Executor = "process", addre
                 n = opts.workers
                 if n is None and backend == "process":
                     n = min(cpu_count(), len(todo))  # no idle workers
-                ex, own = make_executor(backend, n, address), True
+                ex, own = make_executor(backend, n, address, device=opts.device), True
             _dispatch(ex, todo, rows, len(trials), say, retries=retries,
                       args=(store, data_dir, None, replicates, trial_opts))
     except KeyboardInterrupt:

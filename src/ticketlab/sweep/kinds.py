@@ -41,6 +41,7 @@ from ticketlab.experiments.lottery.trunk import LotteryConfig, LotteryRun
 from ticketlab.experiments.sparse_training import SparseConfig, SparseRun
 from ticketlab.experiments.teacher_student import experiment as teacher_student
 from ticketlab.experiments.transfer import TransferConfig
+from ticketlab.training import precision as _precision
 from ticketlab.training.loop import TrainConfig
 
 
@@ -94,7 +95,7 @@ def sections(kind: str, task: str = "classify") -> dict:
 
 def store_folder(store, kind: str, identity) -> Path:
     """The store folder `Store(store).experiment(kind, identity)` names, not created."""
-    return resolve_store(store) / f"{kind}-{C.config_hash(kind, identity)}"
+    return resolve_store(store) / f"{kind}-{C.config_hash(kind, identity, _precision.identity())}"
 
 
 def summaries(folder) -> set[str]:

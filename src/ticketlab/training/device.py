@@ -120,5 +120,24 @@ def set_rng_state(state: dict, dev: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda_rng"], dev)
 
 
+def for_worker(name: str, slot: int, n_gpus: int | None = None) -> str:
+    """The device of the worker in `slot` (0, 1, ...: the groups that run at once each hold one) for the
+    process setting `name`: with `cuda` (or `auto` on a CUDA machine) and several GPUs, `cuda:slot % n_gpus`,
+    so N workers on N GPUs each take their own (issue 16, *Several GPUs*); an explicit `cuda:N`, the CPU,
+    MPS or a single GPU: `name` unchanged. `n_gpus`: default `torch.cuda.device_count()`."""
+    if name not in ("cuda", "auto") or not torch.cuda.is_available():
+        return name
+    n = torch.cuda.device_count() if n_gpus is None else n_gpus
+    return name if n <= 1 else f"cuda:{slot % n}"
+
+
+def ray_resources(name: str) -> dict:
+    """What a Ray trial asks its cluster for under the device setting `name`: one CPU, and one GPU when
+    the trial trains on CUDA (Ray then makes that GPU the trial's only visible `cuda` device). `auto`
+    asks for a GPU when this machine has CUDA, the best guess a driver has about its cluster."""
+    gpu = name.startswith("cuda") or (name == "auto" and torch.cuda.is_available())
+    return {"num_cpus": 1, "num_gpus": 1 if gpu else 0}
+
+
 __all__ = ["NAMES", "check", "resolve", "use", "current", "describe", "to_device", "cpu_state", "rng_state",
-           "set_rng_state"]
+           "set_rng_state", "for_worker", "ray_resources"]

@@ -41,7 +41,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ticketlab.training import device as _device, optim, rundir, timing
+from ticketlab.training import device as _device, optim, precision as _precision, rundir, timing
 from ticketlab.training.rundir import RunDir, load_state, read_metrics, save_state, write_metrics  # noqa: F401 (the old names)
 from ticketlab.core.progress import bar as progress_bar
 from ticketlab.core.config import Config, param
@@ -339,6 +339,8 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     for g in optimizer.param_groups:  # a loaded optimizer state carries a *scheduled* rate
         g["lr"] = cfg.lr
     single = R == 1
+    # bf16: the forward pass and loss autocast; weights, grads, optimizer state and masks stay fp32
+    autocast = _precision.autocast(dev)
     # ALGO: the hot loop. Keep it free of per-example Python and host syncs.
     while it < total:
         if not constant_lr:
@@ -348,11 +350,13 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
         optimizer.zero_grad(set_to_none=True)
         if single:  # one model: a plain step, no [1, B] views or loss sum (they cost ~3 % at LeNet size)
             idx = batch_indices(n_train, cfg.batch_size, seeds[0], it, on)
-            losses = ensemble.loss(x_train[idx], y_train[idx])
+            with autocast:
+                losses = ensemble.loss(x_train[idx], y_train[idx])
             losses.backward()
         else:  # each model its own data order: [R, B]
             idx = torch.stack([batch_indices(n_train, cfg.batch_size, s, it, on) for s in seeds])
-            losses = ensemble.losses(x_train[idx], y_train[idx])  # [R]: each model's mean loss on its own batch
+            with autocast:
+                losses = ensemble.losses(x_train[idx], y_train[idx])  # [R]: each model's mean loss on its own batch
             losses.sum().backward()
         for h in after_backward:
             h(it)
@@ -392,6 +396,7 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
                           "early_stop": early_stopping(rs),
                           "best_test_acc": max((r["test_acc"] for r in rs if r["test_acc"] is not None), default=None),
                           "trained_with": R, **stack_time, "trained_on": trained_on,
+                          **_precision.summary(),
                           **({"diverged": {"iteration": dv}} if dv is not None else {})})
             for d, rs, dv in zip(dirs, rows, diverged)]
 
@@ -406,7 +411,9 @@ def evaluate_many(ensemble, x: torch.Tensor, y: torch.Tensor, batch: int = 2000)
     loss = torch.zeros(R, dtype=torch.float64, device=x.device)
     correct = torch.zeros(R, dtype=torch.int64, device=x.device)
     for i in range(0, len(x), batch):
-        out = ensemble.logits(x[i:i + batch])  # [R, n, classes]
+        with _precision.autocast(x.device):
+            out = ensemble.logits(x[i:i + batch])  # [R, n, classes]
+        out = out.float()  # bf16 logits: the loss and argmax in fp32, as the training loss
         yy = y[i:i + batch]
         loss += F.cross_entropy(out.transpose(1, 2), yy.expand(R, -1), reduction="none").sum(1).double()
         correct += (out.argmax(2) == yy).sum(1)

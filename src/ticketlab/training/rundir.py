@@ -64,9 +64,9 @@ def snapshot_name(k: int) -> str:
 
 def save_file(path: str | Path, obj) -> None:
     """Atomically `torch.save` a dict of plain values and tensors (loadable with weights_only),
-    recorded in its folder's manifest."""
+    recorded in its folder's manifest. Tensors are written as CPU tensors, loadable on any device."""
     buf = io.BytesIO()
-    torch.save(obj, buf)
+    torch.save(_device.cpu_state(obj), buf)
     integrity.write_bytes(path, buf.getvalue())
 
 

@@ -167,6 +167,9 @@ class Stacked:
         return {"state": stacked, "param_groups": copy.deepcopy(first["param_groups"])}
 
 
+_AUTOCAST = ("cpu", "cuda", "mps", "xpu")  # device types autocast knows (the meta device is not one)
+
+
 class _StackedLinear(torch.autograd.Function):
     """y = x wᵀ + b for R models at once. x: [R, B, in], w: [R, out, in], b: [R, out] or None.
 
@@ -177,6 +180,13 @@ class _StackedLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, b):
+        # Under autocast (bf16, `ticketlab.training.precision`) the product runs in the autocast
+        # dtype, and backward, which autocast does not cover, must see the same dtype in g, x and w;
+        # autograd casts the gradients back to the fp32 parameters' dtype. In fp32 nothing is cast.
+        kind = x.device.type
+        if kind in _AUTOCAST and torch.is_autocast_enabled(kind):
+            dt = torch.get_autocast_dtype(kind)
+            x, w, b = x.to(dt), w.to(dt), (b.to(dt) if b is not None else None)
         ctx.save_for_backward(x, w)
         ctx.has_bias = b is not None
         if b is None:

@@ -30,9 +30,10 @@ def greedy(model, src: torch.Tensor, *, bos: int, eos: int, max_len_a: float = 1
     memory, mask = model.encode(src)
     limit = _limit(src, model.pad, max_len_a, max_len_b)
     cache = [{} for _ in model.decoder]
-    tok = torch.full((B, 1), bos, dtype=torch.long)
-    out = torch.full((B, int(limit.max())), eos, dtype=torch.long)
-    done = torch.zeros(B, dtype=torch.bool)
+    dev = src.device  # the decoder's state lives where the source does
+    tok = torch.full((B, 1), bos, dtype=torch.long, device=dev)
+    out = torch.full((B, int(limit.max())), eos, dtype=torch.long, device=dev)
+    done = torch.zeros(B, dtype=torch.bool, device=dev)
     for t in range(int(limit.max())):
         logits = model.decode(tok, memory, mask, cache=cache, offset=t)[:, -1]  # [B, V]
         nxt = logits.argmax(-1)
@@ -66,8 +67,9 @@ def beam_search(model, src: torch.Tensor, *, bos: int, eos: int, beam: int = 4, 
     memory, mask = memory.repeat_interleave(K, 0), mask.repeat_interleave(K, 0)  # [B·K, S, d]
     limit = _limit(src, model.pad, max_len_a, max_len_b).tolist()
     cache = [{} for _ in model.decoder]
-    tokens = torch.full((B * K, 1), bos, dtype=torch.long)  # prefixes, bos first
-    scores = torch.full((B, K), float("-inf"))
+    dev = src.device  # the decoder's state lives where the source does
+    tokens = torch.full((B * K, 1), bos, dtype=torch.long, device=dev)  # prefixes, bos first
+    scores = torch.full((B, K), float("-inf"), device=dev)
     scores[:, 0] = 0.0  # all beams start equal: keep one, or the first step would pick K copies
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
     alive = [True] * B
@@ -77,6 +79,7 @@ def beam_search(model, src: torch.Tensor, *, bos: int, eos: int, beam: int = 4, 
         cand = (scores[:, :, None] + logp.view(B, K, V)).view(B, K * V)
         top, idx = cand.topk(2 * K, dim=1)  # enough that K of them do not end the sentence
         beam_of, tok_of = idx // V, idx % V
+        # filled element by element below: on the CPU, then moved once per step
         new_scores = torch.full((B, K), float("-inf"))
         src_beam = torch.zeros(B, K, dtype=torch.long)
         new_tok = torch.full((B, K), eos, dtype=torch.long)
@@ -100,10 +103,10 @@ def beam_search(model, src: torch.Tensor, *, bos: int, eos: int, beam: int = 4, 
                 alive[b] = False
         if not any(alive):
             break
-        rows = (torch.arange(B)[:, None] * K + src_beam).view(-1)
-        tokens = torch.cat([tokens[rows], new_tok.view(-1, 1)], 1)
+        rows = (torch.arange(B)[:, None] * K + src_beam).view(-1).to(dev)
+        tokens = torch.cat([tokens[rows], new_tok.view(-1, 1).to(dev)], 1)
         cache = reorder_cache(cache, rows)
-        scores = new_scores
+        scores = new_scores.to(dev)
     return [max(f, key=lambda h: h[0])[1] if f else [] for f in finished]
 
 

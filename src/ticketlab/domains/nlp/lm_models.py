@@ -61,7 +61,7 @@ class TransformerLM(nn.Module):
 
     def forward(self, x: torch.Tensor, state=None):
         T = x.shape[1]
-        h = self.drop(self.embed(x) * self.hidden ** 0.5 + sinusoidal(T, self.hidden))
+        h = self.drop(self.embed(x) * self.hidden ** 0.5 + sinusoidal(T, self.hidden, device=x.device))
         for block in self.blocks:
             h = block(h, causal=True)
         return self.decoder(self.norm(h)), None

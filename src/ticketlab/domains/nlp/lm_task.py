@@ -49,6 +49,7 @@ from ticketlab.domains.nlp.loop import fit
 from ticketlab.training.optim import make_optimizer
 from ticketlab.domains.nlp.vocab import Vocab, batchify, char_tokens, n_segments, segment, word_tokens
 from ticketlab.engine.tasks import Domain, register_task
+from ticketlab.training import device as _device
 
 PRESETS: dict[str, dict] = {
     "lstm_small": dict(hidden=200, n_layers=2, dropout=0.0, init_scale=0.1, bptt=20, batch_size=20,
@@ -155,6 +156,7 @@ def perplexity(model: torch.nn.Module, stream: torch.Tensor, bptt: int) -> tuple
     predicted exactly once."""
     was = model.training
     model.eval()
+    stream = _device.to_device(stream, next(model.parameters()).device)  # moved once, then cached
     nll, n, state = 0.0, 0, None
     for i in range(math.ceil((stream.shape[1] - 1) / bptt)):
         x, y = segment(stream, i, bptt)
@@ -177,7 +179,8 @@ class LMObjective:
         i = it % self.steps_per_epoch
         if i == 0:
             carry = None  # each epoch starts the streams from a zero state
-        x, y = segment(self.data.train, i, self.bptt)
+        stream = _device.to_device(self.data.train, next(model.parameters()).device)  # moved once, then cached
+        x, y = segment(stream, i, self.bptt)
         logits, state = model(x, carry)
         if state is not None:  # truncated BPTT: keep the state, not its history
             state = tuple(s.detach() for s in state)

@@ -30,7 +30,7 @@ import torch
 from ticketlab.core import schedules
 from ticketlab.core.progress import bar as progress_bar
 from ticketlab.core.masks import MaskEnforcer
-from ticketlab.training import rundir
+from ticketlab.training import device as _device, precision as _precision, rundir
 from ticketlab.training.optim import make_optimizer
 from ticketlab.training.rundir import RunDir
 
@@ -68,6 +68,11 @@ def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimize
     rd = RunDir(run_dir).create()
     if rd.done():
         return rd.summary()
+    # this process's device (`ticketlab.training.device`); the optimizer keeps the same parameter
+    # objects, and a loaded optimizer state follows them there
+    dev = _device.resolve(None)
+    home = next(model.parameters()).device  # the caller's model goes back there at the end
+    model.to(dev)
     if not 0 <= start_iter <= total:
         raise ValueError(f"start_iter {start_iter} outside [0, {total}]")
     it, carry = start_iter, None
@@ -79,8 +84,9 @@ def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimize
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
+        _device.set_rng_state(state, dev)  # dropout's CUDA RNG, when the run resumes on CUDA
         it = int(state["iteration"])
-        carry = tuple(state["carry"]) if state.get("carry") else None
+        carry = tuple(t.to(dev) for t in state["carry"]) if state.get("carry") else None
         acc.update({k: float(state[k]) for k in acc if k in state})
     else:
         if start_optimizer is not None:
@@ -115,13 +121,15 @@ def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimize
     if it in snapshot_iters:
         rd.save(rundir.snapshot_name(it), it, **state())
     model.train()
+    autocast = _precision.autocast(dev)
     # ALGO: the hot loop
     while it < total:
         t0, c0 = time.perf_counter(), time.process_time()
         for g in optimizer.param_groups:
             g["lr"] = lr * lr_at(it - lr_offset)
         optimizer.zero_grad(set_to_none=True)
-        loss, n_tok, carry = objective.train_loss(model, it, carry)
+        with autocast:  # bf16 (`ticketlab.training.precision`): weights, grads and masks stay fp32
+            loss, n_tok, carry = objective.train_loss(model, it, carry)
         (loss * scale if scale != 1.0 else loss).backward()
         if enforcer is not None:
             enforcer.after_backward(it)
@@ -160,6 +168,7 @@ def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimize
     wall = acc["elapsed"] + time.perf_counter() - t_start
     cpu = acc["cpu"] + time.process_time() - c_start
     rd.save(rundir.FINAL, it, **state())
+    model.to(home)
     best = (max if higher_is_better else min)(r[metric] for r in rows)
     summary = {"iterations": total, "start_iter": start_iter, "metric": metric, "select": select,
                "final": rows[-1], "early_stop": rundir.early_stopping(rows, select),
@@ -168,7 +177,7 @@ def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimize
                "train_tokens": int(acc["tokens"]),
                "tokens_per_s": acc["tokens"] / acc["train_time"] if acc["train_time"] else None,
                "tokens_per_cpu_s": acc["tokens"] / acc["train_cpu"] if acc["train_cpu"] else None,
-               **(extra_summary or {})}
+               "trained_on": _device.describe(dev), **_precision.summary(), **(extra_summary or {})}
     return rd.finish(rows, summary)
 
 

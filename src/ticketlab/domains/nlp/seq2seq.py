@@ -36,7 +36,7 @@ class Seq2SeqTransformer(nn.Module):
         self.enc_norm, self.dec_norm = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
 
     def _embed(self, ids: torch.Tensor, table: nn.Embedding, offset: int = 0) -> torch.Tensor:
-        x = table(ids) * self.hidden ** 0.5 + sinusoidal(ids.shape[1], self.hidden, offset)
+        x = table(ids) * self.hidden ** 0.5 + sinusoidal(ids.shape[1], self.hidden, offset, ids.device)
         return self.drop(x)
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

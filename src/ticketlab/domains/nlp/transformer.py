@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def sinusoidal(length: int, d: int, offset: int = 0) -> torch.Tensor:
-    """[length, d] position encodings of positions offset..offset+length-1 (§3.5)."""
-    pos = torch.arange(offset, offset + length, dtype=torch.float32)[:, None]
-    div = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
-    pe = torch.zeros(length, d)
+def sinusoidal(length: int, d: int, offset: int = 0, device: torch.device | None = None) -> torch.Tensor:
+    """[length, d] position encodings of positions offset..offset+length-1 (§3.5), on `device`."""
+    pos = torch.arange(offset, offset + length, dtype=torch.float32, device=device)[:, None]
+    div = torch.exp(torch.arange(0, d, 2, dtype=torch.float32, device=device) * (-math.log(10000.0) / d))
+    pe = torch.zeros(length, d, device=device)
     pe[:, 0::2] = torch.sin(pos * div)
     pe[:, 1::2] = torch.cos(pos * div[: d // 2])
     return pe

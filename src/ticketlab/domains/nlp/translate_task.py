@@ -164,10 +164,11 @@ class TranslateObjective:
 
     def train_loss(self, model, it: int, carry):
         idx = self.batch_ids(it)
-        src = pad([self.data.train[0][i] for i in idx], eos=True)
+        dev = next(model.parameters()).device  # batches are padded on the CPU, then moved
+        src = pad([self.data.train[0][i] for i in idx], eos=True).to(dev)
         tgt = [self.data.train[1][i] for i in idx]
-        logits = model(src, pad(tgt, bos=True))
-        y = pad(tgt, eos=True)
+        logits = model(src, pad(tgt, bos=True).to(dev))
+        y = pad(tgt, eos=True).to(dev)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=PAD,
                                label_smoothing=self.cfg.label_smoothing)
         return loss, int((y != PAD).sum()), None
@@ -176,11 +177,12 @@ class TranslateObjective:
     def loss(self, model, pairs, batch: int = 200) -> float:
         """Mean cross-entropy per target token (no label smoothing), teacher-forced."""
         model.eval()
+        dev = next(model.parameters()).device
         nll, n = 0.0, 0
         for a in range(0, len(pairs[0]), batch):
-            src, tgt = pad(pairs[0][a:a + batch], eos=True), pairs[1][a:a + batch]
-            logits = model(src, pad(tgt, bos=True))
-            y = pad(tgt, eos=True)
+            src, tgt = pad(pairs[0][a:a + batch], eos=True).to(dev), pairs[1][a:a + batch]
+            logits = model(src, pad(tgt, bos=True).to(dev))
+            y = pad(tgt, eos=True).to(dev)
             nll += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=PAD,
                                          reduction="sum"))
             n += int((y != PAD).sum())
@@ -194,7 +196,8 @@ class TranslateObjective:
         out: list[list[int]] = [[] for _ in sources]
         for a in range(0, len(order), self.cfg.decode_batch):
             chunk = order[a:a + self.cfg.decode_batch]
-            hyps = beam_search(model, pad([sources[i] for i in chunk], eos=True), bos=BOS, eos=EOS,
+            src = pad([sources[i] for i in chunk], eos=True).to(next(model.parameters()).device)
+            hyps = beam_search(model, src, bos=BOS, eos=EOS,
                                beam=self.cfg.beam_size,
                                alpha=self.cfg.length_penalty if self.cfg.beam_size > 1 else 0.0)
             for i, h in zip(chunk, hyps):

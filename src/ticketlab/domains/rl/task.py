@@ -12,7 +12,7 @@ from __future__ import annotations
 from ticketlab.core.errors import ConfigError
 from ticketlab.domains.rl.config import RLConfig, resolve
 from ticketlab.domains.rl.envs import check_env_id, env_spaces, is_pixels
-from ticketlab.domains.rl.trainer import METRIC, RLTrainer
+from ticketlab.domains.rl.trainer import METRIC, RLTrainer, check_precision
 from ticketlab.engine.tasks import Domain, register_task
 
 
@@ -24,6 +24,7 @@ def make_trainer(cfg: RLConfig, *, data_dir=None, progress: bool = False,
 
 def validate(cfg: RLConfig, data_dir=None) -> None:
     """Check the environment, the algorithm's fields and the lengths before a store folder is made."""
+    check_precision()
     check_env_id(cfg.env)
     resolve(cfg, pixels=is_pixels(cfg.env))
     import gymnasium as gym

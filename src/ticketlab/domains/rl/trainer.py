@@ -55,7 +55,7 @@ from ticketlab.core.errors import ConfigError
 from ticketlab.domains.rl import agent as A
 from ticketlab.domains.rl.config import RLConfig, resolve, rollout_size
 from ticketlab.domains.rl.envs import env_spaces, evaluate, is_pixels, make_env, make_vec_env, reset_vec_env
-from ticketlab.training import device as _device, final_evals, rundir, timing
+from ticketlab.training import device as _device, final_evals, precision as _precision, rundir, timing
 from ticketlab.training.rundir import RunDir
 
 METRIC = "eval_return"
@@ -123,6 +123,7 @@ class RLTrainer:
         rd = RunDir(run_dir)
         if rd.done():
             return rd.summary()
+        check_precision()
         rd.create()
         T = self.total_iterations
         if not 0 <= start_iter <= T:
@@ -131,6 +132,13 @@ class RLTrainer:
         return _Run(self, rd, model, masks=masks, start_iter=start_iter, start_optimizer=start_optimizer,
                     lr_offset=lr_offset, snapshot_iters=snapshot_iters,
                     data_seed=self.cfg.data_seed if data_seed is None else data_seed, desc=desc).train()
+
+
+def check_precision() -> None:
+    """RL agents train in SB3's own loop, with no autocast around it: fp32 only (issue 16)."""
+    if _precision.current() != _precision.DEFAULT:
+        raise ConfigError(f"precision: got {_precision.current()!r}, but RL agents train in SB3's loop in "
+                          f"fp32; use --precision fp32")
 
 
 def make_algorithm(cfg: RLConfig, hp: dict, venv, pixels: bool, *, start_iter: int, lr_offset: int):
@@ -287,6 +295,7 @@ class _Run:
                    "eval_time_s": self.eval_time,
                    "env_steps_per_s": steps / max(wall - self.eval_time, 1e-9) if steps else None,
                    "trained_with": 1, "env": self.cfg.env, "algo": self.cfg.algo,
+                   "trained_on": _device.describe(self.policy.device), **_precision.summary(),
                    "hyperparameters": {k: list(v) if isinstance(v, tuple) else v for k, v in self.hp.items()}}
         self.rd.finish(self.rows, summary)
         self.venv.close()

@@ -47,6 +47,7 @@ from torch import nn
 from ticketlab.core import config as C, integrity, masks as M
 from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.experiments.lottery.trunk import LotteryConfig, Replicate, stored_lottery, final_weights, load_masks, replicate_seeds
+from ticketlab.training import device as _device, precision as _precision
 from ticketlab.training.loop import RunOptions, TrainConfig, evaluate, fit, load_state
 from ticketlab.training.rundir import read_metrics, read_json
 
@@ -93,7 +94,9 @@ def error_along_path(build_model: Callable[[], nn.Module], state_a: dict, state_
                      x: torch.Tensor, y: torch.Tensor, points: int = 11) -> list[float]:
     """Test error (1 − accuracy) of the interpolated network at `points` evenly spaced α in [0, 1]."""
     alphas = path_alphas(points)
-    model = build_model()
+    dev = _device.resolve(None)  # this process's device: the path is evaluated where runs train
+    model = build_model().to(dev)
+    x, y = _device.to_device(x, dev), _device.to_device(y, dev)
     errors = []
     for a in alphas:
         model.load_state_dict(interpolate(state_a, state_b, a))
@@ -296,6 +299,10 @@ def instability(exp_path: str | Path, *, level: int, rewind_iter: int, replicate
 
     exp_path = Path(exp_path)
     _, lot_cfg = load_configs(exp_path)
+    trained_in = read_json(exp_path / "config.json").get("precision", _precision.DEFAULT)
+    if _precision.current() != trained_in:  # θk is checked against the trunk's records, in its arithmetic
+        raise ConfigError(f"precision: got {_precision.current()!r}, but {exp_path.name} was trained in "
+                          f"{trained_in!r}; measure its instability with --precision {trained_in}")
     if isinstance(points, bool) or not isinstance(points, int) or points < 3:
         raise ConfigError(f"points: got {points!r}, expected an integer >= 3")
     seeds = [int(s) for s in data_seeds]

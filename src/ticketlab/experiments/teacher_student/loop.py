@@ -33,7 +33,7 @@ from ticketlab.experiments.teacher_student import metrics as Mx
 from ticketlab.experiments.teacher_student.net import Net
 from ticketlab.experiments.teacher_student.optim import StackedOptimizer
 from ticketlab.experiments.teacher_student.spec import SCHEDULE_FIELDS, JobSpec, TeacherStudentConfig, _seed, datasets
-from ticketlab.training import rundir, timing
+from ticketlab.training import device as _device, precision as _precision, rundir, timing
 from ticketlab.training.rundir import RunDir, load_state
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def _evaluate(teacher: Net, student: Net, x: torch.Tensor, y: torch.Tensor, chun
     """(eval MSE [S] (mean over outputs), post- and pre-activation correlations per layer [S, m, n])."""
     post = [Mx.CorrStats() for _ in teacher.widths]
     pre = [Mx.CorrStats() for _ in teacher.widths]
-    se = torch.zeros(student.size, dtype=torch.float64)
+    se = torch.zeros(student.size, dtype=torch.float64, device=x.device)
     for i in range(0, x.shape[1], chunk):
         xb = x[:, i:i + chunk]
         _, tpre, tpost = teacher.forward(xb)
@@ -71,19 +71,20 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
     c = cfgs[0]
     S = len(specs)
     dirs = [RunDir(s.run_dir).create() for s in specs]  # create: also removes a killed run's temp files
-    teacher = Net.stack([Net.from_state(load_state(Path(s.teacher_path))) for s in specs])
-    init = Net.stack([Net.from_state(load_state(Path(s.init_path))) for s in specs])
+    dev = _device.resolve(None)  # this process's device (`ticketlab.training.device`)
+    teacher = Net.stack([Net.from_state(load_state(Path(s.teacher_path))) for s in specs]).to(dev)
+    init = Net.stack([Net.from_state(load_state(Path(s.init_path))) for s in specs]).to(dev)
     d = teacher.input_dim
-    data = [datasets(cfg, s.seed, d) for cfg, s in zip(cfgs, specs)]
-    x_eval = torch.stack([e for _, e in data])  # [S, E, d]
+    data = [datasets(cfg, s.seed, d) for cfg, s in zip(cfgs, specs)]  # drawn on the CPU: the same on every device
+    x_eval = torch.stack([e for _, e in data]).to(dev)  # [S, E, d]
     with torch.no_grad():
         y_eval = torch.cat([teacher(x_eval[:, i:i + 4096]) for i in range(0, x_eval.shape[1], 4096)], 1)
         y_var = y_eval.double().var(1).mean(1)  # [S]: the teacher's output variance, for relative MSE
         x_train = y_train = None
         if c.train_size:
-            x_train = torch.stack([t for t, _ in data])  # [S, N, d]
+            x_train = torch.stack([t for t, _ in data]).to(dev)  # [S, N, d]
             y_train = torch.cat([teacher(x_train[:, i:i + 4096]) for i in range(0, x_train.shape[1], 4096)], 1)
-    stds = torch.tensor([cfg.data_std for cfg in cfgs]).view(S, 1, 1)
+    stds = torch.tensor([cfg.data_std for cfg in cfgs], device=dev).view(S, 1, 1)
 
     student = init.detach()
     params = student.params()  # plain leaf tensors: gradients are set by hand (`Net.loss_and_grads`)
@@ -104,7 +105,7 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
             g.set_state(st["gen"])
         elapsed, cpu = float(states[0]["elapsed"]), float(states[0].get("cpu", 0.0))
 
-    running = torch.zeros(S, dtype=torch.float64)
+    running = torch.zeros(S, dtype=torch.float64, device=dev)
     n_running = 0
     level = logging.INFO if verbose else logging.DEBUG
 
@@ -120,7 +121,7 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
                 "best": [[round(v, 6) for v in b.tolist()] for b, _ in bests],
                 "best_idx": [k.tolist() for _, k in bests],
                 "best_pre": [[round(v, 6) for v in Mx.best_match(cp[s])[0].tolist()] for cp in pre]})
-        running, n_running = torch.zeros(S, dtype=torch.float64), 0
+        running, n_running = torch.zeros(S, dtype=torch.float64, device=dev), 0
         if log.isEnabledFor(level):
             means = " ".join(f"{sum(sum(r['best'][l]) / len(r['best'][l]) for r in (rs[-1] for rs in rows)) / S:.3f}"
                              for l in range(len(post)))
@@ -135,12 +136,13 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
     clock = timing.StackClock(elapsed, cpu)
     if not rows[0]:
         record(0)
-    ar = torch.arange(S).unsqueeze(1)
+    ar = torch.arange(S, device=dev).unsqueeze(1)
     B = c.batch_size
     lr = None
     # the bar of every training loop (`ticketlab.core.progress`); log lines print above it
     name = Path(specs[0].exp_path).name
     bar = progress_bar(c.steps, enabled=verbose, initial=step, unit="step", desc=f"{name} ×{S}" if S > 1 else name)
+    autocast = _precision.autocast(dev)
     # ALGO: the hot loop: S networks, one stacked forward/backward per step.
     while step < c.steps:
         new_lr = _lr_at(c, step)
@@ -148,13 +150,16 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
             lr = new_lr
             opt.lr = lr
         if x_train is not None:  # with replacement, as SS's use_sgd
-            idx = torch.stack([torch.randint(c.train_size, (B,), generator=g) for g in gens])  # [S, B]
+            # the draws come from CPU generators (the same batches on every device), then move
+            idx = torch.stack([torch.randint(c.train_size, (B,), generator=g) for g in gens]).to(dev)  # [S, B]
             xb, yb = x_train[ar, idx], y_train[ar, idx]
         else:
-            xb = torch.stack([torch.randn(B, d, generator=g) for g in gens]) * stds
+            xb = torch.stack([torch.randn(B, d, generator=g) for g in gens]).to(dev) * stds
             with torch.no_grad():
                 yb = teacher(xb)
-        per_run, grads = student.loss_and_grads(xb, yb, c.loss)  # each slice its own run's gradient
+        with autocast:  # bf16: the hand-written forward and backward; the optimizer state stays fp32
+            per_run, grads = student.loss_and_grads(xb, yb, c.loss)  # each slice its own run's gradient
+        grads = [g.float() for g in grads]  # fp32 already: the same tensors
         opt.step(grads)  # elementwise: one optimizer on the stack is S optimizers
         running += per_run.double()
         n_running += 1
@@ -197,7 +202,8 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
         summary = {"seed": specs[s].seed, "steps": step, "trained_with": S, **stack_time,
                    "teacher_widths": list(teacher.widths), "student_widths": list(student.widths),
                    "eval_mse": last["eval_mse"], "eval_rel_mse": last["eval_rel_mse"],
-                   "train_loss": last["train_loss"], "layers": layers}
+                   "train_loss": last["train_loss"], "layers": layers, "trained_on": _device.describe(dev),
+                   **_precision.summary()}
         summaries.append(dirs[s].finish(rows[s], summary))
     return summaries
 

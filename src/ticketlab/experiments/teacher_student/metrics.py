@@ -86,7 +86,7 @@ def ranks(v: torch.Tensor) -> torch.Tensor:
     """Rank of each entry along the last axis, 0 for the largest (ties: lower index first)."""
     order = torch.sort(v, dim=-1, descending=True, stable=True).indices
     r = torch.empty_like(order)
-    r.scatter_(-1, order, torch.arange(v.shape[-1]).expand_as(order).contiguous())
+    r.scatter_(-1, order, torch.arange(v.shape[-1], device=v.device).expand_as(order).contiguous())
     return r
 
 
@@ -112,7 +112,7 @@ def luck(corr_init: torch.Tensor, corr_final: torch.Tensor) -> dict:
     final_best, winner = best_match(corr_final)
     r0 = ranks(corr_init)  # [m, n]
     m = corr_init.shape[0]
-    j = torch.arange(m)
+    j = torch.arange(m, device=corr_init.device)
     init_rank = r0[j, winner]
     return {"winner": winner.tolist(), "init_rank": init_rank.tolist(),
             "init_corr": corr_init[j, winner].tolist(), "final_corr": final_best.tolist(),

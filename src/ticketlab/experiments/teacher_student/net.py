@@ -122,6 +122,13 @@ class Net:
         idx = [s] if isinstance(s, int) else s
         return Net([w[idx] for w in self.weights], [b[idx] for b in self.biases], self.activation, self.slope)
 
+    def to(self, dev: torch.device) -> "Net":
+        """The stack with its weights and biases on `dev` (itself when already there)."""
+        if self.weights[0].device == dev:
+            return self
+        return Net([w.to(dev) for w in self.weights], [b.to(dev) for b in self.biases], self.activation,
+                   self.slope, self.extra)
+
     def detach(self) -> "Net":
         return Net([w.detach().clone() for w in self.weights], [b.detach().clone() for b in self.biases],
                    self.activation, self.slope)

@@ -60,6 +60,9 @@ class StackedOptimizer:
         stack = lambda key: (None if states[0][key] is None  # noqa: E731
                              else [torch.stack([st[key][i] for st in states]) for i in range(len(states[0][key]))])
         self.buf, self.m, self.v = stack("buf"), stack("m"), stack("v")
+        dev = self.params[0].device  # state files hold CPU tensors; the stack may train elsewhere
+        self.buf, self.m, self.v = ([t.to(dev) for t in ts] if ts is not None else None
+                                    for ts in (self.buf, self.m, self.v))
 
 
 __all__ = ["StackedOptimizer"]

@@ -1,0 +1,71 @@
+"""Stacked conv nets: R models of one architecture with conv layers, as one computation through
+`torch.func.vmap` over stacked parameters.
+
+Issue 16 ("Speed on every device", *Stacked runs on the GPU*): `ticketlab.training.stacked.Stacked`
+covers chains of Linear layers (its `baddbmm` per layer); Conv-2/4/6 (LTH §2, docs/lottery.md) need
+convolutions. `VmapStacked` keeps `Stacked`'s layout and interface (parameters stacked on a leading
+axis in the plain model's order, per-model state and optimizer dicts, stacked masks) and computes
+the forward pass as `vmap(functional_call(model, params_r, x_r))`, so each model sees its own
+minibatch and slice r of every gradient is model r's own: equal to training one at a time to float
+rounding (tests/test_stacked_conv.py).
+
+It is not used by the scheduler yet: on the CPU stacking conv nets buys nothing measurable, and on
+CUDA the decision waits for benchmarks/gpu (section 4 measures it against one model at a time).
+Models with dropout or batch norm are refused: vmap would draw one dropout stream for the stack and
+share batch statistics across it, which one-at-a-time training does not.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from ticketlab.training.stacked import Stacked
+
+_REFUSED = (nn.Dropout, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def vmap_stackable(model: nn.Module) -> bool:
+    """True if `model` has parameters and no dropout, batch norm or buffers (see the module docstring)."""
+    return (any(True for _ in model.parameters()) and not any(True for _ in model.buffers())
+            and not any(isinstance(m, _REFUSED) for m in model.modules()))
+
+
+class _VmapModule(nn.Module):
+    """Forward of R stacked models: x [R, B, *in] -> [R, B, classes]."""
+
+    def __init__(self, template: nn.Module, params: nn.ParameterList, names: list[str]):
+        super().__init__()
+        self.params, self.names = params, names
+        self._template = [template]  # a list: not a submodule, so its meta parameters stay out of ours
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        template = self._template[0]
+
+        def one(params, xb):
+            return functional_call(template, dict(zip(self.names, params)), (xb,))
+
+        return vmap(one)(tuple(self.params), x)
+
+
+class VmapStacked(Stacked):
+    """R models of one vmap-stackable architecture (Conv-2/4/6, MLPs), trained as one computation."""
+
+    def __init__(self, models: Sequence[nn.Module]):
+        if not models or not all(vmap_stackable(m) for m in models):
+            raise ValueError("VmapStacked needs models without dropout, batch norm or buffers")
+        self.template = copy.deepcopy(models[0]).to("meta")  # structure and names only
+        self.size = len(models)
+        self.names = [n for n, _ in models[0].named_parameters()]
+        self.params = nn.ParameterList(
+            nn.Parameter(torch.stack([dict(m.named_parameters())[n].detach() for m in models]))
+            for n in self.names)
+        self.module = _VmapModule(self.template, self.params, self.names)
+        self.output_layer = getattr(models[0], "output_layer", None)
+
+
+__all__ = ["VmapStacked", "vmap_stackable"]
