@@ -187,9 +187,10 @@ def demo(*, store=None, workers: int | None = None, progress: bool | None = None
     callable that receives the `ticketlab` loggers' INFO messages while the call runs.
     """
     from ticketlab.experiments.lottery.trunk import LotteryConfig
+    options = RunOptions.build(options, workers=workers).resolved("demo")  # its table's stacks (3 a level)
     with forwarding(log):
         res = lottery(TrainConfig(**DEMO_TRAIN), LotteryConfig(**DEMO_LOTTERY), store=store, progress=progress,
-                      workers=workers, options=options)
+                      options=options)
     exp = res["experiment"]
     res["plots"] = plot([exp], Path(exp) / "plots", store=store)
     res["report"] = report(exp, Path(exp) / "report.html", store=store)

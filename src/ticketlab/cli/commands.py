@@ -122,7 +122,7 @@ def cmd_demo(ns) -> None:
     api.set_threads(1)
     from ticketlab.experiments.lottery.trunk import LotteryConfig
     width = api.lottery_width(LotteryConfig(**api.DEMO_LOTTERY))
-    res = api.demo(store=ns.store, options=run_options(ns).resolved("lottery", width, own_process=True))
+    res = api.demo(store=ns.store, options=run_options(ns).resolved("demo", width, own_process=True))
     print(f"experiment: {res['experiment']}")
     print("MNIST-1D, 40-300-100-10 MLP, IMP 20%/level with reset to init, 2 replicates")
     print("test accuracy at the early-stopping iteration (mean ± std over replicates)")
