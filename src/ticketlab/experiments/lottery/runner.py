@@ -39,7 +39,7 @@ from ticketlab.engine.tasks import get_task, task_of
 from ticketlab.training.rundir import CHECKPOINT, SUMMARY, read_json
 from ticketlab.core import integrity
 
-STACK_FILE = "stack.json"  # in each run folder: the runs it trains with, so a resume keeps the stack
+STACK_FILE = "stack.json"  # in an unfinished run's folder: the runs it trains with, so a resume keeps the stack
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,9 @@ def run_tasks(spec: LotterySpec, tasks: list[LotteryNode], progress: bool = Fals
         plans.append(trunk.plan(rep, t.level, t.control, t.draw))
     if plans:
         execute(plans, stack=len(plans))
+    for t in tasks:  # needed only while a run is unfinished: a finished run folder is as before
+        if (t.run_dir(exp) / SUMMARY).exists():
+            integrity.forget(t.run_dir(exp) / STACK_FILE)
     return tasks
 
 
