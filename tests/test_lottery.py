@@ -116,6 +116,31 @@ def test_resumed_lottery_equals_uninterrupted(tmp_path, monkeypatch):
     assert strip(full["rows"]) == strip(resumed["rows"])
 
 
+def test_an_interrupted_stack_resumes_as_the_stack_it_started_in(tmp_path, monkeypatch):
+    # one worker: a level's ticket and reinit control train as one stack (issue #18, point 6); a crash
+    # inside it leaves stack.json beside the checkpoints, and the resume continues that very stack
+    kw = dict(levels=1, replicates=2, controls=("reinit",))
+    full = lottery(tmp_path / "a", **kw)
+    import ticketlab.domains.classify as classify
+    crash, real_fit = Crash(at=121), classify.fit_many
+    monkeypatch.setattr(classify, "fit_many", lambda *a, **k: real_fit(*a, **{**k, "hooks": [crash]})
+                        if len(a[0]) == 4 else real_fit(*a, **k))  # the level-1 stack of four runs
+    with pytest.raises(KeyboardInterrupt):
+        lottery(tmp_path / "b", **kw)
+    name = full["experiment"].split("/")[-1]
+    runs = [f"replicate_{r}/{b}level_1" for r in (0, 1) for b in ("", "reinit_0/")]
+    stacks = {len(json.loads((tmp_path / "b" / name / run / "stack.json").read_text())["members"]) for run in runs}
+    assert stacks == {4} and all((tmp_path / "b" / name / run / "checkpoint.pt").exists() for run in runs)
+    resumed = lottery(tmp_path / "b", **kw)
+    for run in runs:
+        wa = load_state(tmp_path / "a" / name / run / "final.pt")["model"]
+        wb = load_state(tmp_path / "b" / name / run / "final.pt")["model"]
+        assert all(torch.equal(wa[n], wb[n]) for n in wa), run
+        assert not (tmp_path / "b" / name / run / "stack.json").exists()  # dropped once finished
+        assert json.loads((tmp_path / "b" / name / run / "summary.json").read_text())["trained_with"] == 4
+    assert len(resumed["rows"]) == len(full["rows"])
+
+
 def test_levels_are_cached_and_extended(tmp_path):
     lottery(tmp_path, levels=1)
     exp = next(tmp_path.glob("lottery-*"))

@@ -51,7 +51,7 @@ def test_api_run_keywords_default_to_none_that_is_the_options_default(fn):
 def test_each_kind_keeps_its_measured_stack_and_checkpoint_interval():
     got = {k: (RunOptions().resolved(k).stack, RunOptions().resolved(k).checkpoint_every) for k in KIND_DEFAULTS}
     assert got == {"train": (1, 1000), "lottery": (8, 1000), "sparse": (8, 1000), "transfer": (8, 1000),
-                   "teacher_student": (16, 5000)}
+                   "teacher_student": (16, 5000), "demo": (3, 1000)}
     # default workers: 1 in a Python caller's process; where the caller owns its process (the
     # command line), one per core, capped at the runs that can train at once
     assert RunOptions().resolved("lottery", runs=4).workers == 1
@@ -145,3 +145,12 @@ def test_a_bad_run_flag_is_one_line_before_anything_runs(tmp_path, capsys, calls
     assert "workers: got 0" in capsys.readouterr().err and not calls
     assert main(["train", "--store", str(tmp_path), "--device", "tpu"]) == 2
     assert "device" in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_one_worker_lottery_stacks_the_whole_level_unless_told():
+    from ticketlab.engine.options import MAX_STACK, RunOptions
+    assert RunOptions(workers=1).resolved("lottery", 12).stack == 12
+    assert RunOptions(workers=1).resolved("lottery", 1000).stack == MAX_STACK
+    assert RunOptions(workers=2).resolved("lottery", 12).stack == 8
+    assert RunOptions(workers=1, stack=2).resolved("lottery", 12).stack == 2  # explicit wins
+    assert RunOptions().resolved("demo", 6, own_process=True).stack == 3  # the demo's table

@@ -135,3 +135,33 @@ def test_bad_graphs_are_errors(tmp_path):
         run([[node(tmp_path, "a")], [node(tmp_path, "a")]], lambda p: None)
     with pytest.raises(RuntimeError, match="cycle"):
         run([[node(tmp_path, "a", ["b"])], [node(tmp_path, "b", ["a"])]], lambda p: None)
+
+
+def test_one_worker_takes_each_lottery_level_as_one_stack():
+    # issue #18, point 6: spread 1 for one worker; two workers keep the two stacks of before
+    T = runner.LotteryNode
+    tasks = [T(r, L) for L in range(2) for r in range(3)] + [T(r, 1, c) for r in range(3) for c in ("reinit",)]
+    one = runner.groups(tasks, 8, spread=runner.spread_for(1))
+    assert one[3:] == [[T(0, 1), T(1, 1), T(2, 1), T(0, 1, "reinit"), T(1, 1, "reinit"), T(2, 1, "reinit")]]
+    two = runner.groups(tasks, 8, spread=runner.spread_for(2))
+    assert two == runner.groups(tasks, 8) and two[3:] == [[T(0, 1), T(1, 1), T(2, 1)],
+                                                          [T(0, 1, "reinit"), T(1, 1, "reinit"), T(2, 1, "reinit")]]
+
+
+def test_an_interrupted_lottery_stack_resumes_as_it_started(tmp_path):
+    T = runner.LotteryNode
+    tasks = [T(r, 1) for r in range(4)]
+    def started(members, recorded=True):
+        for t in members:
+            d = t.run_dir(tmp_path)
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "checkpoint.pt").write_bytes(b"")
+            if recorded:
+                (d / runner.STACK_FILE).write_text(json.dumps({"members": [runner._name(u) for u in members]}))
+    started(tasks[1:3])  # recorded stack [r1, r2]: kept, though one worker would now take all four
+    got = [[n.key for n in g] for g in runner._stacks(tasks, 8, tmp_path, spread=1)]
+    assert got == [[T(1, 1), T(2, 1)], [T(0, 1), T(3, 1)]]
+    for t in tasks[1:3]:
+        (t.run_dir(tmp_path) / runner.STACK_FILE).unlink()  # a store from before stack.json: the old rule
+    got = [[n.key for n in g] for g in runner._stacks(tasks, 8, tmp_path, spread=1)]
+    assert got == [[T(0, 1), T(1, 1)], [T(2, 1), T(3, 1)]]

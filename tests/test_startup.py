@@ -27,3 +27,28 @@ def test_train_start_up_imports_nothing_needless():
             "'ticketlab.experiments.teacher_student', 'ticketlab.reports.plots') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _first_adam_cpu_s() -> tuple[bool, float]:
+    import time
+
+    import torch
+    preloaded = "torch._dynamo" in sys.modules
+    t = time.process_time()
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = torch.optim.Adam([p], fused=True)
+    p.grad = torch.ones(3)
+    opt.step()
+    return preloaded, time.process_time() - t
+
+
+def test_workers_inherit_the_compiler_module_of_the_first_fused_adam_step():
+    # issue #16: every worker paid ≈1.1 s of CPU importing torch._dynamo at its first Adam step;
+    # the forkserver now imports it once, before it forks the workers
+    from ticketlab.engine.parallel import make_executor
+    ex = make_executor("process", 1)
+    try:
+        preloaded, cpu = ex.submit(_first_adam_cpu_s).result(timeout=300)
+    finally:
+        ex.shutdown()
+    assert preloaded and cpu < 0.5

@@ -29,7 +29,8 @@ SGD = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}
 def source(tmp_path_factory):
     """A finished source lottery: 2 replicates, levels 0-2 (so levels up to 3 can be transferred)."""
     store = tmp_path_factory.mktemp("store")
-    res = api.lottery(TRAIN, LotteryConfig(levels=2, replicates=2), store=store, progress=False)
+    # one at a time, as the transfer below that reproduces it (one worker would stack a level's runs)
+    res = api.lottery(TRAIN, LotteryConfig(levels=2, replicates=2), store=store, progress=False, stack=1)
     return store, res["experiment"]
 
 

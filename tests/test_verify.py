@@ -55,7 +55,8 @@ def test_damage_lists_what_derives_from_it_and_repair_recomputes_it_bit_identica
     assert main(["verify", "--repair", "--store", str(root)]) == 0
     assert not (exp / "replicate_0" / "level_1").exists() and (exp / "replicate_0" / "level_0").exists()
     log = [json.loads(x) for x in (root / "repairs.jsonl").read_text().splitlines()]
-    assert len(log) == 4 and all(e["trained_with"] == 1 for e in log)
+    # one worker trains a level's ticket and reinit control as one stack (issue #18, point 6)
+    assert len(log) == 4 and all(e["trained_with"] == 2 for e in log)
     assert api.verify(store=root) == []
     api.lottery(TRAIN, LOT, store=root, progress=False)  # recomputes what was removed
     after = load_state(exp / "replicate_0" / "level_2" / "final.pt")["model"]

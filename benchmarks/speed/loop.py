@@ -2,7 +2,7 @@
 
 Both ratios come from one process, with variants run in interleaved rounds (the order
 alternating each round) and the median of per-round ratios reported, so slow drift in machine
-load cancels (../shared/reference/performance.md §0).
+load cancels (docs/performance.md §1). CPU time (`process_time`) is reported beside wall time.
 
 - bare: the same model, optimizer (Adam 1.2e-3), batch (60) and data order, written as the
   shortest plain PyTorch loop, evaluating validation and test at the same iterations.
@@ -67,17 +67,20 @@ def measure(iterations: int = 3000, rounds: int = 7, eval_every: int = 1000, dat
                 "masked": lambda: ticketlab_loop(data, cfg, masks)}
     variants["bare"]()  # warm-up
     times = {k: [] for k in variants}
+    cpu = {k: [] for k in variants}
     for r in range(rounds):
         order = list(variants) if r % 2 == 0 else list(reversed(variants))
         for k in order:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             variants[k]()
             times[k].append(time.perf_counter() - t0)
-    ratio = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b]))
+            cpu[k].append(time.process_time() - c0)
+    ratio = lambda a, b, t=times: statistics.median(x / y for x, y in zip(t[a], t[b]))
     return {"iterations": iterations, "rounds": rounds, "eval_every": eval_every,
             "median_s": {k: statistics.median(v) for k, v in times.items()},
             "ms_per_iter": {k: 1000 * statistics.median(v) / iterations for k, v in times.items()},
-            "loop_overhead": ratio("ticketlab", "bare"), "mask_cost": ratio("masked", "ticketlab")}
+            "loop_overhead": ratio("ticketlab", "bare"), "mask_cost": ratio("masked", "ticketlab"),
+            "mask_cost_cpu": ratio("masked", "ticketlab", cpu)}
 
 
 if __name__ == "__main__":

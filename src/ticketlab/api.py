@@ -49,11 +49,12 @@ def build(cfg: TrainConfig, data_dir=None, *, seed: int | None = None):
     return dense.build(cfg, data_dir, seed=seed)
 
 
-def _options(kind: str, options: RunOptions | None, **given) -> RunOptions:
+def _options(kind: str, options: RunOptions | None, runs: int | None = None, **given) -> RunOptions:
     """The run options of one call: `options` with the keywords given (not None) applied, every
-    None filled with `kind`'s default (workers: 1, the caller's process); threads applied when given,
-    the device, precision and deterministic mode always (`ticketlab.training.device.use`, ...)."""
-    opts = RunOptions.build(options, **given).resolved(kind)
+    None filled with `kind`'s default (workers: 1, the caller's process; `runs`: the runs that can
+    train at once, when known); threads applied when given, the device, precision and deterministic
+    mode always (`ticketlab.training.device.use`, ...)."""
+    opts = RunOptions.build(options, **given).resolved(kind, runs)
     if opts.threads is not None:
         set_threads(opts.threads)
     _determinism.use(opts.deterministic)  # first: cuBLAS reads its workspace setting when CUDA starts
@@ -95,15 +96,15 @@ def lottery(train_cfg, cfg, *, store=None, data_dir=None, progress: bool | None 
     `train_cfg` is the task's recipe: a `TrainConfig` (classification), or the config of another
     task (`ticketlab.engine.tasks`: RL agents, language models, translation), which picks the trainer.
     Runs go to `workers` processes (default 1: this process), and compatible runs of a stackable
-    model train `stack` at a time (default 8) as one batched computation
-    (`ticketlab.experiments.lottery.runner`).
+    model train `stack` at a time (default 8; with one worker, all the runs of a level, up to
+    `engine.options.MAX_STACK`) as one batched computation (`ticketlab.experiments.lottery.runner`).
     Returns {"experiment": folder, "rows": one row per trained network, "aggregate": mean ± std
     per (branch, level)}. Levels, replicates and controls already in the store are not re-run.
     `log` (deprecated, removed in the next release: use `logging`, see `ticketlab.core.progress`): a
     callable that receives the `ticketlab` loggers' INFO messages while the call runs.
     """
     from ticketlab.experiments.lottery.runner import run_lottery
-    o = _options("lottery", options, progress=progress, checkpoint_every=checkpoint_every,
+    o = _options("lottery", options, lottery_width(cfg), progress=progress, checkpoint_every=checkpoint_every,
                  workers=workers, stack=stack)
     stack = _stack(o, RunOptions.build(options, stack=stack), train_cfg, data_dir)
     with forwarding(log):
@@ -212,9 +213,10 @@ def demo(*, store=None, workers: int | None = None, progress: bool | None = None
     callable that receives the `ticketlab` loggers' INFO messages while the call runs.
     """
     from ticketlab.experiments.lottery.trunk import LotteryConfig
+    options = RunOptions.build(options, workers=workers).resolved("demo")  # its table's stacks (3 a level)
     with forwarding(log):
         res = lottery(TrainConfig(**DEMO_TRAIN), LotteryConfig(**DEMO_LOTTERY), store=store, progress=progress,
-                      workers=workers, options=options)
+                      options=options)
     exp = res["experiment"]
     res["plots"] = plot([exp], Path(exp) / "plots", store=store)
     res["report"] = report(exp, Path(exp) / "report.html", store=store)

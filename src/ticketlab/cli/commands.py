@@ -45,8 +45,9 @@ def cmd_lottery(ns) -> None:
     from ticketlab.experiments.lottery.trunk import LotteryConfig
     from ticketlab.engine.tasks import get_task
     train_cfg, cfg = _configs({"train": get_task(ns.task).config, "lottery": LotteryConfig}, ns)
-    # the command owns its process: by default one worker per core, capped at the runs at once
-    opts = run_options(ns).resolved("lottery", api.lottery_width(cfg), own_process=True)
+    # the command owns its process: by default one worker per core, capped at the runs at once, and
+    # stacking only where this machine's calibration says it wins (`ticketlab.engine.calibrate`)
+    opts = calibrated(run_options(ns), train_cfg).resolved("lottery", api.lottery_width(cfg), own_process=True)
     api.set_threads(opts.threads)
     res = api.lottery(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, options=opts)
     print(f"experiment: {res['experiment']}")
@@ -58,6 +59,17 @@ def cmd_lottery(ns) -> None:
         print(f"{'test accuracy (%)' if metric == 'test_acc' else metric} at the early-stopping iteration and at the "
               "end (final), mean ± std over replicates and draws")
     print(lottery_table(res["aggregate"]))
+
+
+def calibrated(opts, train_cfg):
+    """`opts` with stack 1 where `--stack` was not given and the calibration says that stacking
+    `train_cfg`'s architecture does not win on this device; `opts` unchanged otherwise."""
+    import dataclasses
+    from ticketlab.engine import calibrate
+    from ticketlab.training import device as _device
+    if opts.stack is not None or calibrate.for_config(train_cfg, str(_device.resolve(opts.device))) is not False:
+        return opts
+    return dataclasses.replace(opts, stack=1)
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -132,7 +144,7 @@ def cmd_demo(ns) -> None:
     api.set_threads(1)
     from ticketlab.experiments.lottery.trunk import LotteryConfig
     width = api.lottery_width(LotteryConfig(**api.DEMO_LOTTERY))
-    res = api.demo(store=ns.store, options=run_options(ns).resolved("lottery", width, own_process=True))
+    res = api.demo(store=ns.store, options=run_options(ns).resolved("demo", width, own_process=True))
     print(f"experiment: {res['experiment']}")
     print("MNIST-1D, 40-300-100-10 MLP, IMP 20%/level with reset to init, 2 replicates")
     print("test accuracy (%) at the early-stopping iteration (acc) and at the end (final_acc), mean ± std over "

@@ -103,12 +103,22 @@ def read_verified(path: Path, spec: FileSpec, name: str) -> bytes:
     The file is read once and decompressed at most once. Any missing, truncated or corrupt file
     raises `DataError` naming the path, the expected checksum and how to get a good copy.
     """
+    return check(read(path, spec, name), path, spec, name)
+
+
+def read(path: Path, spec: FileSpec, name: str) -> bytes:
+    """The bytes of `path`, unchecked; DataError naming the file if it is missing or unreadable."""
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path} is missing (expected {_expected(spec)}); {how_to_get(name, spec)}") from None
     except OSError as e:
         raise DataError(f"cannot read {path}: {e}") from None
+
+
+def check(data: bytes, path: Path, spec: FileSpec, name: str) -> bytes:
+    """`data` (read from `path`) checked against `spec`, gunzipped when `spec.gzipped`: the rule of
+    `read_verified`, for a caller that has the bytes already."""
     actual = md5_bytes(data)
     if actual == spec.md5:
         if not spec.gzipped:

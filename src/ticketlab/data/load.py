@@ -3,7 +3,8 @@
 Sources: MNIST (LeCun et al. 1998), Fashion-MNIST (Xiao et al. 2017), KMNIST (Clanuwat et al. 2018)
 from their IDX files; CIFAR-10 (Krizhevsky 2009) from its python tarball; MNIST-1D (Greydanus 2020)
 and scikit-learn's digits without any file. Every file is checked against its checksum on every
-load (see `_checksums.read_verified`). A path to a .npz / .safetensors file is your own dataset
+load (see `_checksums.read_verified`); the arrays parsed from verified files are cached
+(`ticketlab.data.parsed`). A path to a .npz / .safetensors file is your own dataset
 (`ticketlab.data.files`).
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ticketlab.data import _checksums, cifar, files, generated
+from ticketlab.data import _checksums, cifar, files, generated, parsed
 from ticketlab.data.idx import parse_idx
 from ticketlab.data.registry import Dataset, DatasetInfo, Split, get_info, resolve_cache_dir, resolve_data_dir
 from ticketlab.core.errors import DataError
@@ -34,10 +35,12 @@ def _require_present(name: str, folder: Path) -> list[tuple[Path, _checksums.Fil
 
 def _load_idx(name: str, folder: Path, num_classes: int) -> tuple[np.ndarray, ...]:
     files = _require_present(name, folder)
-    arrays = {}
-    for path, spec in files:
-        content = _checksums.read_verified(path, spec, name)
-        arrays[spec.name] = parse_idx(content, 3 if "images" in spec.name else 1, str(path))
+    return parsed.load(name, files, lambda contents: _parse_idx(folder, num_classes, files, contents))
+
+
+def _parse_idx(folder: Path, num_classes: int, files, contents: list[bytes]) -> tuple[np.ndarray, ...]:
+    arrays = {spec.name: parse_idx(content, 3 if "images" in spec.name else 1, str(path))
+              for (path, spec), content in zip(files, contents)}
     out = []
     for split in ("train", "t10k"):
         x, y = arrays[f"{split}-images-idx3-ubyte.gz"], arrays[f"{split}-labels-idx1-ubyte.gz"]
@@ -49,8 +52,12 @@ def _load_idx(name: str, folder: Path, num_classes: int) -> tuple[np.ndarray, ..
 
 
 def _load_cifar(folder: Path) -> tuple[np.ndarray, ...]:
-    ((path, spec),) = _require_present("cifar10", folder)
-    out = cifar.load_tarball(_checksums.read_verified(path, spec, "cifar10"), str(path))
+    ((path, spec),) = files = _require_present("cifar10", folder)
+    return parsed.load("cifar10", files, lambda contents: _parse_cifar(path, contents[0]))
+
+
+def _parse_cifar(path: Path, content: bytes) -> tuple[np.ndarray, ...]:
+    out = cifar.load_tarball(content, str(path))
     _check_labels(path, 10, out[1], out[3])
     return out
 

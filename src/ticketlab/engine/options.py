@@ -12,7 +12,7 @@ trained alone to rounding, not bit for bit (docs/performance.md §4, tests/test_
 why each kind keeps the stack it was measured with, and `None` means "the kind's default":
 
     field             None means
-    stack             8 (lottery, transfer, sparse; docs/performance.md §2: 8 stacked models per
+    stack             3 (demo), 8 (lottery, transfer, sparse; docs/performance.md §2: 8 stacked models per
                       process ≈ 1.9× one at a time), 16 (teacher_student), 1 (train)
     checkpoint_every  1000 iterations; 5000 steps for teacher_student
     workers           where the caller owns its process (the `ticketlab` command, a sweep's
@@ -55,7 +55,13 @@ KIND_DEFAULTS = {
     "sparse": dict(stack=8, checkpoint_every=1000),
     "transfer": dict(stack=8, checkpoint_every=1000),
     "teacher_student": dict(stack=16, checkpoint_every=5000),
+    # `ticketlab demo`: 2 stacks of 3 per level, the grouping its recorded table was trained with
+    # (benchmarks/demo_mnist1d/README.md), whatever the number of workers
+    "demo": dict(stack=3, checkpoint_every=1000),
 }
+# with one worker, a lottery level trains as one stack (issue #18, point 6) of up to this many runs:
+# a memory bound, not a speed one (64 LeNet-300-100s with Adam's state hold about 270 MB)
+MAX_STACK = 64
 DEFAULT = dict(stack=1, checkpoint_every=1000)  # a kind not measured yet: one run at a time
 
 
@@ -108,12 +114,17 @@ class RunOptions:
     def resolved(self, kind: str, runs: int | None = None, *, own_process: bool = False) -> "RunOptions":
         """Every None filled for `kind` (KIND_DEFAULTS; a kind not listed: stack 1, checkpoints every
         1000). Default workers: with `own_process` (the caller owns its process), one per core, capped
-        at `runs` (the runs that can train at once) when known; otherwise 1. Threads stay as given."""
+        at `runs` (the runs that can train at once) when known; otherwise 1. Default stack for a
+        lottery on one worker: all `runs` at once (up to MAX_STACK), so that a level is not cut into
+        stacks trained one after another. Threads stay as given."""
         d = KIND_DEFAULTS.get(kind, DEFAULT)
         workers = self.workers
         if workers is None:
             workers = 1 if not own_process else max(1, min(cpu_count(), runs or cpu_count()))
-        return dataclasses.replace(self, workers=workers, stack=self.stack or d["stack"],
+        stack = self.stack or d["stack"]
+        if self.stack is None and kind == "lottery" and workers == 1 and runs:
+            stack = max(stack, min(runs, MAX_STACK))
+        return dataclasses.replace(self, workers=workers, stack=stack,
                                    checkpoint_every=self.checkpoint_every or d["checkpoint_every"])
 
 
@@ -122,4 +133,4 @@ def fields() -> list[str]:
     return C.field_names(RunOptions)
 
 
-__all__ = ["RunOptions", "KIND_DEFAULTS", "DEFAULT", "DEVICES", "fields"]
+__all__ = ["RunOptions", "KIND_DEFAULTS", "DEFAULT", "MAX_STACK", "DEVICES", "fields"]

@@ -18,7 +18,7 @@ Backends:
 - `process` (default): a `ProcessPoolExecutor` of single-thread workers. Measured on 2 cores
   (docs/performance.md §2: 2 single-thread processes beat 1 process with 2 threads;
   oversubscription costs 10-30x). Workers come from a *forkserver* that has imported
-  `ticketlab.api` (and so torch) once: 2 workers ready in ≈1.7 s, against 2.6-6.3 s for `spawn`
+  `ticketlab.api` (and so torch) and `torch._dynamo` (what the first fused Adam step imports) once: 2 workers ready in ≈1.7 s, against 2.6-6.3 s for `spawn`
   (each child imports torch) and 0.14 s for `fork`. Plain fork is not used: it copies a parent
   that may hold OpenMP/MKL thread pools and other threads (tqdm, Ray), a known cause of hangs; the
   forkserver is a fresh single-threaded process. Workers ignore SIGINT (Ctrl-C in a terminal
@@ -51,6 +51,10 @@ from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.training import device as _device
 
 BACKENDS = ("inline", "process", "ray")
+# What the forkserver imports once for every worker it forks: ticketlab (and torch), and the
+# compiler module that torch.optim imports at the first fused Adam step (≈1.1 s of CPU per worker
+# otherwise; docs/performance.md §2).
+PRELOAD = ("ticketlab.api", "torch._dynamo")
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -138,7 +142,7 @@ class ProcessExecutor(Executor):
         if method == "forkserver":
             # imported once in the server, inherited by every worker; "__main__" as in the default
             # list, so jobs defined in the caller's script (guarded by `if __name__ == "__main__"`) load.
-            ctx.set_forkserver_preload(["__main__", "ticketlab.api"])
+            ctx.set_forkserver_preload(["__main__", *PRELOAD])
         return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_process_worker_init)
 
     def submit(self, fn, /, *args, **kwargs) -> Future:

@@ -256,8 +256,9 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
         rows = [[] for _ in runs]
     stacked_masks = {n: m.to(dev) for n, m in ensemble.stack_masks(masks).items()}
     enforcer = MaskEnforcer(ensemble.prunable(), stacked_masks) if stacked_masks else None
-    if enforcer is not None:
-        enforcer.install(optimizer)
+    if enforcer is not None:  # the step may be trusted to keep zeros when no other hook touches gradients
+        enforcer.install(optimizer, trust_step=not any(hasattr(h, "after_backward") or hasattr(h, "attach")
+                                                       for h in hooks))
     stateful = [h for h in hooks if hasattr(h, "state_dict")]
     if resumed is not None:
         for h, st in zip(stateful, states[0].get("hooks", [])):

@@ -36,6 +36,10 @@ from ticketlab.engine.parallel import cpu_count
 from ticketlab.engine.results import aggregate, run_rows
 from ticketlab.engine.store import Store
 from ticketlab.engine.tasks import get_task, task_of
+from ticketlab.training.rundir import CHECKPOINT, SUMMARY, read_json
+from ticketlab.core import integrity
+
+STACK_FILE = "stack.json"  # in an unfinished run's folder: the runs it trains with, so a resume keeps the stack
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,10 @@ def run_tasks(spec: LotterySpec, tasks: list[LotteryNode], progress: bool = Fals
     """Train one group of tasks in this process: each pruned and planned by the trunk's steps, then
     trained as one stack when they can."""
     exp = Path(spec.exp_path)
-    tasks = [t for t in tasks if not (t.run_dir(exp) / "summary.json").exists()]
+    tasks = [t for t in tasks if not (t.run_dir(exp) / SUMMARY).exists()]
+    for t in tasks:  # before any checkpoint: an interrupted run resumes in this same stack
+        t.run_dir(exp).mkdir(parents=True, exist_ok=True)
+        integrity.write_json(t.run_dir(exp) / STACK_FILE, {"members": [_name(u) for u in tasks]})
     reps: dict[int, Replicate] = {}
     plans = []
     for t in tasks:
@@ -97,24 +104,35 @@ def run_tasks(spec: LotterySpec, tasks: list[LotteryNode], progress: bool = Fals
         plans.append(trunk.plan(rep, t.level, t.control, t.draw))
     if plans:
         execute(plans, stack=len(plans))
+    for t in tasks:  # needed only while a run is unfinished: a finished run folder is as before
+        if (t.run_dir(exp) / SUMMARY).exists():
+            integrity.forget(t.run_dir(exp) / STACK_FILE)
     return tasks
 
 
-def groups(tasks: list[LotteryNode], stack: int) -> list[list[LotteryNode]]:
+def groups(tasks: list[LotteryNode], stack: int, spread: int = 2) -> list[list[LotteryNode]]:
     """Split the runs into the groups that train together (`ticketlab.engine.schedule.groups`).
 
-    The split is a fixed function of the experiment (its runs and `stack`), never of timing or
-    of the number of workers, so results are reproducible: stacked and single runs agree only to
-    float rounding, so which runs share a stack must not depend on the scheduling. Runs of one
-    kind and level (across replicates, controls and draws) are split into balanced stacks of at
-    most `stack`, and into at least two when there are two or more, so that two workers share
-    each level. Level 0 (the dense runs) always trains unstacked: a rewind point that was not
-    saved can then be replayed bit for bit (`ticketlab.experiments.lottery.instability`).
+    The split is a fixed function of the experiment (its runs, `stack` and `spread`), never of
+    timing, so results are reproducible: stacked and single runs agree only to float rounding, so
+    which runs share a stack must not depend on the scheduling. Runs of one kind and level (across
+    replicates, controls and draws) are split into balanced stacks of at most `stack`, and into at
+    least `spread` when there are that many: 2 when two or more workers share each level, 1 for
+    one worker, which then takes each level as one stack (issue #18, point 6). Level 0 (the dense
+    runs) always trains unstacked: a rewind point that was not saved can then be replayed bit for
+    bit (`ticketlab.experiments.lottery.instability`).
     """
-    return [[n.payload for n in g] for g in _stacks(tasks, stack, Path())]
+    return [[n.payload for n in g] for g in _stacks(tasks, stack, Path(), spread)]
 
 
-def _stacks(tasks: list[LotteryNode], stack: int, exp: Path, longer: bool = False) -> list[list[schedule.Node]]:
+def spread_for(workers: int, executor: cf.Executor | None = None) -> int:
+    """Stacks per level: 2 when workers share the levels (the rule every store before #18 used), 1
+    for one worker in this process, so that it never runs a level as stacks one after another."""
+    return 2 if executor is not None or workers > 1 else 1
+
+
+def _stacks(tasks: list[LotteryNode], stack: int, exp: Path, spread: int = 2,
+            longer: bool = False) -> list[list[schedule.Node]]:
     """The stacks of `groups`; with `longer` (`LotteryConfig.baseline_length` > 1) the controls train
     longer than the tickets of their level, so they stack apart from them."""
     def key(t: LotteryNode):
@@ -124,7 +142,34 @@ def _stacks(tasks: list[LotteryNode], stack: int, exp: Path, longer: bool = Fals
     order = sorted(tasks, key=lambda t: (t.level, t.kind(), t.control or "", t.draw, t.r))
     nodes = [schedule.Node(t, t.run_dir(exp), t, deps=tuple(t.deps()), name=_name(t), stack=key(t))
              for t in order]
-    return schedule.groups(nodes, stack, even=True, spread=2)
+    resumed, rest = _interrupted(nodes, stack)
+    return resumed + schedule.groups(rest, stack, even=True, spread=spread)
+
+
+def _interrupted(nodes: list[schedule.Node], stack: int) -> tuple[list[list[schedule.Node]], list[schedule.Node]]:
+    """Interrupted runs (a checkpoint, no summary) in the stacks they started in, and the other nodes.
+
+    A run resumes with the stack it trained in so far (the group's RNG and float rounding carry on
+    unchanged): as recorded in its `stack.json`; in a store from before that file, as the rule of
+    the time grouped its kind and level (`spread` 2).
+    """
+    by_name = {n.name: n for n in nodes}
+    out, seen = [], set()
+    legacy = {n.stack for n in nodes if n.stack is not None and _started(n) and not (Path(n.run_dir) / STACK_FILE).exists()}
+    for n in nodes:
+        if n.name in seen or n.stack in legacy or not _started(n):
+            continue
+        members = [by_name[m] for m in read_json(Path(n.run_dir) / STACK_FILE)["members"]
+                   if m in by_name and m not in seen and not by_name[m].done()]
+        out.append(members)
+        seen.update(m.name for m in members)
+    for key in legacy:
+        out += schedule.groups([n for n in nodes if n.stack == key], stack, even=True, spread=2)
+    return out, [n for n in nodes if n.name not in seen and n.stack not in legacy]
+
+
+def _started(n: schedule.Node) -> bool:
+    return (Path(n.run_dir) / CHECKPOINT).exists() and not n.done()
 
 
 def graph(spec: LotterySpec) -> list[LotteryNode]:
@@ -142,12 +187,15 @@ def run_graph(spec: LotterySpec, *, workers: int = 1, stack: int = 8, progress: 
     """Run every group of tasks not yet done, as soon as its dependencies are, on `workers` processes.
 
     `stack` caps the models trained as one computation (1 disables stacking). With one worker
-    everything runs in this process (no start-up cost); otherwise groups go to worker processes
+    everything runs in this process (no start-up cost), each level as one stack of at most `stack`;
+    otherwise groups go to worker processes
     (`ticketlab.engine.parallel`), or to the given `executor`.
     """
     inline = executor is None and workers <= 1  # per-run progress bars only in this process
     train = functools.partial(run_tasks, spec, progress=progress) if inline else functools.partial(run_tasks, spec)
-    schedule.run(_stacks(graph(spec), stack, Path(spec.exp_path), spec.lottery.baseline_length > 1), train, workers=workers, executor=executor,
+    stacks = _stacks(graph(spec), stack, Path(spec.exp_path), spread_for(workers, executor),
+                     spec.lottery.baseline_length > 1)
+    schedule.run(stacks, train, workers=workers, executor=executor,
                  progress=progress)
 
 

@@ -412,18 +412,17 @@ class Updater:
             for group in optimizer.param_groups:
                 for p in group["params"]:
                     p.grad = None
-        else:
-            for L in self.layers.values():
-                if L.p.grad is not None:
-                    L.p.grad.mul_(L.fm)
+        else:  # one foreach call over every masked gradient: fewer dispatches than a loop (issue #16)
+            have = [L for L in self.layers.values() if L.p.grad is not None]
+            if have:
+                torch._foreach_mul_([L.p.grad for L in have], [L.fm for L in have])
 
     @torch.no_grad()
     def _post_step(self, optimizer, args, kwargs) -> None:
         if self._inf_skip:
             return
-        if not self._skipped:
-            for L in self.layers.values():
-                L.p.mul_(L.fm)
+        if not self._skipped and self.layers:
+            torch._foreach_mul_([L.p for L in self.layers.values()], [L.fm for L in self.layers.values()])
         if self._update_now:
             self.update_masks(self.step)
         self.step += 1
