@@ -254,8 +254,8 @@ def _row(exp: Experiment) -> dict:
             if key == "es_score":  # other tasks: their own metric (a return, a perplexity, BLEU)
                 row["metric"] = at[0]["metric"]
             row[key] = sum(r[key] for r in ok) / len(ok) if ok else None
-    else:
-        n_diverged = 0
+    else:  # every other kind: a run whose summary says diverged (issue 17)
+        n_diverged = sum(1 for p in exp.path.glob("**/summary.json") if RunDir(p.parent).summary().get("diverged"))
     # levels and replicates are run shape: a lottery is never "done", it has so many finished runs
     n = sum(1 for _ in exp.path.glob("**/summary.json"))
     row["status"] = (f"{n} runs" + (f", {n_diverged} diverged" if n_diverged else "")) if n else "new"

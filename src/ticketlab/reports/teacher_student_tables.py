@@ -24,7 +24,9 @@ def points(rows: Sequence[dict]) -> list[dict]:
     out = []
     for r in rows:
         row = {"experiment": r["experiment"], "teacher": "-".join(map(str, r["teacher_widths"])),
-               "multi": r["multi"], "p": f"{r['p']:g}", "seeds": r["seeds"], "steps": r["steps"]}
+               "multi": r["multi"], "p": f"{r['p']:g}",
+               "seeds": f"{r['seeds']} + {r['n_diverged']} diverged" if r.get("n_diverged") else r["seeds"],
+               "steps": r["steps"]}
         for l, L in enumerate(r.get("layers", [])):
             row[f"success_L{l + 1}"] = _f(L["success"], 3)
             row[f"success_L{l + 1}_minmax"] = f"{L['success_min']:.2f}-{L['success_max']:.2f}"
