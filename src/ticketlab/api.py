@@ -28,6 +28,7 @@ callables of earlier releases are still accepted for one release (deprecated).
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from ticketlab.core.progress import forwarding
@@ -40,6 +41,8 @@ from ticketlab.training import device as _device
 from ticketlab.experiments import dense
 from ticketlab.training.loop import TrainConfig
 from ticketlab.training.rundir import RunDir
+
+log = logging.getLogger(__name__)
 
 
 def build(cfg: TrainConfig, data_dir=None, *, seed: int | None = None):
@@ -222,9 +225,12 @@ def verify(refs=(), *, store=None, repair: bool = False) -> list[dict]:
 
 def ls(*, store=None) -> list[dict]:
     """One row per experiment in the store, with its key metrics (the `ticketlab ls` command)."""
+    from ticketlab.experiments.verify import lost
     rows = []
     for exp in Store(store).existing().list():
         rows.append(_row(exp))
+    for _, line in lost(store):  # a deleted config.json / summary.json: said, not silently skipped
+        log.warning(line)
     return rows
 
 

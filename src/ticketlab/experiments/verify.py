@@ -171,6 +171,30 @@ def verify(refs=(), *, store=None) -> list[Damage]:
     return out
 
 
+def lost(store=None) -> list[tuple[Path, str]]:
+    """The deleted files that make `ls` skip or miscount something: (folder, one line) for each
+    experiment folder whose config.json is gone and each run whose recorded summary.json is gone.
+    Cheap (manifests only, no hashing); `verify` gives the full list."""
+    st = Store(store)
+    out = []
+    for p in sorted(st.root.iterdir()) if st.root.is_dir() else ():
+        if not p.is_dir() or not (p / integrity.MANIFEST).exists():
+            continue
+        if not (p / "config.json").exists():
+            out.append((p, f"{p}: config.json is missing (deleted?), so this experiment is not listed; "
+                           f"run `ticketlab verify` to see what is damaged"))
+            continue
+        for man in sorted(p.rglob(integrity.MANIFEST)):
+            try:
+                recorded = integrity.read_manifest(man.parent)
+            except DamagedError:
+                continue  # verify names a damaged manifest
+            if "summary.json" in recorded and not (man.parent / "summary.json").exists():
+                out.append((man.parent, f"{man.parent}: summary.json is missing (deleted?), so this run is not "
+                                        f"counted; run `ticketlab verify --repair`, then the same command again"))
+    return out
+
+
 def _trained_with(run: Path) -> int | None:
     # read without the manifest check on purpose: the summary may be the damaged file itself
     try:
@@ -205,4 +229,4 @@ def repair(damage: list[Damage], *, store=None) -> list[Path]:
     return removed
 
 
-__all__ = ["Damage", "damaged_files", "derived", "verify", "repair"]
+__all__ = ["Damage", "damaged_files", "derived", "verify", "repair", "lost"]
