@@ -16,8 +16,9 @@ What derives from what follows IMP's order (Frankle & Carbin 2019 §2; the store
   (config.json, a `train` run) is the whole experiment.
 
 Repair deletes them all, so the store never mixes two histories (issue 17 of this repo). It
-appends what it removed, with the stack each run trained in (`trained_with`), to
-`<store>/repairs.jsonl`: a recompute is bit-identical only when it trains in that same stack.
+appends what it removed, with the stack each run trained in (`trained_with` and its members,
+`stack`), to `<store>/repairs.jsonl`; the lottery's next run re-forms that stack to recompute the
+run bit-identically (`ticketlab.experiments.lottery.replay`).
 """
 
 from __future__ import annotations
@@ -195,12 +196,14 @@ def lost(store=None) -> list[tuple[Path, str]]:
     return out
 
 
-def _trained_with(run: Path) -> int | None:
+def _stack_of(run: Path) -> dict:
+    """What the run's summary says of the stack it trained in (`trained_with`, `stack`), for the log."""
     # read without the manifest check on purpose: the summary may be the damaged file itself
     try:
-        return json.loads((run / "summary.json").read_text()).get("trained_with")
-    except (OSError, ValueError, AttributeError):
-        return None
+        s = json.loads((run / "summary.json").read_text())
+        return {"trained_with": s.get("trained_with"), **({"stack": s["stack"]} if s.get("stack") else {})}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {"trained_with": None}
 
 
 def repair(damage: list[Damage], *, store=None) -> list[Path]:
@@ -217,8 +220,10 @@ def repair(damage: list[Damage], *, store=None) -> list[Path]:
             with Experiment(d.experiment).lock():
                 for run in d.derived:
                     if run.exists() and run not in removed:
+                        exp = next((p for p in run.parents if (p / "config.json").exists()), d.experiment)
                         entries.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "removed": str(run),
-                                        "because": f"{d.file}: {d.problem}", "trained_with": _trained_with(run)})
+                                        "experiment": exp.name, "run": run.relative_to(exp).as_posix(),
+                                        "because": f"{d.file}: {d.problem}", **_stack_of(run)})
                         shutil.rmtree(run)
                         removed.append(run)
     finally:  # one append of every removal, also when a later one fails
