@@ -37,7 +37,7 @@ def counts(res: dict) -> dict:
             "one_line_errors": get(d, "error") + get(b, "error"),
             "unexpected_one_line": get(d, "unexpected") + get(b, "unexpected"),
             "multi_line": get(d, "multi-line") + get(b, "multi-line"),
-            "verify_reported": get(d, "reported"), "ok": get(d, "ok"),
+            "verify_reported": get(d, "reported"), "warned": get(d, "warned"), "ok": get(d, "ok"),
             "damage_tally": d, "bad_tally": b, "seconds": res["damage"]["seconds"] + res["bad"]["seconds"]}
 
 
