@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -173,8 +174,8 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
         step += 1
         if bar is not None:
             bar.update(1)
-        bad = ~torch.isfinite(per_run.detach())  # on the CPU: no device sync
-        if bad.any():
+        if not math.isfinite(float(per_run.sum())):  # one cheap check a step; NaN or ±inf in any member
+            bad = ~torch.isfinite(per_run.detach())
             for r in bad.nonzero().flatten().tolist():
                 if diverged[r] is None:
                     diverged[r] = step
