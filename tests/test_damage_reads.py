@@ -58,3 +58,24 @@ def test_verify_flags_a_deleted_config_or_manifest(store, tmp_path, gone):
     (exp / gone).unlink()
     [d] = verify(store=s)
     assert d.file == exp / gone and d.problem.startswith("missing")
+
+
+@pytest.mark.parametrize("gone", ["config.json", "replicate_0/level_1/summary.json", "replicate_0/level_0/summary.json"])
+def test_ls_warns_about_a_deleted_config_or_summary(store, tmp_path, capsys, gone):
+    """`ls` says, in one line per run and without a traceback, that a deleted config.json hides an
+    experiment or a deleted summary.json drops a run from the count; `verify` lists it as damaged."""
+    import shutil
+    from ticketlab.experiments.verify import verify
+    s = tmp_path / "s"
+    shutil.copytree(store, s)
+    exp = next(s.iterdir())
+    (exp / gone).unlink()
+    rc = main(["ls", "--store", str(s)])
+    cap = capsys.readouterr()
+    assert rc in (0, None) and "Traceback" not in cap.err
+    [line] = cap.err.strip().splitlines()
+    folder = (exp / gone).parent
+    assert line.startswith(f"{folder}: {os.path.basename(gone)} is missing") and "ticketlab verify" in line
+    assert any(d.file == exp / gone and d.problem.startswith("missing") for d in verify(store=s))
+    main(["ls", "--store", str(store)])  # the undamaged store: no warning
+    assert capsys.readouterr().err == ""

@@ -356,3 +356,30 @@ def test_translate_lottery_two_levels(tiny_multi30k, tmp_path):
     assert s["early_stop"]["val_loss"] == min(json.loads(r)["val_loss"] for r in open(f"{run}/metrics.jsonl"))
     from ticketlab.domains.nlp.tokenizer import Tokenizer
     assert Tokenizer.load(f"{run}/tokenizer.model").sha256 == s["tokenizer_sha256"]
+
+
+# ---- divergence (issue 17) --------------------------------------------------------------------
+
+def test_a_nan_loss_stops_the_run_at_once_and_is_recorded_as_diverged(tiny_ptb, tmp_path, monkeypatch):
+    from ticketlab.engine.results import aggregate, diverged_at, summary_metrics
+    t = LMTrainer(TINY_LM, data_dir=tiny_ptb)
+    good = t.fit(t.build(0), tmp_path / "good")
+    orig, calls = t.objective.train_loss, {"n": 0}
+
+    def poisoned(model, it, carry):  # the loss of step 25 (1-based) is NaN; rows are at 20, 40, ...
+        loss, n_tok, carry = orig(model, it, carry)
+        calls["n"] += 1
+        return (loss * math.nan if it == 24 else loss), n_tok, carry
+    monkeypatch.setattr(t.objective, "train_loss", poisoned)
+    s = t.fit(t.build(0), tmp_path / "bad")
+    assert t.total_iterations > 40
+    assert s["diverged"] == {"iteration": 25} and calls["n"] == 25  # stopped at once
+    on_disk = json.loads((tmp_path / "bad" / "summary.json").read_text(), parse_constant=lambda c: 1 / 0)
+    assert on_disk["diverged"] == {"iteration": 25}
+    rows = [json.loads(r) for r in (tmp_path / "bad" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in rows] == [20, 25] and rows[-1]["test_ppl"] is None and rows[0]["test_ppl"] > 1
+    assert s["early_stop"]["iter"] == 20 and s["best_score"] == rows[0]["test_ppl"]
+    runs = [{"branch": "ticket", "level": 0, "density": 1.0, **summary_metrics(x), "diverged": diverged_at(x)}
+            for x in (good, s)]
+    [a] = aggregate(runs)
+    assert a["n"] == 1 and a["n_diverged"] == 1 and a["es_score"] == good["early_stop"]["test_ppl"]

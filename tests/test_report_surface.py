@@ -96,7 +96,8 @@ def test_overlaying_different_metrics_is_refused_in_one_line(exp, tmp_path, caps
         plots.plot_accuracy([exp, lm], tmp_path / "acc", metric="es_score")
     assert main(["plot", str(exp), str(lm), "-o", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "different metrics (test_acc, test_ppl)" in err
+    assert err.count("\n") == 0 and "different metrics (test_acc, test_ppl;" in err
+    assert f"{Path(exp).name}: test_acc" in err and f"{Path(lm).name}: test_ppl" in err  # which has which
 
 
 def _captured(monkeypatch, module):

@@ -240,3 +240,26 @@ def test_pixel_agent_trains_with_masks(tmp_path):
     assert s["final"]["iter"] == 64 and s["env_steps_per_s"] > 0
     w = load_state(tmp_path / "run" / "final.pt")["model"]
     assert all(torch.count_nonzero(w[n][~m]) == 0 for n, m in masks.items())
+
+
+@pytest.mark.parametrize("cfg", [PPO, DQN], ids=["ppo", "dqn"])
+def test_a_diverging_agent_stops_at_once_and_is_recorded_as_diverged(tmp_path, cfg):
+    """Divergence is a result (issue 17): at lr = 1e30 the loss inside SB3's update turns NaN; the run
+    stops before that update is applied, its summary says `diverged at iteration N` (strict JSON), the
+    last row is null and the aggregate counts the run instead of averaging it."""
+    import dataclasses
+    from ticketlab.engine.results import aggregate, diverged_at, summary_metrics
+    s = fit(dataclasses.replace(cfg, lr=1e30), tmp_path / "bad")
+    n = s["diverged"]["iteration"]
+    assert 0 < n < cfg.env_steps / 2  # stopped at once
+    on_disk = json.loads((tmp_path / "bad" / "summary.json").read_text(), parse_constant=lambda c: 1 / 0)
+    assert on_disk["diverged"] == {"iteration": n}
+    rows = [json.loads(r) for r in (tmp_path / "bad" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["iter"] == n and rows[-1]["eval_return"] is None and rows[0]["eval_return"] is not None
+    final = load_state(tmp_path / "bad" / "final.pt")
+    assert final["iteration"] == n and all(torch.isfinite(v).all() for v in final["model"].values())
+    good = fit(cfg, tmp_path / "good")
+    runs = [{"branch": "ticket", "level": 0, "density": 1.0, **summary_metrics(x), "diverged": diverged_at(x)}
+            for x in (good, s)]
+    [a] = aggregate(runs)
+    assert a["n"] == 1 and a["n_diverged"] == 1 and a["es_score"] == good["early_stop"]["eval_return"]

@@ -165,3 +165,40 @@ def test_an_interrupted_lottery_stack_resumes_as_it_started(tmp_path):
         (t.run_dir(tmp_path) / runner.STACK_FILE).unlink()  # a store from before stack.json: the old rule
     got = [[n.key for n in g] for g in runner._stacks(tasks, 8, tmp_path, spread=1)]
     assert got == [[T(0, 1), T(1, 1)], [T(2, 1), T(3, 1)]]
+
+
+def test_a_ray_task_error_reaches_the_user_in_one_line(tmp_path, capsys):
+    """Issue 17: an error raised in a Ray task arrives as the job's own exception (not Ray's
+    RayTaskError, whose message holds the worker's traceback), through the executor, the scheduler
+    and the CLI, in the same one-line form as a worker process's error. One local Ray start (~10 s)."""
+    pytest.importorskip("ray")
+    from ticketlab.cli.commands import main
+    from ticketlab.core.errors import DamagedError
+    from ticketlab.engine.store import Store
+    from ticketlab.training.loop import TrainConfig
+    from ticketlab.training.rundir import read_json
+    garbage = tmp_path / "summary.json"
+    garbage.write_text("{not json")
+    ex = parallel.make_executor("ray", workers=1)
+    try:
+        e = ex.submit(read_json, garbage).exception(timeout=120)
+        assert type(e) is DamagedError and "\n" not in str(e) and str(garbage) in str(e)
+        e = ex.submit(int, "x").exception(timeout=120)
+        assert type(e) is ValueError and "\n" not in str(e)
+        with pytest.raises(DamagedError) as raised:  # the scheduler raises it in the caller
+            run([[node(tmp_path, "a")]], lambda payloads: read_json(garbage), executor=ex)
+        assert "\n" not in str(raised.value)
+        # the CLI: a sweep trial on Ray meets a damaged config.json (Ray stays up: the sweep reuses it)
+        store = tmp_path / "store"
+        cfg = Store(store).experiment("train", TrainConfig(iterations=1, eval_every=1, train_fraction=0.3)).path
+        cfg = cfg / "config.json"
+        cfg.write_text("garbage")
+        (tmp_path / "sweep.toml").write_text('kind = "train"\n[base]\niterations = 1\neval_every = 1\n'
+                                             'train_fraction = 0.3\n[grid]\ninit_seed = [0]\n[sweep]\nretries = 0\n')
+        rc = main(["sweep", str(tmp_path / "sweep.toml"), "--backend", "ray", "--store", str(store)])
+        out, err = capsys.readouterr()
+        assert rc == 2
+        assert "Traceback" not in out + err and "ray::" not in out + err and "RayTaskError" not in out + err
+        assert f"DamagedError: {cfg}" in out + err
+    finally:
+        ex.shutdown()

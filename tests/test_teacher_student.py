@@ -6,6 +6,7 @@ benchmarks/teacher_student/."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -309,3 +310,24 @@ def test_training_shows_a_progress_bar(tmp_path, capsys):
     teacher_student(cfg, store=tmp_path / "loud", verbose=True)
     err = capsys.readouterr().err
     assert "/40 [" in err and "step/s" in err
+
+
+def test_a_diverging_run_stops_at_once_and_is_counted_not_averaged(tmp_path, capsys):
+    """Divergence is a result (issue 17): a huge learning rate makes the loss infinite; each run's
+    summary says `diverged at iteration N`, the stack stops at once, the tables count the runs as
+    diverged instead of averaging them, `ls` shows it, and plots leave them out without failing."""
+    from ticketlab.reports.teacher_student_tables import short_points
+    cfg = TeacherStudentConfig(**{**TINY, "lr": 1e12})
+    res = api.teacher_student(cfg, store=tmp_path / "s", out=tmp_path / "out")
+    exp = Path(res["experiments"][0])
+    for s in (0, 1):
+        summary = json.loads((exp / f"seed_{s}" / "summary.json").read_text(), parse_constant=lambda c: 1 / 0)
+        n = summary["diverged"]["iteration"]
+        assert 1 <= n < 20 and summary["steps"] <= n  # stopped at once, not after 300 steps
+        rows = [json.loads(r) for r in (exp / f"seed_{s}" / "metrics.jsonl").read_text().splitlines()]
+        assert rows[0]["eval_mse"] is not None and rows[-1]["eval_mse"] is None
+    [row] = res["rows"]
+    assert row["seeds"] == 0 and row["n_diverged"] == 2 and "layers" not in row
+    assert short_points(res["rows"])[0]["seeds"] == "0 + 2 diverged"
+    main(["ls", "--store", str(tmp_path / "s")])
+    assert "2 runs, 2 diverged" in capsys.readouterr().out

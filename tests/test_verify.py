@@ -4,6 +4,7 @@ listed with the runs derived from it (later levels, their controls, transfer run
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -90,3 +91,35 @@ def test_transfer_runs_that_link_a_damaged_level_derive_from_it(tmp_path):
     assert derived(Store(tmp_path), src, src / "config.json") == [src]
     rewind = src / "replicate_0" / "instability" / "rewind_40"
     assert derived(Store(tmp_path), src, rewind / "check.json") == [rewind]  # not the whole replicate
+
+
+STACKED = LotteryConfig(levels=2, controls=("reinit",), replicates=2)  # level L's 4 rewound runs: 2 stacks of 2
+
+
+@pytest.mark.parametrize("damage", ["delete summary", "zero final"])
+def test_a_repaired_run_is_recomputed_in_its_original_stack_bit_identically(tmp_path, caplog, damage):
+    """Issue 17: a stacked run's summary records its stack; after `verify --repair` the lottery
+    re-forms that stack (the stored stack-mates train again in scratch, their stored files untouched),
+    so every recomputed run is bit-identical to the original, even when its own summary was lost."""
+    import logging
+    root = tmp_path / "s"
+    exp = Path(api.lottery(TRAIN, STACKED, store=root, progress=False)["experiment"])
+    level1 = exp / "replicate_0" / "level_1"
+    assert json.loads((level1 / "summary.json").read_text())["stack"] == ["replicate_0/level_1", "replicate_1/level_1"]
+    finals = {p.parent: load_state(p)["model"] for p in exp.glob("replicate_0/**/level_[12]/final.pt")}
+    mates = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in exp.glob("replicate_1/**/*") if p.is_file()}
+    if damage == "delete summary":
+        (level1 / "summary.json").unlink()
+    else:
+        f = level1 / "final.pt"
+        f.write_bytes(f.read_bytes()[:-300] + bytes(300))
+    removed = api.verify(store=root, repair=True)[0]["derived"]
+    assert len(removed) == 4 and not level1.exists()
+    caplog.set_level(logging.INFO, logger="ticketlab")
+    api.lottery(TRAIN, STACKED, store=root, progress=False)
+    assert sum("in the stack it first trained in" in r.message for r in caplog.records) == 4
+    for run, before in finals.items():
+        after = load_state(run / "final.pt")["model"]
+        assert all(torch.equal(before[k], after[k]) for k in before), run
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in mates} == mates  # the mates' files untouched
+    assert not (exp / ".replay").exists() and api.verify(store=root) == []

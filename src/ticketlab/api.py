@@ -27,7 +27,6 @@ callables of earlier releases are still accepted for one release (deprecated).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -42,6 +41,8 @@ from ticketlab.training import stack_size as _stack_size
 from ticketlab.experiments import dense
 from ticketlab.training.loop import TrainConfig
 from ticketlab.training.rundir import RunDir, summary_converged
+
+log = logging.getLogger(__name__)
 
 
 def build(cfg: TrainConfig, data_dir=None, *, seed: int | None = None):
@@ -249,9 +250,12 @@ def verify(refs=(), *, store=None, repair: bool = False) -> list[dict]:
 
 def ls(*, store=None) -> list[dict]:
     """One row per experiment in the store, with its key metrics (the `ticketlab ls` command)."""
+    from ticketlab.experiments.verify import lost
     rows = []
     for exp in Store(store).existing().list():
         rows.append(_row(exp))
+    for _, line in lost(store):  # a deleted config.json / summary.json: said, not silently skipped
+        log.warning(line)
     return rows
 
 
@@ -284,8 +288,9 @@ def _row(exp: Experiment) -> dict:
             if key != "es_test_acc":  # other tasks: their own metric (a return, a perplexity, BLEU)
                 row["metric"] = at[0]["metric"] if key == "es_score" else at[0]["headline"]
             row[key] = sum(r[key] for r in ok) / len(ok) if ok else None
-    else:
-        n_diverged = n_unconverged = 0
+    else:  # every other kind: a run whose summary says diverged (issue 17)
+        n_diverged = sum(1 for p in exp.path.glob("**/summary.json") if RunDir(p.parent).summary().get("diverged"))
+        n_unconverged = 0
     # levels and replicates are run shape: a lottery is never "done", it has so many finished runs
     n = sum(1 for _ in exp.path.glob("**/summary.json"))
     row["status"] = (f"{n} runs" + (f", {n_diverged} diverged" if n_diverged else "")

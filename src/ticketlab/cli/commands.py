@@ -179,7 +179,8 @@ def cmd_verify(ns) -> int:
     print(_table([{**r, "derived": " ".join(r["derived"])} for r in rows], ["experiment", "file", "problem", "derived"]))
     if ns.repair:
         print("removed the runs listed under derived; run the same commands again to recompute them "
-              "(bit-identical when run with the same --stack; see <store>/repairs.jsonl)")
+              "(a lottery run trains again in the stack it first trained in, so it is bit-identical; "
+              "see <store>/repairs.jsonl)")
         return 0
     print("run `ticketlab verify --repair` to remove them and everything derived from them")
     return 1

@@ -79,7 +79,7 @@ class ClassifyTrainer:
         each run's data order comes from its plan."""
         p0 = plans[0]
         runs = [Run(p.run_dir, model=p.model, masks=p.masks, start_optimizer=p.start_optimizer,
-                    data_seed=p.data_seed) for p in plans]
+                    data_seed=p.data_seed, name=p.name or None) for p in plans]
         return fit_many(runs, self.data, self.cfg, Stacked([p.model for p in plans]), start_iter=p0.start_iter,
                         lr_offset=p0.lr_offset, snapshot_iters=p0.snapshot_iters,
                         options=RunOptions(progress=self.progress, desc=f"{len(plans)} runs stacked",

@@ -203,10 +203,25 @@ class RayExecutor(Executor):
         self._remote = ray.remote(**self.resources, max_retries=0)(_ray_call)
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
+        """A Future of the job; its exception is the job's own (a `TicketlabError` stays one line),
+        not Ray's `RayTaskError` wrapper, whose message carries the worker's traceback."""
         ref = self._remote.remote(fn, args, kwargs)
-        f = ref.future()
+        f = Future()
         self._refs[f] = ref
-        f.add_done_callback(lambda done: self._refs.pop(done, None))
+
+        def settle(inner: Future) -> None:
+            self._refs.pop(f, None)
+            if f.done():  # cancelled by the caller meanwhile
+                return
+            e = inner.exception() if not inner.cancelled() else None
+            if inner.cancelled():
+                f.cancel()
+            elif e is None:
+                f.set_result(inner.result())
+            else:
+                cause = getattr(e, "cause", None)  # ray.exceptions.RayTaskError: the job's exception
+                f.set_exception(cause if isinstance(cause, Exception) else e)
+        ref.future().add_done_callback(settle)
         return f
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

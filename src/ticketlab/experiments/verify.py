@@ -16,8 +16,9 @@ What derives from what follows IMP's order (Frankle & Carbin 2019 §2; the store
   (config.json, a `train` run) is the whole experiment.
 
 Repair deletes them all, so the store never mixes two histories (issue 17 of this repo). It
-appends what it removed, with the stack each run trained in (`trained_with`), to
-`<store>/repairs.jsonl`: a recompute is bit-identical only when it trains in that same stack.
+appends what it removed, with the stack each run trained in (`trained_with` and its members,
+`stack`), to `<store>/repairs.jsonl`; the lottery's next run re-forms that stack to recompute the
+run bit-identically (`ticketlab.experiments.lottery.replay`).
 """
 
 from __future__ import annotations
@@ -171,12 +172,38 @@ def verify(refs=(), *, store=None) -> list[Damage]:
     return out
 
 
-def _trained_with(run: Path) -> int | None:
+def lost(store=None) -> list[tuple[Path, str]]:
+    """The deleted files that make `ls` skip or miscount something: (folder, one line) for each
+    experiment folder whose config.json is gone and each run whose recorded summary.json is gone.
+    Cheap (manifests only, no hashing); `verify` gives the full list."""
+    st = Store(store)
+    out = []
+    for p in sorted(st.root.iterdir()) if st.root.is_dir() else ():
+        if not p.is_dir() or not (p / integrity.MANIFEST).exists():
+            continue
+        if not (p / "config.json").exists():
+            out.append((p, f"{p}: config.json is missing (deleted?), so this experiment is not listed; "
+                           f"run `ticketlab verify` to see what is damaged"))
+            continue
+        for man in sorted(p.rglob(integrity.MANIFEST)):
+            try:
+                recorded = integrity.read_manifest(man.parent)
+            except DamagedError:
+                continue  # verify names a damaged manifest
+            if "summary.json" in recorded and not (man.parent / "summary.json").exists():
+                out.append((man.parent, f"{man.parent}: summary.json is missing (deleted?), so this run is not "
+                                        f"counted; run `ticketlab verify --repair`, then the same command again"))
+    return out
+
+
+def _stack_of(run: Path) -> dict:
+    """What the run's summary says of the stack it trained in (`trained_with`, `stack`), for the log."""
     # read without the manifest check on purpose: the summary may be the damaged file itself
     try:
-        return json.loads((run / "summary.json").read_text()).get("trained_with")
-    except (OSError, ValueError, AttributeError):
-        return None
+        s = json.loads((run / "summary.json").read_text())
+        return {"trained_with": s.get("trained_with"), **({"stack": s["stack"]} if s.get("stack") else {})}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {"trained_with": None}
 
 
 def repair(damage: list[Damage], *, store=None) -> list[Path]:
@@ -193,8 +220,10 @@ def repair(damage: list[Damage], *, store=None) -> list[Path]:
             with Experiment(d.experiment).lock():
                 for run in d.derived:
                     if run.exists() and run not in removed:
+                        exp = next((p for p in run.parents if (p / "config.json").exists()), d.experiment)
                         entries.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "removed": str(run),
-                                        "because": f"{d.file}: {d.problem}", "trained_with": _trained_with(run)})
+                                        "experiment": exp.name, "run": run.relative_to(exp).as_posix(),
+                                        "because": f"{d.file}: {d.problem}", **_stack_of(run)})
                         shutil.rmtree(run)
                         removed.append(run)
     finally:  # one append of every removal, also when a later one fails
@@ -205,4 +234,4 @@ def repair(damage: list[Damage], *, store=None) -> list[Path]:
     return removed
 
 
-__all__ = ["Damage", "damaged_files", "derived", "verify", "repair"]
+__all__ = ["Damage", "damaged_files", "derived", "verify", "repair", "lost"]

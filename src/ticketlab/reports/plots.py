@@ -158,8 +158,9 @@ def _metric_vs_density(experiments, out, metric: str, labels, *, dense_line: boo
     aggs = _aggregates(paths)
     task_metrics = list(dict.fromkeys(a[0].get("metric", "test_acc") for a in aggs if a))
     if len(task_metrics) > 1:  # one axis cannot hold an accuracy and a perplexity
-        raise TicketlabError(f"cannot overlay experiments with different metrics ({', '.join(task_metrics)}); "
-                             "plot each metric's experiments separately")
+        which = ", ".join(f"{p.name}: {a[0].get('metric', 'test_acc')}" for p, a in zip(paths, aggs) if a)
+        raise TicketlabError(f"cannot overlay experiments with different metrics ({', '.join(task_metrics)}; "
+                             f"{which}); plot each metric's experiments separately")
     task_metric = task_metrics[0] if task_metrics else "test_acc"
     scale = 100.0 if metric.endswith("_acc") or (metric.endswith("_score") and task_metric.endswith("_acc")) else 1.0
     fig = figure()

@@ -45,7 +45,7 @@ def _metrics(exp: Path, cfg) -> list[list[dict]]:
     rows = []
     for s in seeds_of(cfg):
         run = RunDir(exp / f"seed_{s}")
-        if run.done():
+        if run.done() and not run.summary().get("diverged"):  # a diverged run is counted, not drawn
             rows.append(run.read_metrics())  # rows written before "iter" (with "step") read alike
     return rows
 

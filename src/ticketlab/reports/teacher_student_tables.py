@@ -38,7 +38,9 @@ def points(rows: Sequence[dict]) -> list[dict]:
     out = []
     for r in rows:
         row = {"experiment": r["experiment"], "teacher": "-".join(map(str, r["teacher_widths"])),
-               "multi": r["multi"], "p": f"{r['p']:g}", "seeds": r["seeds"], "steps": r["steps"]}
+               "multi": r["multi"], "p": f"{r['p']:g}",
+               "seeds": f"{r['seeds']} + {r['n_diverged']} diverged" if r.get("n_diverged") else r["seeds"],
+               "steps": r["steps"]}
         for l, L in enumerate(r.get("layers", [])):
             for name, key, nd in (("success", "success", 3), ("mean_best", "mean_best", 4),
                                   ("mean_best_init", "mean_best_init", 3), ("mean_best_pre", "mean_best_pre", 4),

@@ -194,6 +194,7 @@ class Run:
     masks: dict | None = None
     start_optimizer: dict | None = None
     data_seed: int | None = None  # None: the config's
+    name: str | None = None  # its name in the summary's `stack` record (the lottery: replicate_0/level_2)
 
 
 def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_iter: int = 0,
@@ -392,12 +393,14 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
 
     save_all(rundir.FINAL, it)
     model.to(home)
+    # the members of a stack, in order: a recompute re-forms it to be bit-identical (issue 17)
+    names = [r.name for r in runs] if R > 1 and all(r.name for r in runs) else None
     trained_on = _device.describe(dev)
     return [d.finish(rs, {"iterations": total, "start_iter": start_iter, "final": rs[-1],
                           "early_stop": early_stopping(rs),
                           "best_test_acc": max((r["test_acc"] for r in rs if r["test_acc"] is not None), default=None),
                           "trained_with": R, **stack_time, "trained_on": trained_on,
-                          **_precision.summary(),
+                          **_precision.summary(), **({"stack": names} if names else {}),
                           **({"diverged": {"iteration": dv}} if dv is not None else {})})
             for d, rs, dv in zip(dirs, rows, diverged)]
 

@@ -17,10 +17,17 @@ NLP run trains alone, `stack_size` 1; see `ticketlab.training.timing`).
 
 The early-stopping row is the evaluation with the lowest validation loss (perplexity or
 cross-entropy): selected on validation data, never on test data (LTH App. C).
+
+Divergence is a result (docs/architecture/divergence.md): a step whose training loss is NaN or
+infinite stops the run at once; the last metrics row is written with null metrics at that step, and
+the summary records `"diverged": {"iteration": N}` (N the 1-based step), as the supervised loop does.
+The loss is read every step anyway (the running mean), so the check costs no extra sync.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -34,6 +41,7 @@ from ticketlab.training import device as _device, precision as _precision, rundi
 from ticketlab.training.optim import make_optimizer
 from ticketlab.training.rundir import RunDir
 
+log = logging.getLogger(__name__)
 
 class Objective(Protocol):
     """What the loop needs from a task: a training loss per step and an evaluation."""
@@ -107,12 +115,16 @@ def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimize
     t_start, c_start = time.perf_counter(), time.process_time()
     t_interval, tok_interval = 0.0, 0
 
+    diverged = None  # the step whose training loss was NaN or infinite
+
     def record(i: int) -> None:
         nonlocal t_interval, tok_interval
         row = {"iter": i, **objective.evaluate(model),
                "train_loss": acc["loss_sum"] / acc["loss_n"] if acc["loss_n"] else None,
                "lr": lr * lr_at(max(i - 1, 0) - lr_offset),
                "tokens_per_s": tok_interval / t_interval if t_interval > 0 else None}
+        if diverged is not None:  # after a divergence the metrics are noise: null (strict JSON)
+            row = {k: (v if k in ("iter", "lr") else None) for k, v in row.items()}
         rows.append(row)
         acc["loss_sum"] = acc["loss_n"] = 0.0
         t_interval, tok_interval = 0.0, 0
@@ -143,10 +155,15 @@ def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimize
         acc["train_time"] += dt
         acc["train_cpu"] += time.process_time() - c0
         acc["tokens"] += n_tok
-        acc["loss_sum"] += float(loss.detach())
+        value = float(loss.detach())
+        acc["loss_sum"] += value
         acc["loss_n"] += 1
         t_interval += dt
         tok_interval += n_tok
+        if not math.isfinite(value):
+            diverged = it
+            log.warning("%s: the training loss became %s at iteration %d: diverged", rd.path, value, it)
+            break
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{acc['loss_sum'] / acc['loss_n']:.3f}",
@@ -169,7 +186,7 @@ def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimize
     cpu = acc["cpu"] + time.process_time() - c_start
     rd.save(rundir.FINAL, it, **state())
     model.to(home)
-    best = (max if higher_is_better else min)(r[metric] for r in rows)
+    best = (max if higher_is_better else min)((r[metric] for r in rows if r[metric] is not None), default=None)
     summary = {"iterations": total, "start_iter": start_iter, "metric": metric, "select": select,
                "final": rows[-1], "early_stop": rundir.early_stopping(rows, select),
                "best_score": best, "stack_wall_time_s": wall, "stack_cpu_time_s": cpu, "stack_size": 1,
@@ -177,7 +194,8 @@ def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimize
                "train_tokens": int(acc["tokens"]),
                "tokens_per_s": acc["tokens"] / acc["train_time"] if acc["train_time"] else None,
                "tokens_per_cpu_s": acc["tokens"] / acc["train_cpu"] if acc["train_cpu"] else None,
-               "trained_on": _device.describe(dev), **_precision.summary(), **(extra_summary or {})}
+               "trained_on": _device.describe(dev), **_precision.summary(), **(extra_summary or {}),
+               **({"diverged": {"iteration": diverged}} if diverged is not None else {})}
     return rd.finish(rows, summary)
 
 

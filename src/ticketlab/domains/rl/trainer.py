@@ -35,10 +35,18 @@ learning-rate, clip-range and exploration schedules are at k (or restart with
 `rewind_schedule` off: the engine's `lr_offset`). A DQN replay buffer is *not* rewound: it
 starts empty at k and `learning_starts` random-action steps refill it before the first update,
 as at the start of level 0.
+
+Divergence is a result (docs/architecture/divergence.md): SB3 computes the loss inside its own
+`train()`, so a hook before each optimizer step checks the gradient the loss gave. A non-finite one
+(the loss was NaN or infinite) stops the run at once, before the step is applied: the last metrics
+row (at that env step) has null metrics, `final.pt` holds the last finite weights, and the summary
+records `"diverged": {"iteration": N}`, N the env step after which that update ran (the same key
+as the supervised loop; the lottery cannot prune from it).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -58,6 +66,8 @@ from ticketlab.domains.rl.envs import env_spaces, evaluate, is_pixels, make_env,
 from ticketlab.training import device as _device, final_evals, precision as _precision, rundir, timing
 from ticketlab.training.rundir import RunDir
 
+log = logging.getLogger(__name__)
+
 METRIC = "eval_return"
 HEADLINE = "final_return"  # the mean test return over the final evaluations (see `headline`)
 VAL_SEED_OFFSET = 100_000
@@ -71,8 +81,10 @@ def segment_seeds(data_seed: int, it: int) -> tuple[int, int]:
 
 def headline(rows: Sequence[dict], start_iter: int) -> dict:
     """The run's headline return: the mean test return over its last `final_evals.FINAL_EVALS`
-    evaluations after `start_iter`, with its standard error over their pooled episodes."""
-    return {"name": HEADLINE, "of": METRIC, **final_evals.final_mean(rows, METRIC, start_iter)}
+    evaluations after `start_iter`, with its standard error over their pooled episodes; None when no
+    evaluation after the start has a return (a run that diverged before its first one)."""
+    mean = final_evals.final_mean(rows, METRIC, start_iter)
+    return None if mean is None else {"name": HEADLINE, "of": METRIC, **mean}
 
 
 def early_stopping(rows: Sequence[dict]) -> dict:
@@ -168,6 +180,14 @@ def make_algorithm(cfg: RLConfig, hp: dict, venv, pixels: bool, *, start_iter: i
     return algo
 
 
+class _Diverged(Exception):
+    """Raised from inside SB3's update when its loss's gradient is not finite; caught by `_Run.train`."""
+
+    def __init__(self, step: int):
+        super().__init__(step)
+        self.step = step
+
+
 class _Run:
     """One training run: the SB3 algorithm, its evaluation environments, rows and files."""
 
@@ -208,6 +228,8 @@ class _Run:
         self.eval_seeds = ([cfg.eval_seed + VAL_SEED_OFFSET + j for j in range(cfg.val_episodes)]
                            + [cfg.eval_seed + i for i in range(cfg.eval_episodes)])
         self.train_returns: list[float] = []
+        self.diverged: int | None = None
+        self.guard = self.policy.optimizer.register_step_pre_hook(self.check_finite)
         self.bar = progress_bar(self.T, enabled=trainer.progress, initial=self.it, desc=desc or "rl", unit="step")
         self._bar_at = self.it
 
@@ -244,6 +266,12 @@ class _Run:
         if self.hooks is not None:
             self.hooks.sync()
 
+    def check_finite(self, optimizer, args, kwargs) -> None:
+        """Before each optimizer step: stop the run when the loss's gradient is NaN or infinite."""
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+            raise _Diverged(self.algo.num_timesteps)
+
     def record(self, s: int) -> None:
         """One evaluation: validation and test episodes, and the training episodes since the last row."""
         t = time.perf_counter()
@@ -274,29 +302,41 @@ class _Run:
         self.clock = timing.StackClock(self.elapsed, self.cpu)
         self.algo.num_timesteps = self.it
         self.boundary(self.it, first=True)
-        if self.it < self.T:
-            self.algo.learn(self.T - self.it, callback=_Callback(self), reset_num_timesteps=False, log_interval=None)
-        if self.T in self.snapshots and self.start_iter < self.T:
-            self.save(rundir.snapshot_name(self.T), self.T)
-        if self.rows[-1]["iter"] < self.T:
-            self.record(self.T)
+        try:
+            if self.it < self.T:
+                self.algo.learn(self.T - self.it, callback=_Callback(self), reset_num_timesteps=False,
+                                log_interval=None)
+        except _Diverged as d:
+            self.diverged = end = d.step
+            log.warning("%s: the training loss became NaN or infinite at env step %d: diverged", self.rd.path, end)
+            row = {k: None for k in self.rows[-1]}
+            self.rows.append({**row, "iter": end, "train_episodes": 0})  # metrics after a divergence: null
+        else:
+            end = self.T
+            if self.T in self.snapshots and self.start_iter < self.T:
+                self.save(rundir.snapshot_name(self.T), self.T)
+            if self.rows[-1]["iter"] < self.T:
+                self.record(self.T)
+        self.guard.remove()
         stack_time = self.clock.fields(1)  # an RL agent trains alone: its stack is itself
         wall = stack_time["stack_wall_time_s"]
         if self.bar is not None:
             self.bar.close()
         if self.hooks is not None:
             self.hooks.remove()
-        self.save(rundir.FINAL, self.T)
-        steps = self.T - self.start_iter
+        self.save(rundir.FINAL, end)
+        steps = end - self.start_iter
         summary = {"iterations": self.T, "start_iter": self.start_iter, "metric": METRIC,
                    "final": self.rows[-1], "early_stop": early_stopping(self.rows),
                    "headline": headline(self.rows, self.start_iter),
-                   "best_score": max(r[METRIC] for r in self.rows), **stack_time,
+                   "best_score": max((r[METRIC] for r in self.rows if r[METRIC] is not None), default=None),
+                   **stack_time,
                    "eval_time_s": self.eval_time,
                    "env_steps_per_s": steps / max(wall - self.eval_time, 1e-9) if steps else None,
                    "trained_with": 1, "env": self.cfg.env, "algo": self.cfg.algo,
                    "trained_on": _device.describe(self.policy.device), **_precision.summary(),
-                   "hyperparameters": {k: list(v) if isinstance(v, tuple) else v for k, v in self.hp.items()}}
+                   "hyperparameters": {k: list(v) if isinstance(v, tuple) else v for k, v in self.hp.items()},
+                   **({"diverged": {"iteration": self.diverged}} if self.diverged is not None else {})}
         self.rd.finish(self.rows, summary)
         self.venv.close()
         for e in self.eval_envs:

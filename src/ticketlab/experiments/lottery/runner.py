@@ -25,10 +25,12 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import functools
+import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ticketlab.experiments.lottery import trunk
+from ticketlab.experiments.lottery import replay, trunk
 from ticketlab.experiments.lottery.controls import CONTROLS, branch_name
 from ticketlab.experiments.lottery.trunk import LotteryConfig, LotteryRun, Replicate, execute, lottery_levels, replicate_seeds
 from ticketlab.engine import schedule
@@ -41,6 +43,7 @@ from ticketlab.core import integrity
 
 STACK_FILE = "stack.json"  # in an unfinished run's folder: the runs it trains with, so a resume keeps the stack
 
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LotteryNode(trunk.RunKey):
@@ -90,24 +93,69 @@ def replicate(spec: LotterySpec, r: int, *, progress: bool = False) -> Replicate
 
 def run_tasks(spec: LotterySpec, tasks: list[LotteryNode], progress: bool = False) -> list[LotteryNode]:
     """Train one group of tasks in this process: each pruned and planned by the trunk's steps, then
-    trained as one stack when they can."""
+    trained as one stack when they can. A run that `ticketlab verify --repair` removed trains in the
+    stack it first trained in instead (`ticketlab.experiments.lottery.replay`), so it is bit-identical."""
     exp = Path(spec.exp_path)
     tasks = [t for t in tasks if not (t.run_dir(exp) / SUMMARY).exists()]
     for t in tasks:  # before any checkpoint: an interrupted run resumes in this same stack
         t.run_dir(exp).mkdir(parents=True, exist_ok=True)
         integrity.write_json(t.run_dir(exp) / STACK_FILE, {"members": [_name(u) for u in tasks]})
+    pending = {_folder(t): t for t in tasks}
+    stacks = replay.original_stacks(exp, list(pending), lambda n: (exp / n / SUMMARY).exists())
+    stacks = [st for st in stacks if all(n in pending or _node(n) is not None for n in st)]
+    in_stacks = {n for st in stacks for n in st}
     reps: dict[int, Replicate] = {}
-    plans = []
-    for t in tasks:
+
+    def planned(t: LotteryNode, scratch: Path | None = None) -> trunk.Plan:
         rep = reps.get(t.r) or reps.setdefault(t.r, replicate(spec, t.r, progress=progress))
-        trunk.prune(rep, t.level, t.control, t.draw)
-        plans.append(trunk.plan(rep, t.level, t.control, t.draw))
+        if scratch is None:  # a replayed stack-mate's mask is stored: nothing to prune
+            trunk.prune(rep, t.level, t.control, t.draw)
+        p = dataclasses.replace(trunk.plan(rep, t.level, t.control, t.draw), name=_folder(t))
+        return p if scratch is None else dataclasses.replace(p, run_dir=scratch / _folder(t))
+
+    plans = [planned(t) for t in tasks if _folder(t) not in in_stacks]
     if plans:
         execute(plans, stack=len(plans))
+    for st in stacks:  # re-formed: the removed runs for real, their stored stack-mates in scratch
+        scratch = exp / replay.SCRATCH / next(n for n in st if n in pending).replace("/", "-")
+        if not any((exp / n / "checkpoint.pt").exists() for n in st if n in pending):
+            shutil.rmtree(scratch, ignore_errors=True)  # nothing to resume: start the mates afresh
+        log.info("recomputing %s in the stack it first trained in (%s)", ", ".join(n for n in st if n in pending),
+                 ", ".join(st))
+        execute([planned(pending[n]) if n in pending else planned(_node(n), scratch) for n in st], stack=len(st))
+        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            scratch.parent.rmdir()  # the last stack replayed (another worker may still use it)
+        except OSError:
+            pass
     for t in tasks:  # needed only while a run is unfinished: a finished run folder is as before
         if (t.run_dir(exp) / SUMMARY).exists():
             integrity.forget(t.run_dir(exp) / STACK_FILE)
     return tasks
+
+
+def _folder(t: LotteryNode) -> str:
+    """The run's folder relative to its experiment (its name in a stack's record)."""
+    return t.run_dir(Path()).as_posix()
+
+
+def _node(folder: str) -> LotteryNode | None:
+    """The run stored in `folder` (relative to its experiment), None if it names no lottery run."""
+    parts = folder.split("/")
+    try:
+        r, level = int(parts[0].removeprefix("replicate_")), int(parts[-1].removeprefix("level_"))
+    except ValueError:
+        return None
+    if len(parts) not in (2, 3):
+        return None
+    control, draw = None, 0
+    if len(parts) == 3:  # a control's folder (`Control.folder`): its name, then `_<draw>` for a random one
+        name, _, d = parts[1].rpartition("_")
+        control, draw = (name, int(d)) if d.isdigit() and name in CONTROLS else (parts[1], 0)
+        if control not in CONTROLS:
+            return None
+    node = LotteryNode(r, level, control, draw)
+    return node if _folder(node) == folder else None
 
 
 def groups(tasks: list[LotteryNode], stack: int, spread: int = 2) -> list[list[LotteryNode]]:

@@ -302,6 +302,7 @@ class Plan:
     snapshot_iters: tuple[int, ...] = ()
     data_seed: int = 0
     desc: str = ""
+    name: str = ""  # the run's folder relative to its experiment, recorded in a stack's summaries
 
     def key(self) -> tuple:
         """Plans with equal keys share a schedule, so they can train in lockstep."""

@@ -135,13 +135,16 @@ def prune_readout(run_dir: Path, cfg: TeacherStudentConfig) -> dict:
 
 # ---- readouts of an experiment ----------------------------------------------------------------
 
-def run_summaries(exp_path: Path, cfg: TeacherStudentConfig) -> list[dict]:
-    """The finished runs' summaries of an experiment, by seed."""
+def run_summaries(exp_path: Path, cfg: TeacherStudentConfig, *, diverged: bool = False) -> list[dict]:
+    """The finished runs' summaries of an experiment, by seed: those that trained to the end, or with
+    `diverged` those whose loss became NaN or infinite (counted, never averaged: issue 17)."""
     out = []
     for s in seeds_of(cfg):
         p = Path(exp_path) / f"seed_{s}" / "summary.json"
         if p.exists():
-            out.append(read_json(p))
+            summary = read_json(p)
+            if bool(summary.get("diverged")) == diverged:
+                out.append(summary)
     return out
 
 
@@ -169,7 +172,7 @@ def point_row(exp_path: Path, cfg: TeacherStudentConfig) -> dict:
     tau = cfg.threshold
     row = {"experiment": Path(exp_path).name, "teacher_widths": list(runs[0]["teacher_widths"]) if runs else
            list(cfg.teacher_widths), "multi": cfg.multi, "p": cfg.strength_decay, "seeds": len(runs),
-           "steps": cfg.steps, "threshold": tau}
+           "n_diverged": len(run_summaries(exp_path, cfg, diverged=True)), "steps": cfg.steps, "threshold": tau}
     if not runs:
         return row
     n_layers = len(runs[0]["layers"])
@@ -237,7 +240,8 @@ def run(cfgs: TeacherStudentConfig | Sequence[TeacherStudentConfig], *, store=No
     for exp, cfg in zip(exps, cfgs):
         if cfg.prune:
             for s in seeds_of(cfg):
-                retrain += prepare_prune(exp, cfg, s)
+                if not read_json(exp.path / f"seed_{s}" / "summary.json").get("diverged"):  # NaN: nothing to prune
+                    retrain += prepare_prune(exp, cfg, s)
     execute(group_jobs(retrain, stack), workers=workers, checkpoint_every=checkpoint_every, verbose=verbose)
     rows = [point_row(e.path, cfg) for e, cfg in zip(exps, cfgs)]
     return {"experiments": [str(e.path) for e in exps], "rows": rows, "files": []}

@@ -9,6 +9,11 @@ writes its own folder through `ticketlab.training.rundir` (`metrics.jsonl`, `che
 group, and an interrupted group resumes exactly. Groups are scheduled by the one scheduler
 (`ticketlab.engine.schedule`), in this process or in worker processes (`ticketlab.engine.parallel`).
 
+Divergence is a result (docs/architecture/divergence.md): a run whose training loss becomes NaN or
+infinite stops counting at once: its metrics rows from that step on are null, its summary records
+`"diverged": {"iteration": N}` (N the 1-based step), and the stack stops when every member has
+diverged. Its stack-mates train on unchanged (the arithmetic is per slice).
+
 Every `log_every` steps the correlation of every teacher node with every student node, of every
 hidden layer, after and before the activation, is measured on the run's evaluation inputs
 (`metrics.CorrStats`), and each teacher node's best match is logged.
@@ -19,6 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Sequence
@@ -105,6 +111,9 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
             g.set_state(st["gen"])
         elapsed, cpu = float(states[0]["elapsed"]), float(states[0].get("cpu", 0.0))
 
+    diverged: list[int | None] = [None] * S  # per run: the step whose loss was NaN or infinite
+    if resumed is not None:
+        diverged = [st.get("diverged") for st in states]
     running = torch.zeros(S, dtype=torch.float64, device=dev)
     n_running = 0
     level = logging.INFO if verbose else logging.DEBUG
@@ -121,6 +130,8 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
                 "best": [[round(v, 6) for v in b.tolist()] for b, _ in bests],
                 "best_idx": [k.tolist() for _, k in bests],
                 "best_pre": [[round(v, 6) for v in Mx.best_match(cp[s])[0].tolist()] for cp in pre]})
+            if diverged[s] is not None:  # after a divergence the metrics are noise: null (strict JSON)
+                rows[s][-1] = {k: (v if k in ("iter", "lr") else None) for k, v in rows[s][-1].items()}
         running, n_running = torch.zeros(S, dtype=torch.float64, device=dev), 0
         if log.isEnabledFor(level):
             means = " ".join(f"{sum(sum(r['best'][l]) / len(r['best'][l]) for r in (rs[-1] for rs in rows)) / S:.3f}"
@@ -131,7 +142,8 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
     def save_checkpoints(i: int) -> None:
         for s in range(S):
             dirs[s].checkpoint(rows[s], i, student=student.state(s), optimizer=opt.state(s),
-                               gen=gens[s].get_state(), elapsed=clock.wall(), cpu=clock.cpu())
+                               gen=gens[s].get_state(), elapsed=clock.wall(), cpu=clock.cpu(),
+                               **({"diverged": diverged[s]} if diverged[s] is not None else {}))
 
     clock = timing.StackClock(elapsed, cpu)
     if not rows[0]:
@@ -166,6 +178,16 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
         step += 1
         if bar is not None:
             bar.update(1)
+        if not math.isfinite(float(per_run.sum())):  # one cheap check a step; NaN or ±inf in any member
+            bad = ~torch.isfinite(per_run.detach())
+            for r in bad.nonzero().flatten().tolist():
+                if diverged[r] is None:
+                    diverged[r] = step
+                    log.warning("%s: the training loss became %s at step %d: diverged", dirs[r].path,
+                                float(per_run[r]), step)
+            if all(d is not None for d in diverged):  # every run diverged: stop at once
+                record(step)
+                break
         if step % c.log_every == 0 or step == c.steps:
             record(step)
         if step % checkpoint_every == 0 and step < c.steps:
@@ -201,9 +223,10 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
         last = rows[s][-1]
         summary = {"seed": specs[s].seed, "steps": step, "trained_with": S, **stack_time,
                    "teacher_widths": list(teacher.widths), "student_widths": list(student.widths),
-                   "eval_mse": last["eval_mse"], "eval_rel_mse": last["eval_rel_mse"],
-                   "train_loss": last["train_loss"], "layers": layers, "trained_on": _device.describe(dev),
-                   **_precision.summary()}
+                   "eval_mse": last.get("eval_mse"), "eval_rel_mse": last.get("eval_rel_mse"),
+                   "train_loss": last.get("train_loss"), "layers": layers, "trained_on": _device.describe(dev),
+                   **_precision.summary(),
+                   **({"diverged": {"iteration": diverged[s]}} if diverged[s] is not None else {})}
         summaries.append(dirs[s].finish(rows[s], summary))
     return summaries
 
