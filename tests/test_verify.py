@@ -93,7 +93,7 @@ def test_transfer_runs_that_link_a_damaged_level_derive_from_it(tmp_path):
     assert derived(Store(tmp_path), src, rewind / "check.json") == [rewind]  # not the whole replicate
 
 
-STACKED = LotteryConfig(levels=2, controls=("reinit",), replicates=2)  # level L's 4 rewound runs: 2 stacks of 2
+STACKED = LotteryConfig(levels=2, controls=("reinit",), replicates=2)  # level L's 4 rewound runs: one stack of 4
 
 
 @pytest.mark.parametrize("damage", ["delete summary", "zero final"])
@@ -105,7 +105,8 @@ def test_a_repaired_run_is_recomputed_in_its_original_stack_bit_identically(tmp_
     root = tmp_path / "s"
     exp = Path(api.lottery(TRAIN, STACKED, store=root, progress=False)["experiment"])
     level1 = exp / "replicate_0" / "level_1"
-    assert json.loads((level1 / "summary.json").read_text())["stack"] == ["replicate_0/level_1", "replicate_1/level_1"]
+    assert json.loads((level1 / "summary.json").read_text())["stack"] == [  # one worker: the level in one stack
+        "replicate_0/level_1", "replicate_1/level_1", "replicate_0/reinit_0/level_1", "replicate_1/reinit_0/level_1"]
     finals = {p.parent: load_state(p)["model"] for p in exp.glob("replicate_0/**/level_[12]/final.pt")}
     mates = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in exp.glob("replicate_1/**/*") if p.is_file()}
     if damage == "delete summary":
@@ -117,7 +118,8 @@ def test_a_repaired_run_is_recomputed_in_its_original_stack_bit_identically(tmp_
     assert len(removed) == 4 and not level1.exists()
     caplog.set_level(logging.INFO, logger="ticketlab")
     api.lottery(TRAIN, STACKED, store=root, progress=False)
-    assert sum("in the stack it first trained in" in r.message for r in caplog.records) == 4
+    # the 4 removed runs (replicate 0's ticket and reinit at levels 1, 2) replay in 2 stacks: one per level
+    assert sum("in the stack it first trained in" in r.message for r in caplog.records) == 2
     for run, before in finals.items():
         after = load_state(run / "final.pt")["model"]
         assert all(torch.equal(before[k], after[k]) for k in before), run

@@ -33,13 +33,18 @@ def _std(d: dict, key: str):
     return d.get(key + "_std")
 
 
+def _seeds(r: dict):
+    """The n of a point's means, and the diverged seeds that none of them includes."""
+    return f"{r['seeds']} + {r['n_diverged']} diverged" if r.get("n_diverged") else r["seeds"]
+
+
 def points(rows: Sequence[dict]) -> list[dict]:
     """One flat row per experiment; `seeds` is the n of every mean, `<name>_std` its sample std."""
     out = []
     for r in rows:
         row = {"experiment": r["experiment"], "teacher": "-".join(map(str, r["teacher_widths"])),
                "multi": r["multi"], "p": f"{r['p']:g}",
-               "seeds": f"{r['seeds']} + {r['n_diverged']} diverged" if r.get("n_diverged") else r["seeds"],
+               "seeds": _seeds(r),
                "steps": r["steps"]}
         for l, L in enumerate(r.get("layers", [])):
             for name, key, nd in (("success", "success", 3), ("mean_best", "mean_best", 4),
@@ -65,7 +70,7 @@ def short_points(rows: Sequence[dict]) -> list[dict]:
     out = []
     for r in rows:
         row = {"experiment": r["experiment"], "teacher": "-".join(map(str, r["teacher_widths"])),
-               "multi": r["multi"], "p": f"{r['p']:g}", "seeds": r["seeds"]}
+               "multi": r["multi"], "p": f"{r['p']:g}", "seeds": _seeds(r)}
         layers = r.get("layers", [])
         row["success_per_layer"] = " ".join(_pm(L["success"], L.get("success_std", 0.0), ".3f") for L in layers)
         row["mean_best_per_layer"] = " ".join(_pm(L["mean_best"], L.get("mean_best_std", 0.0), ".4f")
