@@ -193,3 +193,23 @@ def test_a_bad_train_config_fails_before_any_store_folder_exists(tmp_path):
         api.train(TrainConfig(dataset="mnist1d", model="mlp", model_args={"widths": "wide"}, iterations=10),
                   store=store, progress=False)
     assert not store.exists() or not any(store.iterdir())
+
+
+def test_subnormals_are_flushed_while_the_loop_trains_and_restored_after(tmp_path):
+    """docs/performance.md §7b: flush-to-zero inside ticketlab's loop (recorded in the summary),
+    IEEE subnormals again in the caller's process afterwards."""
+    from ticketlab.training import denormals
+    tiny = torch.tensor([1e-39])  # a subnormal float32
+    seen = []
+
+    class Probe:  # a hook: what a subnormal multiplies to while the loop trains
+        def after_step(self, it):
+            if not seen:
+                seen.append((tiny * 1.0).item())
+    summary = fit(tiny_model(0), tiny_data(), CFG, tmp_path / "a", hooks=[Probe()], options=QUIET)
+    with denormals.flushed() as supported:
+        pass
+    if not supported:
+        pytest.skip("this CPU cannot flush subnormals (no SSE3)")
+    assert seen == [0.0] and summary["flush_denormal"] is True
+    assert (tiny * 1.0).item() > 0  # restored: the caller's arithmetic is IEEE again

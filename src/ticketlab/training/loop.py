@@ -41,7 +41,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ticketlab.training import device as _device, optim, precision as _precision, rundir, timing
+from ticketlab.training import denormals, device as _device, optim, precision as _precision, rundir, timing
 from ticketlab.training.rundir import RunDir, load_state, read_metrics, save_state, write_metrics  # noqa: F401 (the old names)
 from ticketlab.core.progress import bar as progress_bar
 from ticketlab.core.config import Config, param
@@ -206,8 +206,17 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     do not depend on whether it was trained alone or in a group. The runs share the config,
     the start iteration and the schedule; they differ in weights, masks, optimizer state and
     data order (`Run.data_seed`). All runs of a group must be at the same point: all new, all
-    finished, or all with checkpoints at the same iteration.
+    finished, or all with checkpoints at the same iteration. Subnormal floats are flushed to zero
+    while they train (`ticketlab.training.denormals`).
     """
+    with denormals.flushed() as flush:
+        return _fit_many(runs, data, cfg, ensemble, start_iter=start_iter, lr_offset=lr_offset,
+                         snapshot_iters=snapshot_iters, hooks=hooks, options=options, flush=flush)
+
+
+def _fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_iter: int, lr_offset: int,
+              snapshot_iters: Sequence[int], hooks: Sequence[object], options: RunOptions | None,
+              flush: bool) -> list[dict]:
     options = options or RunOptions()
     dirs = [RunDir(r.run_dir).create() for r in runs]
     summaries = rundir.finished(dirs, "fit_many")
@@ -399,7 +408,7 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     return [d.finish(rs, {"iterations": total, "start_iter": start_iter, "final": rs[-1],
                           "early_stop": early_stopping(rs),
                           "best_test_acc": max((r["test_acc"] for r in rs if r["test_acc"] is not None), default=None),
-                          "trained_with": R, **stack_time, "trained_on": trained_on,
+                          "trained_with": R, **stack_time, "trained_on": trained_on, "flush_denormal": flush,
                           **_precision.summary(), **({"stack": names} if names else {}),
                           **({"diverged": {"iteration": dv}} if dv is not None else {})})
             for d, rs, dv in zip(dirs, rows, diverged)]
