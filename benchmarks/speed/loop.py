@@ -5,7 +5,9 @@ alternating each round) and the median of per-round ratios reported, so slow dri
 load cancels (docs/performance.md §1). CPU time (`process_time`) is reported beside wall time.
 
 - bare: the same model, optimizer (Adam 1.2e-3), batch (60) and data order, written as the
-  shortest plain PyTorch loop, evaluating validation and test at the same iterations.
+  shortest plain PyTorch loop, evaluating validation and test at the same iterations, with
+  subnormals flushed to zero as `fit` does (otherwise the ratio would credit the loop with the
+  FTZ speed-up, docs/performance.md §7b).
 - ticketlab: `ticketlab.training.loop.fit` doing the same steps (progress bar off, as in scripts).
 - masked: `fit` with boolean masks at 21 % density (LTH level 7), enforced on gradients,
   weights and optimizer state.
@@ -26,10 +28,16 @@ import torch.nn.functional as F
 
 from ticketlab.data import load_dataset
 from ticketlab.models import create_model, prunable_parameters
+from ticketlab.training import denormals
 from ticketlab.training.loop import RunOptions, TrainConfig, batch_indices, evaluate, fit
 
 
 def bare_loop(data, cfg: TrainConfig) -> None:
+    with denormals.flushed():  # the same arithmetic as `fit` (docs/performance.md §7b)
+        _bare_loop(data, cfg)
+
+
+def _bare_loop(data, cfg: TrainConfig) -> None:
     model = create_model("lenet300_100", input_shape=data.input_shape, num_classes=10, seed=0)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)  # as `ticketlab.training.loop.make_optimizer`
     x, y = data.train.x, data.train.y
