@@ -2,6 +2,7 @@
 size, every read checks it, a damaged file raises one line naming it; stores without a manifest
 stay readable; stray temp files are removed on the next run. Tiny budgets on MNIST-1D."""
 
+import os
 import time
 
 import pytest
@@ -127,6 +128,29 @@ def test_stray_temp_files_are_removed_on_the_next_run(tmp_path):
     (tmp_path / "data.part").write_bytes(b"x")
     (tmp_path / "final.pt").write_bytes(b"keep")
     RunDir(tmp_path).create()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final.pt"]
+
+
+def test_a_live_writers_temp_file_is_not_a_stray(tmp_path):
+    """Two workers may write into one run folder at once (a level's mask: its ticket's worker and its
+    control's worker); the one that starts the run must not delete the other's write in progress
+    (a FileNotFoundError on its rename, seen in benchmarks/speed's IMP study with 2 workers)."""
+    import subprocess, sys
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        (tmp_path / f".mask.pt.{live.pid}-ab12cd.tmp").write_bytes(b"x")
+        (tmp_path / f".manifest.json.{dead.pid}-ef34gh.tmp").write_bytes(b"x")
+        with integrity._atomic.atomic_open(tmp_path / "final.pt") as f:  # this process's own write
+            f.write(b"w")
+            RunDir(tmp_path).create()
+            assert [p.name for p in tmp_path.glob(f".final.pt.{os.getpid()}-*.tmp")]
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f".mask.pt.{live.pid}-ab12cd.tmp", "final.pt"]
+    finally:
+        live.kill()
+        live.wait()
+    RunDir(tmp_path).create()  # its writer gone: now a stray
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final.pt"]
 
 

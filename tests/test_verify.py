@@ -124,4 +124,21 @@ def test_a_repaired_run_is_recomputed_in_its_original_stack_bit_identically(tmp_
         after = load_state(run / "final.pt")["model"]
         assert all(torch.equal(before[k], after[k]) for k in before), run
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in mates} == mates  # the mates' files untouched
+    for run in finals:  # each recomputed run says so, and that it was replayed
+        assert json.loads((run / "summary.json").read_text())["recomputed"] == {"replayed": True}
     assert not (exp / ".replay").exists() and api.verify(store=root) == []
+
+
+def test_a_recomputed_run_that_was_not_replayed_is_marked(tmp_path):
+    """Issue 17: teacher-student runs are not replayed in their original stack, so a run recomputed
+    after `verify --repair` is marked `recomputed: {replayed: false}` (it may differ in the last bits)."""
+    from ticketlab.experiments.teacher_student.spec import TeacherStudentConfig
+    from test_teacher_student import TINY
+    cfg = TeacherStudentConfig(**TINY)
+    root = tmp_path / "s"
+    exp = Path(api.teacher_student(cfg, store=root, out=tmp_path / "out")["experiments"][0])
+    (exp / "seed_0" / "summary.json").unlink()
+    assert [Path(p).name for p in api.verify(store=root, repair=True)[0]["derived"]] == ["seed_0"]
+    api.teacher_student(cfg, store=root, out=tmp_path / "out")
+    assert json.loads((exp / "seed_0" / "summary.json").read_text())["recomputed"] == {"replayed": False}
+    assert "recomputed" not in json.loads((exp / "seed_1" / "summary.json").read_text())

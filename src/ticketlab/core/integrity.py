@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -141,12 +142,31 @@ def damaged(folder: str | os.PathLike) -> list[tuple[Path, str]]:
     return out
 
 
+_WRITER = re.compile(r"\.(\d+)-[^.]*\.tmp$")  # `atomic.atomic_open`'s temp name: .<name>.<pid>-<random>.tmp
+
+
+def _writer_alive(tmp: Path) -> bool:
+    """Whether the process that is writing `tmp` still runs (False for a name without a pid)."""
+    m = _WRITER.search(tmp.name)
+    if m is None:
+        return False
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # a process we may not signal is still a live process
+    return True
+
+
 def remove_strays(folder: str | os.PathLike) -> list[Path]:
-    """Remove the temp files an interrupted write left in `folder` (`.*.tmp`, `*.part`)."""
+    """Remove the temp files an interrupted write left in `folder` (`.*.tmp`, `*.part`), but not
+    those of a write in progress in a live process: two workers may write into one folder at once
+    (the mask of a level, by its ticket's and its control's workers)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    strays = [p for p in (*folder.glob(".*.tmp"), *folder.glob("*.part")) if p.is_file()]
+    strays = [p for p in (*folder.glob(".*.tmp"), *folder.glob("*.part")) if p.is_file() and not _writer_alive(p)]
     for p in strays:
         _atomic.discard(p)
     return strays

@@ -65,6 +65,7 @@ from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.experiments.lottery.trunk import (LotteryConfig, stored_lottery, Plan, RunKey, execute, load_masks, prune, replicate_seeds,
                                                 save_masks)
 from ticketlab.core.seeds import derive_seed
+from ticketlab.experiments.lottery import replay
 from ticketlab.engine.store import Experiment, Store
 from ticketlab.training.loop import TrainConfig, load_state
 from ticketlab.training.rundir import read_json
@@ -498,6 +499,8 @@ def run(cfg: TransferConfig, *, store=None, data_dir=None, progress: bool = True
         integrity.write_json(exp.path / "transfer.json", links)
         with rnd.lock(wait=True):
             _run_graph(spec, workers=workers, stack=stack, progress=progress)
+            for e in (exp, rnd):  # transfer runs are not replayed: a recompute after a repair is marked
+                replay.mark_recomputed(e.path)
     rows = transfer_rows(exp.path)
     return {"experiment": str(exp.path), "source": links["source"], "own": links["own"], "random": rnd.name,
             "rows": rows, "aggregate": results.aggregate(rows)}

@@ -16,6 +16,12 @@ its recompute must train in the same stack, with the same members in the same or
 Only runs named in the repairs log are looked up, so a normal run pays nothing. A removed run whose
 stack is unknown (a summary from before this record, and no surviving stack-mate) is recomputed in
 the stack the runner forms now, as before, and a warning says it may differ in the last bits.
+
+Every recomputed run is marked (`mark_recomputed`): its summary gets `"recomputed": {"replayed":
+true}` when it trained again in its original stack, `{"replayed": false}` when it could not (a
+lottery run whose stack is unknown; transfer and teacher-student runs, which are not replayed) and
+may differ from the original in the last bits. Everything derived from it was removed by the same
+repair and is recomputed from it, so the store never mixes two histories either way.
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Iterable
+
+from ticketlab.core import integrity
+from ticketlab.training.rundir import SUMMARY, read_json, strict_json
 
 log = logging.getLogger(__name__)
 
@@ -84,4 +94,29 @@ def original_stacks(exp: Path, pending: list[str], done) -> list[list[str]]:
     return stacks
 
 
-__all__ = ["SCRATCH", "removed_runs", "stack_from_mates", "original_stacks"]
+RECOMPUTED = "recomputed"  # the summary key of a run recomputed after a repair
+
+
+def mark_recomputed(exp: Path, names: Iterable[str] | None = None, replayed: Iterable[str] = ()) -> list[str]:
+    """Mark the runs of `exp` (among `names`, its folders relative to `exp`, when given: the runs this
+    process trained) that a repair removed and that have been recomputed since (a summary without the
+    mark): `"recomputed": {"replayed": name in replayed}`. Returns the runs marked now."""
+    replayed, marked = set(replayed), []
+    removed = removed_runs(exp)
+    for name in removed if names is None else [n for n in names if n in removed]:
+        path = Path(exp) / name / SUMMARY
+        if not path.exists():
+            continue
+        summary = read_json(path)
+        if RECOMPUTED in summary:
+            continue
+        summary[RECOMPUTED] = {"replayed": name in replayed}
+        integrity.write_text(path, strict_json(summary, indent=2, sort_keys=True) + "\n")
+        if name not in replayed:
+            log.warning("%s/%s: recomputed after a repair, not in its original stack: it may differ from "
+                        "the original in the last bits (marked in its summary)", exp, name)
+        marked.append(name)
+    return marked
+
+
+__all__ = ["SCRATCH", "RECOMPUTED", "removed_runs", "stack_from_mates", "original_stacks", "mark_recomputed"]

@@ -128,6 +128,7 @@ def run_tasks(spec: LotterySpec, tasks: list[LotteryNode], progress: bool = Fals
             scratch.parent.rmdir()  # the last stack replayed (another worker may still use it)
         except OSError:
             pass
+    replay.mark_recomputed(exp, pending, replayed=in_stacks)
     for t in tasks:  # needed only while a run is unfinished: a finished run folder is as before
         if (t.run_dir(exp) / SUMMARY).exists():
             integrity.forget(t.run_dir(exp) / STACK_FILE)

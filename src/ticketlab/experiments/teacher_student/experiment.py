@@ -35,6 +35,7 @@ import torch
 
 from ticketlab.core import config as C, integrity
 from ticketlab.engine.store import Experiment, Store
+from ticketlab.experiments.lottery import replay
 from ticketlab.experiments.teacher_student import metrics as Mx
 from ticketlab.experiments.teacher_student import prune as P
 from ticketlab.experiments.teacher_student.loop import _evaluate, execute, fit_group, group_jobs
@@ -243,6 +244,8 @@ def run(cfgs: TeacherStudentConfig | Sequence[TeacherStudentConfig], *, store=No
                 if not read_json(exp.path / f"seed_{s}" / "summary.json").get("diverged"):  # NaN: nothing to prune
                     retrain += prepare_prune(exp, cfg, s)
     execute(group_jobs(retrain, stack), workers=workers, checkpoint_every=checkpoint_every, verbose=verbose)
+    for exp in exps:  # teacher-student runs are not replayed: a recompute after a repair is marked
+        replay.mark_recomputed(exp.path)
     rows = [point_row(e.path, cfg) for e, cfg in zip(exps, cfgs)]
     return {"experiments": [str(e.path) for e in exps], "rows": rows, "files": []}
 
