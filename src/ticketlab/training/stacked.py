@@ -91,11 +91,21 @@ class Single:
 
 
 class Stacked:
-    """R models of one `stackable` architecture, trained as one batched computation."""
+    """R models of one `stackable` architecture, trained as one batched computation.
+
+    A subclass stacks another family of models by setting `accepts` (which models it can stack) and
+    `needs` (what the error says they must be), and by overriding `module_class` (the stacked forward)."""
+
+    accepts = staticmethod(stackable)
+    needs = "nn.Sequential chains of Flatten / Linear / elementwise activations"
+
+    def module_class(self, template: nn.Module, params: nn.ParameterList, names: list[str]) -> nn.Module:
+        """The stacked forward over `params` (in the order of `names`)."""
+        return _StackedModule(template, params, names)
 
     def __init__(self, models: Sequence[nn.Module]):
-        if not models or not all(stackable(m) for m in models):
-            raise ValueError("Stacked needs nn.Sequential chains of Flatten / Linear / elementwise activations")
+        if not models or not all(self.accepts(m) for m in models):
+            raise ValueError(f"{type(self).__name__} needs {self.needs}")
         self.template = copy.deepcopy(models[0]).to("meta")  # structure and names only
         self.size = len(models)
         self.names = [n for n, _ in models[0].named_parameters()]
@@ -104,7 +114,7 @@ class Stacked:
         self.params = nn.ParameterList(
             nn.Parameter(torch.stack([dict(m.named_parameters())[n].detach() for m in models]))
             for n in self.names)
-        self.module = _StackedModule(self.template, self.params, self.names)
+        self.module = self.module_class(self.template, self.params, self.names)
         self.output_layer = getattr(models[0], "output_layer", None)
 
     def prunable(self) -> dict[str, nn.Parameter]:

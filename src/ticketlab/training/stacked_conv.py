@@ -17,8 +17,6 @@ share batch statistics across it, which one-at-a-time training does not.
 
 from __future__ import annotations
 
-import copy
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -55,17 +53,11 @@ class _VmapModule(nn.Module):
 class VmapStacked(Stacked):
     """R models of one vmap-stackable architecture (Conv-2/4/6, MLPs), trained as one computation."""
 
-    def __init__(self, models: Sequence[nn.Module]):
-        if not models or not all(vmap_stackable(m) for m in models):
-            raise ValueError("VmapStacked needs models without dropout, batch norm or buffers")
-        self.template = copy.deepcopy(models[0]).to("meta")  # structure and names only
-        self.size = len(models)
-        self.names = [n for n, _ in models[0].named_parameters()]
-        self.params = nn.ParameterList(
-            nn.Parameter(torch.stack([dict(m.named_parameters())[n].detach() for m in models]))
-            for n in self.names)
-        self.module = _VmapModule(self.template, self.params, self.names)
-        self.output_layer = getattr(models[0], "output_layer", None)
+    accepts = staticmethod(vmap_stackable)
+    needs = "models without dropout, batch norm or buffers"
+
+    def module_class(self, template: nn.Module, params: nn.ParameterList, names: list[str]) -> nn.Module:
+        return _VmapModule(template, params, names)
 
 
 __all__ = ["VmapStacked", "vmap_stackable"]
