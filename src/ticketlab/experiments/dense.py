@@ -6,7 +6,6 @@ same run on its own, keyed by the hash of its `TrainConfig`, resumable and skipp
 
 from __future__ import annotations
 
-import json
 
 from ticketlab.data import load_dataset
 from ticketlab.engine.store import Store

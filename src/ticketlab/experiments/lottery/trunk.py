@@ -39,7 +39,6 @@ controls are run shape, not identity: they are not hashed.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path

@@ -32,7 +32,6 @@ node's output into the next layer's bias, so every teacher node is a real hyperp
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Sequence
