@@ -1,7 +1,7 @@
 """The stacking calibration (`ticketlab.engine.calibrate`, issue #16): measured once per
 architecture, device and torch version, cached in the cache folder, read back without measuring,
-reset by deleting it; the lottery command stacks only where it says stacking wins, and an explicit
-`--stack` always wins."""
+reset by deleting it; the lottery and sparse-train commands stack only where it says stacking wins,
+and an explicit `--stack` always wins."""
 
 from __future__ import annotations
 
@@ -68,6 +68,22 @@ def test_the_lottery_command_stacks_only_where_it_wins_and_explicit_stack_wins(o
     assert commands.calibrated(RunOptions(stack=8), CFG).stack == 8  # --stack 8 given
     fake.times = (1.0, 2.0)
     assert commands.calibrated(RunOptions(), TrainConfig(dataset="mnist1d", model="mlp", model_args={"widths": [9]})).stack is None
+
+
+def test_sparse_train_stacks_its_replicates_only_where_stacking_wins(on, tmp_path, capsys):
+    _, fake, path = on
+    fake.times = (2.0, 1.0)  # stacking loses here: the two replicates train one at a time
+    args = ["sparse-train", "--store", str(tmp_path / "s"), "--dataset", "mnist1d", "--model", "mlp",
+            "--model-args", '{"widths": [8]}', "--iterations", "20", "--eval-every", "10", "--replicates", "2",
+            "--method", "static", "--sparsity", "0.5", "--quiet"]
+    assert commands.main(args) in (0, None)
+    rows = [json.loads(p.read_text()) for p in sorted((tmp_path / "s").glob("*/**/summary.json"))]
+    assert len(rows) == 2 and all(r["stack_size"] == 1 for r in rows)
+    path.unlink()  # the calibration reset; measured again, stacking wins: a new store stacks both
+    fake.times = (1.0, 2.0)
+    assert commands.main(args[:2] + [str(tmp_path / "t")] + args[3:]) in (0, None)
+    rows = [json.loads(p.read_text()) for p in sorted((tmp_path / "t").glob("*/**/summary.json"))]
+    assert len(rows) == 2 and all(r["stack_size"] == 2 for r in rows)
 
 
 def test_a_real_measurement_is_two_positive_times():

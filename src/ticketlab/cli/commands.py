@@ -126,7 +126,7 @@ def cmd_sparse_train(ns) -> None:
     from ticketlab.experiments.sparse_training import SparseConfig
     from ticketlab.training.loop import TrainConfig
     train_cfg, cfg = _configs({"train": TrainConfig, "sparse": SparseConfig}, ns)
-    opts = run_options(ns)
+    opts = calibrated(run_options(ns), train_cfg)  # replicates stack only where stacking wins here
     api.set_threads(opts.threads)
     res = api.sparse_train(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, replicates=ns.replicates,
                            options=opts)

@@ -4,7 +4,8 @@ Stacking trains R runs of one architecture as one batched computation (docs/perf
 Whether it pays depends on the model's size, the machine and the torch build: on a 2-core CPU it
 won 1.07× for LeNet-300-100 in one process, and with two processes the defaults `--workers 2
 --stack 8` used 5–22 % more CPU than `--workers 1 --stack 1` (issue #16, "On the CPU too"). So
-the `ticketlab lottery` command stacks by default only where a measurement says stacking wins:
+the `ticketlab lottery` and `ticketlab sparse-train` commands stack by default only where a
+measurement says stacking wins:
 
 - `stacking_wins(arch, build, input_shape, device)` times `R` models stacked against the same `R`
   trained one after another (fused Adam, batch 60, CPU time per model-step, interleaved rounds,
