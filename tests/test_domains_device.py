@@ -23,9 +23,7 @@ from ticketlab.training.loop import TrainConfig, load_state
 
 torch.set_num_threads(1)
 
-HAS_CUDA = torch.cuda.is_available()
-gpu = pytest.mark.gpu
-needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="CUDA is not available on this machine")
+from gpu_marks import gpu, needs_cuda
 ON = ["cpu", pytest.param("cuda", marks=[gpu, needs_cuda])]
 
 TS = dict(input_dim=12, teacher_widths=(4,), output_dim=6, steps=200, log_every=100, seeds=2, train_size=500,

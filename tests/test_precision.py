@@ -24,12 +24,8 @@ from ticketlab.training.loop import RunOptions as LoopOptions, TrainConfig, fit,
 
 torch.set_num_threads(1)
 
-HAS_CUDA = torch.cuda.is_available()
-gpu = pytest.mark.gpu
-needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="CUDA is not available on this machine")
+from gpu_marks import HAS_CUDA, TINY, gpu, needs_cuda
 
-TINY = TrainConfig(dataset="mnist1d", model="mlp", model_args={"widths": [16]}, iterations=20, batch_size=50,
-                   eval_every=10)
 CFG = TrainConfig(dataset="mnist1d", model="mlp", model_args={"widths": [64, 32]}, iterations=100, batch_size=50,
                   eval_every=50)
 
