@@ -157,7 +157,7 @@ def test_an_interrupted_lottery_stack_resumes_as_it_started(tmp_path):
             d.mkdir(parents=True, exist_ok=True)
             (d / "checkpoint.pt").write_bytes(b"")
             if recorded:
-                (d / runner.STACK_FILE).write_text(json.dumps({"members": [runner._name(u) for u in members]}))
+                (d / runner.STACK_FILE).write_text(json.dumps({"members": [runner._folder(u) for u in members]}))
     started(tasks[1:3])  # recorded stack [r1, r2]: kept, though one worker would now take all four
     got = [[n.key for n in g] for g in runner._stacks(tasks, 8, tmp_path, spread=1)]
     assert got == [[T(1, 1), T(2, 1)], [T(0, 1), T(3, 1)]]

@@ -99,7 +99,7 @@ def run_tasks(spec: LotterySpec, tasks: list[LotteryNode], progress: bool = Fals
     tasks = [t for t in tasks if not (t.run_dir(exp) / SUMMARY).exists()]
     for t in tasks:  # before any checkpoint: an interrupted run resumes in this same stack
         t.run_dir(exp).mkdir(parents=True, exist_ok=True)
-        integrity.write_json(t.run_dir(exp) / STACK_FILE, {"members": [_name(u) for u in tasks]})
+        integrity.write_json(t.run_dir(exp) / STACK_FILE, {"members": [_folder(u) for u in tasks]})
     pending = {_folder(t): t for t in tasks}
     stacks = replay.original_stacks(exp, list(pending), lambda n: (exp / n / SUMMARY).exists())
     stacks = [st for st in stacks if all(n in pending or _node(n) is not None for n in st)]
@@ -202,19 +202,19 @@ def _interrupted(nodes: list[schedule.Node], stack: int) -> tuple[list[list[sche
     unchanged): as recorded in its `stack.json`; in a store from before that file, as the rule of
     the time grouped its kind and level (`spread` 2).
     """
-    by_name = {n.name: n for n in nodes}
+    by_folder = {_folder(n.key): n for n in nodes}  # stack.json names runs by folder, as summaries do
     out, seen = [], set()
     legacy = {n.stack for n in nodes if n.stack is not None and _started(n) and not (Path(n.run_dir) / STACK_FILE).exists()}
     for n in nodes:
-        if n.name in seen or n.stack in legacy or not _started(n):
+        if _folder(n.key) in seen or n.stack in legacy or not _started(n):
             continue
-        members = [by_name[m] for m in read_json(Path(n.run_dir) / STACK_FILE)["members"]
-                   if m in by_name and m not in seen and not by_name[m].done()]
+        members = [by_folder[m] for m in read_json(Path(n.run_dir) / STACK_FILE)["members"]
+                   if m in by_folder and m not in seen and not by_folder[m].done()]
         out.append(members)
-        seen.update(m.name for m in members)
+        seen.update(_folder(m.key) for m in members)
     for key in legacy:
         out += schedule.groups([n for n in nodes if n.stack == key], stack, even=True, spread=2)
-    return out, [n for n in nodes if n.name not in seen and n.stack not in legacy]
+    return out, [n for n in nodes if _folder(n.key) not in seen and n.stack not in legacy]
 
 
 def _started(n: schedule.Node) -> bool:
