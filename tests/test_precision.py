@@ -6,6 +6,7 @@ the CPU (with a mocked CUDA where the logic needs one); the CUDA checks carry th
 import dataclasses
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -287,3 +288,49 @@ def test_on_cuda_the_api_takes_the_stack_from_memory(monkeypatch):
     got = api._stack(o, RunOptions(), cfg, None)
     assert 8 < got <= S.CAP
     assert api._stack(o, RunOptions(stack=3), cfg, None) == 8  # given: `o.stack` already holds it
+
+
+class _TrialRecorder:
+    """A two-worker executor that runs each sweep trial at once and records the slot it was given."""
+
+    workers = 2
+
+    def __init__(self):
+        self.slots = []
+
+    def submit(self, fn, *args, slot=0):
+        import concurrent.futures as cf
+        self.slots.append(slot)
+        f = cf.Future()
+        f.set_result(fn(*args, slot=slot))
+        return f
+
+
+def test_sweep_trials_running_at_once_hold_distinct_slots(monkeypatch, tmp_path):
+    from ticketlab.sweep import dispatch
+    from ticketlab.sweep.grammar import Trial
+    seen = []
+    monkeypatch.setattr(dispatch, "run_trial", lambda t, *args, slot: seen.append((t.index, slot)) or
+                        {"status": "done", "experiment": ""})
+    trials = [Trial(i, "lottery", (i,), {"i": i}) for i in range(4)]
+    monkeypatch.setattr(dispatch, "_busy_key", lambda t, store: str(t.index))  # four distinct folders
+    rec, rows = _TrialRecorder(), {}
+    dispatch._dispatch(rec, trials, rows, 4, lambda s: None, retries=0, args=(str(tmp_path), None, None, 1, None))
+    # two submitted before any result is read: slots 0 and 1; then both freed, and the same again
+    assert rec.slots == [0, 1, 0, 1] and [s for _, s in seen] == rec.slots and len(rows) == 4
+
+
+def test_a_sweep_trial_trains_on_the_options_device(tmp_path):
+    from ticketlab.engine.options import RunOptions
+    from ticketlab.sweep.dispatch import run_trial
+    from ticketlab.sweep.grammar import Trial
+    before = D.current()
+    try:
+        D.use("auto")
+        row = run_trial(Trial(0, "train", (CFG,), {}), tmp_path, options=RunOptions(workers=1, progress=False,
+                                                                                   device="cpu"))
+        assert row["status"] == "done" and D.current() == "cpu"
+        summary = json.loads(next(Path(tmp_path).glob("train-*/summary.json")).read_text())
+        assert summary["trained_on"] == "cpu"
+    finally:
+        D.use(before)

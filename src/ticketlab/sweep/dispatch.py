@@ -43,7 +43,7 @@ from ticketlab.engine.parallel import cpu_count, error_text, make_executor, set_
 from ticketlab.engine.store import resolve_store
 from ticketlab.sweep.grammar import Trial
 from ticketlab.sweep.kinds import KINDS, Context, summaries, train_metrics
-from ticketlab.training import precision as _precision
+from ticketlab.training import determinism as _determinism, device as _device, precision as _precision
 from ticketlab.training.rundir import read_json
 
 
@@ -59,11 +59,19 @@ def _context(trial_kind: str, store, data_dir, options: RunOptions, replicates: 
 
 
 def run_trial(trial: Trial, store, data_dir=None, checkpoint_every: int | None = None, replicates: int = 1,
-              options: RunOptions | None = None) -> dict:
+              options: RunOptions | None = None, slot: int = 0) -> dict:
     """Run one trial of a non-batched kind in this process (quietly: no bars unless `options` say
     otherwise, no INFO lines; workers=1 unless `options` say otherwise); return its status, folder
-    and key metrics. `replicates` applies to sparse trials."""
+    and key metrics. `replicates` applies to sparse trials.
+
+    The options' device, precision and deterministic mode become this process's, as in the API's run
+    functions; `slot` is the trial's place among those running at once (0, 1, ...), so that on a
+    machine with several GPUs trial slots take their own (`ticketlab.training.device.for_worker`,
+    evaluated here, in the worker: a Ray worker sees only the GPU Ray gave it)."""
     opts = RunOptions.build(options or RunOptions(workers=1, progress=False), checkpoint_every=checkpoint_every)
+    _determinism.use(opts.deterministic)  # first: cuBLAS reads its workspace setting when CUDA starts
+    _device.use(_device.for_worker(opts.device, slot))
+    _precision.use(opts.precision)
     kind = KINDS[trial.kind]
     before = summaries(experiment_path(trial, store))
     with _progress.quiet():
@@ -157,6 +165,7 @@ def run_sweep(trials: list[Trial], *, backend: str | Executor = "process", addre
 def _dispatch(ex: Executor, todo: list[Trial], rows: dict, n_total: int, say, *, retries: int, args) -> None:
     queue = deque((t, 1) for t in todo)
     running = {}
+    slots = {}  # the slot of each running trial: its GPU on a several-GPU machine
     capacity = max(1, int(getattr(ex, "workers", 1)))
     store = args[0]
     busy_key = {t.index: _busy_key(t, store) for t in todo}
@@ -170,10 +179,13 @@ def _dispatch(ex: Executor, todo: list[Trial], rows: dict, n_total: int, say, *,
             t, attempt = queue[i]
             del queue[i]
             busy.add(busy_key[t.index])
-            running[ex.submit(run_trial, t, *args)] = (t, attempt, time.perf_counter())
+            slot = min(set(range(len(running) + 1)) - set(slots.values()))
+            f = ex.submit(run_trial, t, *args, slot=slot)
+            running[f], slots[f] = (t, attempt, time.perf_counter()), slot
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         for f in done:
             t, attempt, t0 = running.pop(f)
+            slots.pop(f)
             busy.discard(busy_key[t.index])
             try:
                 result = f.result()
