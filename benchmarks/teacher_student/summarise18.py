@@ -107,6 +107,30 @@ def two_layer(exps):
               f"| {ms(L(mg[0.9], 'success_pruned'), '.3f')} | {ms(L(mg[0.95], 'merged_away'), '.1f')} "
               f"| {ms(L(mg[0.9], 'merged_away'), '.1f')} |")
     print()
+    if not any("ticket_eval_rel_mse" in x for _, _, _, plain, _ in cover for x in plain):
+        return
+    print("Retrained for the full 100,000 steps (run18_retrain.sh): the ticket (kept nodes — with merge, each "
+          "group's representative — from their own initial weights) against a fresh init of the same 100-10-50 "
+          "shape. Relative eval MSE and success; \"ticket wins\" counts the seed pairs where the ticket's "
+          "relative MSE is lower.\n")
+    print("The † column counts unconverged retrains (tickets + reinits, by the rule above).\n")
+    print("| student, p | n | no merge: ticket MSE | reinit MSE | ticket / reinit success | ticket wins | † "
+          "| merge 0.95: ticket MSE | reinit MSE | ticket / reinit success | ticket wins | † |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for m, p, runs, plain, mg in cover:
+        e, cfg = next((e, c) for mm, pp, e, c in pts if (mm, pp) == (m, p))
+        cells = []
+        for cos, xs in ((None, plain), (0.95, mg[0.95])):
+            xs = [x for x in xs if "ticket_eval_rel_mse" in x and "reinit_eval_rel_mse" in x]
+            wins = sum(x["ticket_eval_rel_mse"] < x["reinit_eval_rel_mse"] for x in xs)
+            c = dataclasses.replace(cfg, prune=True, prune_merge=cos is not None, prune_merge_cos=cos or 0.95)
+            dag = sum(unconverged(prune_dir(e / f"seed_{r['seed']}", c) / b, cfg.steps) for r in runs
+                      for b in ("ticket", "reinit") if (prune_dir(e / f"seed_{r['seed']}", c) / b / "summary.json").exists())
+            cells.append(f"{ms([x['ticket_eval_rel_mse'] for x in xs])} | {ms([x['reinit_eval_rel_mse'] for x in xs])} "
+                         f"| {ms([x['ticket_success'][0] for x in xs], '.2f')} / "
+                         f"{ms([x['reinit_success'][0] for x in xs], '.2f')} | {wins}/{len(xs)} | {dag}")
+        print(f"| ×{m}, p = {p:g} | {len(plain)} | " + " | ".join(cells) + " |")
+    print()
 
 
 def multi_layer(exps):
@@ -114,6 +138,9 @@ def multi_layer(exps):
     for e, cfg in big:
         row = point_row(e, cfg)
         runs = run_summaries(e, cfg)
+        if not runs:
+            print(f"### Multi-layer 50-75-100-125: no finished run yet in {e.name}\n")
+            continue
         unc = [unconverged(e / f"seed_{r['seed']}", cfg.steps) for r in runs]
         n = len(runs)
         print(f"### Multi-layer 50-75-100-125, student ×{cfg.multi}, {cfg.steps} steps, seeds "
@@ -133,7 +160,7 @@ def multi_layer(exps):
                     f"(n = {L['luck_n']})" if L["luck_n"] else "(no specialized node)")
             print(f"| {l + 1} | {len(runs[0]['layers'][l]['best'])} | {L['mean_best_init']:.3f} ± "
                   f"{L['mean_best_init_std']:.3f} | {L['mean_best']:.3f} ± {L['mean_best_std']:.3f}{dag} "
-                  f"| {L['success']:.3f} ± {L['success_std']:.3f} | {ms(rises, '+.3f')} | {luck} |")
+                  f"| {L['success']:.3f} ± {L['success_std']:.3f} | {ms(rises, '+.3f').replace('± +', '± ')} | {luck} |")
         print(f"\nRelative eval MSE at the end: {row['eval_rel_mse']:.3g} ± {row['eval_rel_mse_std']:.3g} (n = {n}).\n")
         plain = prunes(e, cfg, None)
         if plain:
@@ -160,7 +187,7 @@ def multi_layer(exps):
 
 
 def timings():
-    print("### Compute (`/usr/bin/time -v` of each command of run18.sh)\n")
+    print("### Compute (`/usr/bin/time -v` of each command)\n")
     for p in sorted(HERE.glob("*/time*.txt")):
         if "Elapsed" in p.read_text():
             print(f"- `{p.relative_to(HERE.parent)}`: {cpu_wall(p)}")
