@@ -148,6 +148,102 @@ def test_node_pruning_keeps_requested_count_and_equals_masking():
         P.node_masks(s, [21, 2])
 
 
+# ---- merging co-aligned nodes before pruning (issue #18) ----------------------------------------
+
+def _split_copies(t: Net, shares=(0.5, 0.3, 0.2), seed: int = 0) -> Net:
+    """A student in which each hidden node of the teacher `t` is split into len(shares) positively
+    scaled copies (node c·m + i is copy c of teacher node i, its fan-in × a random a > 0) that share
+    its fan-out in the given proportions: it computes exactly the teacher's function."""
+    g = torch.Generator().manual_seed(seed)
+    c = len(shares)
+    scale = [torch.rand(c * w, generator=g) * 2 + 0.25 for w in t.widths]  # a_k > 0 per student node
+    share = [torch.tensor(shares).repeat_interleave(w) for w in t.widths]   # copy c of every node: shares[c]
+    ws, bs = [], []
+    for l, (w, b) in enumerate(zip(t.weights, t.biases)):
+        w, b = w[0], b[0]
+        if l > 0:  # columns: copies of the nodes below, their share undone by their scale
+            w = w.repeat(1, c) * (share[l - 1] / scale[l - 1]).unsqueeze(0)
+        if l < len(t.widths):  # rows: scaled copies of the teacher node
+            w, b = w.repeat(c, 1) * scale[l].unsqueeze(1), b.repeat(c) * scale[l]
+        ws.append(w.unsqueeze(0))
+        bs.append(b.unsqueeze(0))
+    return Net(ws, bs, t.activation, t.slope)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_merging_exact_copies_keeps_the_function_and_removes_the_copies(activation):
+    # seed 0: no two teacher nodes of a layer are co-aligned (max cosine 0.33 and 0.03)
+    t = make_teacher(10, (4, 3), 5, seed=0, activation=activation, tune_bias=True, data_std=1.5)
+    s = _split_copies(t)
+    x = torch.randn(400, 10) * 1.5
+    assert torch.allclose(s(x), t(x), atol=1e-4)  # the construction is the teacher's function
+    merged, alive = P.merge_coaligned(s, 0.95)
+    assert [int(a.sum()) for a in alive] == [4, 3]  # one node per teacher node survives
+    assert torch.allclose(merged(x), s(x), atol=1e-4)
+    small = P.compact(merged, alive)  # the copies removed: the teacher's width and function
+    assert small.widths == (4, 3) and torch.allclose(small(x), t(x), atol=1e-4)
+    for l in range(2):  # merged-away nodes lose their fan-out, and rank below every kept node
+        assert torch.count_nonzero(merged.weights[l + 1][0][:, ~alive[l][0]]) == 0
+        assert torch.equal(P.node_masks(merged, [4, 3], alive=alive)[l], alive[l])
+    # pruning to the teacher's width keeps the fit only after the merge (every copy holds a share)
+    err = lambda n: float((n(x) - t(x)).pow(2).mean() / t(x).var(1).mean())  # noqa: E731
+    assert err(P.compact(merged, P.node_masks(merged, [4, 3], alive=alive))) < 1e-8
+    assert err(P.compact(s, P.node_masks(s, [4, 3]))) > 1e-2
+
+
+def test_nodes_below_the_merge_threshold_are_untouched():
+    t = make_teacher(10, (4,), 5, seed=3)
+    s = make_student(t, 3, seed=0)  # 12 random nodes in d = 10 + bias
+    u = torch.cat([s.weights[0][0], s.biases[0][0].unsqueeze(1)], 1)
+    cos = torch.nn.functional.cosine_similarity(u.unsqueeze(1), u.unsqueeze(0), dim=2)
+    assert float((cos - torch.eye(12)).max()) < 0.9  # no random pair is co-aligned
+    # plant node 5 at cosine 0.92 to node 2: 2u/|u| rotated by a unit vector orthogonal to it
+    u2 = u[2] / u[2].norm()
+    v = torch.randn(11, generator=torch.Generator().manual_seed(1))
+    v = v - (v @ u2) * u2
+    new = 1.7 * (0.92 * u2 + math.sqrt(1 - 0.92 ** 2) * v / v.norm())
+    s.weights[0][0, 5], s.biases[0][0, 5] = new[:10], new[10]
+    merged, alive = P.merge_coaligned(s, 0.95)
+    assert bool(alive[0].all())
+    assert all(torch.equal(a, b) for a, b in zip(merged.weights + merged.biases, s.weights + s.biases))
+    merged, alive = P.merge_coaligned(s, 0.9)  # at a lower threshold the pair merges, nothing else
+    assert (~alive[0][0]).nonzero().squeeze(1).tolist() in ([2], [5])
+    untouched = [k for k in range(12) if k not in (2, 5)]
+    assert torch.equal(merged.weights[1][0][:, untouched], s.weights[1][0][:, untouched])
+    with pytest.raises(ConfigError, match="prune_merge_cos"):
+        P.merge_coaligned(s, 1.5)
+
+
+def test_merge_option_keeps_the_hash_and_works_from_the_cli_and_api(tmp_path, capsys):
+    from ticketlab.core.config import config_hash
+    base = TeacherStudentConfig()
+    assert config_hash("teacher_student", base) == "f3b799cf4f0b"  # as tests/test_hashes.py pins it
+    # a readout of the trained students, like prune_score: the same experiment, not a new one
+    assert config_hash("teacher_student", TeacherStudentConfig(prune_merge=True, prune_merge_cos=0.9)) == \
+        "f3b799cf4f0b"
+    with pytest.raises(ConfigError, match="prune_merge_cos"):
+        TeacherStudentConfig(prune_merge_cos=1.5)
+    args = ["teacher-student", "--store", str(tmp_path), "--quiet", "--input-dim", "12", "--teacher-widths", "4",
+            "--output-dim", "6", "--steps", "300", "--log-every", "100", "--seeds", "2", "--train-size", "500",
+            "--eval-size", "600", "--batch-size", "8", "--lr", "0.02", "--multi", "3", "--init", "small",
+            "--prune", "--no-prune-retrain"]
+    assert main(args) == 0
+    assert main(args + ["--prune-merge", "--prune-merge-cos", "0.9"]) == 0
+    out = capsys.readouterr().out
+    assert "merge_cos" in out and "rel_mse_merged" in out
+    (exp,) = Path(tmp_path).glob("teacher_student-*")
+    plain = json.loads((exp / "seed_0" / "prune_fanout_norm_keep1" / "pruned.json").read_text())
+    merged = json.loads((exp / "seed_0" / "prune_fanout_norm_keep1_merge0.9" / "pruned.json").read_text())
+    assert "merge_cos" not in plain and merged["merge_cos"] == 0.9
+    assert merged["eval_rel_mse_full"] == plain["eval_rel_mse_full"]  # the same trained student
+    assert merged["layers"][0]["merged_away"] >= 0 and len(merged["layers"][0]["kept"]) == 4
+    cfg = TeacherStudentConfig(**TINY, multi=3, init="small", prune=True, prune_retrain=False, prune_merge=True,
+                               prune_merge_cos=0.9)
+    res = api.teacher_student(cfg, store=tmp_path)  # the API reads the same folders: nothing trains
+    assert res["experiments"] == [str(exp)]
+    assert [p["merge_cos"] for p in res["rows"][0]["prune"]] == [0.9, 0.9]
+
+
 # ---- gradients and optimizers ------------------------------------------------------------------
 
 @pytest.mark.parametrize("activation,loss", [("relu", "half_sse"), ("leaky_relu", "mse")])

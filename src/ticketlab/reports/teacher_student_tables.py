@@ -4,7 +4,8 @@
   per hidden layer (mean, std and min–max over seeds), eval loss relative to the teacher's output
   variance, the luck readout and each run's share of its stack's wall time;
 - `per_node`: success rate over seeds per teacher node index (SS Fig. 5's data), with its n;
-- `prune`: node pruning and the ticket, per experiment, mean ± std over seeds;
+- `prune`: node pruning and the ticket, per experiment, mean ± std over seeds (with a merge before
+  pruning: the merge cosine, the nodes merged away per layer, and the merged student's error);
 
 Every figure averaged over seeds comes with its spread (issue #18 point 5): the CSV files have a
 `<name>_std` column beside it, the printed tables show "mean ± std", and `seeds` is the n.
@@ -112,7 +113,13 @@ def prune(rows: Sequence[dict]) -> list[dict]:
             for l in range(n_layers))
         row["kept_spec_frac"] = " ".join(mean([x['layers'][l]['kept_specialized_frac'] for x in pr])
                                          for l in range(n_layers))
+        if pr[0].get("merge_cos") is not None:  # co-aligned nodes merged before pruning
+            row["merge_cos"] = f"{pr[0]['merge_cos']:g}"
+            row["merged_away"] = " ".join(mean([float(x['layers'][l]['merged_away']) for x in pr])
+                                          for l in range(n_layers))
         row["rel_mse_full"] = mean_g([x['eval_rel_mse_full'] for x in pr])
+        if "eval_rel_mse_merged" in pr[0]:
+            row["rel_mse_merged"] = mean_g([x['eval_rel_mse_merged'] for x in pr])
         row["rel_mse_pruned"] = mean_g([x['eval_rel_mse_pruned'] for x in pr])
         for b in ("ticket", "reinit"):
             have = [x for x in pr if f"{b}_eval_rel_mse" in x]

@@ -50,7 +50,9 @@ from ticketlab.training.rundir import read_json
 # ---- node pruning and the ticket ------------------------------------------------------------
 
 def prune_dir(run_dir: Path, cfg: TeacherStudentConfig) -> Path:
-    return Path(run_dir) / f"prune_{cfg.prune_score}_keep{cfg.prune_keep:g}"
+    """The folder of one pruning of a run: score, kept multiple and (only when set) the merge cosine."""
+    merge = f"_merge{cfg.prune_merge_cos:g}" if cfg.prune_merge else ""
+    return Path(run_dir) / f"prune_{cfg.prune_score}_keep{cfg.prune_keep:g}{merge}"
 
 
 @torch.no_grad()
@@ -64,34 +66,43 @@ def prepare_prune(exp: Experiment, cfg: TeacherStudentConfig, seed: int) -> list
     init = Net.from_state(load_state(run_dir / "init.pt"))
     final = Net.from_state(load_state(run_dir / "final.pt")["student"])
     keep = P.kept_counts(teacher.widths, final.widths, cfg.prune_keep)
-    masks = P.node_masks(final, keep, cfg.prune_score)
+    merged, alive = P.merge_coaligned(final, cfg.prune_merge_cos) if cfg.prune_merge else (final, None)
+    masks = P.node_masks(merged, keep, cfg.prune_score, alive=alive)
     if not (pdir / "pruned.json").exists():
         _, x_eval = datasets(cfg, seed, teacher.input_dim)
         x_eval, y_eval = x_eval.unsqueeze(0), teacher(x_eval.unsqueeze(0))
         var = y_eval.double().var(1).mean()
         mse_full, post_full, _ = _evaluate(teacher, final, x_eval, y_eval)
-        pruned = P.compact(final, masks)
+        pruned = P.compact(merged, masks)
         mse_p, post_p, _ = _evaluate(teacher, pruned, x_eval, y_eval)
         layers = []
         for l in range(len(keep)):
             best, idx = Mx.best_match(post_full[l][0])
             kept = masks[l][0].nonzero().squeeze(1).tolist()
             smax = Mx.student_max_corr(post_full[l][0])
-            layers.append({"kept": kept, "keep": keep[l], "student_width": final.widths[l],
-                           "best_full": best.tolist(), "best_idx_full": idx.tolist(),
-                           "best_pruned": Mx.best_match(post_p[l][0])[0].tolist(),
-                           "kept_max_corr": smax[kept].tolist()})
-        integrity.write_json(pdir / "pruned.json", {
-            "score": cfg.prune_score, "keep_factor": cfg.prune_keep,
-            "eval_mse_full": float(mse_full[0]), "eval_rel_mse_full": float(mse_full[0] / var),
-            "eval_mse_pruned": float(mse_p[0]), "eval_rel_mse_pruned": float(mse_p[0] / var), "layers": layers})
+            L = {"kept": kept, "keep": keep[l], "student_width": final.widths[l],
+                 "best_full": best.tolist(), "best_idx_full": idx.tolist(),
+                 "best_pruned": Mx.best_match(post_p[l][0])[0].tolist(),
+                 "kept_max_corr": smax[kept].tolist()}
+            if alive is not None:  # how many nodes the merge folded into others
+                L["merged_away"] = int((~alive[l][0]).sum())
+                L["alive"] = alive[l][0].nonzero().squeeze(1).tolist()
+            layers.append(L)
+        doc = {"score": cfg.prune_score, "keep_factor": cfg.prune_keep,
+               "eval_mse_full": float(mse_full[0]), "eval_rel_mse_full": float(mse_full[0] / var),
+               "eval_mse_pruned": float(mse_p[0]), "eval_rel_mse_pruned": float(mse_p[0] / var), "layers": layers}
+        if cfg.prune_merge:  # the merged, unpruned student: what the merge itself changed
+            mse_m, _, _ = _evaluate(teacher, merged, x_eval, y_eval)
+            doc.update(merge_cos=cfg.prune_merge_cos, eval_mse_merged=float(mse_m[0]),
+                       eval_rel_mse_merged=float(mse_m[0] / var))
+        integrity.write_json(pdir / "pruned.json", doc)
     specs = []
     for branch in ("ticket", "reinit") if cfg.prune_retrain else ():
         bdir = pdir / branch
         bdir.mkdir(exist_ok=True)
         ipath = bdir / "init.pt"
         if not ipath.exists():
-            if branch == "ticket":  # the kept nodes with their own initial weights
+            if branch == "ticket":  # the kept nodes (with merge: the representatives) from their own init
                 start = P.compact(init, masks)
             else:  # the same architecture, freshly initialised
                 sizes = [teacher.input_dim, *keep, teacher.output_dim]
@@ -123,7 +134,11 @@ def prune_readout(run_dir: Path, cfg: TeacherStudentConfig) -> dict:
             "success_full": sum(b >= tau for b in L["best_full"]) / len(L["best_full"]),
             "success_pruned": sum(b >= tau for b in L["best_pruned"]) / len(L["best_pruned"])})
     out = {"score": pr["score"], "keep_factor": pr["keep_factor"], "eval_rel_mse_full": pr["eval_rel_mse_full"],
-           "eval_rel_mse_pruned": pr["eval_rel_mse_pruned"], "layers": layers}
+           "eval_rel_mse_pruned": pr["eval_rel_mse_pruned"], "layers": layers, "merge_cos": pr.get("merge_cos")}
+    if "eval_rel_mse_merged" in pr:
+        out["eval_rel_mse_merged"] = pr["eval_rel_mse_merged"]
+        for L, P_ in zip(layers, pr["layers"]):
+            L["merged_away"] = P_["merged_away"]
     for branch in ("ticket", "reinit"):
         p = pdir / branch / "summary.json"
         if p.exists():

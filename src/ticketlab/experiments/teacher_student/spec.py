@@ -85,6 +85,14 @@ class TeacherStudentConfig(Config):
                               hashed=False)
     prune_retrain: bool = param(True, "with prune: also retrain the ticket (kept nodes from their init) "
                                 "and a random reinit of the pruned shape", hashed=False)
+    # Merging is a step of the pruning readout, like prune_score and prune_keep: it never changes the
+    # trained students (the experiment), so it stays out of the hash and names its own prune folder
+    # (experiment.prune_dir); with and without merge then read the same students (issue #18).
+    prune_merge: bool = param(False, "with prune: first merge each layer's co-aligned nodes (fan-in and bias at "
+                              "cosine >= prune_merge_cos) into one node, summing their scaled fan-outs",
+                              hashed=False)
+    prune_merge_cos: float = param(0.95, "with prune_merge: the cosine at or above which two nodes' fan-in "
+                                   "(with bias) vectors count as co-aligned", min=0.0, max=1.0, hashed=False)
 
     def check(self):
         if self.train_size and self.train_size < self.batch_size:
