@@ -84,6 +84,15 @@ def test_random_tickets_match_the_per_layer_counts(source):
         start = load_state(folder / "random_0" / "snapshot_0.pt")["model"]  # a fresh init, not the source's θ0
         assert not torch.equal(start["fc1.weight"][draws[0]["fc1.weight"]], theta0["fc1.weight"][draws[0]["fc1.weight"]])
     assert sum(r["branch"] == "random" for r in res["rows"]) == 3 * 2 * 2
+    # random tickets carry convergence and divergence like every other run, so aggregates count and mark them
+    from ticketlab.engine.results import aggregate
+    from ticketlab.training.rundir import read_json
+    rows = [r for r in res["rows"] if r["branch"] == "random"]
+    assert all(r["converged"] == read_json(f"{r['path']}/summary.json")["converged"] for r in rows)
+    assert all("diverged" in r and r["diverged"] is None for r in rows)
+    agg = {(a["branch"], a["level"]): a for a in aggregate(T.transfer_rows(exp))}
+    for L in (1, 2, 3):
+        assert agg[("random", L)]["n_unconverged"] == sum(r["converged"] is False for r in rows if r["level"] == L)
 
 
 def five_classes(real):
