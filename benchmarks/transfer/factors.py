@@ -1,5 +1,8 @@
 """Issue #18: does the source's training length or size change the MNIST <-> Fashion-MNIST miss?
 
+Morcos, Yu, Paganini & Tian 2019, "One ticket to win them all" (NeurIPS 2019), §4: "winning tickets generated
+using larger datasets consistently transferred better"; docs/transfer.md §2.
+
     TICKETLAB_DATA=/work/shared/data python benchmarks/transfer/factors.py /work/bench/transfer/store18
     python benchmarks/transfer/factors.py STORE MATRIX.toml OUT_FOLDER     # another matrix (a probe's)
 
