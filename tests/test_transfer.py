@@ -84,6 +84,15 @@ def test_random_tickets_match_the_per_layer_counts(source):
         start = load_state(folder / "random_0" / "snapshot_0.pt")["model"]  # a fresh init, not the source's θ0
         assert not torch.equal(start["fc1.weight"][draws[0]["fc1.weight"]], theta0["fc1.weight"][draws[0]["fc1.weight"]])
     assert sum(r["branch"] == "random" for r in res["rows"]) == 3 * 2 * 2
+    # random tickets carry convergence and divergence like every other run, so aggregates count and mark them
+    from ticketlab.engine.results import aggregate
+    from ticketlab.training.rundir import read_json
+    rows = [r for r in res["rows"] if r["branch"] == "random"]
+    assert all(r["converged"] == read_json(f"{r['path']}/summary.json")["converged"] for r in rows)
+    assert all("diverged" in r and r["diverged"] is None for r in rows)
+    agg = {(a["branch"], a["level"]): a for a in aggregate(T.transfer_rows(exp))}
+    for L in (1, 2, 3):
+        assert agg[("random", L)]["n_unconverged"] == sum(r["converged"] is False for r in rows if r["level"] == L)
 
 
 def five_classes(real):
@@ -209,7 +218,32 @@ pairs = [["small", "sgd"]]
     paths = [{r["path"] for r in T.transfer_rows(t["experiment"]) if r["branch"] == "random"}
              for t in res["transfers"] if t["target"] == "sgd"]
     assert paths[0] == paths[1] and len(paths[0]) == 1
+    # read back without training: the same experiments, in pair order; paired gaps agree with the means
+    from ticketlab.experiments.transfer_matrix import load_matrix, paired, stored_transfers
+    m = load_matrix(path)
+    stored = stored_transfers(m, tmp_path / "store")
+    assert [(t["source"], t["target"], t["experiment"]) for t in stored] == \
+        [(t["source"], t["target"], str(t["experiment"])) for t in res["transfers"]]
+    pr = paired(stored)
+    assert len(pr) == 3 and all(p["vs_random_n"] == 1 and p["vs_own_n"] == 1 for p in pr)
+    for p, r in zip(pr, rows):  # one replicate, one draw: the paired gap is the gap of the means
+        assert p["vs_random_mean"] * 100 == pytest.approx(r["gap_vs_random_pp"])
+        assert p["vs_own_mean"] * 100 == pytest.approx(r["gap_vs_own_pp"])
+        assert p["vs_random_wins"] == int(p["vs_random_mean"] > 0)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert stored_transfers(m, empty) == [] and not any(empty.iterdir())  # nothing trains, nothing is created
     bad = tmp_path / "bad.toml"
     bad.write_text(path.read_text().replace('targets = ["adam", "sgd"]', 'targets = ["adamw"]'))
     with pytest.raises(ConfigError, match="recipe 'adamw'"):
         api.transfer(matrix=bad, store=tmp_path / "store")
+
+
+def test_paired_stats_compare_replicate_by_replicate():
+    from ticketlab.experiments.transfer_matrix import paired_stats
+    st = paired_stats({0: 0.90, 1: 0.80, 2: 0.85}, {0: 0.88, 1: 0.81, 2: 0.80, 3: 0.5})  # replicate 3: unpaired
+    assert st["n"] == 3 and st["wins"] == 2
+    assert st["mean"] == pytest.approx((0.02 - 0.01 + 0.05) / 3)
+    assert st["std"] == pytest.approx(torch.tensor([0.02, -0.01, 0.05], dtype=torch.float64).std().item())
+    assert paired_stats({0: 1.0}, {}) == {"n": 0, "mean": None, "std": None, "wins": 0}
+    assert paired_stats({0: 1.0}, {0: 0.5})["std"] == 0.0

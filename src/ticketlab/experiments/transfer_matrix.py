@@ -24,12 +24,19 @@ lottery of every recipe used as a source, and of every target when its own ticke
 a control (`ticketlab.api.lottery`: one experiment per recipe, shared by all pairs), then every
 transfer (`ticketlab.experiments.transfer.run`). Everything lands in the store as if run by hand, so finished
 work is skipped and interrupted work resumes.
+
+Reading a matrix back without training (`stored_transfers`): a summary of a run in progress must not
+start the runs it lacks, as `run_matrix` would. `paired` compares the transferred ticket with its controls
+replicate by replicate (source replicate r and its controls share the target's seeds + r), which is
+tighter than comparing two means when the replicates differ more than the branches do (issue #18).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +45,9 @@ from ticketlab.core.errors import ConfigError
 from ticketlab.engine.options import RunOptions
 from ticketlab.experiments.lottery.trunk import LotteryConfig
 from ticketlab.training.loop import TrainConfig
-from ticketlab.experiments.transfer import TransferConfig, describe, target_overrides
+from ticketlab.experiments.transfer import TransferConfig, describe, target_overrides, transfer_rows
+from ticketlab.engine import results
+from ticketlab.training.rundir import read_json
 
 log = logging.getLogger(__name__)
 
@@ -171,4 +180,89 @@ def summary(transfers: list[dict], metric: str = "es_test_acc") -> list[dict]:
     return rows
 
 
-__all__ = ["Matrix", "load_matrix", "run_options", "lottery_shape", "run_matrix", "summary"]
+def _identity(cfg) -> dict:
+    """A config's hashed fields as the store records them (JSON types), for comparing with config.json."""
+    return json.loads(json.dumps(C.to_dict(cfg, all_fields=False)))
+
+
+def stored_transfers(m: Matrix, store) -> list[dict]:
+    """The matrix's transfers already in `store`, found by their recorded identities; nothing trains.
+
+    Returns what `run_matrix` returns under "transfers" ({"source", "target", "experiment",
+    "aggregate"}), in the matrix's pair order, for the pairs whose transfer has started (its
+    transfer.json exists); a pair whose runs are not all finished has fewer rows (`aggregate`'s n).
+    Runs in another precision than fp32 are separate experiments and are not matched."""
+    root = Path(store)
+    lot_id = _identity(m.lottery)
+    recipe_ids = {name: _identity(cfg) for name, cfg in m.recipes.items()}
+    sources: dict[str, str] = {}  # lottery folder name -> recipe name
+    for cfg_path in sorted(root.glob("lottery-*/config.json")):
+        body = read_json(cfg_path)
+        ident = body.get("identity", {})
+        if body.get("precision") or ident.get("lottery") != lot_id:
+            continue
+        for name, rid in recipe_ids.items():
+            if ident.get("train") == rid:
+                sources[cfg_path.parent.name] = name
+    tr_id = _identity(m.transfer)
+    found = {}
+    for cfg_path in sorted(root.glob("transfer-*/config.json")):
+        body = read_json(cfg_path)
+        ident = body.get("identity", {})
+        if body.get("precision") or ident.get("transfer") != tr_id or not (cfg_path.parent / "transfer.json").exists():
+            continue
+        src = sources.get(ident.get("source"))
+        tgt = [name for name, rid in recipe_ids.items() if ident.get("target") == rid]
+        for t in tgt:
+            found[(src, t)] = cfg_path.parent
+    out = []
+    for s, t in m.pairs:
+        if (s, t) in found:
+            path = found[(s, t)]
+            out.append({"source": s, "target": t, "experiment": str(path),
+                        "aggregate": results.aggregate(transfer_rows(path))})
+    return out
+
+
+def per_replicate(exp_path, metric: str = "es_test_acc") -> dict:
+    """{(branch, level): {replicate: value}} of a transfer experiment's finished runs; a random
+    ticket's value is the mean over its draws; diverged runs are left out."""
+    groups: dict = {}
+    for row in transfer_rows(exp_path):
+        if row.get("diverged") is None and row.get(metric) is not None:
+            groups.setdefault((row["branch"], row["level"]), {}).setdefault(row["replicate"], []).append(row[metric])
+    return {k: {r: sum(v) / len(v) for r, v in reps.items()} for k, reps in groups.items()}
+
+
+def paired_stats(a: dict, b: dict) -> dict:
+    """a − b over the replicates both have ({replicate: value} each): n, mean, sample std (0 when
+    n = 1, None when n = 0) and wins (replicates where a > b)."""
+    keys = sorted(set(a) & set(b))
+    d = [a[r] - b[r] for r in keys]
+    if not d:
+        return {"n": 0, "mean": None, "std": None, "wins": 0}
+    mean = sum(d) / len(d)
+    std = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1)) if len(d) > 1 else 0.0
+    return {"n": len(d), "mean": mean, "std": std, "wins": sum(1 for x in d if x > 0)}
+
+
+def paired(transfers: list[dict], metric: str = "es_test_acc") -> list[dict]:
+    """One row per (pair, level): the transferred ticket minus the random ticket and minus the
+    target's own ticket, replicate by replicate (`paired_stats`, in the metric's units), and how
+    many replicates the transferred ticket wins."""
+    rows = []
+    for tr in transfers:
+        v = per_replicate(tr["experiment"], metric)
+        for (branch, L), t in sorted(v.items(), key=lambda kv: kv[0][1]):
+            if branch != "transfer":
+                continue
+            row = {"source": tr["source"], "target": tr["target"], "level": L}
+            for control in ("random", "own"):
+                st = paired_stats(t, v.get((control, L), {}))
+                row.update({f"vs_{control}_{k}": x for k, x in st.items()})
+            rows.append(row)
+    return rows
+
+
+__all__ = ["Matrix", "load_matrix", "run_options", "lottery_shape", "run_matrix", "summary", "stored_transfers",
+           "per_replicate", "paired_stats", "paired"]
