@@ -12,6 +12,7 @@ LeNet-300-100 on MNIST, 3 seeds per point (stacked), one `ticketlab sweep` of ki
   `ticketlab.methods.sparse.updater`), SET under SGD, and dense under Adam. RigL, static and dense
   under SGD come from the first group. The reading is the margin RigL − static (and SET − static)
   under each optimizer.
+- **RigL 2x**: RigL at 98 % ERK, SGD, for 2 × `--epochs` (the paper's "RigL 2x" against pruning at 1x).
 
 Points run in the order below (most needed first); the store resumes, so an interrupted run picks
 up where it stopped. The table is written by `summarise18.py` from the store.
@@ -23,6 +24,7 @@ up where it stopped. The table is written by `summarise18.py` from the store.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 
@@ -53,6 +55,8 @@ def points(epochs: int):
         ("optimizer", "set sgd 98", sgd, sp("set", 0.98)),
         ("optimizer", "set adam 98", adam, sp("set", 0.98)),
         ("optimizer", "dense adam", adam, SparseConfig(method="dense")),
+        # RigL paper Fig. 2: RigL matches pruning only with longer training (RigL 2x, 5x); 2x here
+        ("length", "rigl sgd 98 2x", dataclasses.replace(sgd, epochs=2 * epochs), sp("rigl", 0.98)),
     ]
 
 

@@ -106,6 +106,8 @@ def main() -> None:
     for s in ("90", "98"):
         L.append(f"| {s}% | {cell(res['dense sgd'])} | {cell(res[f'static sgd {s}'])} | {cell(res[f'rigl sgd {s}'])} "
                  f"| {cell(res[f'gmp sgd {s}'])} | {gap(res[f'rigl sgd {s}'], res[f'gmp sgd {s}'])} |")
+    L.append(f"| 98%, RigL 2x ({2 * a.epochs} epochs) | | | {cell(res['rigl sgd 98 2x'])} | "
+             f"{cell(res['gmp sgd 98'])} (1x) | {gap(res['rigl sgd 98 2x'], res['gmp sgd 98'])} |")
     L += ["", "### Does Adam blunt RigL? (98 % ERK)", "",
           "| optimizer | dense | static | SET | RigL | RigL − static (paired, pp) | SET − static (paired, pp) |",
           "|---|---|---|---|---|---|---|"]
