@@ -404,15 +404,17 @@ def test_keep_inactive_weights_stay_exactly_zero_after_every_step(method, optim)
     assert len(u.history) > 2
 
 
-def test_static_trains_identically_under_zero_and_keep():
-    """A fixed mask: "keep" changes only the state at inactive positions, so with an elementwise
-    optimizer the weights come out bit for bit the same (the docstring's claim)."""
+@pytest.mark.parametrize("method", ["static", "gmp"])
+def test_no_regrowth_trains_identically_under_zero_and_keep(method):
+    """Static and GMP never grow: "keep" changes only the state at inactive positions, so with an
+    elementwise optimizer the weights come out bit for bit the same (the docstring's claim)."""
     out = {}
     for gs in ("zero", "keep"):
         model = mlp(0)
         opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-4)
         weights = {n: p for n, p in model.named_parameters() if n.endswith("weight")}
-        Updater(Static(), D.uniform({n: p.shape for n, p in weights.items()}, 0.9), seed=0,
+        meth = Static() if method == "static" else GMP(begin_step=2, end_step=14, frequency=4)
+        Updater(meth, D.uniform({n: p.shape for n, p in weights.items()}, 0.9), seed=0,
                 grow_state=gs).attach(opt, weights)
         train(model, opt, 20)
         out[gs] = {n: p.detach().clone() for n, p in model.named_parameters()}
