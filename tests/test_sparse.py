@@ -340,3 +340,116 @@ def test_update_cost_measures_one_run():
                     model_args={"widths": (64, 64)})
     assert r["step_ms"] > 0 and r["update_ms"] > 0
     assert r["overhead"] == pytest.approx(r["update_ms"] / (100 * r["step_ms"]))
+
+
+# --- grow_state: what becomes of the optimizer state of inactive weights (issue #18) -------------------
+
+@pytest.mark.parametrize("grow_state", ["zero", "keep"])
+def test_grow_state_by_hand(grow_state):
+    """The hand-computed RigL update above (f = 0.5: 4 grown, 6 dropped), under Adam: "zero" zeroes a
+    grown position's moments, "keep" leaves the moments the dense gradient built there while inactive."""
+    w = nn.Parameter(torch.tensor(W0))
+    opt = torch.optim.Adam([w], lr=0.0)  # lr 0: the state fills, the weights stay put
+    meth = RigL(update_interval=1, begin_step=1, drop_fraction=0.5, drop_fraction_decay="constant")
+    u = Updater(meth, masks={"w": torch.tensor(MASK0, dtype=torch.bool)}, seed=0,
+                grow_state=grow_state).attach(opt, {"w": w})
+    w.grad = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])  # step 0: no update
+    opt.step()
+    st = opt.state[w]
+    inactive = [2, 4, 5, 7]
+    if grow_state == "keep":  # the dense gradient reached the inactive positions' moments
+        assert torch.equal(st["exp_avg"], 0.1 * torch.arange(1.0, 9.0))
+    else:
+        assert (st["exp_avg"][inactive] == 0).all()
+    before = {k: v.clone() for k, v in st.items()}
+    w.grad = torch.tensor(GRAD)
+    opt.step()  # step 1: update step, RigL skips the optimizer step: grows 4 (new), drops 6
+    assert sorted(u.masks["w"].nonzero().squeeze(1).tolist()) == EXPECTED[0.5]
+    for k in ("exp_avg", "exp_avg_sq"):
+        if grow_state == "keep":  # grown 4 and dropped 6 keep their moments, nonzero
+            assert torch.equal(st[k], before[k]) and st[k][4] > 0 and st[k][6] > 0
+        else:
+            assert st[k][4] == 0 and st[k][6] == 0 and st[k][0] == before[k][0]
+    assert w[4] == 0 and w[6] == 0 and torch.equal(w[[0, 1, 3]], torch.tensor(W0)[[0, 1, 3]])
+
+
+@pytest.mark.parametrize("optim", ["sgd", "adam"])
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_keep_inactive_weights_stay_exactly_zero_after_every_step(method, optim):
+    """Under "keep" the optimizer moves inactive weights (their state tracks the dense gradient), and
+    the post-step hook re-zeroes them: after every step, pruned weights are exactly zero, counts exact."""
+    torch.manual_seed(0)
+    model = mlp(0)
+    opt = (torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)
+           if optim == "sgd" else torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-3))
+    weights = {n: p for n, p in model.named_parameters() if n.endswith("weight")}
+    targets = D.erdos_renyi_kernel({n: tuple(p.shape) for n, p in weights.items()}, 0.85)
+    meth = METHODS[method]()
+    u = Updater(meth, targets, seed=0, grow_state="keep").attach(opt, weights)
+    g = torch.Generator().manual_seed(0)
+    stale = 0.0
+    for t in range(32):
+        opt.zero_grad()
+        F.cross_entropy(model(torch.randn(16, 20, generator=g)), torch.randint(0, 5, (16,), generator=g)).backward()
+        opt.step()
+        for n, p in weights.items():
+            m = u.masks[n]
+            assert (p[~m] == 0).all(), (n, t)
+            if method != "gmp":
+                assert int(m.sum()) == D.nnz(p.numel(), targets[n])
+            key = "momentum_buffer" if optim == "sgd" else "exp_avg"
+            if key in opt.state[p]:  # RigL skips the optimizer step at step 0: no state yet
+                stale += float(opt.state[p][key][~m].abs().sum())
+    assert stale > 0  # the state at inactive positions is not zero: "keep" is not "zero"
+    assert len(u.history) > 2
+
+
+@pytest.mark.parametrize("method", ["static", "gmp"])
+def test_no_regrowth_trains_identically_under_zero_and_keep(method):
+    """Static and GMP never grow: "keep" changes only the state at inactive positions, so with an
+    elementwise optimizer the weights come out bit for bit the same (the docstring's claim)."""
+    out = {}
+    for gs in ("zero", "keep"):
+        model = mlp(0)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-4)
+        weights = {n: p for n, p in model.named_parameters() if n.endswith("weight")}
+        meth = Static() if method == "static" else GMP(begin_step=2, end_step=14, frequency=4)
+        Updater(meth, D.uniform({n: p.shape for n, p in weights.items()}, 0.9), seed=0,
+                grow_state=gs).attach(opt, weights)
+        train(model, opt, 20)
+        out[gs] = {n: p.detach().clone() for n, p in model.named_parameters()}
+    assert all(torch.equal(out["zero"][n], out["keep"][n]) for n in out["zero"])
+
+
+def test_keep_resume_keeps_the_inactive_state():
+    """A "keep" run resumed from a checkpoint: attach does not zero the saved state at inactive
+    positions, so the resumed run equals the uninterrupted one."""
+    meth = RigL(update_interval=4, end_step=40)
+
+    def setup():
+        model = mlp(0)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        params = {n: p for n, p in model.named_parameters() if n.endswith("weight")}
+        u = Updater(meth, D.uniform({n: p.shape for n, p in params.items()}, 0.9), seed=0, grow_state="keep")
+        return model, opt, params, u
+
+    model, opt, params, u = setup()
+    u.attach(opt, params)
+    train(model, opt, 30)
+    model2, opt2, params2, u2 = setup()
+    u2.attach(opt2, params2)
+    train(model2, opt2, 10)
+    saved = (model2.state_dict(), opt2.state_dict(), u2.state_dict())
+    model3, opt3, params3, u3 = setup()
+    model3.load_state_dict(saved[0])
+    opt3.load_state_dict(saved[1])
+    u3.load_state_dict(saved[2])
+    u3.attach(opt3, params3)
+    train(model3, opt3, 30, start=10)
+    for n in params:
+        assert torch.equal(u.masks[n], u3.masks[n]) and torch.equal(params[n], params3[n])
+
+
+def test_grow_state_is_checked():
+    with pytest.raises(ConfigError, match="grow_state"):
+        Updater(Static(), {"w": 0.5}, grow_state="stale")

@@ -160,3 +160,32 @@ def test_plots_accuracy_vs_sparsity_and_churn(tmp_path, data):
     names = {f.name for f in files}
     assert {"sparse_accuracy.png", "sparse_accuracy.svg", "churn.png", "churn.svg"} <= names
     assert all(f.stat().st_size > 1000 for f in files)
+
+
+def test_grow_state_config_hash_cli_and_api(tmp_path, data):
+    """grow_state (issue #18): checked, out of the hash at its default, a CLI flag, and a run through
+    the API with "keep" keeps pruned weights at zero and stores the field."""
+    from ticketlab import api
+    from ticketlab.cli.commands import parser
+    from ticketlab.core import config as C
+    from ticketlab.experiments.sparse_training import SparseRun
+
+    with pytest.raises(ConfigError, match="grow_state"):
+        SparseConfig(grow_state="stale")
+    t = TrainConfig()
+    assert C.config_hash("sparse", SparseRun(t, SparseConfig(grow_state="zero"))) == "797a30de7cba"  # test_hashes
+    assert C.config_hash("sparse", SparseRun(t, SparseConfig(grow_state="keep"))) != "797a30de7cba"
+    argv = ["sparse-train", "--method", "rigl", "--grow-state", "keep"]
+    cfg = C.from_dict(SparseConfig, C.flags_to_dict(SparseConfig, parser(argv).parse_args(argv)))
+    assert cfg.grow_state == "keep"
+    keep = dataclasses.replace(RIGL, grow_state="keep")
+    res = api.sparse_train(TRAIN, keep, store=tmp_path, progress=False)
+    exp = tmp_path / res["experiment"].split("/")[-1]
+    assert json.loads((exp / "config.json").read_text())["config"]["sparse"]["grow_state"] == "keep"
+    final = load_state(exp / "replicate_0" / "final.pt")
+    masks = torch.load(exp / "replicate_0" / "masks.pt", weights_only=True)
+    w = final["model"]
+    assert masks and set(masks) <= set(w)
+    assert all((w[n][~m] == 0).all() for n, m in masks.items())
+    assert any(not m.all() for m in masks.values())
+    assert res["rows"][0]["final_test_acc"] > 0.2

@@ -3,7 +3,9 @@
 One experiment = a training recipe (`TrainConfig`) + a `SparseConfig`: the method (dense, static, SET,
 SNFS, RigL, GMP, or a pruning-at-init baseline SNIP / GraSP / SynFlow trained with its fixed mask), the
 target sparsity and how it is spread over the layers (uniform / ER / ERK, first/last-layer policy),
-and the drop-and-grow schedule. `run` trains R replicates (replicate r: init and data seeds + r as in
+and the drop-and-grow schedule, and what becomes of the optimizer state of inactive weights (`grow_state`:
+"zero", the official RigL, or "keep", the state tracks the dense gradient; `ticketlab.methods.sparse.updater`).
+`run` trains R replicates (replicate r: init and data seeds + r as in
 `ticketlab.experiments.lottery.trunk.replicate_seeds`, mask seed + r) on the shared loop (`ticketlab.training.loop.fit`), or
 stacked `stack` at a time for stackable models (`fit_many` + `ticketlab.training.stacked.Stacked`; each
 model's masks and draws are those it would get alone).
@@ -54,6 +56,7 @@ from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError
 from ticketlab.methods.saliency import SNIP, GraSP, PruneAtInit, SynFlow
 from ticketlab.methods.sparse import GMP, METHODS, SET, SNFS, Dense, Static
+from ticketlab.methods.sparse.updater import GROW_STATES
 from ticketlab.engine import schedule
 from ticketlab.training import device as _device
 from ticketlab.training.loop import RunOptions, TrainConfig, load_state, total_iterations
@@ -104,6 +107,10 @@ class SparseConfig(Config):
     synflow_iterations: int = method_field(SynFlow, "iterations", 100)
     grasp_temperature: float = method_field(GraSP, "temperature", 200.0)
     seed: int = param(0, "seed of the random masks and random growth (replicate r: seed + r)", min=0)
+    grow_state: str = param("zero", "optimizer state of inactive weights: zero (masked gradients; dropped and "
+                            "grown weights' state zeroed, the official RigL) or keep (the state tracks the dense "
+                            "gradient and survives drop and grow; the weights stay zero; "
+                            "ticketlab.methods.sparse.updater)", choices=GROW_STATES, hashed="unless_default")
 
     def check(self):
         if self.gmp_begin > self.gmp_end:
@@ -281,7 +288,8 @@ def _train_group(exp_path: Path, group: list[int], train_cfg: TrainConfig, cfg: 
     if len(group) == 1:
         r, (init_seed, data_seed) = group[0], seeds[0]
         updater = None if method is None else Updater(method, None if masks0[0] is not None else targets,
-                                                      masks=masks0[0], seed=mask_seeds[0])
+                                                      masks=masks0[0], seed=mask_seeds[0],
+                                                      grow_state=cfg.grow_state)
         cfg_r = dataclasses.replace(train_cfg, init_seed=init_seed, data_seed=data_seed)
         fit(models[0], data, cfg_r, _rep_dir(exp_path, r), prunable=prunable_parameters(models[0]),
             hooks=([updater] if updater else []) + list(hooks), options=options)
@@ -292,7 +300,8 @@ def _train_group(exp_path: Path, group: list[int], train_cfg: TrainConfig, cfg: 
         stacked = None
         if masks0[0] is not None:
             stacked = {n: torch.stack([m[n] for m in masks0]) for n in masks0[0]}
-        updater = Updater(method, None if stacked is not None else targets, masks=stacked, seed=mask_seeds)
+        updater = Updater(method, None if stacked is not None else targets, masks=stacked, seed=mask_seeds,
+                          grow_state=cfg.grow_state)
     runs = [Run(_rep_dir(exp_path, r), model=m, data_seed=ds) for r, m, (_, ds) in zip(group, models, seeds)]
     fit_many(runs, data, train_cfg, ens, hooks=([updater] if updater else []) + list(hooks), options=options)
 

@@ -63,22 +63,23 @@ def register_method(cls: type) -> type:
 
 def sparsify(model, optimizer, method: Method, sparsity: float, *, distribution: str = "erk",
              dense_first: bool = False, dense_last: bool = False, dense: Sequence[str] = (),
-             seed: int = 0) -> Updater:
+             seed: int = 0, grow_state: str = "zero") -> Updater:
     """Mask `model`'s prunable weights at `sparsity` (`distribution` over layers, first/last-layer
     policy) and attach `method` to `optimizer`. Returns the attached `Updater`.
 
     Works on a wrapped optimizer (accelerate, Lightning), under a `GradScaler` (a skipped step moves
     neither the masks nor the step count) and under DistributedDataParallel (every rank holds the same
     masks); the updater's state rides in `optimizer.state_dict()`, so a checkpoint of the optimizer
-    resumes the same schedule."""
+    resumes the same schedule. `grow_state`: "zero" or "keep", the optimizer state of inactive
+    weights (`Updater`)."""
     updater, params = updater_for(model, method, sparsity, distribution=distribution, dense_first=dense_first,
-                                  dense_last=dense_last, dense=dense, seed=seed)
+                                  dense_last=dense_last, dense=dense, seed=seed, grow_state=grow_state)
     return updater.attach(optimizer, params, in_state_dict=True)
 
 
 def updater_for(model, method: Method, sparsity: float, *, distribution: str = "erk",
                 dense_first: bool = False, dense_last: bool = False, dense: Sequence[str] = (),
-                seed: int = 0) -> tuple[Updater, dict]:
+                seed: int = 0, grow_state: str = "zero") -> tuple[Updater, dict]:
     """What `sparsify` attaches, not attached yet: the `Updater` and the {name: parameter} it masks
     (a framework integration attaches it later, e.g. once a checkpoint's state is loaded)."""
     from ticketlab.core import distributions
@@ -90,7 +91,7 @@ def updater_for(model, method: Method, sparsity: float, *, distribution: str = "
                                         last=last, extra=dense)
     s = distributions.sparsities(distribution, {n: tuple(p.shape) for n, p in params.items()}, sparsity,
                                  dense=policy)
-    return Updater(method, s, seed=seed), params
+    return Updater(method, s, seed=seed, grow_state=grow_state), params
 
 
 __all__ = ["Method", "Updater", "LayerContext", "top_k", "training_fraction", "Dense", "Static", "SET", "RigL",

@@ -44,6 +44,26 @@ full pass per state tensor.
 
 Stacked parameters ([R, ...], R models trained together by `fit_many`): pass one seed per model;
 each slice gets its own mask, counts and random draws, identical to what that model would get alone.
+
+Optimizer state of inactive positions (`grow_state`, issue #18: "does Adam blunt RigL?"):
+- ``"zero"`` (default; the semantics above): gradients are masked before the step and the state of
+  dropped and grown-new positions is zeroed, so the state at every inactive position is exactly zero
+  and a grown weight starts with zero moments. Adam then makes its first steps large whatever the
+  gradient's size: with m = v = 0 and the tensor's step count already large, the first update is
+  lr · (1 − β1)/√(1 − β2) ≈ 3.2 lr (docs/sparse_training.md §8, "Adam state").
+- ``"keep"``: the optimizer sees the *dense* gradient dL/d(w·m) at every position (gradients are not
+  masked before the step), and neither a drop nor a grow touches the optimizer state. So the state at
+  an inactive position (SGD momentum; Adam's exp_avg, exp_avg_sq) keeps tracking the gradient that
+  position would get, while the weight there stays exactly zero: the post-step hook re-zeroes it
+  after every step, whatever the optimizer moved. A grown weight starts at zero with the moments of
+  its recent gradient history, and a dropped one's moments go on tracking. This is what
+  TimDettmers/sparse_learning does (unmasked gradients, "removed momentum reset",
+  docs/sparse_training.md §3, §8); the official RigL code masks the gradient of w and overwrites a grown
+  connection's slots with 0, i.e. ``"zero"``. A "keep" that only skipped the zeroing at grow time would
+  change nothing here: with masked gradients and zeroed drops, the state it would keep is exactly zero.
+  The weights and masks follow the same rules under both; under "keep" an inactive weight is moved by
+  the step and then re-zeroed, so the active weights see exactly what they see under "zero" for an
+  elementwise optimizer (SGD, Adam): Static and GMP train identically under both.
 """
 
 from __future__ import annotations
@@ -239,11 +259,15 @@ class Updater:
     - `seed`: an int for plain parameters; a sequence of R ints for stacked [R, ...] parameters (one
       model per slice; slice r is masked, updated and drawn exactly as a model with seed[r] alone).
     - `on_update`: called with each update's log row (also kept in `history`).
+    - `grow_state`: "zero" (default) or "keep": the optimizer state of inactive positions (see the
+      module docstring: "keep" lets it track the dense gradient; weights stay exactly zero under both).
     """
 
     def __init__(self, method: Method, sparsities: Mapping[str, float] | None = None, *,
                  masks: Mapping[str, Tensor] | None = None, seed: int | Sequence[int] = 0,
-                 on_update: Callable[[dict], None] | None = None):
+                 on_update: Callable[[dict], None] | None = None, grow_state: str = "zero"):
+        if grow_state not in GROW_STATES:
+            raise ConfigError(f"grow_state: got {grow_state!r}, expected one of {', '.join(GROW_STATES)}")
         if sparsities is None and masks is None:
             raise ConfigError("Updater needs sparsities or initial masks")
         if not callable(getattr(method, "is_update", None)):  # e.g. Dense, or a one-shot SNIP config
@@ -254,6 +278,7 @@ class Updater:
             raise ConfigError(f"{name}: got {getattr(method, name)!r}, a fraction of training: pass "
                               f"method.resolve(total_steps) to the Updater")
         self.method = method
+        self.keep_state = grow_state == "keep"
         self.stacked = not isinstance(seed, int)
         self.seeds = tuple(int(s) for s in (seed if self.stacked else (seed,)))
         if not self.seeds:
@@ -368,7 +393,7 @@ class Updater:
             else:  # a fixed mask: no active lists needed
                 L.nnz, L.idx = -1, None
             p.mul_(fm)
-            for v in optimizer.state.get(p, {}).values():
+            for v in ([] if self.keep_state else optimizer.state.get(p, {}).values()):
                 if torch.is_tensor(v) and v.shape == p.shape:
                     v.mul_(fm)
             self.layers[n] = L
@@ -412,7 +437,7 @@ class Updater:
             for group in optimizer.param_groups:
                 for p in group["params"]:
                     p.grad = None
-        else:  # one foreach call over every masked gradient: fewer dispatches than a loop (issue #16)
+        elif not self.keep_state:  # one foreach call over every masked gradient: fewer dispatches than a loop (issue #16)
             have = [L for L in self.layers.values() if L.p.grad is not None]
             if have:
                 torch._foreach_mul_([L.p.grad for L in have], [L.fm for L in have])
@@ -462,8 +487,10 @@ class Updater:
                 fm.scatter_(1, G, 1.0)
             kept_d = fm.gather(1, D)  # 1: regrown
             pos, fac = (torch.cat([D, G], 1), torch.cat([kept_d, was], 1)) if m.regrows else (D, kept_d)
-            # 3. zero dropped weights and grown-new weights, and their optimizer state (2k positions)
-            for v in [L.p] + [v for v in state.get(L.p, {}).values() if torch.is_tensor(v) and v.shape == L.p.shape]:
+            # 3. zero dropped weights and grown-new weights, and (unless grow_state "keep") their
+            # optimizer state (2k positions)
+            slots = [] if self.keep_state else state.get(L.p, {}).values()
+            for v in [L.p] + [v for v in slots if torch.is_tensor(v) and v.shape == L.p.shape]:
                 vv = self._row(v)
                 vv.scatter_(1, pos, vv.gather(1, pos).mul_(fac if fac.dtype == v.dtype else fac.to(v.dtype)))
             if m.regrows:  # the grown positions take the dropped ones' columns: no compaction
@@ -516,6 +543,7 @@ class Updater:
             self._install(self._optimizer, params)
 
 
+GROW_STATES = ("zero", "keep")  # the optimizer state of inactive positions (`Updater`'s grow_state)
 STATE_KEY = "ticketlab_sparse"  # where `sparsify`'s state rides in `optimizer.state_dict()`
 
 
