@@ -145,6 +145,15 @@ def test_early_stopping_never_selects_the_start():
         assert early_stopping([{**r, "v": -r["v"]} for r in rows], "v", higher_is_better=True)["iter"] == start + 10
 
 
+def test_early_stopping_from_an_iteration():
+    # a network that takes its final form at iteration 8 (GMP's last pruning step) is judged from there
+    rows = [{"iter": 0, "v": 2.0}, {"iter": 5, "v": 0.5}, {"iter": 10, "v": 1.5}, {"iter": 15, "v": 1.0}]
+    assert early_stopping(rows, "v")["iter"] == 5
+    assert early_stopping(rows, "v", select_from=8)["iter"] == 15
+    assert early_stopping(rows, "v", select_from=10)["iter"] == 15  # the row at select_from is a candidate
+    assert early_stopping(rows[:3], "v", select_from=10)["iter"] == 10
+
+
 def test_early_stopping_with_only_the_start_says_so(caplog):
     with caplog.at_level("WARNING", logger="ticketlab.training.rundir"):
         best = early_stopping([{"iter": 7, "v": 0.3}], "v")

@@ -189,3 +189,32 @@ def test_grow_state_config_hash_cli_and_api(tmp_path, data):
     assert all((w[n][~m] == 0).all() for n, m in masks.items())
     assert any(not m.all() for m in masks.values())
     assert res["rows"][0]["final_test_acc"] > 0.2
+
+
+def test_gmp_early_stopping_judges_only_the_fully_sparse_network(tmp_path, data):
+    # GMP reaches its sparsity at step 100 (0.5 · 200): the evaluations at 50 and 100 are of denser
+    # networks, so early stopping picks among 150 and 200 only (issue #18)
+    cfg = SparseConfig(method="gmp", sparsity=0.9, distribution="uniform", gmp_begin=0.1, gmp_end=0.5,
+                       gmp_frequency=20)
+    (row,) = go(tmp_path, data, cfg, replicates=1)["rows"]
+    rep = next(tmp_path.glob("sparse-*")) / "replicate_0"
+    s = json.loads((rep / "summary.json").read_text())
+    rows = read_jsonl(rep / "metrics.jsonl")
+    assert s["select_from"] == 101 and s["early_stop"]["iter"] in (150, 200)
+    best = min((r for r in rows if r["iter"] >= 101), key=lambda r: (r["val_loss"], r["iter"]))
+    assert s["early_stop"]["iter"] == best["iter"] == row["es_iter"]
+    # a summary written before `select_from` existed is re-judged from its rows when read
+    from ticketlab.experiments.sparse_training import early_stop_sparse
+    old = {k: v for k, v in s.items() if k not in ("select_from", "converged")}
+    old["early_stop"] = min(rows[1:], key=lambda r: (r["val_loss"], r["iter"]))  # the whole run, as before
+    config = json.loads((rep.parent / "config.json").read_text())["config"]
+    fixed = early_stop_sparse(rep, old, config)
+    assert fixed["early_stop"]["iter"] == best["iter"] and fixed["select_from"] == 101
+    assert fixed["converged"] == (best["iter"] - 101 < 0.8 * (200 - 101))
+
+
+def test_static_sparse_runs_keep_early_stopping_over_the_whole_run(tmp_path, data):
+    cfg = SparseConfig(method="static", sparsity=0.9, distribution="uniform")
+    go(tmp_path, data, cfg, replicates=1)
+    s = json.loads((next(tmp_path.glob("sparse-*")) / "replicate_0" / "summary.json").read_text())
+    assert "select_from" not in s and s["early_stop"]["iter"] in (50, 100, 150, 200)

@@ -51,7 +51,7 @@ from typing import Sequence
 
 import torch
 
-from ticketlab.core import distributions, integrity
+from ticketlab.core import config as C, distributions, integrity
 from ticketlab.core.config import Config, param
 from ticketlab.core.errors import ConfigError
 from ticketlab.methods.saliency import SNIP, GraSP, PruneAtInit, SynFlow
@@ -59,9 +59,9 @@ from ticketlab.methods.sparse import GMP, METHODS, SET, SNFS, Dense, Static
 from ticketlab.methods.sparse.updater import GROW_STATES
 from ticketlab.engine import schedule
 from ticketlab.training import device as _device
-from ticketlab.training.loop import RunOptions, TrainConfig, load_state, total_iterations
+from ticketlab.training.loop import RunOptions, TrainConfig, early_stopping, load_state, total_iterations
 from ticketlab.training import timing
-from ticketlab.training.rundir import read_json
+from ticketlab.training.rundir import RunDir, read_json, summary_converged
 
 PRUNE_AT_INIT = tuple(n for n, c in METHODS.items() if issubclass(c, PruneAtInit))
 DISTRIBUTIONS = ("uniform", "er", "erk")
@@ -281,6 +281,7 @@ def _train_group(exp_path: Path, group: list[int], train_cfg: TrainConfig, cfg: 
     models = [build(init_seed) for init_seed, _ in seeds]
     masks0 = [init_masks(cfg, m, data, ds) for m, (_, ds) in zip(models, seeds)]
     method = make_method(cfg, total)
+    select_from = 0 if method is None else method.final_from()  # GMP: judged only once fully sparse
     options = RunOptions(progress=progress, checkpoint_every=checkpoint_every,
                          desc=f"{cfg.method} {cfg.sparsity:g} rep {','.join(map(str, group))}")
     mask_seeds = [cfg.seed + r for r in group]
@@ -292,7 +293,7 @@ def _train_group(exp_path: Path, group: list[int], train_cfg: TrainConfig, cfg: 
                                                       grow_state=cfg.grow_state)
         cfg_r = dataclasses.replace(train_cfg, init_seed=init_seed, data_seed=data_seed)
         fit(models[0], data, cfg_r, _rep_dir(exp_path, r), prunable=prunable_parameters(models[0]),
-            hooks=([updater] if updater else []) + list(hooks), options=options)
+            hooks=([updater] if updater else []) + list(hooks), options=options, select_from=select_from)
         return
     ens = Stacked(models)
     updater = None
@@ -303,7 +304,8 @@ def _train_group(exp_path: Path, group: list[int], train_cfg: TrainConfig, cfg: 
         updater = Updater(method, None if stacked is not None else targets, masks=stacked, seed=mask_seeds,
                           grow_state=cfg.grow_state)
     runs = [Run(_rep_dir(exp_path, r), model=m, data_seed=ds) for r, m, (_, ds) in zip(group, models, seeds)]
-    fit_many(runs, data, train_cfg, ens, hooks=([updater] if updater else []) + list(hooks), options=options)
+    fit_many(runs, data, train_cfg, ens, hooks=([updater] if updater else []) + list(hooks), options=options,
+             select_from=select_from)
 
 
 def churn_rows(state: dict, row: int = 0) -> list[dict]:
@@ -362,10 +364,29 @@ def _write_outputs(exp_path: Path, r: int, train_cfg: TrainConfig, cfg: SparseCo
     })
 
 
+def early_stop_sparse(run_dir: Path, s: dict, config: dict) -> dict:
+    """The summary `s` of a replicate, with its early stopping judged only from the iteration at which
+    the network has its final sparsity (`Method.final_from`; issue #18). Summaries written since
+    record `select_from` and are returned as they are; a GMP summary from before had its early
+    stopping chosen over the whole run, possibly on a denser network, and is re-judged from its
+    metrics rows (`converged` with it)."""
+    if "select_from" in s or s.get("diverged"):
+        return s
+    cfg = C.from_dict(SparseConfig, config["sparse"])
+    method = make_method(cfg, s["iterations"])
+    start = s.get("start_iter", 0)
+    if method is None or method.final_from() <= start:
+        return s
+    rows = RunDir(run_dir).read_metrics()
+    s = {**s, "early_stop": early_stopping(rows, method.final_from()), "select_from": method.final_from()}
+    s.pop("converged", None)
+    return {**s, "converged": summary_converged(s, rows)}
+
+
 def replicate_row(exp_path: Path, r: int) -> dict:
     """One result row of a finished replicate."""
     d = _rep_dir(exp_path, r)
-    s = read_json(d / "summary.json")
+    s = early_stop_sparse(d, read_json(d / "summary.json"), read_json(Path(exp_path) / "config.json")["config"])
     sp = read_json(d / "sparsity.json")
     cfg = read_json(Path(exp_path) / "config.json")["config"]["sparse"]
     churn = [json.loads(line) for line in (d / "churn.jsonl").read_text().splitlines() if line.strip()]

@@ -138,10 +138,10 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
 ES_COLUMNS = ("iter", "val_loss", "val_acc", "test_loss", "test_acc")  # the summary's early_stop row
 
 
-def early_stopping(rows: Sequence[dict]) -> dict:
-    """The row at minimum validation loss (first on ties), never the run's start (`rundir.early_stopping`):
-    LTH's early-stopping iteration."""
-    best = rundir.early_stopping(rows, "val_loss")
+def early_stopping(rows: Sequence[dict], select_from: int = 0) -> dict:
+    """The row at minimum validation loss (first on ties), never the run's start nor a row before
+    `select_from` (`rundir.early_stopping`): LTH's early-stopping iteration."""
+    best = rundir.early_stopping(rows, "val_loss", select_from=select_from)
     return {k: best[k] for k in (*ES_COLUMNS, rundir.AT_START) if k in best}
 
 
@@ -162,7 +162,7 @@ def fit(model: torch.nn.Module, data, cfg: TrainConfig, run_dir: Path, *,
         masks: dict[str, torch.Tensor] | None = None, prunable: dict | None = None,
         start_iter: int = 0, start_optimizer: dict | None = None, lr_offset: int = 0,
         snapshot_iters: Sequence[int] = (), hooks: Sequence[object] = (),
-        options: RunOptions | None = None) -> dict:
+        options: RunOptions | None = None, select_from: int = 0) -> dict:
     """Train `model` on `data` (a `ticketlab.data.Dataset`) from `start_iter` to the end.
 
     - `run_dir` receives `metrics.jsonl` (one row per evaluation), `checkpoint.pt` (for
@@ -178,11 +178,14 @@ def fit(model: torch.nn.Module, data, cfg: TrainConfig, run_dir: Path, *,
       (a rewound run that restarts its schedule instead of fast-forwarding it).
     - `hooks`: objects with optional `attach`, `after_backward`, `after_step`, `state_dict`
       and `load_state_dict` methods (see the module docstring).
+    - `select_from`: early stopping and convergence consider only evaluations from this iteration
+      on, where the network takes its final form (a dense-to-sparse schedule's end); recorded in
+      the summary when it is past the start.
     Returns the summary dict.
     """
     run = Run(run_dir, model=model, masks=masks, start_optimizer=start_optimizer)
     return fit_many([run], data, cfg, Single(model, prunable), start_iter=start_iter, lr_offset=lr_offset,
-                    snapshot_iters=snapshot_iters, hooks=hooks, options=options)[0]
+                    snapshot_iters=snapshot_iters, hooks=hooks, options=options, select_from=select_from)[0]
 
 
 @dataclass
@@ -199,7 +202,7 @@ class Run:
 
 def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_iter: int = 0,
              lr_offset: int = 0, snapshot_iters: Sequence[int] = (), hooks: Sequence[object] = (),
-             options: RunOptions | None = None) -> list[dict]:
+             options: RunOptions | None = None, select_from: int = 0) -> list[dict]:
     """Train several runs in lockstep as one computation (`ticketlab.training.stacked`); see `fit`.
 
     Every run writes its own folder exactly as `fit` would, so a run's checkpoint and results
@@ -211,12 +214,13 @@ def fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_ite
     """
     with denormals.flushed() as flush:
         return _fit_many(runs, data, cfg, ensemble, start_iter=start_iter, lr_offset=lr_offset,
-                         snapshot_iters=snapshot_iters, hooks=hooks, options=options, flush=flush)
+                         snapshot_iters=snapshot_iters, hooks=hooks, options=options, flush=flush,
+                         select_from=select_from)
 
 
 def _fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_iter: int, lr_offset: int,
               snapshot_iters: Sequence[int], hooks: Sequence[object], options: RunOptions | None,
-              flush: bool) -> list[dict]:
+              flush: bool, select_from: int = 0) -> list[dict]:
     options = options or RunOptions()
     dirs = [RunDir(r.run_dir).create() for r in runs]
     summaries = rundir.finished(dirs, "fit_many")
@@ -406,7 +410,8 @@ def _fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_it
     names = [r.name for r in runs] if R > 1 and all(r.name for r in runs) else None
     trained_on = _device.describe(dev)
     return [d.finish(rs, {"iterations": total, "start_iter": start_iter, "final": rs[-1],
-                          "early_stop": early_stopping(rs),
+                          "early_stop": early_stopping(rs, select_from),
+                          **({"select_from": select_from} if select_from > start_iter else {}),
                           "best_test_acc": max((r["test_acc"] for r in rs if r["test_acc"] is not None), default=None),
                           "trained_with": R, **stack_time, "trained_on": trained_on, "flush_denormal": flush,
                           **_precision.summary(), **({"stack": names} if names else {}),

@@ -140,9 +140,12 @@ def write_metrics(path: str | Path, rows: Sequence[dict]) -> None:
     integrity.write_text(path, "".join(strict_json(r) + "\n" for r in rows))
 
 
-def early_stopping(rows: Sequence[dict], metric: str, *, higher_is_better: bool = False) -> dict:
+def early_stopping(rows: Sequence[dict], metric: str, *, higher_is_better: bool = False,
+                   select_from: int = 0) -> dict:
     """The row with the best `metric` (lowest, or highest with `higher_is_better`), the first on
-    ties: the early-stopping point, when `metric` is measured on validation data.
+    ties: the early-stopping point, when `metric` is measured on validation data. Only rows at
+    iteration `select_from` or later are candidates: a run whose network takes its final form only
+    there (GMP reaches its sparsity at the end of its pruning schedule) is never judged before.
 
     The run's first row (iteration 0, or the rewind point) evaluates the network before any
     training, so it is never chosen: an untrained network must not stand for a trained one
@@ -151,7 +154,7 @@ def early_stopping(rows: Sequence[dict], metric: str, *, higher_is_better: bool 
     row marked `AT_START: True`, with a warning, never silently."""
     rows = list(rows)
     start = min(r[ITER] for r in rows)
-    trained = [r for r in rows if r[ITER] > start and r.get(metric) is not None]
+    trained = [r for r in rows if r[ITER] > start and r[ITER] >= select_from and r.get(metric) is not None]
     if not trained:
         log.warning("early stopping: no evaluation after the run's start (iteration %d) has a %s; the "
                     "start, before any training, is reported and marked %r", start, metric, AT_START)
@@ -183,6 +186,8 @@ def summary_converged(summary: dict, rows: Sequence[dict] = ()) -> bool | None:
         return None
     its = [r[ITER] for r in rows]
     start = summary.get("start_iter", min(its) if its else None)
+    if start is not None and summary.get("select_from", 0) > start:  # judged only from there (GMP)
+        start = summary["select_from"]
     end = summary.get("iterations", max(its) if its else None)
     if start is None or end is None:
         return None

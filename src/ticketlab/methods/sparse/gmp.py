@@ -58,5 +58,8 @@ class GMP(Method):
     def drop_fraction_at(self, step: int) -> float:
         return 0.0
 
+    def final_from(self) -> int:
+        return self.end_step + 1  # the step with index end_step prunes to the target; then it has been taken
+
     def n_drop(self, step: int, nnz: int, numel: int, sparsity: float) -> int:
         return max(nnz - keep_count(numel, self.sparsity_at(step, sparsity)), 0)

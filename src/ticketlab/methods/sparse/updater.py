@@ -200,6 +200,13 @@ class Method(Config):
                 raise ConfigError(f"{name}: got {getattr(self, name)!r} and {step} {getattr(self, step)!r}; "
                                   f"expected one of the two")
 
+    def final_from(self) -> int:
+        """The first iteration count (steps taken) at which the network has its final sparsity: 0,
+        except for a dense-to-sparse method (GMP), whose network is denser until its last pruning step.
+        Early stopping looks no earlier (issue #18: an evaluation of a denser network must not stand
+        for the sparse one)."""
+        return 0
+
     def unresolved(self) -> list[str]:
         """The fraction-of-training fields still set (the method needs `resolve(total)` first)."""
         return [f.name for f in dataclasses.fields(self) if f.metadata.get("step") and getattr(self, f.name) is not None]
