@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ticketlab.core.errors import TicketlabError
-from ticketlab.reports.style import MARKERS, figure as _figure, save_figure
+from ticketlab.reports.style import MARKERS, figure as _figure, mean_std, save_figure
 from ticketlab.training.rundir import read_json
 
 METRIC_LABELS = {"final_test_acc": "final test accuracy (%)", "es_test_acc": "test accuracy at early stopping (%)",
@@ -43,10 +43,6 @@ def sparse_rows(experiments: Sequence[str | Path]) -> list[dict]:
     return rows
 
 
-def _mean_std(vals: list[float]) -> tuple[float, float]:
-    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
-
-
 def accuracy_table(rows: list[dict], metric: str = "final_test_acc") -> list[dict]:
     """Mean ± std of `metric` (%) per (model, method, distribution, sparsity), over replicates."""
     groups = defaultdict(list)
@@ -55,7 +51,7 @@ def accuracy_table(rows: list[dict], metric: str = "final_test_acc") -> list[dic
         groups[(r["model"], r["method"], dist, r["sparsity"])].append(100 * r[metric])
     out = []
     for (model, method, dist, s), vals in sorted(groups.items()):
-        m, sd = _mean_std(vals)
+        m, sd = mean_std(vals)
         out.append({"model": model, "method": method, "distribution": dist, "sparsity": s, "n": len(vals),
                     "mean": m, "std": sd})
     return out

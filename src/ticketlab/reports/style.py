@@ -5,6 +5,7 @@ of PNG and SVG files. Uses matplotlib's object API (no pyplot: no global backend
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Sequence
 
@@ -45,6 +46,13 @@ def metric_label(metric: str, prefix: str = "") -> str:
     name, unit, _ = task_metric(metric)
     text = f"{prefix} {name}".strip()
     return f"{text} ({unit})" if unit else text
+
+
+def mean_std(vals: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value) of what a figure or table shows over
+    replicates."""
+    m = statistics.fmean(vals)
+    return m, statistics.stdev(vals) if len(vals) > 1 else 0.0
 
 
 def figure(ncols: int = 1) -> Figure:

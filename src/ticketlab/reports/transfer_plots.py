@@ -20,16 +20,11 @@ from pathlib import Path
 from typing import Sequence
 
 from ticketlab.core.errors import TicketlabError
-from ticketlab.reports.style import METRIC_LABELS, density_axis as _density_axis, figure as _figure, save_figure
+from ticketlab.reports.style import METRIC_LABELS, density_axis as _density_axis, figure as _figure, mean_std, save_figure
 from ticketlab.experiments.transfer import experiment_info, transfer_rows
 
 CONTROL_STYLES = {"random": dict(color="C3", linestyle=(0, (1, 1.2)), marker="v"),
                   "own": dict(color="k", linestyle="-", marker="s")}
-
-
-def _mean_std(vals: list[float]) -> tuple[float, float]:
-    m = sum(vals) / len(vals)
-    return m, math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
 
 
 def curve(rows: list[dict], metric: str, key=lambda r: r["level"]) -> list[tuple[float, float, float, int]]:
@@ -39,7 +34,7 @@ def curve(rows: list[dict], metric: str, key=lambda r: r["level"]) -> list[tuple
         by[key(r)].append(r)
     out = []
     for rs in by.values():
-        m, s = _mean_std([r[metric] for r in rs])
+        m, s = mean_std([r[metric] for r in rs])
         out.append((sum(r["density"] for r in rs) / len(rs), m, s, len(rs)))
     return sorted(out, reverse=True)
 
@@ -100,7 +95,7 @@ def plot_target(experiments: Sequence[str | Path], out: str | Path, metric: str 
         xs += _line(ax, curve(own, metric), "target's own ticket", scale, **CONTROL_STYLES["own"])
     dense = _unique(controls["dense"])
     if dense:
-        m, s = _mean_std([r[metric] for r in dense])
+        m, s = mean_std([r[metric] for r in dense])
         ax.axhline(scale * m, color="0.35", linestyle="--", linewidth=1.0, label=f"dense ({scale * m:.4g} ± {scale * s:.2g})")
     if not xs:
         raise TicketlabError("plot_target: no finished runs to plot")
