@@ -1,12 +1,17 @@
-"""Tables and figures of the RL lottery benchmark (benchmarks/rl/run.sh), from its results store.
+"""Tables and figures of the RL lottery benchmark (benchmarks/rl/run.sh, run18.sh), from its results store.
 
     python benchmarks/rl/summarize.py [STORE] [OUT_DIR]   (default /work/bench/rl/store, benchmarks/rl)
 
-For every RL lottery experiment in the store: a CSV of mean ± std per (branch, level) of the final
-and early-stopping evaluation returns, wall times and env-steps/s; figures of the final evaluation
-return against weights remaining (ticket vs controls), of the return at the early-stopping point
-(selected on validation episodes), and the ticket's learning curves per level (replicate 0). Late
-rewinding and rewind-to-init experiments of the same recipe are also overlaid.
+For every RL lottery experiment in the store: a CSV of mean ± std per (branch, level) of the
+headline return (mean test return over the final evaluations, src/ticketlab/training/final_evals.py),
+the final and early-stopping evaluation returns, how many runs did not converge, CPU and wall times
+and env-steps/s; a markdown file (`<name>.md`) with the headline table (mean ± std, n, mean SEM,
+† = runs that did not converge), every seed's headline, and the paired comparisons of issue #18
+(the ticket against each control and against the dense level 0, seed by seed: wins and the mean
+difference); figures of the headline and the early-stopping return against weights remaining
+(ticket vs controls) and the ticket's learning curves per level (replicate 0). Late rewinding and
+rewind-to-init experiments of the same recipe are also overlaid. Yu et al. 2019 (arXiv 1906.02768)
+§3 compare tickets with parameter-matched random initialisations; docs/rl_nlp.md §3.
 """
 
 from __future__ import annotations
@@ -56,13 +61,81 @@ def table(path: Path) -> list[dict]:
                     "headline_return_std": round(a["headline_score_std"], 1),
                     "headline_sem": round(a["headline_sem"], 1) if "headline_sem" in a else None,
                     "es_return": round(a["es_score"], 1), "es_return_std": round(a["es_score_std"], 1),
-                    "es_env_step": round(a["es_iter"]), "wall_s_per_run": round(a["stack_wall_time_s"], 1),  # an RL run trains alone
+                    "es_env_step": round(a["es_iter"]), "n_unconverged": a["n_unconverged"],
+                    # an RL run trains alone (stack size 1): the stack's times are the run's
+                    "wall_s_per_run": round(a["stack_wall_time_s"], 1),
+                    "cpu_s_per_run": round(a["stack_cpu_time_s"], 1) if "stack_cpu_time_s" in a else None,
                     "env_steps_per_s": round(sum(sp) / len(sp), 1)})
     return out
 
 
+def paired(rows: list[dict], branch: str, level: int, against: tuple[str, int]) -> dict | None:
+    """The ticket-vs-control comparison seed by seed (issue #18): `branch` at `level` against the
+    run `against` = (branch, level) of the same replicate (draw 0), on the headline return.
+    {"n": seeds with both, "wins": seeds where `branch` is higher, "ties", "diff_mean", "diff_std"
+    (sample std over seeds), "pairs": [(replicate, value, other)]}; None without a common seed.
+    Pairing by seed removes the seed-to-seed spread that both share (same data seed)."""
+    def by_rep(b: str, lv: int) -> dict[int, float]:
+        return {r["replicate"]: r["headline_score"] for r in rows
+                if r["branch"] == b and r["level"] == lv and r["draw"] == 0 and r.get("diverged") is None}
+    mine, other = by_rep(branch, level), by_rep(*against)
+    reps = sorted(set(mine) & set(other))
+    if not reps:
+        return None
+    d = [mine[r] - other[r] for r in reps]
+    mean = sum(d) / len(d)
+    std = (sum((x - mean) ** 2 for x in d) / (len(d) - 1)) ** 0.5 if len(d) > 1 else 0.0
+    return {"n": len(reps), "wins": sum(x > 0 for x in d), "ties": sum(x == 0 for x in d),
+            "diff_mean": mean, "diff_std": std, "pairs": [(r, mine[r], other[r]) for r in reps]}
+
+
+def cell(a: dict) -> str:
+    """'mean ± std (n, SEM s)' of a headline, with '†k' when k of its runs did not converge."""
+    mark = f" †{a['n_unconverged']}" if a.get("n_unconverged") else ""
+    sem = f", SEM {a['headline_sem']:.1f}" if a.get("headline_sem") is not None else ""
+    return f"{a['headline_score']:.1f} ± {a['headline_score_std']:.1f}{mark} (n {a['n']}{sem})"
+
+
+def markdown(path: Path, title: str) -> str:
+    """The experiment's markdown report: headline per (level, branch), seeds, paired comparisons."""
+    rows = run_rows(path)
+    agg = [a for a in aggregate(rows) if "headline_score" in a]
+    branches = ["ticket"] + sorted({a["branch"] for a in agg} - {"ticket"})
+    levels = sorted({a["level"] for a in agg})
+    at = {(a["branch"], a["level"]): a for a in agg}
+    dens = {a["level"]: a["density"] for a in agg}  # a control has its level's ticket's per-layer counts
+    out = [f"### {title}", "", "Headline return (mean test return over the last 5 evaluations): mean ± std over "
+           "seeds (n seeds, mean over runs of each run's SEM over its episodes); †k: k runs did not converge "
+           "(early stopping in the last 20 % of the run).", "",
+           "| weights left | " + " | ".join(branches) + " |", "|---|" + "---|" * len(branches)]
+    for lv in levels:
+        out.append(f"| {100 * dens[lv]:.1f} % | "
+                   + " | ".join(cell(at[(b, lv)]) if (b, lv) in at else "" for b in branches) + " |")
+    reps = sorted({r["replicate"] for r in rows})
+    out += ["", "Per seed (headline return; ES = early-stopping env step):", "",
+            "| branch | level | " + " | ".join(f"seed {r}" for r in reps) + " |", "|---|---|" + "---|" * len(reps)]
+    for b in branches:
+        for lv in levels:
+            got = {r["replicate"]: r for r in rows if r["branch"] == b and r["level"] == lv and r["draw"] == 0}
+            if got:
+                out.append(f"| {b} | {lv} | " + " | ".join(
+                    f"{got[r]['headline_score']:.1f}{'' if got[r]['converged'] is not False else ' †'} "
+                    f"(ES {got[r]['es_iter']})" if r in got else "" for r in reps) + " |")
+    out += ["", "Paired by seed (headline; wins = seeds where the first is higher):", "",
+            "| comparison | level | n | wins | ties | mean difference ± std |", "|---|---|---|---|---|---|"]
+    for lv in levels[1:]:
+        for what, b, against in [("ticket − dense", "ticket", ("ticket", 0))] + [
+                (f"ticket − {c}", "ticket", (c, lv)) for c in branches[1:]]:
+            p = paired(rows, b, lv, against)
+            if p:
+                out.append(f"| {what} | {lv} | {p['n']} | {p['wins']} | {p['ties']} | "
+                           f"{p['diff_mean']:+.1f} ± {p['diff_std']:.1f} |")
+    return "\n".join(out) + "\n"
+
+
 def main(store: str = "/work/bench/rl/store", out_dir: str = str(Path(__file__).parent)) -> None:
     store, out = Path(store), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     exps = experiments(store)
     by_recipe = defaultdict(list)
     for path, cfg in exps:
@@ -72,12 +145,13 @@ def main(store: str = "/work/bench/rl/store", out_dir: str = str(Path(__file__).
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
+        (out / f"{n}.md").write_text(markdown(path, f"{n} ({path.name})"))
         print(f"\n## {n} ({path.name})")
         print(" | ".join(rows[0]))
         for r in rows:
             print(" | ".join(str(v) for v in r.values()))
         label = f"{cfg['train']['env']} {cfg['train']['algo']}"
-        plots.plot_accuracy([path], out / f"{n}_final_return", metric="final_score", labels=[label])
+        plots.plot_accuracy([path], out / f"{n}_headline_return", metric="headline_score", labels=[label])
         plots.plot_accuracy([path], out / f"{n}_es_return", metric="es_score", labels=[label])
         plots.plot_learning_curves(path, out / f"{n}_learning_curves")
         shape = ("rewind_iter", "levels", "controls", "control_levels", "replicates", "target_sparsity")
@@ -88,7 +162,7 @@ def main(store: str = "/work/bench/rl/store", out_dir: str = str(Path(__file__).
             group.sort(key=lambda pc: -pc[1]["lottery"]["rewind_iter"])
             labels = [f"k={c['lottery']['rewind_iter']}" for _, c in group]
             n = name(group[0][1]).rsplit("_k", 1)[0] + "_rewind_ablation"
-            plots.plot_accuracy([p for p, _ in group], out / n, metric="final_score", labels=labels)
+            plots.plot_accuracy([p for p, _ in group], out / n, metric="headline_score", labels=labels)
     for svg in out.glob("*.svg"):  # keep the PNGs only (small outputs in the repository)
         svg.unlink()
 
