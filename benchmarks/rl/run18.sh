@@ -9,7 +9,7 @@
 # the same experiments (their finished levels are reused).
 set -euo pipefail
 STORE=${1:-/work/bench/rl/store18}; shift || true
-PARTS=${*:-A C L C+ A+}
+PARTS=${*:-A C A+ L C+}
 T="ticketlab lottery --task rl --workers 1 --quiet --store $STORE --checkpoint-every 5120"
 run() { echo "== $(date -u +%FT%TZ) $*"; /usr/bin/time -f "   cpu %U s user %S s sys, wall %e s" nice -n 5 $T "$@"; }
 
