@@ -26,7 +26,9 @@ def _row(branch, level, rep, score, converged=True, draw=0):
 ROWS = ([_row("ticket", 0, r, 500.0) for r in range(3)]
         + [_row("ticket", 2, r, s) for r, s in enumerate((400.0, 300.0, 100.0))]
         + [_row("random_mask", 2, r, s, converged=r != 1) for r, s in enumerate((50.0, 300.0, 150.0))]
-        + [_row("random_mask", 2, 0, 999.0, draw=1)])  # a second draw: never paired
+        + [_row("random_mask", 2, 0, 999.0, draw=1)]  # a second draw: never paired
+        + [_row("ticket", 3, r, s) for r, s in enumerate((9.4, 60.0, 9.4))]
+        + [_row("random_mask", 3, r, s) for r, s in enumerate((9.3, 50.0, 14.0))])
 
 
 def test_paired_counts_wins_ties_and_the_mean_difference(summarize):
@@ -38,6 +40,9 @@ def test_paired_counts_wins_ties_and_the_mean_difference(summarize):
     dense = summarize.paired(ROWS, "ticket", 2, ("ticket", 0))
     assert dense["wins"] == 0 and dense["diff_mean"] == pytest.approx(-700 / 3)
     assert summarize.paired(ROWS, "ticket", 2, ("reinit", 2)) is None
+    # within 2 SEM (2 * hypot(2, 2) = 5.7) of each other: a tie; 10 > 5.7: a win; -4.6: a tie, not a loss
+    p = summarize.paired(ROWS, "ticket", 3, ("random_mask", 3))
+    assert (p["wins"], p["ties"]) == (1, 2)
 
 
 def test_markdown_marks_unconverged_runs_and_pairs_by_seed(summarize, monkeypatch):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -25,6 +26,10 @@ from pathlib import Path
 from ticketlab.reports import plots
 from ticketlab.engine.results import aggregate, run_rows
 from ticketlab.engine.store import Store
+
+
+# A seed-paired difference within this many standard errors (over the two runs' test episodes) is a tie.
+TIE_SEMS = 2.0
 
 
 def experiments(store: Path) -> list[tuple[Path, dict]]:
@@ -74,19 +79,27 @@ def paired(rows: list[dict], branch: str, level: int, against: tuple[str, int]) 
     run `against` = (branch, level) of the same replicate (draw 0), on the headline return.
     {"n": seeds with both, "wins": seeds where `branch` is higher, "ties", "diff_mean", "diff_std"
     (sample std over seeds), "pairs": [(replicate, value, other)]}; None without a common seed.
-    Pairing by seed removes the seed-to-seed spread that both share (same data seed)."""
-    def by_rep(b: str, lv: int) -> dict[int, float]:
-        return {r["replicate"]: r["headline_score"] for r in rows
+    Pairing by seed removes the seed-to-seed spread that both share (same data seed). A tie is a
+    difference within twice its standard error over the two runs' episodes (`TIE_SEMS`): two agents
+    that both collapsed to a constant action score 9.4 ± 0.1, and which is 0.04 higher is no win."""
+    def by_rep(b: str, lv: int) -> dict[int, dict]:
+        return {r["replicate"]: r for r in rows
                 if r["branch"] == b and r["level"] == lv and r["draw"] == 0 and r.get("diverged") is None}
     mine, other = by_rep(branch, level), by_rep(*against)
     reps = sorted(set(mine) & set(other))
     if not reps:
         return None
-    d = [mine[r] - other[r] for r in reps]
+    d, tol = [], []
+    for r in reps:
+        a, b = mine[r], other[r]
+        d.append(a["headline_score"] - b["headline_score"])
+        sems = (a.get("headline_sem"), b.get("headline_sem"))
+        tol.append(TIE_SEMS * math.hypot(*sems) if None not in sems else 0.0)
     mean = sum(d) / len(d)
-    std = (sum((x - mean) ** 2 for x in d) / (len(d) - 1)) ** 0.5 if len(d) > 1 else 0.0
-    return {"n": len(reps), "wins": sum(x > 0 for x in d), "ties": sum(x == 0 for x in d),
-            "diff_mean": mean, "diff_std": std, "pairs": [(r, mine[r], other[r]) for r in reps]}
+    std = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1)) if len(d) > 1 else 0.0
+    return {"n": len(reps), "wins": sum(x > t for x, t in zip(d, tol)),
+            "ties": sum(abs(x) <= t for x, t in zip(d, tol)), "diff_mean": mean, "diff_std": std,
+            "pairs": [(r, mine[r]["headline_score"], other[r]["headline_score"]) for r in reps]}
 
 
 def cell(a: dict) -> str:
@@ -121,7 +134,8 @@ def markdown(path: Path, title: str) -> str:
                 out.append(f"| {b} | {lv} | " + " | ".join(
                     f"{got[r]['headline_score']:.1f}{'' if got[r]['converged'] is not False else ' †'} "
                     f"(ES {got[r]['es_iter']})" if r in got else "" for r in reps) + " |")
-    out += ["", "Paired by seed (headline; wins = seeds where the first is higher):", "",
+    out += ["", "Paired by seed (headline; wins = seeds where the first is higher by more than 2 SEM of the "
+            "difference, ties = within 2 SEM):", "",
             "| comparison | level | n | wins | ties | mean difference ± std |", "|---|---|---|---|---|---|"]
     for lv in levels[1:]:
         for what, b, against in [("ticket − dense", "ticket", ("ticket", 0))] + [
