@@ -17,8 +17,8 @@ def summarize():
     return mod
 
 
-def _row(branch, level, rep, score, converged=True, draw=0):
-    return {"replicate": rep, "branch": branch, "draw": draw, "level": level, "density": 0.6 ** level,
+def _row(branch, level, rep, score, converged=True, draw=0, path="x"):
+    return {"path": path, "replicate": rep, "branch": branch, "draw": draw, "level": level, "density": 0.6 ** level,
             "metric": "eval_return", "headline_score": score, "headline_sem": 2.0, "es_iter": 30720,
             "converged": converged, "diverged": None}
 
@@ -47,10 +47,29 @@ def test_paired_counts_wins_ties_and_the_mean_difference(summarize):
 
 def test_markdown_marks_unconverged_runs_and_pairs_by_seed(summarize, monkeypatch):
     monkeypatch.setattr(summarize, "run_rows", lambda path: ROWS)
+    monkeypatch.setattr(summarize, "kept_per_layer", lambda rows, b, lv: {0: {"action_net.weight": (0, 128)},
+                                                                         1: {"action_net.weight": (7, 128)}})
     md = summarize.markdown(Path("x"), "t")
+    assert "| action_net.weight | 0 / 128 | 7 / 128 |" in md
     line = next(l for l in md.splitlines() if l.startswith("| 36.0 % |"))
     assert "266.7 ± 152.8 (n 3, SEM 2.0)" in line  # the ticket at level 2
     assert "†1" in line  # one random-mask run did not converge
     assert "| random_mask | 2 | 50.0 (ES 30720) | 300.0 † (ES 30720) | 150.0 (ES 30720) |" in md
     assert "| ticket − random_mask | 2 | 3 | 1 | 1 | +100.0 ± 217.9 |" in md
     assert "| ticket − dense | 2 | 3 | 0 | 0 | -233.3 ± 152.8 |" in md
+
+
+def test_kept_per_layer_reads_each_seeds_mask(summarize, tmp_path):
+    import torch
+    from ticketlab.training.rundir import save_file
+    rows = []
+    for rep in (0, 1):
+        d = tmp_path / f"r{rep}"
+        d.mkdir()
+        save_file(d / "mask.pt", {"action_net.weight": torch.tensor([[1.0, 0.0], [0.0, float(rep)]]),
+                                  "value_net.weight": torch.ones(1, 3)})
+        rows.append(_row("ticket", 5, rep, 9.4, path=str(d)))
+    kept = summarize.kept_per_layer(rows, "ticket", 5)
+    assert kept == {0: {"action_net.weight": (1, 4), "value_net.weight": (3, 3)},
+                    1: {"action_net.weight": (2, 4), "value_net.weight": (3, 3)}}
+    assert summarize.kept_per_layer(rows, "ticket", 4) == {}

@@ -26,6 +26,7 @@ from pathlib import Path
 from ticketlab.reports import plots
 from ticketlab.engine.results import aggregate, run_rows
 from ticketlab.engine.store import Store
+from ticketlab.training.rundir import load_tensors
 
 
 # A seed-paired difference within this many standard errors (over the two runs' test episodes) is a tie.
@@ -102,6 +103,17 @@ def paired(rows: list[dict], branch: str, level: int, against: tuple[str, int]) 
             "pairs": [(r, mine[r]["headline_score"], other[r]["headline_score"]) for r in reps]}
 
 
+def kept_per_layer(rows: list[dict], branch: str, level: int) -> dict[int, dict[str, tuple[int, int]]]:
+    """{replicate: {layer: (weights kept, weights)}} of `branch` at `level` (draw 0), from each run's
+    mask.pt: where global pruning puts the surviving weights (actor or critic, hidden or output layer)."""
+    out = {}
+    for r in rows:
+        if r["branch"] == branch and r["level"] == level and r["draw"] == 0:
+            masks = load_tensors(Path(r["path"]) / "mask.pt")
+            out[r["replicate"]] = {k: (int(v.sum()), v.numel()) for k, v in masks.items()}
+    return out
+
+
 def cell(a: dict) -> str:
     """'mean ± std (n, SEM s)' of a headline, with '†k' when k of its runs did not converge."""
     mark = f" †{a['n_unconverged']}" if a.get("n_unconverged") else ""
@@ -144,6 +156,14 @@ def markdown(path: Path, title: str) -> str:
             if p:
                 out.append(f"| {what} | {lv} | {p['n']} | {p['wins']} | {p['ties']} | "
                            f"{p['diff_mean']:+.1f} ± {p['diff_std']:.1f} |")
+    last = max(levels)
+    kept = kept_per_layer(rows, "ticket", last) if last else {}
+    if kept:
+        seeds = sorted(kept)
+        out += ["", f"Ticket's weights kept per layer at level {last} (kept / weights):", "",
+                "| layer | " + " | ".join(f"seed {r}" for r in seeds) + " |", "|---|" + "---|" * len(seeds)]
+        for layer in kept[seeds[0]]:
+            out.append(f"| {layer} | " + " | ".join(f"{kept[r][layer][0]} / {kept[r][layer][1]}" for r in seeds) + " |")
     return "\n".join(out) + "\n"
 
 
