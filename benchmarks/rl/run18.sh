@@ -30,7 +30,7 @@ LUNAR="--env LunarLander-v3 --algo ppo --env-steps 102400 --eval-every 20480 --n
   --strategy layerwise --prune-fraction 0.5 --levels 1 --rewind-iter 4096 --replicates 3"
 
 # AL. A with layerwise pruning (each layer 40 %/level, the actor's output layer action_net at 20 %/level,
-#    LTH's output-layer rule; 8.1 % left at level 5), 3 replicates, random mask at level 5: in A, global pruning left
+#    LTH's output-layer rule; 8.1 % left at level 5), 5 replicates (3 first, 2 added at the end), random mask at level 5: in A, global pruning left
 #    SB3's gain-0.01 actor head action_net with 0-10 of its 128 weights, and every ticket whose head was
 #    emptied scored 9.4 (a constant action), ticket and control alike.
 CARTPOLE_LW="--env CartPole-v1 --algo ppo --env-steps 40960 --eval-every 5120 --strategy layerwise --prune-fraction 0.4"
@@ -39,7 +39,7 @@ for part in $PARTS; do
   case $part in
     A)  run $CARTPOLE --levels 5 --rewind-iter 2048 --replicates 5 --controls random_mask --control-levels 5 ;;
     C)  run $DQN ;;
-    AL) run $CARTPOLE_LW --levels 5 --rewind-iter 2048 --replicates 3 --controls random_mask --control-levels 5 ;;
+    AL) run $CARTPOLE_LW --levels 5 --rewind-iter 2048 --replicates 5 --controls random_mask --control-levels 5 ;;
     L)  run $LUNAR ;;
     C+) run $DQN --controls random_mask --control-levels 1 ;;                       # the DQN random mask, if time
     A+) run $CARTPOLE --levels 5 --rewind-iter 2048 --replicates 5 --controls random_mask,reinit --control-levels 5 ;;

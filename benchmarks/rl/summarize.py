@@ -52,10 +52,13 @@ def table(path: Path) -> list[dict]:
     for r in rows:
         s = json.loads((Path(r["path"]) / "summary.json").read_text())
         r["env_steps_per_s"] = s.get("env_steps_per_s") or 0.0
+        r["train_return"] = s["final"].get("train_return")
     agg = aggregate(rows)
-    speed = defaultdict(list)
+    speed, train = defaultdict(list), defaultdict(list)
     for r in rows:
         speed[(r["branch"], r["level"])].append(r["env_steps_per_s"])
+        if r["train_return"] is not None:
+            train[(r["branch"], r["level"])].append(r["train_return"])
     out = []
     for a in agg:
         sp = speed[(a["branch"], a["level"])]
@@ -71,7 +74,11 @@ def table(path: Path) -> list[dict]:
                     # an RL run trains alone (stack size 1): the stack's times are the run's
                     "wall_s_per_run": round(a["stack_wall_time_s"], 1),
                     "cpu_s_per_run": round(a["stack_cpu_time_s"], 1) if "stack_cpu_time_s" in a else None,
-                    "env_steps_per_s": round(sum(sp) / len(sp), 1)})
+                    "env_steps_per_s": round(sum(sp) / len(sp), 1),
+                    # the stochastic training policy's mean episode return in the last rollout: on an
+                    # unsolved task (LunarLander at 10 % of its length) it differs from the deterministic
+                    # evaluation policy's return
+                    "final_train_return": round(sum(tr) / len(tr), 1) if (tr := train[(a["branch"], a["level"])]) else None})
     return out
 
 
