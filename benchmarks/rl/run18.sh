@@ -9,7 +9,7 @@
 # the same experiments (their finished levels are reused).
 set -euo pipefail
 STORE=${1:-/work/bench/rl/store18}; shift || true
-PARTS=${*:-A C A+ AL L C+}
+PARTS=${*:-A C A+ AL L C+ AL2}
 T="ticketlab lottery --task rl --workers 1 --quiet --store $STORE --checkpoint-every 5120"
 run() { echo "== $(date -u +%FT%TZ) $*"; /usr/bin/time -f "   cpu %U s user %S s sys, wall %e s" nice -n 5 $T "$@"; }
 
@@ -34,12 +34,16 @@ LUNAR="--env LunarLander-v3 --algo ppo --env-steps 102400 --eval-every 20480 --n
 #    SB3's gain-0.01 actor head action_net with 0-10 of its 128 weights, and every ticket whose head was
 #    emptied scored 9.4 (a constant action), ticket and control alike.
 CARTPOLE_LW="--env CartPole-v1 --algo ppo --env-steps 40960 --eval-every 5120 --strategy layerwise --prune-fraction 0.4"
+# AL2. Training length: AL at twice the env steps (81,920 per level, evaluation every 10,240, so the headline is
+#    the mean over 40,960-81,920), 3 replicates, random mask at level 5. Added at the end with the time left.
+CARTPOLE_LW2="--env CartPole-v1 --algo ppo --env-steps 81920 --eval-every 10240 --strategy layerwise --prune-fraction 0.4"
 
 for part in $PARTS; do
   case $part in
     A)  run $CARTPOLE --levels 5 --rewind-iter 2048 --replicates 5 --controls random_mask --control-levels 5 ;;
     C)  run $DQN ;;
     AL) run $CARTPOLE_LW --levels 5 --rewind-iter 2048 --replicates 5 --controls random_mask --control-levels 5 ;;
+    AL2) run $CARTPOLE_LW2 --levels 5 --rewind-iter 2048 --replicates 3 --controls random_mask --control-levels 5 ;;
     L)  run $LUNAR ;;
     C+) run $DQN --controls random_mask --control-levels 1 ;;                       # the DQN random mask, if time
     A+) run $CARTPOLE --levels 5 --rewind-iter 2048 --replicates 5 --controls random_mask,reinit --control-levels 5 ;;
