@@ -16,7 +16,8 @@ run() { echo "== $(date -u +%FT%TZ) $*"; /usr/bin/time -f "   cpu %U s user %S s
 # A. CartPole-v1, PPO (rl-zoo's tuned recipe, 40,960 env steps per level, evaluation every 5,120 so that
 #    the headline's last 5 evaluations are the second half of training), global IMP 40 %/level, 5 levels
 #    to 7.8 % of the weights, late rewinding to k = 2,048 env steps (5 %), 5 replicates, random-mask
-#    control (same per-layer counts, fresh init) at level 5.
+#    control (a random mask with the ticket's per-layer counts, weights from θk; docs/lottery.md §6) at level 5;
+#    A+ adds reinit (the ticket's mask, a fresh init) at level 5.
 CARTPOLE="--env CartPole-v1 --algo ppo --env-steps 40960 --eval-every 5120 --strategy global --prune-fraction 0.4"
 # C. DQN on CartPole-v1 (rl-zoo's recipe, 256-256 ReLU Q-network), 40,960 env steps, 3 replicates,
 #    one global level at 80 % pruned (20 % left), late rewinding to 2,048.
