@@ -73,3 +73,10 @@ def test_kept_per_layer_reads_each_seeds_mask(summarize, tmp_path):
     assert kept == {0: {"action_net.weight": (1, 4), "value_net.weight": (3, 3)},
                     1: {"action_net.weight": (2, 4), "value_net.weight": (3, 3)}}
     assert summarize.kept_per_layer(rows, "ticket", 4) == {}
+
+
+def test_name_tells_apart_two_training_lengths_of_one_recipe(summarize):
+    cfg = {"train": {"env": "ALE/Pong-v5", "algo": "ppo", "env_steps": 40960},
+           "lottery": {"strategy": "layerwise", "rewind_iter": 2048}}
+    assert summarize.name(cfg) == "ALE_Pong-v5_ppo_layerwise_k2048_40960"
+    assert summarize.name({**cfg, "train": {**cfg["train"], "env_steps": 81920}}).endswith("_81920")

@@ -44,7 +44,8 @@ def experiments(store: Path) -> list[tuple[Path, dict]]:
 
 def name(cfg: dict) -> str:
     t, lot = cfg["train"], cfg["lottery"]
-    return f"{t['env'].replace('/', '_')}_{t['algo']}_{lot['strategy']}_k{lot['rewind_iter']}"
+    # the training length too: the same recipe at two lengths (run18.sh's AL and AL2) are two experiments
+    return f"{t['env'].replace('/', '_')}_{t['algo']}_{lot['strategy']}_k{lot['rewind_iter']}_{t['env_steps']}"
 
 
 def table(path: Path) -> list[dict]:
