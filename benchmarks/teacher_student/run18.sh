@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue #18 re-measurement of the teacher–student benchmark (README.md, "Re-measured 2026-12-06"):
 #   two  — node pruning with and without merging co-aligned nodes (two-layer, SS §6 setting, 3 seeds);
-#   ml   — the 50-75-100-125 multi-layer run (student ×5) with 3 seeds, pruned with and without merge.
+#   ml   — the 50-75-100-125 multi-layer run (student ×5) with 3 seeds, pruned with and without merge;
+#   retrain — after `two`: the two-layer node tickets retrained against reinit, without and with the merge.
 # One process, nice -n 5, one torch thread. Stores outside the repo; tables/plots beside this script.
 # Training is what costs; the `--prune-merge` calls read the trained students and only evaluate.
 set -euo pipefail
@@ -42,4 +43,16 @@ if [[ $part == all || $part == ml ]]; then
     $TIME $TS --store $STORE $ML --prune --no-prune-retrain --prune-merge --prune-merge-cos $c \
       > $OUT/multi_layer_big_merge/table_cos$c.txt 2> $OUT/multi_layer_big_merge/time_cos$c.txt
   done
+fi
+
+# 3. After `two`: retrain the two-layer node tickets (README §5) without and with the merge of co-aligned
+#    nodes. The ticket is the kept nodes (with merge: each group's representative) from their own initial
+#    weights; reinit is a fresh N(0, 0.005²) init of the pruned 100-10-50 shape (the same draw in both
+#    folders). 100,000 steps, the full schedule; the 27 pruned students × 2 branches train as one stack.
+if [[ $part == retrain ]]; then
+  R=$OUT/two_layer_retrain
+  mkdir -p $R
+  $TIME $TS --store $STORE $TWO --stack 54 --prune > $R/table.txt 2> $R/time.txt
+  $TIME $TS --store $STORE $TWO --stack 54 --prune --prune-merge --prune-merge-cos 0.95 \
+    > $R/table_merge0.95.txt 2> $R/time_merge0.95.txt
 fi

@@ -109,7 +109,7 @@ def two_layer(exps):
     print()
     if not any("ticket_eval_rel_mse" in x for _, _, _, plain, _ in cover for x in plain):
         return
-    print("Retrained for the full 100,000 steps (run18_retrain.sh): the ticket (kept nodes — with merge, each "
+    print("Retrained for the full 100,000 steps (run18.sh retrain): the ticket (kept nodes — with merge, each "
           "group's representative — from their own initial weights) against a fresh init of the same 100-10-50 "
           "shape. Relative eval MSE and success; \"ticket wins\" counts the seed pairs where the ticket's "
           "relative MSE is lower.\n")
