@@ -9,7 +9,7 @@
 # the same experiments (their finished levels are reused).
 set -euo pipefail
 STORE=${1:-/work/bench/rl/store18}; shift || true
-PARTS=${*:-A C A+ AL L C+ AL2}
+PARTS=${*:-A C A+ AL L C+ AL2 LF}
 T="ticketlab lottery --task rl --workers 1 --quiet --store $STORE --checkpoint-every 5120"
 run() { echo "== $(date -u +%FT%TZ) $*"; /usr/bin/time -f "   cpu %U s user %S s sys, wall %e s" nice -n 5 $T "$@"; }
 
@@ -29,6 +29,9 @@ DQN="--env CartPole-v1 --algo dqn --env-steps 40960 --eval-every 5120 --strategy
 LUNAR="--env LunarLander-v3 --algo ppo --env-steps 102400 --eval-every 20480 --n-envs 8 --n-steps 256 --batch-size 128 \
   --n-epochs 4 --gamma 0.999 --gae-lambda 0.98 --ent-coef 0.01 --lr 3e-4 --lr-schedule constant --val-episodes 10 \
   --strategy layerwise --prune-fraction 0.5 --levels 1 --rewind-iter 4096 --replicates 3"
+# LF. L at its full length (1,024,000 env steps, evaluation every 102,400, so the headline is the mean over
+#    the second half), 2 worker processes (the 3 seeds of a level at once). Run after the others, when CPU freed.
+LUNAR_FULL="${LUNAR/--env-steps 102400 --eval-every 20480/--env-steps 1024000 --eval-every 102400}"
 
 # AL. A with layerwise pruning (each layer 40 %/level, the actor's output layer action_net at 20 %/level,
 #    LTH's output-layer rule; 8.1 % left at level 5), 5 replicates (3 first, 2 added at the end), random mask at level 5: in A, global pruning left
@@ -46,6 +49,7 @@ for part in $PARTS; do
     AL) run $CARTPOLE_LW --levels 5 --rewind-iter 2048 --replicates 5 --controls random_mask --control-levels 5 ;;
     AL2) run $CARTPOLE_LW2 --levels 5 --rewind-iter 2048 --replicates 3 --controls random_mask --control-levels 5 ;;
     L)  run $LUNAR ;;
+    LF) run $LUNAR_FULL --workers 2 ;;
     C+) run $DQN --controls random_mask --control-levels 1 ;;                       # the DQN random mask, if time
     A+) run $CARTPOLE --levels 5 --rewind-iter 2048 --replicates 5 --controls random_mask,reinit --control-levels 5 ;;
     *)  echo "unknown part $part"; exit 2 ;;
