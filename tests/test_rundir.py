@@ -152,6 +152,9 @@ def test_early_stopping_from_an_iteration():
     assert early_stopping(rows, "v", select_from=8)["iter"] == 15
     assert early_stopping(rows, "v", select_from=10)["iter"] == 15  # the row at select_from is a candidate
     assert early_stopping(rows[:3], "v", select_from=10)["iter"] == 10
+    # a network final only after the last evaluation (GMP ending on the run's last step): the last row,
+    # never the untrained start
+    assert early_stopping(rows, "v", select_from=16)["iter"] == 15
 
 
 def test_early_stopping_with_only_the_start_says_so(caplog):

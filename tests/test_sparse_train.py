@@ -211,6 +211,7 @@ def test_gmp_early_stopping_judges_only_the_fully_sparse_network(tmp_path, data)
     fixed = early_stop_sparse(rep, old, config)
     assert fixed["early_stop"]["iter"] == best["iter"] and fixed["select_from"] == 101
     assert fixed["converged"] == (best["iter"] - 101 < 0.8 * (200 - 101))
+    assert row["converged"] == s["converged"] and row["diverged"] is None  # rows carry the marks
 
 
 def test_static_sparse_runs_keep_early_stopping_over_the_whole_run(tmp_path, data):

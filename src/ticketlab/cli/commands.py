@@ -131,8 +131,8 @@ def cmd_sparse_train(ns) -> None:
     res = api.sparse_train(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, replicates=ns.replicates,
                            options=opts)
     print(f"experiment: {res['experiment']}")
-    keys = [k for k in ("replicate", "sparsity", "es_iter", "es_test_acc", "final_test_acc", "stack_wall_time_s",
-                        "stack_size")
+    keys = [k for k in ("replicate", "sparsity", "es_iter", "converged", "es_test_acc", "final_test_acc",
+                        "stack_wall_time_s", "stack_size")
             if res["rows"] and k in res["rows"][0]]
     print(_table(res["rows"], keys))
     for a in res["aggregate"] if isinstance(res["aggregate"], list) else [res["aggregate"]]:

@@ -46,15 +46,20 @@ def run_rows(exp_path: str | Path) -> list[dict]:
                 continue
             rel = level_dir.parent.relative_to(rep_dir)
             control, draw = _branch("" if str(rel) == "." else str(rel))
-            run = RunDir(level_dir)
-            s = with_headline(run.summary(), level_dir)
+            s = with_headline(RunDir(level_dir).summary(), level_dir)
             masks = load_tensors(level_dir / "mask.pt")
-            # a summary written before `converged` existed: computed from its metrics rows
-            conv = summary_converged(s, () if "converged" in s or "start_iter" in s else run.read_metrics())
             rows.append({"replicate": r, "branch": control, "draw": draw, "level": int(m.group(1)),
-                         "density": M.density(masks), **summary_metrics(s), "diverged": diverged_at(s),
-                         "converged": conv, "path": str(level_dir)})
+                         "density": M.density(masks), **summary_metrics(s), **outcome(level_dir, s),
+                         "path": str(level_dir)})
     return sorted(rows, key=lambda x: (x["branch"] != "ticket", x["branch"], x["level"], x["replicate"], x["draw"]))
+
+
+def outcome(run_dir: str | Path, s: dict) -> dict:
+    """A run's `diverged` (the iteration, or None) and `converged` (`rundir.summary_converged`) from its
+    summary `s`: the fields `aggregate` counts apart and marks. A summary written before `converged`
+    existed gets it from the run's metrics rows."""
+    rows = () if "converged" in s or "start_iter" in s else RunDir(run_dir).read_metrics()
+    return {"diverged": diverged_at(s), "converged": summary_converged(s, rows)}
 
 
 def summary_metrics(s: dict) -> dict:

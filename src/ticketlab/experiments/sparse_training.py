@@ -57,7 +57,7 @@ from ticketlab.core.errors import ConfigError
 from ticketlab.methods.saliency import SNIP, GraSP, PruneAtInit, SynFlow
 from ticketlab.methods.sparse import GMP, METHODS, SET, SNFS, Dense, Static
 from ticketlab.methods.sparse.updater import GROW_STATES
-from ticketlab.engine import schedule
+from ticketlab.engine import results, schedule
 from ticketlab.training import device as _device
 from ticketlab.training.loop import RunOptions, TrainConfig, early_stopping, load_state, total_iterations
 from ticketlab.training import timing
@@ -386,14 +386,15 @@ def early_stop_sparse(run_dir: Path, s: dict, config: dict) -> dict:
 def replicate_row(exp_path: Path, r: int) -> dict:
     """One result row of a finished replicate."""
     d = _rep_dir(exp_path, r)
-    s = early_stop_sparse(d, read_json(d / "summary.json"), read_json(Path(exp_path) / "config.json")["config"])
+    config = read_json(Path(exp_path) / "config.json")["config"]
+    s = early_stop_sparse(d, read_json(d / "summary.json"), config)
     sp = read_json(d / "sparsity.json")
-    cfg = read_json(Path(exp_path) / "config.json")["config"]["sparse"]
+    cfg = config["sparse"]
     churn = [json.loads(line) for line in (d / "churn.jsonl").read_text().splitlines() if line.strip()]
     return {"replicate": r, "method": cfg["method"], "distribution": cfg["distribution"], "sparsity": sp["target"],
             "achieved_sparsity": sp["achieved"], "es_iter": s["early_stop"]["iter"],
             "es_test_acc": s["early_stop"]["test_acc"], "final_test_acc": s["final"]["test_acc"],
-            "best_test_acc": s["best_test_acc"], **timing.read(s), "updates": len(churn),
+            "best_test_acc": s["best_test_acc"], **timing.read(s), **results.outcome(d, s), "updates": len(churn),
             "mean_churn": statistics.fmean(c["churn"] for c in churn) if churn else None, "path": str(d)}
 
 
@@ -404,7 +405,7 @@ AGG_METRICS = ("achieved_sparsity", "es_test_acc", "final_test_acc", "stack_wall
 
 def aggregate_replicates(rows: list[dict]) -> dict:
     """Mean and sample std of each metric over the replicates."""
-    out = {"n": len(rows)}
+    out = {"n": len(rows), "n_unconverged": sum(1 for row in rows if row.get("converged") is False)}
     for k in AGG_METRICS:
         vals = [row[k] for row in rows]
         out[k] = statistics.fmean(vals) if vals else None

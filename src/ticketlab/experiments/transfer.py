@@ -68,7 +68,7 @@ from ticketlab.core.seeds import derive_seed
 from ticketlab.experiments.lottery import replay
 from ticketlab.engine.store import Experiment, Store
 from ticketlab.training.loop import TrainConfig, load_state
-from ticketlab.training.rundir import RunDir, read_json, summary_converged
+from ticketlab.training.rundir import RunDir, read_json
 
 log = logging.getLogger(__name__)
 
@@ -534,11 +534,9 @@ def _summary_row(run_dir: Path, **fields) -> dict:
     """A random ticket's row, with the fields `results.run_rows` gives a lottery's runs: without
     `diverged` and `converged`, `results.aggregate` would average a diverged random ticket and never
     mark an unconverged one (issue #18)."""
-    run = RunDir(run_dir)
-    s = run.summary()
-    conv = summary_converged(s, () if "converged" in s or "start_iter" in s else run.read_metrics())
+    s = RunDir(run_dir).summary()
     return {**fields, "density": M.density(load_masks(run_dir / "mask.pt")), **results.summary_metrics(s),
-            "diverged": results.diverged_at(s), "converged": conv, "path": str(run_dir)}
+            **results.outcome(run_dir, s), "path": str(run_dir)}
 
 
 def transfer_rows(exp_path: str | Path) -> list[dict]:

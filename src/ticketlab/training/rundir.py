@@ -154,6 +154,7 @@ def early_stopping(rows: Sequence[dict], metric: str, *, higher_is_better: bool 
     row marked `AT_START: True`, with a warning, never silently."""
     rows = list(rows)
     start = min(r[ITER] for r in rows)
+    select_from = min(select_from, max(r[ITER] for r in rows))  # the run's last evaluation always counts
     trained = [r for r in rows if r[ITER] > start and r[ITER] >= select_from and r.get(metric) is not None]
     if not trained:
         log.warning("early stopping: no evaluation after the run's start (iteration %d) has a %s; the "
