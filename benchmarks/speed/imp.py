@@ -7,7 +7,9 @@ random-reinit control at every level) is run from an empty store, for 1 and for 
 - defaults: no `--workers` nor `--stack`: what a user gets (workers capped at the runs that can go at
             once, stacking where this machine's calibration says it wins, `ticketlab.engine.calibrate`);
 - ceiling:  (3 replicates only) two copies of `serial` started at once, each in its own store. 2 × serial ÷
-            this time is what 2 cores give independent one-at-a-time work (the bound; issue #16: 1.88×).
+            this time is what 2 cores give independent one-at-a-time work (the bound; issue #16: 1.88×);
+- stacked:  (with `--stacked`) `--stack 8`, workers as the defaults: what the defaults do where the
+            calibration says stacking wins, so the calibration's verdict can be checked on the whole study.
 
 Goals (issue #16): defaults never slower than serial, for 1 and for 3 replicates; ≥ 1.8× for the study.
 Variants alternate in rounds (order reversed each round); each figure is the median over rounds of the
@@ -36,7 +38,7 @@ import sys
 import tempfile
 import time
 
-VARIANTS = {"serial": ["--workers", "1", "--stack", "1"], "defaults": []}
+VARIANTS = {"serial": ["--workers", "1", "--stack", "1"], "defaults": [], "stacked": ["--stack", "8"]}
 REPLICATES = (1, 3)
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -93,9 +95,9 @@ def run_once(cmd_for, copies: int = 1, env: dict | None = None) -> tuple[float, 
 
 
 def measure(rounds: int = 3, iterations: int = 1000, levels: int = 2, data_dir: str | None = None,
-            cache: str | None = None, replicates: tuple[int, ...] = REPLICATES) -> dict:
-    """Median wall and CPU times, and the ratios of the defaults to serial, per replicate count
-    (`replicates`; the ceiling runs when 3 is among them)."""
+            cache: str | None = None, replicates: tuple[int, ...] = REPLICATES, stacked: bool = False) -> dict:
+    """Median wall and CPU times, and the ratios of the defaults (and with `stacked`, of `--stack 8`) to
+    serial, per replicate count (`replicates`; the ceiling runs when 3 is among them)."""
     counted = _subreaper()
     own_cache = cache is None
     cache = cache or tempfile.mkdtemp(prefix="imp-bench-cache-")
@@ -103,7 +105,8 @@ def measure(rounds: int = 3, iterations: int = 1000, levels: int = 2, data_dir: 
     env.pop("TICKETLAB_CALIBRATION", None)
     try:
         run_once(lambda s: _command(s, [], 1, 10, 1, data_dir), env=env)  # calibration + data cache, untimed
-        names = [(r, v) for r in replicates for v in VARIANTS] + ([(3, "ceiling")] if 3 in replicates else [])
+        variants = [v for v in VARIANTS if v != "stacked" or stacked]
+        names = [(r, v) for r in replicates for v in variants] + ([(3, "ceiling")] if 3 in replicates else [])
         times = {k: [] for k in names}
         for i in range(rounds):
             for r, v in (names if i % 2 == 0 else names[::-1]):
@@ -114,11 +117,16 @@ def measure(rounds: int = 3, iterations: int = 1000, levels: int = 2, data_dir: 
         for r in replicates:
             ser, dft = times[r, "serial"], times[r, "defaults"]
             out[f"{r}_replicates"] = {
-                "median_wall_s": {v: statistics.median(w for w, _ in times[r, v]) for v in VARIANTS},
-                "median_cpu_s": {v: statistics.median(c for _, c in times[r, v]) for v in VARIANTS},
+                "median_wall_s": {v: statistics.median(w for w, _ in times[r, v]) for v in variants},
+                "median_cpu_s": {v: statistics.median(c for _, c in times[r, v]) for v in variants},
                 "speedup": statistics.median(s[0] / d[0] for s, d in zip(ser, dft)),  # wall: serial ÷ defaults
                 "cpu_ratio": statistics.median(d[1] / s[1] for s, d in zip(ser, dft)),  # CPU: defaults ÷ serial
             }
+            if stacked:
+                stk = times[r, "stacked"]
+                out[f"{r}_replicates"].update(
+                    stacked_speedup=statistics.median(s[0] / k[0] for s, k in zip(ser, stk)),
+                    stacked_cpu_ratio=statistics.median(k[1] / s[1] for s, k in zip(ser, stk)))
         if 3 in replicates:
             out["ceiling"] = statistics.median(2 * s[0] / c[0] for s, c in zip(times[3, "serial"], times[3, "ceiling"]))
         calibration = os.path.join(cache, "calibration.json")
@@ -136,7 +144,8 @@ if __name__ == "__main__":
     ap.add_argument("--levels", type=int, default=2)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--replicates", default="1,3", help="replicate counts to measure, e.g. 3")
+    ap.add_argument("--stacked", action="store_true", help="also time --stack 8 (what the defaults do where stacking wins)")
     ap.add_argument("--cache", default=None, help="cache folder for the calibration and parsed MNIST (default: a temporary one)")
     a = ap.parse_args()
     reps = tuple(int(r) for r in a.replicates.split(","))
-    print(json.dumps(measure(a.rounds, a.iterations, a.levels, a.data_dir, a.cache, reps), indent=2))
+    print(json.dumps(measure(a.rounds, a.iterations, a.levels, a.data_dir, a.cache, reps, a.stacked), indent=2))

@@ -18,6 +18,7 @@ from ticketlab.core import config as C
 from ticketlab.engine.options import RunOptions
 from ticketlab.reports.tables import lottery_table, text_table as _table  # noqa: F401
 from ticketlab.core.errors import TicketlabError
+from ticketlab.engine import calibrate
 from ticketlab.training import timing
 from ticketlab.training.final_evals import FINAL_EVALS
 
@@ -47,7 +48,7 @@ def cmd_lottery(ns) -> None:
     train_cfg, cfg = _configs({"train": get_task(ns.task).config, "lottery": LotteryConfig}, ns)
     # the command owns its process: by default one worker per core, capped at the runs at once, and
     # stacking only where this machine's calibration says it wins (`ticketlab.engine.calibrate`)
-    opts = calibrated(run_options(ns), train_cfg).resolved("lottery", api.lottery_width(cfg), own_process=True)
+    opts = calibrate.options(run_options(ns), [train_cfg]).resolved("lottery", api.lottery_width(cfg), own_process=True)
     api.set_threads(opts.threads)
     res = api.lottery(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, options=opts)
     print(f"experiment: {res['experiment']}")
@@ -59,17 +60,6 @@ def cmd_lottery(ns) -> None:
         print(f"{'test accuracy (%)' if metric == 'test_acc' else metric} at the early-stopping iteration and at the "
               "end (final), mean ± std over replicates and draws")
     print(lottery_table(res["aggregate"]))
-
-
-def calibrated(opts, train_cfg):
-    """`opts` with stack 1 where `--stack` was not given and the calibration says that stacking
-    `train_cfg`'s architecture does not win on this device; `opts` unchanged otherwise."""
-    import dataclasses
-    from ticketlab.engine import calibrate
-    from ticketlab.training import device as _device
-    if opts.stack is not None or calibrate.for_config(train_cfg, str(_device.resolve(opts.device))) is not False:
-        return opts
-    return dataclasses.replace(opts, stack=1)
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -126,7 +116,7 @@ def cmd_sparse_train(ns) -> None:
     from ticketlab.experiments.sparse_training import SparseConfig
     from ticketlab.training.loop import TrainConfig
     train_cfg, cfg = _configs({"train": TrainConfig, "sparse": SparseConfig}, ns)
-    opts = calibrated(run_options(ns), train_cfg)  # replicates stack only where stacking wins here
+    opts = calibrate.options(run_options(ns), [train_cfg])  # replicates stack only where stacking wins here
     api.set_threads(opts.threads)
     res = api.sparse_train(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, replicates=ns.replicates,
                            options=opts)

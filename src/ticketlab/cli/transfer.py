@@ -20,7 +20,8 @@ import typing
 from ticketlab.core import config as C
 from ticketlab.cli.common import ALL, _common, _configs, _run_flags, run_options
 from ticketlab.reports.tables import text_table as _table
-from ticketlab.core.errors import ConfigError
+from ticketlab.core.errors import ConfigError, TicketlabError
+from ticketlab.engine import calibrate
 
 PREFIX = "target__"
 
@@ -63,6 +64,16 @@ def transfer_table(agg: list[dict], metric: str = "es_test_acc") -> str:
     return text
 
 
+def _target_recipes(cfg, store) -> list:
+    """The transfer's target recipe, for the calibration; none when its source does not resolve (the
+    transfer itself then says why, in one line)."""
+    from ticketlab.experiments.transfer import target_recipe
+    try:
+        return [target_recipe(cfg, store)]
+    except TicketlabError:
+        return []
+
+
 def cmd_transfer(ns) -> None:
     from ticketlab import api
     from ticketlab.experiments.transfer import TransferConfig
@@ -79,6 +90,9 @@ def cmd_transfer(ns) -> None:
         if ns.source or ns.config or targets:
             raise ConfigError("--matrix runs the pairs of its file: give no SOURCE, --config or --target-* flags")
         # the command owns its process: by default one worker per core
+        # stacking only where this machine's calibration says it wins for every recipe of the matrix
+        from ticketlab.experiments.transfer_matrix import load_matrix
+        opts = calibrate.options(opts, load_matrix(ns.matrix).recipes.values())
         res = api.transfer(matrix=ns.matrix, options=opts.resolved("transfer", own_process=True), **kw)
         from ticketlab.experiments.transfer_matrix import summary
         rows = summary(res["transfers"])
@@ -95,6 +109,7 @@ def cmd_transfer(ns) -> None:
             changes["target"] = {**cfg.target, **targets}
         if changes:
             cfg = C.replace(cfg, **changes)
+        opts = calibrate.options(opts, _target_recipes(cfg, ns.store))  # as for the matrix
         res = api.transfer(cfg, options=opts.resolved("transfer", api.transfer_width(cfg), own_process=True), **kw)
         print(f"experiment: {res['experiment']}")
         print(f"source: {res['source']}   own ticket: {res['own'] or '-'}   random tickets: {res['random']}")

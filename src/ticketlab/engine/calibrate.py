@@ -1,40 +1,52 @@
 """Per-machine calibration: does stacking runs of an architecture beat one model at a time here?
 
 Stacking trains R runs of one architecture as one batched computation (docs/performance.md §4).
-Whether it pays depends on the model's size, the machine and the torch build: on a 2-core CPU it
-won 1.07× for LeNet-300-100 in one process, and with two processes the defaults `--workers 2
---stack 8` used 5–22 % more CPU than `--workers 1 --stack 1` (issue #16, "On the CPU too"). So
-the `ticketlab lottery` and `ticketlab sparse-train` commands stack by default only where a
-measurement says stacking wins:
+Whether it pays depends on the model's size, the machine and the torch build. On a 2-core CPU a
+bare stacked LeNet-300-100 step measured anywhere from 0.83 to 1.02 of one model at a time from one
+day to the next, while in the real training loop a stack of 3 cost the same per model as 3 single
+runs (issue #16, "On the CPU too"; benchmarks/speed/README.md). So the commands stack by default
+only where a measurement of the real loop says stacking clearly wins:
 
-- `stacking_wins(arch, build, input_shape, device)` times `R` models stacked against the same `R`
-  trained one after another (fused Adam, batch 60, CPU time per model-step, interleaved rounds,
-  medians) and says whether stacked is at least `MARGIN` faster; about a second, once;
+- `stacking_wins(arch, build, input_shape, device, recipe)` trains `MODELS` masked models
+  (`ticketlab.training.loop.fit_many`, the loop every run trains in: its batch gathering, mask
+  enforcement, divergence check and final save) on random inputs of the dataset's shape, once as one
+  stack and once one after another, with the run's optimizer and batch size, in interleaved rounds,
+  and says whether stacked costs at most `MARGIN` of one at a time per model-step (CPU time on the
+  CPU; wall time with the device synchronised elsewhere). About 4 s on this CPU, once;
+- `MARGIN` is 0.90, not break-even: a stack also costs the scheduler. Its runs start together, so a
+  level waits for all of the level before it, and fewer, larger groups balance worse over the workers.
+  Measured over a whole 4-level study on 2 cores, stacking at break-even was slower than not stacking
+  (benchmarks/speed/README.md);
 - the answer is cached in `$TICKETLAB_CACHE/calibration.json` (`registry.resolve_cache_dir`), one
-  entry per architecture, device and torch version, with the times it rests on:
+  entry per architecture, recipe, device and torch version, with the times it rests on:
 
-      {"mlp {\"widths\": [300, 100]} (1, 28, 28) -> 10 | cpu | torch 2.13.0+cpu":
-          {"stack_wins": false, "stacked_ms": 0.41, "single_ms": 0.43, "models": 4, "measured": "..."}}
+      {"lenet300_100 {} (1, 28, 28) -> 10 | adam, batch 60 | cpu | torch 2.13.0+cpu":
+          {"stack_wins": false, "stacked_ms": 1.66, "single_ms": 1.62, "models": 3, "measured": "...",
+           "method": "loop"}}
 
   Read it to see what was decided and why; delete the file (or one entry) to measure again, e.g.
   after a hardware change. A later torch version measures anew by itself (its own key).
-- `--stack` given explicitly always wins over the calibration; so does a Python caller's `stack`
-  (the API keeps its documented default, 8). `TICKETLAB_CALIBRATION=off` in the environment turns
-  the calibration off (the kind's fixed default stack, as before it existed; the test suite does
-  this, so that its results never depend on a timing).
+- `options(opts, recipes)` is what the commands call (`lottery`, `sparse-train`, `transfer` and the
+  trials of `sweep`): the run options with stack 1 where `stack` was not given and stacking does not
+  win for some recipe. `--stack` given explicitly always wins over the calibration; so does a Python
+  caller's `stack` (the API keeps its documented defaults, so its results never depend on a timing).
+  `TICKETLAB_CALIBRATION=off` in the environment turns the calibration off (the kind's fixed default
+  stack, as before it existed; the test suite does this for the same reason).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import shutil
 import statistics
+import tempfile
 import time
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 
 from ticketlab.core import atomic
 from ticketlab.data.registry import resolve_cache_dir
@@ -43,13 +55,15 @@ log = logging.getLogger(__name__)
 
 FILE = "calibration.json"
 ENV = "TICKETLAB_CALIBRATION"  # "off": no calibration
-MODELS, BATCH, STEPS, ROUNDS = 4, 60, 20, 3
-MARGIN = 0.95  # stacked must cost at most this share of one-at-a-time to count as a win (noise guard)
+MODELS, STEPS, WARMUP, ROUNDS = 3, 100, 10, 3
+MARGIN = 0.90  # stacked must cost at most this share of one at a time to count as a win (see above)
+DENSITY = 0.5  # the masks of the measured runs: a mid-study IMP level
 
 
-def key(arch: str, device: str) -> str:
-    """The cache key of one measurement: architecture, device and torch version."""
-    return f"{arch} | {device} | torch {torch.__version__}"
+def key(arch: str, device: str, recipe=None) -> str:
+    """The cache key of one measurement: architecture, recipe (optimizer, batch size), device and torch version."""
+    how = f" | {recipe.optimizer}, batch {recipe.batch_size}" if recipe is not None else ""
+    return f"{arch}{how} | {device} | torch {torch.__version__}"
 
 
 def read() -> dict:
@@ -61,20 +75,23 @@ def read() -> dict:
         return {}
 
 
-def stacking_wins(arch: str, build: Callable[[int], torch.nn.Module], input_shape: tuple, device: str = "cpu") -> bool:
-    """Whether stacked training of `arch` (`build(seed)` makes one model) beats one model at a time
-    on `device`: the cached answer, else measured now and cached. Not stackable: False, unmeasured."""
+def stacking_wins(arch: str, build: Callable[[int], torch.nn.Module], input_shape: tuple, device: str = "cpu",
+                  recipe=None) -> bool:
+    """Whether stacked training of `arch` (`build(seed)` makes one model) with `recipe` (a TrainConfig:
+    its optimizer and batch size; None: Adam, batch 60) beats one model at a time on `device`: the cached
+    answer, else measured now and cached. Not stackable: False, unmeasured."""
     from ticketlab.training.stacked import stackable
     entries = read()
-    k = key(arch, device)
+    k = key(arch, device, recipe)
     if k in entries and isinstance(entries[k].get("stack_wins"), bool):
         return entries[k]["stack_wins"]
     if not stackable(build(0)):
         return False
-    stacked, single = measure(build, input_shape, device)
+    stacked, single = measure(build, input_shape, device, recipe)
     wins = stacked <= MARGIN * single
+    entries = read()  # another process may have added entries meanwhile
     entries[k] = {"stack_wins": wins, "stacked_ms": round(1000 * stacked, 4), "single_ms": round(1000 * single, 4),
-                  "models": MODELS, "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+                  "models": MODELS, "method": "loop", "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     log.info("calibration: stacking %s on %s: %.3f ms against %.3f ms per model-step (%s)", arch, device,
              1000 * stacked, 1000 * single, "stacks" if wins else "one at a time")
     try:
@@ -87,41 +104,52 @@ def stacking_wins(arch: str, build: Callable[[int], torch.nn.Module], input_shap
     return wins
 
 
-def measure(build: Callable[[int], torch.nn.Module], input_shape: tuple, device: str = "cpu") -> tuple[float, float]:
-    """(stacked, one at a time): median CPU seconds per model-step of `MODELS` models, fused Adam."""
-    from ticketlab.training.stacked import Stacked
-    dev = torch.device(device)
-    models = [build(s).to(dev) for s in range(MODELS)]
+def measure(build: Callable[[int], torch.nn.Module], input_shape: tuple, device: str = "cpu",
+            recipe=None) -> tuple[float, float]:
+    """(stacked, one at a time): median seconds per model-step of `MODELS` masked models trained by the
+    real loop with `recipe`'s optimizer and batch size on random data (CPU time on the CPU, wall time on
+    an accelerator, where the loop's final metric reads synchronise the device)."""
+    from ticketlab.data.registry import Dataset, Split
+    from ticketlab.models import prunable_parameters
+    from ticketlab.training.loop import RunOptions, Run, TrainConfig, fit_many
+    from ticketlab.training.stacked import Single, Stacked
+    base = recipe if recipe is not None else TrainConfig(optimizer="adam", batch_size=60)
+    cfg = dataclasses.replace(base, epochs=None, schedule="constant", warmup_iters=0, milestones=())
+    clock = time.process_time if torch.device(device).type == "cpu" else time.perf_counter
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(BATCH, *input_shape, generator=g).to(dev)
-    classes = models[0](x[:1]).shape[-1]
-    y = torch.randint(0, classes, (BATCH,), generator=g).to(dev)
-    ens = Stacked(models)
-    xs, ys = x.expand(MODELS, *x.shape), y.expand(MODELS, BATCH)
-    stacked_opt = torch.optim.Adam(ens.module.parameters(), lr=1e-3, fused=True)
-    opts = [torch.optim.Adam(m.parameters(), lr=1e-3, fused=True) for m in models]
+    models = [build(s) for s in range(MODELS)]
+    classes = models[0](torch.zeros(1, *input_shape)).shape[-1]
 
-    def stacked_step():
-        stacked_opt.zero_grad(set_to_none=True)
-        ens.losses(xs, ys).sum().backward()
-        stacked_opt.step()
+    def split(n: int) -> Split:  # x: [n, *input_shape], y: [n]
+        return Split(torch.randn(n, *input_shape, generator=g), torch.randint(0, classes, (n,), generator=g))
+    data = Dataset("calibration", split(16 * cfg.batch_size), split(cfg.batch_size), split(cfg.batch_size),
+                   classes, tuple(input_shape))
+    masks = [{n: torch.rand(p.shape, generator=g) < DENSITY for n, p in prunable_parameters(m).items()}
+             for m in models]
+    quiet = RunOptions(progress=False, device=device)
+    folder = tempfile.mkdtemp(prefix="ticketlab-calibration-")
+    made = iter(range(1 << 30))
 
-    def single_steps():
-        for m, o in zip(models, opts):
-            o.zero_grad(set_to_none=True)
-            F.cross_entropy(m(x), y).backward()
-            o.step()
+    def fit(which: list[int], steps: int) -> float:
+        runs = [Run(os.path.join(folder, str(next(made))), model=models[i], masks=masks[i], data_seed=i)
+                for i in which]
+        ens = Stacked([models[i] for i in which]) if len(which) > 1 else Single(models[which[0]])
+        t = clock()
+        fit_many(runs, data, dataclasses.replace(cfg, iterations=steps, eval_every=steps), ens, options=quiet)
+        return clock() - t
 
-    times = {stacked_step: [], single_steps: []}
-    for fn in times:  # warm-up: first calls allocate
-        fn()
-    for r in range(ROUNDS):
-        for fn in (list(times) if r % 2 == 0 else list(times)[::-1]):
-            t = time.process_time()
-            for _ in range(STEPS):
-                fn()
-            times[fn].append((time.process_time() - t) / (STEPS * MODELS))
-    return statistics.median(times[stacked_step]), statistics.median(times[single_steps])
+    variants = {"stacked": lambda n: fit(list(range(MODELS)), n),
+                "single": lambda n: sum(fit([i], n) for i in range(MODELS))}
+    times = {v: [] for v in variants}
+    try:
+        for run in variants.values():  # warm-up: first calls allocate and import
+            run(WARMUP)
+        for r in range(ROUNDS):
+            for v in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
+                times[v].append(variants[v](STEPS) / (STEPS * MODELS))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return statistics.median(times["stacked"]), statistics.median(times["single"])
 
 
 def for_config(train_cfg, device: str = "cpu") -> bool | None:
@@ -145,10 +173,23 @@ def for_config(train_cfg, device: str = "cpu") -> bool | None:
 
     arch = f"{model} {json.dumps(args, sort_keys=True)} {tuple(info.input_shape)} -> {info.num_classes}"
     try:
-        return stacking_wins(arch, build, tuple(info.input_shape), device)
+        return stacking_wins(arch, build, tuple(info.input_shape), device, train_cfg)
     except Exception as e:  # a model that does not build is the run's error to report, not ours
         log.debug("no calibration for %s: %s", arch, e)
         return None
 
 
-__all__ = ["stacking_wins", "measure", "for_config", "read", "key", "FILE", "ENV", "MARGIN"]
+def options(opts, recipes: Iterable):
+    """`opts` (a RunOptions) with stack 1 where `stack` was not given and stacking does not win on its
+    device for one of `recipes` (the training configs whose runs may stack; unmeasurable ones are
+    skipped); `opts` unchanged otherwise, and always when `stack` was given."""
+    from ticketlab.training import device as _device
+    if opts.stack is not None:
+        return opts
+    device = str(_device.resolve(opts.device))
+    if any(for_config(r, device) is False for r in recipes):
+        return dataclasses.replace(opts, stack=1)
+    return opts
+
+
+__all__ = ["stacking_wins", "measure", "for_config", "options", "read", "key", "FILE", "ENV", "MARGIN"]

@@ -146,6 +146,13 @@ def resolve_target(source: TrainConfig, overrides: dict) -> TrainConfig:
     return C.from_dict(TrainConfig, {**C.to_dict(source), **overrides}, source="target")
 
 
+def target_recipe(cfg: TransferConfig, store=None) -> TrainConfig:
+    """The recipe the runs of transfer `cfg` train with: its source lottery's, with `cfg.target`
+    applied (what `prepare` resolves, without checking data or writing anything)."""
+    src_train, _ = load_source(Store(store).get(cfg.source).path)
+    return resolve_target(src_train, cfg.target)
+
+
 def target_overrides(source: TrainConfig, target: TrainConfig) -> dict:
     """The TrainConfig keys whose values differ between source and target (JSON values)."""
     a, b = C.to_dict(source), C.to_dict(target)

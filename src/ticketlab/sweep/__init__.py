@@ -49,24 +49,25 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run_file(path, *, options: RunOptions | None = None, backend: str | None = None, address: str | None = None,
-             store=None, data_dir=None, retries: int | None = None, **run) -> list[dict]:
+             store=None, data_dir=None, retries: int | None = None, calibrated: bool = False, **run) -> list[dict]:
     """Load a sweep file and run it (`api.sweep`). Its [sweep] table gives the run options unless
     `options` (a RunOptions) replaces them; `run`, RunOptions fields as keywords (workers, stack,
     threads, progress, checkpoint_every, device), and the other arguments override them where
-    given (not None)."""
+    given (not None). `calibrated`: stack only where stacking wins here (`run_sweep`)."""
     trials, file_options = load_sweep(path)
     own = {k: v for k, v in file_options.items() if k in OWN}
     own.update({k: v for k, v in dict(backend=backend, address=address, retries=retries).items() if v is not None})
     if options is None:
         options = RunOptions(**{k: v for k, v in file_options.items() if k not in OWN})
-    return run_sweep(trials, store=store, data_dir=data_dir, options=RunOptions.build(options, **run), **own)
+    return run_sweep(trials, store=store, data_dir=data_dir, options=RunOptions.build(options, **run),
+                     calibrated=calibrated, **own)
 
 
 def command(path, **kwargs) -> list[dict]:
     """`ticketlab sweep FILE`: `run_file`, then print the table. Raises TicketlabError after the
     table if any trial failed (so the command exits non-zero)."""
     set_threads(1)  # the inline backend trains in this process; the others only wait here
-    rows = run_file(path, **kwargs)
+    rows = run_file(path, calibrated=True, **kwargs)  # the command owns its process: stack where it wins
     print(format_table(rows))
     failed = [r["trial"] for r in rows if r["status"] == "failed"]
     if failed:

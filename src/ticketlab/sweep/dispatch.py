@@ -35,9 +35,11 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Executor, wait
 from pathlib import Path
+from typing import Callable
 
 from ticketlab.core import progress as _progress
 from ticketlab.core.errors import ConfigError
+from ticketlab.engine import calibrate
 from ticketlab.engine.options import RunOptions
 from ticketlab.engine.parallel import cpu_count, error_text, make_executor, set_threads
 from ticketlab.engine.store import resolve_store
@@ -88,14 +90,17 @@ def run_sweep(trials: list[Trial], *, backend: str | Executor = "process", addre
               store=None, data_dir=None, retries: int = 1, replicates: int = 1, options: RunOptions | None = None,
               workers: int | None = None, stack: int | None = None, threads: int | None = None,
               progress: bool | None = None, checkpoint_every: int | None = None, device: str | None = None,
-              precision: str | None = None, deterministic: bool | None = None) -> list[dict]:
+              precision: str | None = None, deterministic: bool | None = None,
+              calibrated: bool = False) -> list[dict]:
     """Run every trial not yet done; return one row per trial, in trial order.
 
     `options` (`ticketlab.engine.options.RunOptions`), or the keywords of its fields that build
     it: `workers` is the trials at once (default: one per core, at most one per trial; Ray: the
     cluster's CPUs); `stack` and `checkpoint_every` apply to every trial (default: the kind's);
     `threads` to this process (the inline backend; process workers use one each); `progress`
-    prints a line per trial on stderr.
+    prints a line per trial on stderr. With `calibrated` (`ticketlab sweep` owns its process) and no
+    `stack` given, a trial stacks only where this machine's calibration says stacking its recipe wins
+    (`ticketlab.engine.calibrate.options`, measured here, before the trials are sent).
 
     A row: trial, overrides, status (done / skipped / failed), attempts, experiment (folder),
     the key metrics (train: es_iter, es_test_acc, final_test_acc, stack_wall_s, stack_size; lottery: the last
@@ -132,6 +137,15 @@ def run_sweep(trials: list[Trial], *, backend: str | Executor = "process", addre
             todo.append(t)
     # a trial trains in one process, quietly; its stack and checkpoint interval are the sweep's
     trial_opts = dataclasses.replace(opts, workers=1, progress=False, threads=None)
+    calibration = {}
+
+    def per_trial(t: Trial) -> RunOptions:  # the trial's run options: the sweep's, calibrated
+        recipes = KINDS[t.kind].recipes
+        if not calibrated or recipes is None:
+            return trial_opts
+        if t.index not in calibration:
+            calibration[t.index] = calibrate.options(trial_opts, recipes(t.configs, store))
+        return calibration[t.index]
     name = backend if isinstance(backend, str) else type(backend).__name__
     say(f"sweep: {len(trials)} trials, {len(rows)} finished before, {len(todo)} sent to the {name} backend"
         + (f", {len(batched)} run together in this process" if batched else ""))
@@ -146,8 +160,8 @@ def run_sweep(trials: list[Trial], *, backend: str | Executor = "process", addre
                 if n is None and backend == "process":
                     n = min(cpu_count(), len(todo))  # no idle workers
                 ex, own = make_executor(backend, n, address, device=opts.device), True
-            _dispatch(ex, todo, rows, len(trials), say, retries=retries,
-                      args=(store, data_dir, None, replicates, trial_opts))
+            _dispatch(ex, todo, rows, len(trials), say, retries=retries, store=store,
+                      args=lambda t: (store, data_dir, None, replicates, per_trial(t)))
     except KeyboardInterrupt:
         if not isinstance(ex, str):
             _stop(ex)
@@ -162,12 +176,12 @@ def run_sweep(trials: list[Trial], *, backend: str | Executor = "process", addre
     return [rows[t.index] for t in trials]
 
 
-def _dispatch(ex: Executor, todo: list[Trial], rows: dict, n_total: int, say, *, retries: int, args) -> None:
+def _dispatch(ex: Executor, todo: list[Trial], rows: dict, n_total: int, say, *, retries: int, store,
+              args: Callable[[Trial], tuple]) -> None:
     queue = deque((t, 1) for t in todo)
     running = {}
     slots = {}  # the slot of each running trial: its GPU on a several-GPU machine
     capacity = max(1, int(getattr(ex, "workers", 1)))
-    store = args[0]
     busy_key = {t.index: _busy_key(t, store) for t in todo}
     busy = set()  # folders with a trial running: trials sharing a folder run one after the other
     while queue or running:
@@ -180,7 +194,7 @@ def _dispatch(ex: Executor, todo: list[Trial], rows: dict, n_total: int, say, *,
             del queue[i]
             busy.add(busy_key[t.index])
             slot = min(set(range(len(running) + 1)) - set(slots.values()))
-            f = ex.submit(run_trial, t, *args, slot=slot)
+            f = ex.submit(run_trial, t, *args(t), slot=slot)
             running[f], slots[f] = (t, attempt, time.perf_counter()), slot
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         for f in done:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from ticketlab.core import config as C
-from ticketlab.core.errors import ConfigError
+from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.training import timing
 from ticketlab.engine.options import RunOptions
 from ticketlab.engine.store import resolve_store
@@ -66,7 +66,9 @@ class Kind:
     - `folder(configs, store)`: the trial's experiment folder (trials sharing one run one after
       the other; a finished `train` trial is skipped without dispatch), or None when only running
       tells (a transfer's source must be resolved first);
-    - `shares(configs)`: for a kind without `folder`, a key: trials with equal keys never run at once.
+    - `shares(configs)`: for a kind without `folder`, a key: trials with equal keys never run at once;
+    - `recipes(configs, store)`: the training configs whose runs may stack, for the stacking
+      calibration of `ticketlab sweep` (`ticketlab.engine.calibrate.options`); None: not calibrated.
     """
 
     name: str
@@ -75,6 +77,7 @@ class Kind:
     folder: Callable | None = None
     shares: Callable | None = None
     batched: bool = False
+    recipes: Callable | None = None
 
 
 KINDS: dict[str, Kind] = {}
@@ -125,6 +128,11 @@ register(Kind("train", sections=lambda task: {"train": TrainConfig}, run=_run_tr
 
 # ---- lottery (any task) --------------------------------------------------------------------
 
+def _train_recipe(configs, store) -> list:
+    """The recipe of a lottery or sparse trial: its [train] section."""
+    return [configs[0]]
+
+
 def _lottery_sections(task: str) -> dict:
     from ticketlab.engine.tasks import get_task
     return {"train": get_task(task).config, "lottery": LotteryConfig}
@@ -162,7 +170,8 @@ def last_level(res: dict, branch: str) -> dict:
 
 
 register(Kind("lottery", sections=_lottery_sections, run=_run_lottery,
-              folder=lambda configs, store: store_folder(store, "lottery", LotteryRun(*configs))))
+              folder=lambda configs, store: store_folder(store, "lottery", LotteryRun(*configs)),
+              recipes=_train_recipe))
 
 
 # ---- sparse training -----------------------------------------------------------------------
@@ -177,7 +186,8 @@ def _run_sparse(configs, ctx: Context) -> dict:
 
 
 register(Kind("sparse", sections=lambda task: {"train": TrainConfig, "sparse": SparseConfig}, run=_run_sparse,
-              folder=lambda configs, store: store_folder(store, "sparse", SparseRun(*configs))))
+              folder=lambda configs, store: store_folder(store, "sparse", SparseRun(*configs)),
+              recipes=_train_recipe))
 
 
 # ---- transfer ------------------------------------------------------------------------------
@@ -199,8 +209,15 @@ def _transfer_shares(configs) -> str:
     return "transfer onto " + json.dumps(configs[0].target, sort_keys=True)
 
 
+def _transfer_recipe(configs, store) -> list:
+    try:  # the target recipe needs the source; a source that does not resolve fails the trial itself
+        return [transfer.target_recipe(configs[0], store)]
+    except TicketlabError:
+        return []
+
+
 register(Kind("transfer", sections=lambda task: {"transfer": TransferConfig}, run=_run_transfer,
-              shares=_transfer_shares))
+              shares=_transfer_shares, recipes=_transfer_recipe))
 
 
 # ---- teacher-student (batched) -------------------------------------------------------------
