@@ -52,3 +52,18 @@ def test_workers_inherit_the_compiler_module_of_the_first_fused_adam_step():
     finally:
         ex.shutdown()
     assert preloaded and cpu < 0.5
+
+
+def test_prestart_starts_the_forkserver_that_the_pool_then_forks_from():
+    # issue #16: the lottery starts the forkserver before loading data and building its graph, so the
+    # server's preload (≈2 s) overlaps that work instead of following it
+    import multiprocessing
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no forkserver on this platform: workers spawn, and prestart does nothing")
+    code = ("import os, multiprocessing.forkserver as fs; from ticketlab.engine import parallel; "
+            "parallel.prestart(); pid = fs._forkserver._forkserver_pid; assert pid is not None; "
+            "parallel.prestart(); assert fs._forkserver._forkserver_pid == pid; "
+            "ex = parallel.make_executor('process', 1); "
+            "assert ex.submit(os.getppid).result(timeout=300) == pid; ex.shutdown(); print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]  # the worker's parent is the prestarted server

@@ -137,13 +137,7 @@ class ProcessExecutor(Executor):
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        ctx = multiprocessing.get_context(method)
-        if method == "forkserver":
-            # imported once in the server, inherited by every worker; "__main__" as in the default
-            # list, so jobs defined in the caller's script (guarded by `if __name__ == "__main__"`) load.
-            ctx.set_forkserver_preload(["__main__", *PRELOAD])
-        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_process_worker_init)
+        return ProcessPoolExecutor(self.workers, mp_context=_context(), initializer=_process_worker_init)
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         try:
@@ -172,6 +166,25 @@ class ProcessExecutor(Executor):
             if p.is_alive():
                 p.kill()
                 p.join()
+
+
+def _context():
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        # imported once in the server, inherited by every worker; "__main__" as in the default
+        # list, so jobs defined in the caller's script (guarded by `if __name__ == "__main__"`) load.
+        ctx.set_forkserver_preload(["__main__", *PRELOAD])
+    return ctx
+
+
+def prestart() -> None:
+    """Start the forkserver now, so that its preload (≈2 s of imports on one core) runs while this
+    process prepares the work (loads data, builds the run graph) on another; the process backend's
+    first workers then fork from a server that is ready. Returns at once; a no-op where workers spawn."""
+    if _context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+        forkserver.ensure_running()
 
 
 def _ray_call(fn, args, kwargs):
@@ -301,5 +314,5 @@ def set_threads(n: int | None = None) -> None:
     torch.set_num_threads(n or 1)
 
 
-__all__ = ["BACKENDS", "set_threads", "make_executor", "worker_init", "cpu_count", "error_text",
+__all__ = ["BACKENDS", "set_threads", "make_executor", "prestart", "worker_init", "cpu_count", "error_text",
            "InlineExecutor", "ProcessExecutor", "RayExecutor"]

@@ -34,7 +34,7 @@ from ticketlab.experiments.lottery import replay, trunk
 from ticketlab.experiments.lottery.controls import CONTROLS, branch_name
 from ticketlab.experiments.lottery.trunk import LotteryConfig, LotteryRun, Replicate, execute, lottery_levels, replicate_seeds
 from ticketlab.engine import schedule
-from ticketlab.engine.parallel import cpu_count
+from ticketlab.engine.parallel import cpu_count, prestart
 from ticketlab.engine.results import aggregate, run_rows
 from ticketlab.engine.store import Store
 from ticketlab.engine.tasks import get_task, task_of
@@ -259,6 +259,8 @@ def run_lottery(train_cfg, cfg, *, store=None, data_dir=None, progress: bool = T
     Returns {"experiment": folder, "rows": one row per trained network, "aggregate": mean ± std
     per (branch, level)}. Levels, replicates and controls already in the store are not re-run."""
 
+    if workers > 1:  # the workers' forkserver imports while this process loads data and builds the graph
+        prestart()
     task = get_task(task_of(train_cfg))
     if task.validate is not None:
         task.validate(train_cfg, data_dir)
