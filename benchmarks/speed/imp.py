@@ -127,8 +127,11 @@ def measure(rounds: int = 3, iterations: int = 1000, levels: int = 2, data_dir: 
                 out[f"{r}_replicates"].update(
                     stacked_speedup=statistics.median(s[0] / k[0] for s, k in zip(ser, stk)),
                     stacked_cpu_ratio=statistics.median(k[1] / s[1] for s, k in zip(ser, stk)))
+            out[f"{r}_replicates"]["per_round"] = {v: [[round(w, 2), round(c, 2)] for w, c in times[r, v]]
+                                                   for v in variants}  # [wall s, CPU s] in round order
         if 3 in replicates:
             out["ceiling"] = statistics.median(2 * s[0] / c[0] for s, c in zip(times[3, "serial"], times[3, "ceiling"]))
+            out["ceiling_per_round"] = [[round(w, 2), round(c, 2)] for w, c in times[3, "ceiling"]]
         calibration = os.path.join(cache, "calibration.json")
         return {"rounds": rounds, "iterations_per_level": iterations, "levels": levels, "cpu_counted": counted,
                 "calibration": json.load(open(calibration)) if os.path.exists(calibration) else {}, **out}
