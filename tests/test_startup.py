@@ -4,6 +4,7 @@ the other commands' experiment modules. benchmarks/startup/run.py measures the t
 
 import subprocess
 import sys
+import textwrap
 from importlib import metadata
 
 import pytest
@@ -67,3 +68,41 @@ def test_prestart_starts_the_forkserver_that_the_pool_then_forks_from():
             "assert ex.submit(os.getppid).result(timeout=300) == pid; ex.shutdown(); print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]  # the worker's parent is the prestarted server
+
+
+@pytest.mark.parametrize("argv, forks", [
+    (["lottery", "--replicates", "3"], True),
+    (["demo"], True),
+    (["transfer", "abc123"], True),
+    (["lottery", "--workers", "1"], False),
+    (["lottery", "--workers=1"], False),
+    (["lottery", "--workers", "2"], True),
+    (["lottery", "--help"], False),
+    (["train", "--iterations", "1"], False),
+    ([], False),
+])
+def test_the_command_line_starts_the_forkserver_only_for_commands_with_workers(argv, forks, monkeypatch):
+    from ticketlab import cli
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert cli.will_fork(argv) is forks
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    # one CPU: one worker by default, nothing to fork, unless workers were asked for
+    assert cli.will_fork(argv) is (forks and "--workers" in argv)
+
+
+def test_the_console_entry_starts_the_forkserver_before_importing_torch():
+    code = textwrap.dedent("""
+        import sys
+        from ticketlab import cli
+        import ticketlab.engine.forkserver as f
+        seen = []
+        f.prestart = lambda: seen.append("torch" in sys.modules)
+        cli.will_fork = lambda argv: True
+        try:
+            cli.main(["nosuchcommand"])
+        except SystemExit:
+            pass
+        print(seen)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1:] == ["[False]"], out.stderr[-2000:]

@@ -2,6 +2,6 @@
 
 import sys
 
-from ticketlab.cli.commands import main
+from ticketlab.cli import main
 
 sys.exit(main())

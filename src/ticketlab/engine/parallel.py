@@ -48,13 +48,10 @@ from concurrent.futures.process import BrokenProcessPool
 import torch
 
 from ticketlab.core.errors import ConfigError, TicketlabError
+from ticketlab.engine.forkserver import PRELOAD, context as _context, prestart  # noqa: F401 (PRELOAD: re-exported)
 from ticketlab.training import device as _device
 
 BACKENDS = ("inline", "process", "ray")
-# What the forkserver imports once for every worker it forks: ticketlab (and torch), and the
-# compiler module that torch.optim imports at the first fused Adam step (≈1.1 s of CPU per worker
-# otherwise; docs/performance.md §2).
-PRELOAD = ("ticketlab.api", "torch._dynamo")
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -167,24 +164,6 @@ class ProcessExecutor(Executor):
                 p.kill()
                 p.join()
 
-
-def _context():
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(method)
-    if method == "forkserver":
-        # imported once in the server, inherited by every worker; "__main__" as in the default
-        # list, so jobs defined in the caller's script (guarded by `if __name__ == "__main__"`) load.
-        ctx.set_forkserver_preload(["__main__", *PRELOAD])
-    return ctx
-
-
-def prestart() -> None:
-    """Start the forkserver now, so that its preload (≈2 s of imports on one core) runs while this
-    process prepares the work (loads data, builds the run graph) on another; the process backend's
-    first workers then fork from a server that is ready. Returns at once; a no-op where workers spawn."""
-    if _context().get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-        forkserver.ensure_running()
 
 
 def _ray_call(fn, args, kwargs):
