@@ -44,6 +44,7 @@ def test_measured_once_then_read_from_the_cache(on):
     assert entry["stack_wins"] is True and entry["stacked_ms"] == 1000.0 and entry["single_ms"] == 2000.0
     key = calibrate.key('mlp {"widths": [8]} (40,) -> 10', "cpu", CFG)
     assert key in calibrate.read() and "torch " in key and "adam, batch 100" in key
+    assert "| adam, batch 60 |" in calibrate.key("arch", "cpu")  # no recipe: measure's default, never an old key
     sgd = TrainConfig(dataset="mnist1d", model="mlp", model_args={"widths": [8]}, optimizer="sgd")
     assert calibrate.for_config(sgd) is False and len(calls) == 2  # another recipe: measured for itself
     path.unlink()  # the reset

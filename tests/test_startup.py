@@ -61,9 +61,9 @@ def test_prestart_starts_the_forkserver_that_the_pool_then_forks_from():
     import multiprocessing
     if "forkserver" not in multiprocessing.get_all_start_methods():
         pytest.skip("no forkserver on this platform: workers spawn, and prestart does nothing")
-    code = ("import os, multiprocessing.forkserver as fs; from ticketlab.engine import parallel; "
-            "parallel.prestart(); pid = fs._forkserver._forkserver_pid; assert pid is not None; "
-            "parallel.prestart(); assert fs._forkserver._forkserver_pid == pid; "
+    code = ("import os, multiprocessing.forkserver as fs; from ticketlab.engine import forkserver, parallel; "
+            "forkserver.prestart(); pid = fs._forkserver._forkserver_pid; assert pid is not None; "
+            "forkserver.prestart(); assert fs._forkserver._forkserver_pid == pid; "
             "ex = parallel.make_executor('process', 1); "
             "assert ex.submit(os.getppid).result(timeout=300) == pid; ex.shutdown(); print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

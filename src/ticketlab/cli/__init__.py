@@ -21,9 +21,10 @@ def will_fork(argv: list[str]) -> bool:
     if not argv or argv[0] not in FORKING or any(a in ("-h", "--help") for a in argv):
         return False
     for i, a in enumerate(argv):
-        value = a.split("=", 1)[1] if a.startswith("--workers=") else argv[i + 1] if a == "--workers" and i + 1 < len(argv) else None
-        if value is not None:
-            return value.strip() != "1"
+        if a.startswith("--workers="):
+            return a.split("=", 1)[1].strip() != "1"
+        if a == "--workers" and i + 1 < len(argv):
+            return argv[i + 1].strip() != "1"
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows

@@ -20,7 +20,7 @@ import typing
 from ticketlab.core import config as C
 from ticketlab.cli.common import ALL, _common, _configs, _run_flags, run_options
 from ticketlab.reports.tables import text_table as _table
-from ticketlab.core.errors import ConfigError, TicketlabError
+from ticketlab.core.errors import ConfigError
 from ticketlab.engine import calibrate
 
 PREFIX = "target__"
@@ -64,19 +64,9 @@ def transfer_table(agg: list[dict], metric: str = "es_test_acc") -> str:
     return text
 
 
-def _target_recipes(cfg, store) -> list:
-    """The transfer's target recipe, for the calibration; none when its source does not resolve (the
-    transfer itself then says why, in one line)."""
-    from ticketlab.experiments.transfer import target_recipe
-    try:
-        return [target_recipe(cfg, store)]
-    except TicketlabError:
-        return []
-
-
 def cmd_transfer(ns) -> None:
     from ticketlab import api
-    from ticketlab.experiments.transfer import TransferConfig
+    from ticketlab.experiments.transfer import TransferConfig, target_recipes
     # a matrix file's [sweep] table holds run options, as a --config file's does
     if ns.matrix:
         from ticketlab.experiments.transfer_matrix import run_options as matrix_options
@@ -109,7 +99,7 @@ def cmd_transfer(ns) -> None:
             changes["target"] = {**cfg.target, **targets}
         if changes:
             cfg = C.replace(cfg, **changes)
-        opts = calibrate.options(opts, _target_recipes(cfg, ns.store))  # as for the matrix
+        opts = calibrate.options(opts, target_recipes(cfg, ns.store))  # as for the matrix
         res = api.transfer(cfg, options=opts.resolved("transfer", api.transfer_width(cfg), own_process=True), **kw)
         print(f"experiment: {res['experiment']}")
         print(f"source: {res['source']}   own ticket: {res['own'] or '-'}   random tickets: {res['random']}")

@@ -61,9 +61,11 @@ DENSITY = 0.5  # the masks of the measured runs: a mid-study IMP level
 
 
 def key(arch: str, device: str, recipe=None) -> str:
-    """The cache key of one measurement: architecture, recipe (optimizer, batch size), device and torch version."""
-    how = f" | {recipe.optimizer}, batch {recipe.batch_size}" if recipe is not None else ""
-    return f"{arch}{how} | {device} | torch {torch.__version__}"
+    """The cache key of one measurement: architecture, recipe (optimizer, batch size; None: `measure`'s
+    default, Adam at batch 60), device and torch version. Always with a recipe, so that no entry of the
+    old bare-step calibration (whose keys had none) is ever read."""
+    optimizer, batch = (recipe.optimizer, recipe.batch_size) if recipe is not None else ("adam", 60)
+    return f"{arch} | {optimizer}, batch {batch} | {device} | torch {torch.__version__}"
 
 
 def read() -> dict:

@@ -38,7 +38,6 @@ Backends:
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
 import sys
@@ -48,7 +47,7 @@ from concurrent.futures.process import BrokenProcessPool
 import torch
 
 from ticketlab.core.errors import ConfigError, TicketlabError
-from ticketlab.engine.forkserver import PRELOAD, context as _context, prestart  # noqa: F401 (PRELOAD: re-exported)
+from ticketlab.engine.forkserver import context as _context
 from ticketlab.training import device as _device
 
 BACKENDS = ("inline", "process", "ray")
@@ -163,7 +162,6 @@ class ProcessExecutor(Executor):
             if p.is_alive():
                 p.kill()
                 p.join()
-
 
 
 def _ray_call(fn, args, kwargs):
@@ -293,5 +291,5 @@ def set_threads(n: int | None = None) -> None:
     torch.set_num_threads(n or 1)
 
 
-__all__ = ["BACKENDS", "set_threads", "make_executor", "prestart", "worker_init", "cpu_count", "error_text",
+__all__ = ["BACKENDS", "set_threads", "make_executor", "worker_init", "cpu_count", "error_text",
            "InlineExecutor", "ProcessExecutor", "RayExecutor"]

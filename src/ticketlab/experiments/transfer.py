@@ -146,11 +146,15 @@ def resolve_target(source: TrainConfig, overrides: dict) -> TrainConfig:
     return C.from_dict(TrainConfig, {**C.to_dict(source), **overrides}, source="target")
 
 
-def target_recipe(cfg: TransferConfig, store=None) -> TrainConfig:
-    """The recipe the runs of transfer `cfg` train with: its source lottery's, with `cfg.target`
-    applied (what `prepare` resolves, without checking data or writing anything)."""
-    src_train, _ = load_source(Store(store).get(cfg.source).path)
-    return resolve_target(src_train, cfg.target)
+def target_recipes(cfg: TransferConfig, store=None) -> list[TrainConfig]:
+    """The recipe the runs of transfer `cfg` train with, as a list for the stacking calibration: its
+    source lottery's, with `cfg.target` applied (what `prepare` resolves, without checking data or
+    writing anything). Empty when the source does not resolve: the transfer itself then says why."""
+    try:
+        src_train, _ = load_source(Store(store).get(cfg.source).path)
+        return [resolve_target(src_train, cfg.target)]
+    except TicketlabError:
+        return []
 
 
 def target_overrides(source: TrainConfig, target: TrainConfig) -> dict:

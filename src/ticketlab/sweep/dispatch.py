@@ -137,15 +137,12 @@ def run_sweep(trials: list[Trial], *, backend: str | Executor = "process", addre
             todo.append(t)
     # a trial trains in one process, quietly; its stack and checkpoint interval are the sweep's
     trial_opts = dataclasses.replace(opts, workers=1, progress=False, threads=None)
-    calibration = {}
 
     def per_trial(t: Trial) -> RunOptions:  # the trial's run options: the sweep's, calibrated
         recipes = KINDS[t.kind].recipes
         if not calibrated or recipes is None:
             return trial_opts
-        if t.index not in calibration:
-            calibration[t.index] = calibrate.options(trial_opts, recipes(t.configs, store))
-        return calibration[t.index]
+        return calibrate.options(trial_opts, recipes(t.configs, store))  # cached: a file read after the first
     name = backend if isinstance(backend, str) else type(backend).__name__
     say(f"sweep: {len(trials)} trials, {len(rows)} finished before, {len(todo)} sent to the {name} backend"
         + (f", {len(batched)} run together in this process" if batched else ""))

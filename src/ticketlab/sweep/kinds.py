@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from ticketlab.core import config as C
-from ticketlab.core.errors import ConfigError, TicketlabError
+from ticketlab.core.errors import ConfigError
 from ticketlab.training import timing
 from ticketlab.engine.options import RunOptions
 from ticketlab.engine.store import resolve_store
@@ -209,15 +209,9 @@ def _transfer_shares(configs) -> str:
     return "transfer onto " + json.dumps(configs[0].target, sort_keys=True)
 
 
-def _transfer_recipe(configs, store) -> list:
-    try:  # the target recipe needs the source; a source that does not resolve fails the trial itself
-        return [transfer.target_recipe(configs[0], store)]
-    except TicketlabError:
-        return []
-
-
 register(Kind("transfer", sections=lambda task: {"transfer": TransferConfig}, run=_run_transfer,
-              shares=_transfer_shares, recipes=_transfer_recipe))
+              shares=_transfer_shares,
+              recipes=lambda configs, store: transfer.target_recipes(configs[0], store)))
 
 
 # ---- teacher-student (batched) -------------------------------------------------------------

@@ -34,7 +34,8 @@ from ticketlab.experiments.lottery import replay, trunk
 from ticketlab.experiments.lottery.controls import CONTROLS, branch_name
 from ticketlab.experiments.lottery.trunk import LotteryConfig, LotteryRun, Replicate, execute, lottery_levels, replicate_seeds
 from ticketlab.engine import schedule
-from ticketlab.engine.parallel import cpu_count, prestart
+from ticketlab.engine.forkserver import prestart
+from ticketlab.engine.parallel import cpu_count
 from ticketlab.engine.results import aggregate, run_rows
 from ticketlab.engine.store import Store
 from ticketlab.engine.tasks import get_task, task_of
