@@ -78,6 +78,13 @@ def test_prestart_starts_the_forkserver_that_the_pool_then_forks_from():
     (["lottery", "--workers=1"], False),
     (["lottery", "--workers", "2"], True),
     (["lottery", "--help"], False),
+    # a lottery of one replicate without controls trains one run at a time, in this process
+    (["lottery"], False),
+    (["lottery", "--replicates", "1", "--iterations", "100"], False),
+    (["lottery", "--controls", "reinit"], True),
+    (["lottery", "--replicates=2"], True),
+    (["lottery", "--config", "study.toml"], True),
+    (["lottery", "--workers", "2", "--replicates", "1"], True),
     (["train", "--iterations", "1"], False),
     ([], False),
 ])
