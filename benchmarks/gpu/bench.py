@@ -8,7 +8,9 @@
    at 2 levels (level 0: 3 runs; level 1: 9 runs) and projected to the levels that reach 2 %;
    one model at a time projected from stack-1 runs of the same level 1 at 1/10 and 1/20 of the length;
 4. Conv-4 on Fashion-MNIST: one model at a time against 9 stacked through vmap
-   (`ticketlab.training.stacked_conv`: 3 replicates with 2 controls), model-steps/s;
+   (`ticketlab.training.stacked_conv`: 3 replicates with 2 controls), model-steps/s; and the
+   calibration's own measurement and verdict for Conv-4 on this device (`ticketlab.engine.calibrate`:
+   whether the commands stack it here);
 5. sparse inference (`ticketlab.engine.export.sparse_from_dense`, CSR) against the dense model at
    90/95/98/99 % sparsity, batch 1 and 256;
 6. precision: bf16 and tf32 against fp32 (`--precision`): stacked steps/s, and the test accuracy of
@@ -42,11 +44,12 @@ import torch.nn.functional as F
 from ticketlab import api
 from ticketlab.core.masks import MaskEnforcer
 from ticketlab.data import load_dataset
+from ticketlab.engine import calibrate
 from ticketlab.engine.export import sparse_from_dense
 from ticketlab.engine.options import RunOptions
 from ticketlab.experiments.lottery.trunk import LotteryConfig, n_levels
 from ticketlab.models import create_model, output_layer_name, prunable_parameters
-from ticketlab.training import determinism, device as D, precision as P
+from ticketlab.training import determinism, device as D, precision as P, timing
 from ticketlab.training.loop import TrainConfig, batch_indices, make_optimizer
 from ticketlab.training.stacked import Stacked
 from ticketlab.training.stacked_conv import VmapStacked
@@ -212,7 +215,7 @@ def precision_runs(data_dir, dev, iterations, store):
     for prec in P.NAMES:
         s = api.train(train, store=store, data_dir=data_dir,
                       options=RunOptions(device=str(dev), precision=prec, progress=False))
-        out[prec] = (s["final"]["test_acc"], s["wall_time_s"])
+        out[prec] = (s["final"]["test_acc"], timing.read(s)["stack_wall_time_s"])
     P.use("fp32")
     return out
 
@@ -329,6 +332,18 @@ def main(argv=None):
          "| | model-steps/s | × one at a time |", "|---|---|---|",
          f"| one model at a time | {c:,.1f} | 1.00 |",
          f"| 9 stacked through vmap (3 replicates × ticket + 2 controls) | {cs:,.1f} | {cs / c:.2f} |", "")
+    conv4 = lambda seed: create_model("conv4", input_shape=(1, 28, 28), num_classes=10, seed=seed)  # noqa: E731
+    if dev.type == "cpu" and not quick:
+        emit("calibration: conv nets do not stack on the CPU (`stacked_conv.family`)", "")
+    else:  # on the CPU (--quick) the vmapped stack is forced, to check this code path
+        if quick:
+            calibrate.STEPS, calibrate.WARMUP, calibrate.ROUNDS = 3, 1, 1
+        stk, one = calibrate.measure(conv4, (1, 28, 28), str(dev), TrainConfig(optimizer="adam", batch_size=60),
+                                     ensemble=VmapStacked)
+        emit(f"calibration (the real loop, {calibrate.MODELS} models): stacked {1000 * stk:.3f} ms against "
+             f"{1000 * one:.3f} ms per model-step, {stk / one:.2f} of one at a time: the commands "
+             f"{'stack' if stk <= calibrate.MARGIN * one else 'do not stack'} Conv-4 here "
+             f"(they stack at ≤ {calibrate.MARGIN})", "")
 
     emit("## 5. Sparse inference, LeNet-300-100 (CSR, ticketlab.engine.export)", "",
          "| batch | sparsity | dense (µs) | sparse (µs) | × dense |", "|---|---|---|---|---|")

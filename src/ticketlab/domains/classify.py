@@ -12,7 +12,8 @@ import torch
 from ticketlab.core.errors import ConfigError
 from ticketlab.data import load_dataset
 from ticketlab.models import create_model, output_layer_name, prunable_parameters
-from ticketlab.training.stacked import Stacked, stackable
+from ticketlab.training import device as _device
+from ticketlab.training.stacked_conv import family
 from ticketlab.engine.tasks import Domain, register_task
 from ticketlab.engine.trainer import Trainer  # noqa: F401  (the old `ticketlab.trainers.Trainer`)
 from ticketlab.training.loop import Run, RunOptions, TrainConfig, fit, fit_many, total_iterations
@@ -69,8 +70,9 @@ class ClassifyTrainer:
                                       checkpoint_every=self.checkpoint_every))
 
     def can_stack(self, model) -> bool:
-        """Whether runs of this model can train stacked (`ticketlab.training.stacked.stackable`)."""
-        return stackable(model)
+        """Whether runs of this model can train stacked on this process's device
+        (`ticketlab.training.stacked_conv.family`: Linear chains anywhere, conv nets on an accelerator)."""
+        return family(model, _device.resolve()) is not None
 
     def fit_stacked(self, plans) -> list[dict]:
         """Train planned runs that share a schedule as one batched computation.
@@ -80,7 +82,8 @@ class ClassifyTrainer:
         p0 = plans[0]
         runs = [Run(p.run_dir, model=p.model, masks=p.masks, start_optimizer=p.start_optimizer,
                     data_seed=p.data_seed, name=p.name or None) for p in plans]
-        return fit_many(runs, self.data, self.cfg, Stacked([p.model for p in plans]), start_iter=p0.start_iter,
+        ensemble = family(p0.model, _device.resolve())([p.model for p in plans])
+        return fit_many(runs, self.data, self.cfg, ensemble, start_iter=p0.start_iter,
                         lr_offset=p0.lr_offset, snapshot_iters=p0.snapshot_iters,
                         options=RunOptions(progress=self.progress, desc=f"{len(plans)} runs stacked",
                                            checkpoint_every=self.checkpoint_every))

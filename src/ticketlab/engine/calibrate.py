@@ -81,13 +81,14 @@ def stacking_wins(arch: str, build: Callable[[int], torch.nn.Module], input_shap
                   recipe=None) -> bool:
     """Whether stacked training of `arch` (`build(seed)` makes one model) with `recipe` (a TrainConfig:
     its optimizer and batch size; None: Adam, batch 60) beats one model at a time on `device`: the cached
-    answer, else measured now and cached. Not stackable: False, unmeasured."""
-    from ticketlab.training.stacked import stackable
+    answer, else measured now and cached. Not stackable there (`ticketlab.training.stacked_conv.family`:
+    a conv net on the CPU, a model with batch norm): False, unmeasured."""
+    from ticketlab.training.stacked_conv import family
     entries = read()
     k = key(arch, device, recipe)
     if k in entries and isinstance(entries[k].get("stack_wins"), bool):
         return entries[k]["stack_wins"]
-    if not stackable(build(0)):
+    if family(build(0), device) is None:
         return False
     stacked, single = measure(build, input_shape, device, recipe)
     wins = stacked <= MARGIN * single
@@ -107,19 +108,24 @@ def stacking_wins(arch: str, build: Callable[[int], torch.nn.Module], input_shap
 
 
 def measure(build: Callable[[int], torch.nn.Module], input_shape: tuple, device: str = "cpu",
-            recipe=None) -> tuple[float, float]:
+            recipe=None, ensemble: type | None = None) -> tuple[float, float]:
     """(stacked, one at a time): median seconds per model-step of `MODELS` masked models trained by the
     real loop with `recipe`'s optimizer and batch size on random data (CPU time on the CPU, wall time on
-    an accelerator, where the loop's final metric reads synchronise the device)."""
+    an accelerator, where the loop's final metric reads synchronise the device). The stack is the
+    `ensemble` class (default: what the training uses there, `ticketlab.training.stacked_conv.family`)."""
     from ticketlab.data.registry import Dataset, Split
     from ticketlab.models import prunable_parameters
     from ticketlab.training.loop import RunOptions, Run, TrainConfig, fit_many
-    from ticketlab.training.stacked import Single, Stacked
+    from ticketlab.training.stacked import Single
+    from ticketlab.training.stacked_conv import family
     base = recipe if recipe is not None else TrainConfig(optimizer="adam", batch_size=60)
     cfg = dataclasses.replace(base, epochs=None, schedule="constant", warmup_iters=0, milestones=())
     clock = time.process_time if torch.device(device).type == "cpu" else time.perf_counter
     g = torch.Generator().manual_seed(0)
     models = [build(s) for s in range(MODELS)]
+    Stacked = ensemble or family(models[0], device)
+    if Stacked is None:
+        raise ValueError(f"{type(models[0]).__name__} does not stack on {device}")
     classes = models[0](torch.zeros(1, *input_shape)).shape[-1]
 
     def split(n: int) -> Split:  # x: [n, *input_shape], y: [n]

@@ -9,8 +9,13 @@ the forward pass as `vmap(functional_call(model, params_r, x_r))`, so each model
 minibatch and slice r of every gradient is model r's own: equal to training one at a time to float
 rounding (tests/test_stacked_conv.py).
 
-It is not used by the scheduler yet: on the CPU stacking conv nets buys nothing measurable, and on
-CUDA the decision waits for benchmarks/gpu (section 4 measures it against one model at a time).
+`family(model, device)` is the one rule of which runs stack, used by the classification trainer and
+by the calibration (`ticketlab.engine.calibrate`): Linear chains stack as `Stacked` on any device;
+other vmap-stackable models (Conv-2/4/6) as `VmapStacked` on an accelerator only. On the CPU,
+stacking conv nets bought nothing measurable (docs/performance.md §4), and a vmapped conv costs
+more than R plain ones there. On CUDA a small conv net's step is bound by kernel launches, which a
+stack shares; the commands still stack only where the calibration measures it winning on that
+device, and benchmarks/gpu (section 4) measures Conv-4 stacked against one model at a time.
 Models with dropout or batch norm are refused: vmap would draw one dropout stream for the stack and
 share batch statistics across it, which one-at-a-time training does not.
 """
@@ -22,7 +27,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ticketlab.training.stacked import Stacked
+from ticketlab.training.stacked import Stacked, stackable
 
 _REFUSED = (nn.Dropout, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -60,4 +65,15 @@ class VmapStacked(Stacked):
         return _VmapModule(template, params, names)
 
 
-__all__ = ["VmapStacked", "vmap_stackable"]
+def family(model: nn.Module, device: torch.device | str) -> type[Stacked] | None:
+    """The ensemble class that stacks runs of `model` on `device`: `Stacked` for a Linear chain
+    (`stackable`), `VmapStacked` for another vmap-stackable model on a device other than the CPU,
+    else None (its runs train one at a time)."""
+    if stackable(model):
+        return Stacked
+    if torch.device(device).type != "cpu" and vmap_stackable(model):
+        return VmapStacked
+    return None
+
+
+__all__ = ["VmapStacked", "vmap_stackable", "family"]

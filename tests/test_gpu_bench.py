@@ -1,0 +1,30 @@
+"""The GPU benchmark (benchmarks/gpu/run.sh, issue 16) runs end to end: `--device cpu --quick` checks
+every section's code at reduced sizes, so that a change to the library cannot break the one command
+that a lent GPU machine runs (session 8 found section 6 reading a summary field renamed earlier).
+Slow (≈80 s on 2 cores): `pytest -m slow`."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_the_gpu_benchmark_runs_every_section_on_the_cpu(tmp_path):
+    data = os.environ.get("TICKETLAB_DATA", str(ROOT.parent / "shared" / "data"))
+    if not (Path(data) / "mnist").is_dir() or not (Path(data) / "fashion-mnist").is_dir():
+        pytest.skip(f"MNIST and Fashion-MNIST are not in {data} (set TICKETLAB_DATA)")
+    out = tmp_path / "results.md"
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1", TICKETLAB_CACHE=str(tmp_path / "cache"))
+    r = subprocess.run(["bash", str(ROOT / "benchmarks/gpu/run.sh"), data, "--device", "cpu", "--quick",
+                        "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = out.read_text()
+    assert "incomplete" not in text
+    for section in range(1, 9):
+        assert f"## {section}. " in text, section
+    assert "the commands do not stack Conv-4 here" in text or "the commands stack Conv-4 here" in text
