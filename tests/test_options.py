@@ -154,3 +154,16 @@ def test_one_worker_lottery_stacks_the_whole_level_unless_told():
     assert RunOptions(workers=2).resolved("lottery", 12).stack == 8
     assert RunOptions(workers=1, stack=2).resolved("lottery", 12).stack == 2  # explicit wins
     assert RunOptions().resolved("demo", 6, own_process=True).stack == 3  # the demo's table
+
+
+TRAINING_COMMANDS = ("train", "lottery", "instability", "sweep", "sparse-train", "demo", "teacher-student", "transfer")
+
+
+@pytest.mark.parametrize("command", TRAINING_COMMANDS)
+def test_every_command_that_trains_takes_the_device_flags(command):
+    # issue 16: `--device`, `--precision` and `--deterministic` on every command that trains
+    from ticketlab.cli.commands import COMMANDS
+    assert command in COMMANDS
+    flags = {o for a in parser([command])._subparsers._group_actions[0].choices[command]._actions
+             for o in a.option_strings}
+    assert {"--device", "--precision", "--deterministic"} <= flags, command

@@ -349,7 +349,7 @@ def parser(argv: list[str] | None = None, only: str | None = None) -> argparse.A
     p.set_defaults(fn=cmd_sparse_train)
 
     p = sub.add_parser("demo", help="a small lottery-ticket study on MNIST-1D, with table, plots and report")
-    run_flags(p, "lottery", ("workers", "progress"))
+    run_flags(p, "lottery", ("workers", "progress") + DEVICE_FLAGS)
     _common(p, data=False)
     p.set_defaults(fn=cmd_demo)
 
