@@ -112,6 +112,23 @@ def test_batch_indices_are_drawn_on_the_cpu_whatever_the_device():
     assert torch.equal(a, b) and m.device.type == "meta" and m.shape == a.shape
 
 
+def test_the_batches_of_a_stack_are_each_runs_own_for_any_number_of_runs():
+    # rows equal batch_indices, across epoch boundaries, past the 256 data orders that cache holds
+    from ticketlab.training.loop import Batches
+    seeds = list(range(300))
+    batches = Batches(1000, 60, seeds)  # 16 steps an epoch
+    for it in (0, 1, 15, 16, 40, 17):
+        idx = batches(it)
+        assert idx.shape == (300, 60)
+        for r in (0, 7, 299):
+            assert torch.equal(idx[r], batch_indices(1000, 60, seeds[r], it)), (it, r)
+    perms = batches.perms
+    batches(20)
+    assert batches.perms is perms  # the same epoch: no permutation drawn again
+    m = Batches(1000, 60, [1, 2], torch.device("meta"))(5)
+    assert m.device.type == "meta" and m.shape == (2, 60)
+
+
 def test_stacked_shapes_and_masks_follow_the_parameters_device():
     with torch.device("meta"):
         models = [create_model("lenet300_100", input_shape=(1, 28, 28), num_classes=10, init="torch")

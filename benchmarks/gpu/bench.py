@@ -50,7 +50,7 @@ from ticketlab.engine.options import RunOptions
 from ticketlab.experiments.lottery.trunk import LotteryConfig, n_levels
 from ticketlab.models import create_model, output_layer_name, prunable_parameters
 from ticketlab.training import determinism, device as D, precision as P, timing
-from ticketlab.training.loop import TrainConfig, batch_indices, make_optimizer
+from ticketlab.training.loop import Batches, TrainConfig, batch_indices, make_optimizer
 from ticketlab.training.stacked import Stacked
 from ticketlab.training.stacked_conv import VmapStacked
 
@@ -86,10 +86,11 @@ def steps_ticketlab(R, x, y, dev, steps, warmup, *, compiled=False):
     if compiled:
         loss = torch.compile(loss, mode="reduce-overhead")
     autocast = P.autocast(dev)
+    batches = Batches(n, 60, range(R), on)
 
     def step(it):
         opt.zero_grad(set_to_none=True)
-        idx = torch.stack([batch_indices(n, 60, s, it, on) for s in range(R)])
+        idx = batches(it)
         with autocast:
             out = loss(x[idx], y[idx])
         out.backward()
@@ -160,13 +161,12 @@ def conv_steps_stacked(R, x, y, dev, steps, warmup):
     ens = VmapStacked(models)
     ens.module.to(dev)
     opt = torch.optim.Adam(ens.module.parameters(), lr=3e-4)
-    on = None if dev.type == "cpu" else dev
-    n = len(x)
+    batches = Batches(len(x), 60, range(R), None if dev.type == "cpu" else dev)
     for i in range(warmup + steps):
         if i == warmup:
             sync(dev)
             t = time.perf_counter()
-        idx = torch.stack([batch_indices(n, 60, s, i, on) for s in range(R)])
+        idx = batches(i)
         opt.zero_grad(set_to_none=True)
         ens.losses(x[idx], y[idx]).sum().backward()
         opt.step()
