@@ -109,7 +109,8 @@ def five_classes(real):
 @pytest.mark.parametrize("policy", ["auto", "dense"])
 def test_class_count_change_reinitialises_the_output_layer(source, monkeypatch, policy):
     store, src = source
-    monkeypatch.setattr(T, "_dataset", five_classes(T._dataset))
+    from ticketlab.domains import classify
+    monkeypatch.setattr(classify, "_dataset", five_classes(classify._dataset))
     res = run(store, src, levels=(2,), target={"dataset": "mnist1d5"}, output_layer=policy, replicates=1)
     exp = store / res["experiment"].split("/")[-1]
     assert T.links(exp)["output_layer"] == ("reinit_sparse" if policy == "auto" else "dense")

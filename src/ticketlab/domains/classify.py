@@ -95,18 +95,22 @@ def _dataset(name, data_dir, val_size, split_seed, train_fraction):
     return load_dataset(name, data_dir, val_size=val_size, split_seed=split_seed, train_fraction=train_fraction)
 
 
+def dataset_of(cfg: TrainConfig, data_dir=None):
+    """`cfg`'s dataset with its split, loaded once per process and shared by every experiment there
+    (a lottery's runs, a transfer's source and target)."""
+    return _dataset(cfg.dataset, None if data_dir is None else str(data_dir), cfg.val_size, cfg.split_seed,
+                    cfg.train_fraction)
+
+
 def make_trainer(cfg: TrainConfig, *, data_dir=None, progress: bool = False,
                  checkpoint_every: int = 1000) -> ClassifyTrainer:
     """The classification trainer of one replicate (`ticketlab.engine.tasks`)."""
-    data = _dataset(cfg.dataset, None if data_dir is None else str(data_dir), cfg.val_size, cfg.split_seed,
-                    cfg.train_fraction)
-    return ClassifyTrainer(cfg, data, progress=progress, checkpoint_every=checkpoint_every)
+    return ClassifyTrainer(cfg, dataset_of(cfg, data_dir), progress=progress, checkpoint_every=checkpoint_every)
 
 
 def validate(cfg: TrainConfig, data_dir=None) -> None:
     """Check that the dataset and model exist and accept the config, without training."""
-    data = _dataset(cfg.dataset, None if data_dir is None else str(data_dir), cfg.val_size, cfg.split_seed,
-                    cfg.train_fraction)
+    data = dataset_of(cfg, data_dir)
     # A real (CPU) build: milliseconds for LeNet, ~0.3 s for VGG-19. Building on the "meta" device
     # instead imports torch's reference ops on the first init call, measured at 2-4 s per process,
     # all of it on the critical path before any run starts.

@@ -163,16 +163,11 @@ def target_overrides(source: TrainConfig, target: TrainConfig) -> dict:
     return {k: b[k] for k in b if a[k] != b[k]}
 
 
-@functools.lru_cache(maxsize=4)
-def _dataset(name, data_dir, val_size, split_seed, train_fraction):
-    from ticketlab.data import load_dataset
-    return load_dataset(name, data_dir, val_size=val_size, split_seed=split_seed, train_fraction=train_fraction)
-
-
 def load_data(cfg: TrainConfig, data_dir=None):
-    """A training config's dataset (cached per process)."""
-    return _dataset(cfg.dataset, None if data_dir is None else str(data_dir), cfg.val_size, cfg.split_seed,
-                    cfg.train_fraction)
+    """A training config's dataset, from the classification domain's per-process cache, so that a
+    source and a target on the same dataset share one copy."""
+    from ticketlab.domains.classify import dataset_of
+    return dataset_of(cfg, data_dir)
 
 
 def output_keys(state: dict, output: str) -> list[str]:
