@@ -38,6 +38,8 @@ import sys
 import tempfile
 import time
 
+from stats import ci95  # benchmarks/speed/stats.py (numpy only: this process imports no torch)
+
 VARIANTS = {"serial": ["--workers", "1", "--stack", "1"], "defaults": [], "stacked": ["--stack", "8"]}
 REPLICATES = (1, 3)
 _PR_SET_CHILD_SUBREAPER = 36
@@ -120,6 +122,7 @@ def measure(rounds: int = 3, iterations: int = 1000, levels: int = 2, data_dir: 
                 "median_wall_s": {v: statistics.median(w for w, _ in times[r, v]) for v in variants},
                 "median_cpu_s": {v: statistics.median(c for _, c in times[r, v]) for v in variants},
                 "speedup": statistics.median(s[0] / d[0] for s, d in zip(ser, dft)),  # wall: serial ÷ defaults
+                "speedup_ci95": ci95(s[0] / d[0] for s, d in zip(ser, dft)),
                 "cpu_ratio": statistics.median(d[1] / s[1] for s, d in zip(ser, dft)),  # CPU: defaults ÷ serial
             }
             if stacked:
@@ -131,6 +134,10 @@ def measure(rounds: int = 3, iterations: int = 1000, levels: int = 2, data_dir: 
                                                    for v in variants}  # [wall s, CPU s] in round order
         if 3 in replicates:
             out["ceiling"] = statistics.median(2 * s[0] / c[0] for s, c in zip(times[3, "serial"], times[3, "ceiling"]))
+            out["ceiling_ci95"] = ci95(2 * s[0] / c[0] for s, c in zip(times[3, "serial"], times[3, "ceiling"]))
+            # the defaults' share of the bound, round by round: what the defaults leave on the table
+            out["of_ceiling_ci95"] = ci95((s[0] / d[0]) / (2 * s[0] / c[0]) for s, d, c in
+                                          zip(times[3, "serial"], times[3, "defaults"], times[3, "ceiling"]))
             out["ceiling_per_round"] = [[round(w, 2), round(c, 2)] for w, c in times[3, "ceiling"]]
         calibration = os.path.join(cache, "calibration.json")
         return {"rounds": rounds, "iterations_per_level": iterations, "levels": levels, "cpu_counted": counted,

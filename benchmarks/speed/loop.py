@@ -33,6 +33,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from stats import ci95  # benchmarks/speed/stats.py
 from ticketlab.data import load_dataset
 from ticketlab.models import create_model, prunable_parameters
 from ticketlab.training import denormals
@@ -69,14 +70,6 @@ def lth_masks(density: float = 0.21):
     g = torch.Generator().manual_seed(0)
     model = create_model("lenet300_100", input_shape=(1, 28, 28), num_classes=10, seed=0)
     return {n: torch.rand(p.shape, generator=g) < density for n, p in prunable_parameters(model).items()}
-
-
-def ci95(ratios: list[float], resamples: int = 10_000, seed: int = 0) -> list[float]:
-    """The 2.5th and 97.5th percentiles of the median of `ratios` resampled with replacement."""
-    import numpy as np
-    r = np.asarray(ratios)
-    medians = np.median(r[np.random.default_rng(seed).integers(0, len(r), (resamples, len(r)))], axis=1)
-    return [round(float(q), 4) for q in np.percentile(medians, [2.5, 97.5])]
 
 
 def measure(iterations: int = 3000, rounds: int = 7, eval_every: int = 1000, data_dir=None,
