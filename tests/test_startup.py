@@ -2,6 +2,7 @@
 matplotlib, scipy and mnist1d's generator (to name a cached dataset file), the sweep machinery and
 the other commands' experiment modules. benchmarks/startup/run.py measures the time."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -90,9 +91,9 @@ def test_prestart_starts_the_forkserver_that_the_pool_then_forks_from():
 ])
 def test_the_command_line_starts_the_forkserver_only_for_commands_with_workers(argv, forks, monkeypatch):
     from ticketlab import cli
-    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert cli.will_fork(argv) is forks
-    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     # one CPU: one worker by default, nothing to fork, unless workers were asked for
     assert cli.will_fork(argv) is (forks and "--workers" in argv)
 

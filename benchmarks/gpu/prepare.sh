@@ -8,6 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA="${1:-../shared/data}"
+for d in mnist fashion-mnist; do
+  [ -d "$DATA/$d" ] || { echo "prepare.sh: $DATA/$d is missing; pass the folder that holds mnist/ and fashion-mnist/" >&2; exit 2; }
+done
 mkdir -p .git/info
 touch .git/info/exclude
 for p in /.whl/ /.gpudata/; do grep -qxF "$p" .git/info/exclude || echo "$p" >> .git/info/exclude; done

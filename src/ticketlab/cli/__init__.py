@@ -7,7 +7,6 @@ server's own imports run on another core meanwhile (`ticketlab.engine.forkserver
 
 from __future__ import annotations
 
-import os
 import sys
 
 # the commands that train on worker processes by default (one per core, capped at the runs at once)
@@ -49,11 +48,8 @@ def will_fork(argv: list[str]) -> bool:
         return workers.strip() != "1"
     if argv[0] == "lottery" and _one_chain(argv):
         return False
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cpus = os.cpu_count() or 1
-    return cpus > 1
+    from ticketlab.engine.forkserver import cpu_count  # torch-free
+    return cpu_count() > 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ before its own imports (`ticketlab.cli.main`).
 from __future__ import annotations
 
 import multiprocessing
+import os
 
 # What the forkserver imports once for every worker it forks: ticketlab (and torch), and the
 # compiler module that torch.optim imports at the first fused Adam step (≈1.1 s of CPU per worker
@@ -33,6 +34,15 @@ def context():
     return ctx
 
 
+def cpu_count() -> int:
+    """CPUs this process may use (its affinity mask where the OS has one). Here, torch-free, so that the
+    command line can tell before its imports whether workers will start."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def prestart() -> None:
     """Start the forkserver now (its imports run in the background); the process backend's first
     workers then fork from a server that is ready. Returns at once; a no-op where workers spawn, and
@@ -42,4 +52,4 @@ def prestart() -> None:
         forkserver.ensure_running()
 
 
-__all__ = ["PRELOAD", "context", "prestart"]
+__all__ = ["PRELOAD", "context", "cpu_count", "prestart"]

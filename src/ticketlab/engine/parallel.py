@@ -47,7 +47,7 @@ from concurrent.futures.process import BrokenProcessPool
 import torch
 
 from ticketlab.core.errors import ConfigError, TicketlabError
-from ticketlab.engine.forkserver import context as _context
+from ticketlab.engine.forkserver import context as _context, cpu_count
 from ticketlab.training import device as _device
 
 BACKENDS = ("inline", "process", "ray")
@@ -74,14 +74,6 @@ def worker_init() -> None:
 def _process_worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates us
     worker_init()
-
-
-def cpu_count() -> int:
-    """CPUs this process may use (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def make_executor(backend: str = "process", workers: int | None = None, address: str | None = None, *,
