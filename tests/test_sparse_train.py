@@ -6,6 +6,7 @@ import math
 
 import pytest
 from crash import Crash
+from gpu_marks import gpu, needs_cuda
 import torch
 
 from ticketlab.core import distributions as D
@@ -219,3 +220,41 @@ def test_static_sparse_runs_keep_early_stopping_over_the_whole_run(tmp_path, dat
     go(tmp_path, data, cfg, replicates=1)
     s = json.loads((next(tmp_path.glob("sparse-*")) / "replicate_0" / "summary.json").read_text())
     assert "select_from" not in s and s["early_stop"]["iter"] in (50, 100, 150, 200)
+
+
+@pytest.mark.parametrize("where", ["cpu", pytest.param("cuda", marks=[gpu, needs_cuda])])
+def test_conv_nets_stack_through_vmap_where_family_says(tmp_path, monkeypatch, where):
+    # On an accelerator `family` stacks Conv-2 as VmapStacked; on the CPU it does not, so there the
+    # same code path is forced. Stacked SET replicates keep the masks they get one at a time.
+    from ticketlab.data import Dataset, Split
+    from ticketlab.training import stacked_conv
+    from ticketlab.training import device as _device
+    g = torch.Generator().manual_seed(0)
+    split = lambda n: Split(torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g))  # noqa: E731
+    small = Dataset("random", split(120), split(40), split(40), 10, (1, 8, 8))
+    train = TrainConfig(dataset="fashion-mnist", model="conv2", optimizer="adam", lr=1e-3, iterations=30,
+                        batch_size=20, eval_every=15)
+    cfg = SparseConfig(method="set", sparsity=0.8, distribution="erk", update_interval=10)
+    used = []
+    real = stacked_conv.family
+
+    def family(model, device):
+        used.append(stacked_conv.VmapStacked if where == "cpu" else real(model, device))
+        return used[-1]
+    monkeypatch.setattr(stacked_conv, "family", family)
+    before = _device.current()
+    _device.use(where)
+    try:
+        one = run(train, cfg, store=tmp_path / "one", data=small, progress=False, replicates=2, stack=1)
+        two = run(train, cfg, store=tmp_path / "two", data=small, progress=False, replicates=2, stack=2)
+    finally:
+        _device.use(before)
+    assert stacked_conv.VmapStacked in used
+    for r in range(2):
+        ra, rb = (next((tmp_path / s).glob("sparse-*")) / f"replicate_{r}" for s in ("one", "two"))
+        assert json.loads((rb / "group.json").read_text())["members"] == [0, 1]
+        ma, mb = (torch.load(d / "masks.pt", weights_only=True) for d in (ra, rb))
+        agree = sum(int((ma[n] == mb[n]).sum()) for n in ma) / sum(ma[n].numel() for n in ma)
+        assert agree > 0.99  # SET drops by |w|: float rounding between the paths may flip a near tie
+        assert one["rows"][r]["achieved_sparsity"] == two["rows"][r]["achieved_sparsity"]
+        assert one["rows"][r]["final_test_acc"] == pytest.approx(two["rows"][r]["final_test_acc"], abs=0.05)

@@ -7,8 +7,9 @@ and the drop-and-grow schedule, and what becomes of the optimizer state of inact
 "zero", the official RigL, or "keep", the state tracks the dense gradient; `ticketlab.methods.sparse.updater`).
 `run` trains R replicates (replicate r: init and data seeds + r as in
 `ticketlab.experiments.lottery.trunk.replicate_seeds`, mask seed + r) on the shared loop (`ticketlab.training.loop.fit`), or
-stacked `stack` at a time for stackable models (`fit_many` + `ticketlab.training.stacked.Stacked`; each
-model's masks and draws are those it would get alone).
+stacked `stack` at a time where the model stacks on the run's device (`fit_many` with the ensemble
+`ticketlab.training.stacked_conv.family` gives: Linear chains anywhere, conv nets through vmap on an
+accelerator; issue 16); each model's masks and draws are those it would get alone.
 
 Store layout (``<store>/sparse-<hash>/``; the hash covers both configs, not the run shape):
 
@@ -227,13 +228,14 @@ def run(train_cfg: TrainConfig, sparse_cfg: SparseConfig, *, store=None, data_di
     """Run (or resume, or extend to more replicates) a sparse-training experiment (`ticketlab sparse-train`).
 
     - `replicates`: replicate r uses init_seed + r, data_seed + r and mask seed + r.
-    - `stack`: for stackable models (MLPs, LeNet-300-100), train up to `stack` replicates as one
-      batched computation; other models train one at a time.
+    - `stack`: train up to `stack` replicates as one batched computation where the model stacks on this
+      process's device (`ticketlab.training.stacked_conv.family`: MLPs and LeNet-300-100 anywhere,
+      Conv-2/4/6 on an accelerator); other models train one at a time.
     - `hooks`: extra `fit` hooks (e.g. to stop a run); `data`: a loaded dataset (default: load it).
     Returns {"experiment": folder, "rows": one per replicate, "aggregate": mean ± std over replicates}.
     """
     from ticketlab.data import load_dataset
-    from ticketlab.training.stacked import stackable
+    from ticketlab.training.stacked_conv import family
     from ticketlab.models import create_model
     from ticketlab.engine.store import Store
 
@@ -253,7 +255,7 @@ def run(train_cfg: TrainConfig, sparse_cfg: SparseConfig, *, store=None, data_di
     total = total_iterations(train_cfg, len(data.train))
     with exp.lock():
         pending = [r for r in range(replicates) if not (_rep_dir(exp.path, r) / "summary.json").exists()]
-        can_stack = stack > 1 and stackable(probe)
+        can_stack = stack > 1 and family(probe, _device.resolve()) is not None
         groups = _groups(exp.path, pending, stack if can_stack else 1, f"{sparse_cfg.method} {sparse_cfg.sparsity}/")
         schedule.run(groups, lambda group: _train_group(  # in this process: `data`, `build` and `hooks` stay here
             exp.path, group, train_cfg, sparse_cfg, data, build, total, progress=progress,
@@ -267,7 +269,7 @@ def run(train_cfg: TrainConfig, sparse_cfg: SparseConfig, *, store=None, data_di
 
 def _train_group(exp_path: Path, group: list[int], train_cfg: TrainConfig, cfg: SparseConfig, data, build,
                  total: int, *, progress: bool, checkpoint_every: int, hooks: Sequence[object]) -> None:
-    from ticketlab.training.stacked import Stacked
+    from ticketlab.training.stacked_conv import family
     from ticketlab.experiments.lottery.trunk import replicate_seeds
     from ticketlab.models import prunable_parameters
     from ticketlab.methods.sparse import Updater
@@ -295,7 +297,7 @@ def _train_group(exp_path: Path, group: list[int], train_cfg: TrainConfig, cfg: 
         fit(models[0], data, cfg_r, _rep_dir(exp_path, r), prunable=prunable_parameters(models[0]),
             hooks=([updater] if updater else []) + list(hooks), options=options, select_from=select_from)
         return
-    ens = Stacked(models)
+    ens = family(models[0], _device.resolve())(models)
     updater = None
     if method is not None:
         stacked = None
