@@ -1,9 +1,11 @@
 """The GPU benchmark (benchmarks/gpu/run.sh, issue 16) runs end to end: `--device cpu --quick` checks
 every section's code at reduced sizes, so that a change to the library cannot break the one command
 that a lent GPU machine runs (session 8 found section 6 reading a summary field renamed earlier).
-Slow (≈80 s on 2 cores): `pytest -m slow`."""
+The end-to-end run is slow (≈80 s on 2 cores): `pytest -m slow`; the check that run.sh names every file
+of CUDA tests is not."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,3 +30,13 @@ def test_the_gpu_benchmark_runs_every_section_on_the_cpu(tmp_path):
     for section in range(1, 9):
         assert f"## {section}. " in text, section
     assert "the commands do not stack Conv-4 here" in text or "the commands stack Conv-4 here" in text
+
+
+def test_run_sh_runs_every_file_of_gpu_marked_tests():
+    # run.sh names the files (collecting every test module would need every optional extra on the GPU
+    # machine); a new file of CUDA tests must be added there, or the lent GPU never runs it
+    script = (ROOT / "benchmarks/gpu/run.sh").read_text()
+    named = {p for p in script.split() if p.startswith("tests/test_") and p.endswith(".py")}
+    marked = {f"tests/{p.name}" for p in (ROOT / "tests").glob("test_*.py")
+              if re.search(r"^from gpu_marks import", p.read_text(), re.M)}
+    assert named == marked
