@@ -199,6 +199,52 @@ def test_stacked_slices_match_separate_models():
                 assert torch.equal(stacked[n].detach()[r], plain[r][n].detach())
 
 
+@pytest.mark.parametrize("meth", [SNFS(update_interval=2, end_step=20), SET(update_interval=2, end_step=20)],
+                         ids=["snfs", "set"])
+def test_a_stacked_updater_saves_each_model_what_it_would_save_alone(meth):
+    """Each run of a stacked group saves its own share of the updater's state (not R models' masks),
+    equal to the state of the model trained alone; the shares join back into the stacked state, and a
+    checkpoint written before the split (every run holding the group's state) still loads."""
+    models = [mlp(s) for s in range(2)]
+    ps, _ = stacked_params(models)
+    sw = {n: p for n, p in ps.items() if n.endswith("weight")}
+    shapes = {n: tuple(p.shape[1:]) for n, p in sw.items()}
+    targets = D.uniform(shapes, 0.8)
+    plain = [{n: nn.Parameter(p.detach()[r].clone()) for n, p in sw.items()} for r in range(2)]
+    opts = [torch.optim.SGD(pp.values(), lr=0.1, momentum=0.9) for pp in plain]
+    ups = [Updater(meth, targets, seed=5 + r).attach(o, pp) for r, (o, pp) in enumerate(zip(opts, plain))]
+    stacked = {n: nn.Parameter(p.detach().clone()) for n, p in sw.items()}
+    sopt = torch.optim.SGD(stacked.values(), lr=0.1, momentum=0.9)
+    sup = Updater(meth, targets, seed=[5, 6]).attach(sopt, stacked)
+    g = torch.Generator().manual_seed(1)
+    for t in range(7):
+        grads = {n: torch.randn(2, *shapes[n], generator=g) for n in sw}
+        for n in sw:
+            stacked[n].grad = grads[n].clone()
+            for r in range(2):
+                plain[r][n].grad = grads[n][r].clone()
+        sopt.step()
+        for o in opts:
+            o.step()
+    shares = sup.replica_state_dicts()
+    assert len(shares) == 2
+    for r, (share, alone) in enumerate(zip(shares, (u.state_dict() for u in ups))):
+        assert share["seeds"] == alone["seeds"] == [5 + r] and share["step"] == alone["step"]
+        assert share["history"] == alone["history"] and len(alone["history"]) == 4  # updates at steps 0, 2, 4, 6
+        for part in ("masks", "buffers"):
+            assert set(share[part]) == set(alone[part])
+            assert all(torch.allclose(share[part][n].float(), alone[part][n].float()) for n in share[part])
+    assert bool(shares[0]["buffers"]) == (meth.name == "snfs")  # SNFS keeps a momentum buffer per layer
+    whole = sup.state_dict()
+    for old_style in (False, True):  # the shares, or every run holding the group's state
+        joined = Updater.join_states([whole, whole] if old_style else shares)
+        assert joined["seeds"] == [5, 6] and joined["history"] == whole["history"]
+        assert all(torch.equal(joined["masks"][n], whole["masks"][n]) for n in whole["masks"])
+        assert all(torch.equal(joined["buffers"][n], whole["buffers"][n]) for n in whole["buffers"])
+    alone = ups[0].replica_state_dicts()  # not stacked: its one state, unchanged by the join
+    assert len(alone) == 1 and Updater.join_states(alone) is alone[0] and alone[0]["seeds"] == [5]
+
+
 def test_rigl_skips_the_whole_optimizer_step_only_on_update_steps():
     model = mlp(0)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

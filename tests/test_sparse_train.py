@@ -97,6 +97,10 @@ def test_stacked_replicates_match_and_resume(tmp_path, data):
         assert all(torch.equal(ma[n], mb[n]) for n in ma)
         assert one["rows"][r]["achieved_sparsity"] == two["rows"][r]["achieved_sparsity"]
         assert one["rows"][r]["final_test_acc"] == pytest.approx(two["rows"][r]["final_test_acc"], abs=0.02)
+        # each stacked run saves its own share of the sparse state, as if trained alone
+        own = load_state(rb / "final.pt")["hooks"][0]
+        assert own["seeds"] == [cfg.seed + r] and all(own["masks"][n].shape == ma[n].shape for n in own["masks"])
+        assert all(len(v) == 1 for h in own["history"] for v in h["dropped"].values())
     assert one["rows"][0]["final_test_acc"] != one["rows"][1]["final_test_acc"]  # different seeds
     # a killed stacked group resumes as the same group
     with pytest.raises(KeyboardInterrupt):

@@ -14,7 +14,9 @@ accelerator; issue 16); each model's masks and draws are those it would get alon
 Store layout (``<store>/sparse-<hash>/``; the hash covers both configs, not the run shape):
 
     replicate_<r>/metrics.jsonl, summary.json, final.pt   the run (`fit`); final.pt holds the sparse
-                                                          state under "hooks" (masks, step, history)
+                                                          state under "hooks" (masks, step, history):
+                                                          this replicate's own, also when stacked (stores
+                                                          before session 9 hold the group's there)
     replicate_<r>/checkpoint.pt                           while running: resume point, with the masks,
                                                           the step counter and the schedule position
     replicate_<r>/churn.jsonl                             one row per mask update (below)
@@ -342,7 +344,7 @@ def _write_outputs(exp_path: Path, r: int, train_cfg: TrainConfig, cfg: SparseCo
     masks = {n: torch.ones(s, dtype=torch.bool) for n, s in shapes.items()}
     churn = []
     if state is not None:
-        seeds = list(state["seeds"])
+        seeds = list(state["seeds"])  # one seed; the group's in stores written before the split
         row = seeds.index(cfg.seed + r)
         stacked = len(seeds) > 1
         for n, m in state["masks"].items():

@@ -26,7 +26,9 @@ Pruning methods act through hooks: objects with any of
 - `after_backward(it)` (e.g. mask gradients, capture a dense gradient) and `after_step(it)`;
 - `state_dict()` / `load_state_dict(state)`: the hook's state (e.g. dynamic masks, a schedule
   position), saved in every checkpoint, snapshot and final state under "hooks", and restored
-  on resume, so an interrupted run continues exactly.
+  on resume, so an interrupted run continues exactly. A hook of R stacked models may split it
+  (`replica_state_dicts()`, one per run, and `join_states(states)`), so that each run saves its
+  own share and not the group's.
 """
 
 from __future__ import annotations
@@ -304,8 +306,10 @@ def _fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_it
                                                        for h in hooks))
     stateful = [h for h in hooks if hasattr(h, "state_dict")]
     if resumed is not None:
-        for h, st in zip(stateful, states[0].get("hooks", [])):
-            h.load_state_dict(st)
+        for k, h in enumerate(stateful):
+            saved = [s["hooks"][k] for s in states if k < len(s.get("hooks", []))]
+            if saved:  # each run's own share where the hook splits its state, else the group's
+                h.load_state_dict(h.join_states(saved) if hasattr(h, "join_states") else saved[0])
     for h in hooks:
         if hasattr(h, "attach"):
             h.attach(optimizer, ensemble.prunable())
@@ -320,14 +324,15 @@ def _fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_it
     constant_lr = cfg.schedule == "constant" and cfg.warmup_iters == 0
 
     def run_states(**extra) -> list[dict]:
-        """Each run's state: weights, masks, optimizer state, and the group's hook state (e.g. dynamic
-        masks), saved with every run."""
-        if stateful:
-            extra["hooks"] = [h.state_dict() for h in stateful]
+        """Each run's state: weights, masks, optimizer state, and the hooks' state (e.g. dynamic
+        masks): each run's own share where a hook splits it (`replica_state_dicts`), else the group's."""
+        shares = [h.replica_state_dicts() if hasattr(h, "replica_state_dicts") else [h.state_dict()] * R
+                  for h in stateful]
         opt_states = ensemble.split_optimizer(optimizer.state_dict())
         return [dict(model=sd, masks=dict(m or {}), optimizer=os_, **extra,
+                     **({"hooks": [sh[r] for sh in shares]} if stateful else {}),
                      **({"diverged": dv} if dv is not None else {}))  # kept across a resume
-                for sd, os_, m, dv in zip(ensemble.state_dicts(), opt_states, masks, diverged)]
+                for r, (sd, os_, m, dv) in enumerate(zip(ensemble.state_dicts(), opt_states, masks, diverged))]
 
     def save_all(name: str, i: int) -> None:
         for d, st in zip(dirs, run_states()):

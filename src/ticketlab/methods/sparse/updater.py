@@ -537,6 +537,38 @@ class Updater:
                 "buffers": {n: L.buffer.clone() for n, L in self.layers.items() if L.buffer is not None},
                 "history": list(self.history), "dense_grad_captures": self.dense_grad_captures}
 
+    def replica_state_dicts(self) -> list[dict]:
+        """The state split by model: entry r is what an updater of model r alone would save (its
+        seed, its masks and buffers, its share of each history row), so that each run of a stacked
+        group saves its own share and not the group's (R runs × R models' masks). One entry when
+        not stacked. `join_states` is the inverse."""
+        st = self.state_dict()
+        R = len(st["seeds"])
+        if R == 1:
+            return [st]
+
+        def row_of(h: dict, r: int) -> dict:
+            return {**h, "dropped": {n: [v[r]] for n, v in h["dropped"].items()},
+                    "grown": {n: [v[r]] for n, v in h["grown"].items()}}
+        return [{**st, "seeds": [st["seeds"][r]], "masks": {n: m[r].clone() for n, m in st["masks"].items()},
+                 "buffers": {n: b[r].clone() for n, b in st["buffers"].items()},
+                 "history": [row_of(h, r) for h in st["history"]]} for r in range(R)]
+
+    @staticmethod
+    def join_states(states: Sequence[dict]) -> dict:
+        """One stacked state from the models' own (`replica_state_dicts`), in group order. States
+        that each hold the whole group (checkpoints written before the split) give the first."""
+        if len(states) == 1 or len(states[0]["seeds"]) == len(states) > 1:
+            return states[0]
+        first = states[0]
+        history = [{**h, "dropped": {n: [st["history"][i]["dropped"][n][0] for st in states] for n in h["dropped"]},
+                    "grown": {n: [st["history"][i]["grown"][n][0] for st in states] for n in h["grown"]}}
+                   for i, h in enumerate(first["history"])]
+        return {**first, "seeds": [int(st["seeds"][0]) for st in states],
+                "masks": {n: torch.stack([st["masks"][n] for st in states]) for n in first["masks"]},
+                "buffers": {n: torch.stack([st["buffers"][n] for st in states]) for n in first["buffers"]},
+                "history": history}
+
     def load_state_dict(self, state: dict) -> None:
         if state.get("method") != self.method.name:
             raise ValueError(f"sparse state of method {state.get('method')!r}, this updater runs {self.method.name!r}")
