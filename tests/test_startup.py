@@ -88,6 +88,11 @@ def test_prestart_starts_the_forkserver_that_the_pool_then_forks_from():
     (["lottery", "--workers", "2", "--replicates", "1"], True),
     (["train", "--iterations", "1"], False),
     ([], False),
+    # abbreviations, as argparse takes them
+    (["lottery", "--replicate", "3"], True),
+    (["lottery", "--contr=reinit"], True),
+    (["lottery", "--work", "1", "--replicates", "3"], False),
+    (["lottery", "--rep", "1", "--iter", "5"], False),
 ])
 def test_the_command_line_starts_the_forkserver_only_for_commands_with_workers(argv, forks, monkeypatch):
     from ticketlab import cli

@@ -14,12 +14,17 @@ FORKING = ("lottery", "demo", "transfer")
 
 
 def _flag(argv: list[str], name: str) -> str | None:
-    """The value of `--name V` or `--name=V` in `argv` (the last one given), else None."""
+    """The value of `--name V` or `--name=V` in `argv` (the last one given), else None. As argparse,
+    it takes an abbreviation (`--rep 3` for `--replicates 3`); one that argparse finds ambiguous
+    fails the command anyway, so reading it here costs nothing."""
     value = None
     for i, a in enumerate(argv):
-        if a.startswith(name + "="):
-            value = a.split("=", 1)[1]
-        elif a == name and i + 1 < len(argv):
+        word, eq, rest = a.partition("=")
+        if not (word.startswith("--") and len(word) > 2 and name.startswith(word)):
+            continue
+        if eq:
+            value = rest
+        elif i + 1 < len(argv):
             value = argv[i + 1]
     return value
 
