@@ -199,6 +199,61 @@ def test_stacked_slices_match_separate_models():
                 assert torch.equal(stacked[n].detach()[r], plain[r][n].detach())
 
 
+@pytest.mark.parametrize("meth", [RigL(update_interval=2, end_step=20), SET(update_interval=2, end_step=20),
+                                  SNFS(update_interval=2, end_step=20), GMP(begin_step=2, end_step=10, frequency=2),
+                                  Static()], ids=["rigl", "set", "snfs", "gmp", "static"])
+@pytest.mark.parametrize("optim", ["sgd", "adam"])
+def test_models_at_different_sparsities_stack_and_match_separate_models(meth, optim):
+    """The points of a sparse sweep in one stack: slices with their own sparsities (one of them keeping a
+    layer dense) get exactly what each model gets alone: masks, weights, counts and log rows."""
+    R = 4
+    models = [mlp(s) for s in range(R)]
+    ps, _ = stacked_params(models)
+    sw = {n: p for n, p in ps.items() if n.endswith("weight")}
+    shapes = {n: tuple(p.shape[1:]) for n, p in sw.items()}
+    # slices 0-1 share a point (one block); slice 2 keeps the output layer dense; slice 3 is ERK
+    targets = [D.uniform(shapes, 0.8), D.uniform(shapes, 0.8), {**D.uniform(shapes, 0.5), "4.weight": 0.0},
+               D.erdos_renyi_kernel(shapes, 0.9)]
+    make = (lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9)) if optim == "sgd" else \
+        (lambda ps: torch.optim.Adam(ps, lr=0.01))
+    plain = [{n: nn.Parameter(p.detach()[r].clone()) for n, p in sw.items()} for r in range(R)]
+    opts = [make(pp.values()) for pp in plain]
+    ups = [Updater(meth, targets[r], seed=5 + r).attach(o, pp) for r, (o, pp) in enumerate(zip(opts, plain))]
+    stacked = {n: nn.Parameter(p.detach().clone()) for n, p in sw.items()}
+    sopt = make(stacked.values())
+    sup = Updater(meth, targets, seed=[5 + r for r in range(R)]).attach(sopt, stacked)
+    g = torch.Generator().manual_seed(1)
+    for t in range(13):
+        grads = {n: torch.randn(R, *shapes[n], generator=g) for n in sw}
+        for n in sw:
+            stacked[n].grad = grads[n].clone()
+            for r in range(R):
+                plain[r][n].grad = grads[n][r].clone()
+        sopt.step()
+        for o in opts:
+            o.step()
+    assert [len(L.blocks) for L in sup.layers.values()] == [3, 3, 3]  # slices 0-1 share one
+    shares = sup.replica_state_dicts()
+    for r in range(R):
+        alone = ups[r].state_dict()
+        for n in sw:
+            want = alone["masks"].get(n, torch.ones(shapes[n], dtype=torch.bool))  # a dense layer is not masked
+            assert torch.equal(sup.masks[n][r], want), (r, n)
+            assert torch.allclose(stacked[n].detach()[r], plain[r][n].detach(), atol=1e-6), (r, n)
+        assert len(shares[r]["history"]) == len(alone["history"]) == (0 if meth.name == "static" else
+                                                                     5 if meth.name == "gmp" else 7)
+        for mine, own in zip(shares[r]["history"], alone["history"]):
+            for key in ("dropped", "grown", "nnz"):
+                assert {n: v for n, v in mine[key].items() if n in own[key]} == own[key], (r, key)
+    with pytest.raises(ConfigError, match="one sparsity dict per model"):
+        Updater(meth, targets[:2], seed=[5, 6, 7])
+    if meth.name != "static":
+        # the stacked log keeps one count per slice where the slices differ, and the shares join back
+        assert isinstance(sup.history[-1]["nnz"]["0.weight"], list)
+        joined = Updater.join_states(shares)
+        assert joined["history"] == sup.state_dict()["history"]
+
+
 @pytest.mark.parametrize("meth", [SNFS(update_interval=2, end_step=20), SET(update_interval=2, end_step=20)],
                          ids=["snfs", "set"])
 def test_a_stacked_updater_saves_each_model_what_it_would_save_alone(meth):

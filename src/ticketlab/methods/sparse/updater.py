@@ -245,15 +245,24 @@ class Method(Config):
 
 # --- the updater -----------------------------------------------------------------------------------
 
-class _Layer:
-    __slots__ = ("name", "p", "fm", "idx", "nnz", "numel", "target", "buffer", "captured")
+class _Block:
+    """Consecutive model slices of one layer that share a target and a count: one `top_k` per update."""
+    __slots__ = ("rows", "target", "idx", "nnz")
 
-    def __init__(self, name, p, fm, target, buffer):
-        self.name, self.p, self.fm, self.target, self.buffer = name, p, fm, target, buffer
+    def __init__(self, rows: slice, target: float):
+        self.rows, self.target = rows, target
+        self.idx = None  # [rows, nnz] flat positions of the active entries, in no particular order
+        self.nnz = 0  # -1: a fixed mask whose counts may differ by slice (no active lists)
+
+
+class _Layer:
+    __slots__ = ("name", "p", "fm", "numel", "buffer", "captured", "blocks")
+
+    def __init__(self, name, p, fm, buffer):
+        self.name, self.p, self.fm, self.buffer = name, p, fm, buffer
         self.captured = None
         self.numel = 0  # per model slice
-        self.idx = None  # [R, nnz] flat positions of the active entries, in no particular order
-        self.nnz = 0
+        self.blocks: list[_Block] = []  # one, unless the stacked models have different targets here
 
 
 class Updater:
@@ -261,6 +270,8 @@ class Updater:
 
     - `sparsities`: {layer name: target sparsity}. Layers at 0 (dense) are not masked and cost nothing.
       Build it with `ticketlab.core.distributions` (uniform / ER / ERK, first/last-layer policy).
+      Stacked, it may be a sequence of R such dicts, one per model: models at different sparsities
+      (the points of a sparse sweep) then train as one stack, each slice exactly as alone.
     - `masks`: optional initial boolean masks (parameter-shaped), e.g. from SNIP; else random masks with
       exact counts from (seed, layer name) (`distributions.random_masks`), or all-ones for GMP.
     - `seed`: an int for plain parameters; a sequence of R ints for stacked [R, ...] parameters (one
@@ -291,7 +302,14 @@ class Updater:
         if not self.seeds:
             raise ConfigError("Updater: stacked parameters need one seed per model")
         self.R = len(self.seeds)
-        self.sparsities = dict(sparsities) if sparsities is not None else None
+        if sparsities is not None and not isinstance(sparsities, Mapping):
+            sparsities = [dict(d) for d in sparsities]
+            if not self.stacked or len(sparsities) != self.R:
+                raise ConfigError(f"Updater: one sparsity dict per model, got {len(sparsities)} for {self.R} "
+                                  f"{'stacked models' if self.stacked else 'plain parameters (pass one dict)'}")
+        else:
+            sparsities = None if sparsities is None else dict(sparsities)
+        self.sparsities = sparsities
         self._init_masks = dict(masks) if masks is not None else None
         self.on_update = on_update
         self.step = 0
@@ -310,21 +328,26 @@ class Updater:
     def _row(self, t: Tensor) -> Tensor:
         return t.view(self.R, -1)
 
-    def _targets(self, params: Mapping[str, Tensor]) -> dict[str, float]:
+    def _targets(self, params: Mapping[str, Tensor]) -> dict[str, list[float]]:
+        """{masked layer: its target sparsity for each model slice}; a layer is masked where some
+        slice's target is above 0."""
         if self.sparsities is not None:
-            for n in self.sparsities:
-                if n not in params:
-                    raise ConfigError(f"sparsity given for {n!r}, which is not among the parameters "
-                                      f"{', '.join(params)}")
-            return {n: float(s) for n, s in self.sparsities.items() if s > 0}
+            rows = self.sparsities if isinstance(self.sparsities, list) else [self.sparsities] * self.R
+            for d in rows:
+                for n in d:
+                    if n not in params:
+                        raise ConfigError(f"sparsity given for {n!r}, which is not among the parameters "
+                                          f"{', '.join(params)}")
+            names = [n for n in params if any(float(d.get(n, 0.0)) > 0 for d in rows)]
+            return {n: [max(float(d.get(n, 0.0)), 0.0) for d in rows] for n in names}
         out = {}
         for n, m in self._init_masks.items():
             m = m.bool()
             if not bool(m.all()):
-                out[n] = 1.0 - float(m.float().mean())
+                out[n] = [1.0 - float(r.float().mean()) for r in self._row(m)]
         return out
 
-    def _initial_masks(self, params: Mapping[str, Tensor], targets: dict[str, float]) -> dict[str, Tensor]:
+    def _initial_masks(self, params: Mapping[str, Tensor], targets: dict[str, list[float]]) -> dict[str, Tensor]:
         if self._init_masks is not None:
             missing = [n for n in targets if n not in self._init_masks]
             if missing:
@@ -335,7 +358,7 @@ class Updater:
             per = [{n: torch.ones(s, dtype=torch.bool) for n, s in shape.items()} for _ in self.seeds]
         else:
             from ticketlab.core.distributions import random_masks
-            per = [random_masks(shape, targets, s) for s in self.seeds]
+            per = [random_masks(shape, {n: t[r] for n, t in targets.items()}, s) for r, s in enumerate(self.seeds)]
         if not self.stacked:
             return per[0]
         return {n: torch.stack([m[n] for m in per]) for n in targets}
@@ -389,16 +412,9 @@ class Updater:
             buf = self.method.new_buffer(p)
             if loaded is not None and n in loaded.get("buffers", {}):
                 buf = loaded["buffers"][n].to(p.device, p.dtype).clone()
-            L = _Layer(n, p, fm, targets[n], buf)
+            L = _Layer(n, p, fm, buf)
             L.numel = p[0].numel() if self.stacked else p.numel()
-            counts = self._row(m).sum(1)
-            if int(counts.min()) == int(counts.max()):
-                L.nnz = int(counts[0])
-                L.idx = self._row(m).nonzero()[:, 1].view(self.R, L.nnz)
-            elif self.method.updates:
-                raise ValueError(f"mask {n!r}: every model slice must keep the same count, got {counts.tolist()}")
-            else:  # a fixed mask: no active lists needed
-                L.nnz, L.idx = -1, None
+            L.blocks = self._blocks(self._row(m), targets[n])
             p.mul_(fm)
             for v in ([] if self.keep_state else optimizer.state.get(p, {}).values()):
                 if torch.is_tensor(v) and v.shape == p.shape:
@@ -409,6 +425,25 @@ class Updater:
             self.history = list(loaded.get("history", []))
             self.dense_grad_captures = int(loaded.get("dense_grad_captures", 0))
         self._optimizer = optimizer
+
+    def _blocks(self, m: Tensor, targets: list[float]) -> list[_Block]:
+        """The blocks of one layer's masks `m` [R, n]: maximal runs of consecutive slices with one
+        target and, for a method that updates its masks, one count, each with its active positions.
+        One block when every slice has the same target (the replicates of one experiment). A fixed
+        mask keeps no active lists: its counts may differ by slice (global SNIP)."""
+        counts = m.sum(1).tolist() if self.method.updates else [0] * self.R
+        blocks, a = [], 0
+        for r in range(1, self.R + 1):
+            if r == self.R or targets[r] != targets[a] or counts[r] != counts[a]:
+                b = _Block(slice(a, r), targets[a])
+                blocks.append(b)
+                if self.method.updates:
+                    b.nnz = counts[a]
+                    b.idx = m[b.rows].nonzero()[:, 1].view(r - a, b.nnz)
+                else:
+                    b.nnz, b.idx = -1, None
+                a = r
+        return blocks
 
     def _share_seeds(self, device) -> None:
         self.seeds = tuple(int(s) for s in _broadcast(torch.tensor(self.seeds, dtype=torch.int64, device=device)))
@@ -464,53 +499,20 @@ class Updater:
     def update_masks(self, t: int) -> dict:
         """Drop and grow at step `t` (called by the post-step hook on update steps). Returns the log row."""
         t0 = time.perf_counter()
-        m, R = self.method, self.R
+        m = self.method
         state = self._optimizer.state if self._optimizer is not None else {}
         row = {"step": int(t), "drop_fraction": float(m.drop_fraction_at(t)), "nnz": {}, "dropped": {},
                "grown": {}}
         for n, L in self.layers.items():
-            k = m.n_drop(t, L.nnz, L.numel, L.target)
-            if k <= 0:
-                row["nnz"][n], row["dropped"][n], row["grown"][n] = L.nnz, [0] * R, [0] * R
-                L.captured = None
-                continue
-            w = self._row(L.p)
-            fm = self._row(L.fm)
-            # 1. drop: the k smallest |w| among the active entries
-            cols = top_k(w.gather(1, L.idx).abs_(), k, largest=False, positions=L.idx)
-            D = L.idx.gather(1, cols)  # flat positions of the dropped entries
-            # 2. grow: the k best scores among the inactive and just-dropped entries
-            if m.regrows:
-                ctx = LayerContext(n, t, w, None if L.captured is None else self._row(L.captured),
-                                   None if L.buffer is None else self._row(L.buffer), self.seeds)
-                s = m.grow_scores(ctx)
-                s_dropped = s.gather(1, D)
-                s.scatter_(1, L.idx, -math.inf)  # the kept entries cannot be grown...
-                s.scatter_(1, D, s_dropped)  # ...the just-dropped ones can
-                G = top_k(s, k)
-                was = fm.gather(1, G)  # 1: dropped just now and regrown (keeps value and state)
-            fm.scatter_(1, D, 0.0)
-            if m.regrows:
-                fm.scatter_(1, G, 1.0)
-            kept_d = fm.gather(1, D)  # 1: regrown
-            pos, fac = (torch.cat([D, G], 1), torch.cat([kept_d, was], 1)) if m.regrows else (D, kept_d)
-            # 3. zero dropped weights and grown-new weights, and (unless grow_state "keep") their
-            # optimizer state (2k positions)
-            slots = [] if self.keep_state else state.get(L.p, {}).values()
-            for v in [L.p] + [v for v in slots if torch.is_tensor(v) and v.shape == L.p.shape]:
-                vv = self._row(v)
-                vv.scatter_(1, pos, vv.gather(1, pos).mul_(fac if fac.dtype == v.dtype else fac.to(v.dtype)))
-            if m.regrows:  # the grown positions take the dropped ones' columns: no compaction
-                L.idx.scatter_(1, cols, G)
-            else:
-                keep = torch.ones(R, L.nnz, dtype=torch.bool, device=L.idx.device)
-                keep.scatter_(1, cols, False)
-                L.idx = L.idx[keep].view(R, L.nnz - k)
-            L.nnz = L.idx.shape[1]
+            dropped, grown, nnz = [], [], []
+            for blk in L.blocks:
+                d, g = self._update_block(n, L, blk, t, state)
+                dropped += d
+                grown += g
+                nnz += [blk.nnz] * (blk.rows.stop - blk.rows.start)
+            row["nnz"][n] = nnz[0] if len(set(nnz)) == 1 else nnz  # one count per slice where they differ
+            row["dropped"][n], row["grown"][n] = dropped, grown
             L.captured = None
-            row["nnz"][n] = L.nnz
-            row["dropped"][n] = (kept_d == 0).sum(1).tolist()
-            row["grown"][n] = (was == 0).sum(1).tolist() if m.regrows else [0] * R
         for L in self.layers.values():
             L.captured = None
         self.history.append(row)
@@ -518,6 +520,49 @@ class Updater:
         if self.on_update is not None:
             self.on_update(row)
         return row
+
+    @torch.no_grad()
+    def _update_block(self, n: str, L: _Layer, blk: _Block, t: int, state) -> tuple[list[int], list[int]]:
+        """Drop and grow in the slices `blk.rows` of layer `L`; returns (dropped, grown) per slice."""
+        m, R = self.method, blk.rows.stop - blk.rows.start
+        k = 0 if blk.target <= 0 else m.n_drop(t, blk.nnz, L.numel, blk.target)  # target 0: dense in these slices
+        if k <= 0:
+            return [0] * R, [0] * R
+        rows = blk.rows
+        w = self._row(L.p)[rows]
+        fm = self._row(L.fm)[rows]
+        # 1. drop: the k smallest |w| among the active entries
+        cols = top_k(w.gather(1, blk.idx).abs_(), k, largest=False, positions=blk.idx)
+        D = blk.idx.gather(1, cols)  # flat positions of the dropped entries
+        # 2. grow: the k best scores among the inactive and just-dropped entries
+        if m.regrows:
+            ctx = LayerContext(n, t, w, None if L.captured is None else self._row(L.captured)[rows],
+                               None if L.buffer is None else self._row(L.buffer)[rows], self.seeds[rows])
+            s = m.grow_scores(ctx)
+            s_dropped = s.gather(1, D)
+            s.scatter_(1, blk.idx, -math.inf)  # the kept entries cannot be grown...
+            s.scatter_(1, D, s_dropped)  # ...the just-dropped ones can
+            G = top_k(s, k)
+            was = fm.gather(1, G)  # 1: dropped just now and regrown (keeps value and state)
+        fm.scatter_(1, D, 0.0)
+        if m.regrows:
+            fm.scatter_(1, G, 1.0)
+        kept_d = fm.gather(1, D)  # 1: regrown
+        pos, fac = (torch.cat([D, G], 1), torch.cat([kept_d, was], 1)) if m.regrows else (D, kept_d)
+        # 3. zero dropped weights and grown-new weights, and (unless grow_state "keep") their
+        # optimizer state (2k positions)
+        slots = [] if self.keep_state else state.get(L.p, {}).values()
+        for v in [L.p] + [v for v in slots if torch.is_tensor(v) and v.shape == L.p.shape]:
+            vv = self._row(v)[rows]
+            vv.scatter_(1, pos, vv.gather(1, pos).mul_(fac if fac.dtype == v.dtype else fac.to(v.dtype)))
+        if m.regrows:  # the grown positions take the dropped ones' columns: no compaction
+            blk.idx.scatter_(1, cols, G)
+        else:
+            keep = torch.ones(R, blk.nnz, dtype=torch.bool, device=blk.idx.device)
+            keep.scatter_(1, cols, False)
+            blk.idx = blk.idx[keep].view(R, blk.nnz - k)
+        blk.nnz = blk.idx.shape[1]
+        return (kept_d == 0).sum(1).tolist(), ((was == 0).sum(1).tolist() if m.regrows else [0] * R)
 
     # ---- inspection and state ----
     @property
@@ -548,7 +593,8 @@ class Updater:
             return [st]
 
         def row_of(h: dict, r: int) -> dict:
-            return {**h, "dropped": {n: [v[r]] for n, v in h["dropped"].items()},
+            return {**h, "nnz": {n: v[r] if isinstance(v, list) else v for n, v in h["nnz"].items()},
+                    "dropped": {n: [v[r]] for n, v in h["dropped"].items()},
                     "grown": {n: [v[r]] for n, v in h["grown"].items()}}
         return [{**st, "seeds": [st["seeds"][r]], "masks": {n: m[r].clone() for n, m in st["masks"].items()},
                  "buffers": {n: b[r].clone() for n, b in st["buffers"].items()},
@@ -561,7 +607,11 @@ class Updater:
         if len(states) == 1 or len(states[0]["seeds"]) == len(states) > 1:
             return states[0]
         first = states[0]
-        history = [{**h, "dropped": {n: [st["history"][i]["dropped"][n][0] for st in states] for n in h["dropped"]},
+        def joined(i: int, n: str) -> int | list[int]:  # one count, or one per model where they differ
+            counts = [st["history"][i]["nnz"][n] for st in states]
+            return counts[0] if len(set(counts)) == 1 else counts
+        history = [{**h, "nnz": {n: joined(i, n) for n in h["nnz"]},
+                    "dropped": {n: [st["history"][i]["dropped"][n][0] for st in states] for n in h["dropped"]},
                     "grown": {n: [st["history"][i]["grown"][n][0] for st in states] for n in h["grown"]}}
                    for i, h in enumerate(first["history"])]
         return {**first, "seeds": [int(st["seeds"][0]) for st in states],
@@ -578,7 +628,12 @@ class Updater:
         self._loaded = state
         if self._optimizer is not None:  # already attached: reinstall from the state, hooks kept
             params = {n: L.p for n, L in self.layers.items()}
-            self.sparsities = {n: L.target for n, L in self.layers.items()}
+            per = [{} for _ in range(self.R)]  # the targets of the masked layers, per slice
+            for n, L in self.layers.items():
+                for b in L.blocks:
+                    for r in range(b.rows.start, b.rows.stop):
+                        per[r][n] = b.target
+            self.sparsities = per if self.stacked else per[0]
             self._install(self._optimizer, params)
 
 
