@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 from crash import Crash
@@ -262,3 +263,42 @@ def test_conv_nets_stack_through_vmap_where_family_says(tmp_path, monkeypatch, w
         assert agree > 0.99  # SET drops by |w|: float rounding between the paths may flip a near tie
         assert one["rows"][r]["achieved_sparsity"] == two["rows"][r]["achieved_sparsity"]
         assert one["rows"][r]["final_test_acc"] == pytest.approx(two["rows"][r]["final_test_acc"], abs=0.05)
+
+
+def test_points_of_a_sparse_sweep_share_stacks_and_match_each_point_alone(tmp_path, data):
+    # SET at two sparsities and two distributions (one keeping the output layer dense) shares one stack of
+    # 6 runs; GMP, another method, stacks apart. Each point equals the point run alone, one model at a time.
+    from ticketlab.experiments.sparse_training import run_points
+    base = SparseConfig(method="set", sparsity=0.9, distribution="erk", update_interval=25)
+    cfgs = [base, dataclasses.replace(base, sparsity=0.8, distribution="uniform"),
+            dataclasses.replace(base, sparsity=0.7, dense_last=True), SparseConfig(method="gmp", sparsity=0.8)]
+    together = run_points(TRAIN, cfgs, store=tmp_path / "together", data=data, progress=False, replicates=2,
+                          stack=8, checkpoint_every=50)
+    alone = [go(tmp_path / "alone", data, c, replicates=2, stack=1) for c in cfgs]
+    for p, (t, a) in enumerate(zip(together, alone)):
+        assert json.loads(json.dumps(t["rows"][0]["sparsity"])) == a["rows"][0]["sparsity"]
+        for r in range(2):
+            rt, ra = Path(t["rows"][r]["path"]), Path(a["rows"][r]["path"])
+            group = json.loads((rt / "group.json").read_text())
+            assert group["members"] == [0, 1]
+            if p < 3:  # the three SET points, in order, replicates in order
+                assert group["stack"] == [[Path(together[q]["experiment"]).name, m] for q in range(3) for m in range(2)]
+            else:
+                assert "stack" not in group
+            mt, ma = (torch.load(d / "masks.pt", weights_only=True) for d in (rt, ra))
+            assert all(torch.equal(mt[n], ma[n]) for n in ma)  # SET: |w| and seeded draws only
+            assert t["rows"][r]["achieved_sparsity"] == a["rows"][r]["achieved_sparsity"]
+            assert t["rows"][r]["final_test_acc"] == pytest.approx(a["rows"][r]["final_test_acc"], abs=0.02)
+            assert t["rows"][r]["mean_churn"] == pytest.approx(a["rows"][r]["mean_churn"], abs=1e-9)
+            assert t["rows"][r]["stack_size"] == (6 if p < 3 else 2)
+    assert [Path(t["experiment"]).name for t in together] == [Path(a["experiment"]).name for a in alone]  # same hashes
+    # a killed stack resumes as the same stack, whichever points are asked for first
+    with pytest.raises(KeyboardInterrupt):
+        run_points(TRAIN, cfgs[:3], store=tmp_path / "cut", data=data, progress=False, replicates=2, stack=8,
+                   checkpoint_every=50, hooks=[Crash(at=120)])
+    cut = run_points(TRAIN, cfgs[2::-1], store=tmp_path / "cut", data=data, progress=False, replicates=2,
+                     stack=8, checkpoint_every=50)[::-1]
+    for t, c in zip(together, cut):
+        for r in range(2):
+            assert c["rows"][r]["final_test_acc"] == t["rows"][r]["final_test_acc"]
+            assert c["rows"][r]["mean_churn"] == t["rows"][r]["mean_churn"]

@@ -206,22 +206,50 @@ def _rep_dir(exp_path: Path, r: int) -> Path:
     return Path(exp_path) / f"replicate_{r}"
 
 
-def _groups(exp_path: Path, pending: list[int], stack: int, name: str = "") -> list[list[schedule.Node]]:
-    """Replicates to train together: interrupted groups as they were (group.json), so that each
-    resumes in the stack it started in, then the new ones in stacks of `stack` (every replicate
-    shares the recipe); `name` prefixes each replicate's name in the log."""
-    def node(r: int) -> schedule.Node:
-        return schedule.Node(r, _rep_dir(exp_path, r), r, stack="replicates", name=f"{name}r{r}")
+@dataclass(frozen=True)
+class _Point:
+    """One sparse-training experiment of `run_points`: its index, config and folder."""
 
+    index: int
+    cfg: SparseConfig
+    path: Path
+
+
+def stack_key(cfg: SparseConfig, total: int) -> str:
+    """What the runs of one stack share, whatever their points: the method with its schedule resolved
+    for `total` steps (one `Updater` drives the stack), the optimizer state rule, and whether the masks
+    come from pruning at init. Sparsity, distribution, layer policy and seed may differ by run."""
+    m = method_config(cfg)
+    return repr((make_method(cfg, total), cfg.grow_state, isinstance(m, PruneAtInit)))
+
+
+def _groups(points: Sequence[_Point], replicates: int, stack: int, total: int) -> list[list[schedule.Node]]:
+    """The runs (point, replicate) to train together: interrupted groups as they were (group.json),
+    so that each resumes in the stack it started in, then the pending ones in stacks of `stack`, runs
+    sharing a `stack_key` (points in the order given, replicates in order: for one point, its
+    replicates in stacks of `stack`, as before points could share)."""
+    def node(i: int, r: int) -> schedule.Node:
+        cfg = points[i].cfg
+        return schedule.Node((i, r), _rep_dir(points[i].path, r), (i, r), stack=stack_key(cfg, total),
+                             name=f"{cfg.method} {cfg.sparsity:g}/r{r}")
+
+    pending = [(i, r) for i in range(len(points)) for r in range(replicates)
+               if not (_rep_dir(points[i].path, r) / "summary.json").exists()]
+    waiting = set(pending)
+    folder = {p.path.name: p.index for p in points}
     groups, seen = [], set()
-    for r in pending:
-        gfile = _rep_dir(exp_path, r) / "group.json"
-        if r in seen or not (_rep_dir(exp_path, r) / "checkpoint.pt").exists() or not gfile.exists():
+    for i, r in pending:
+        d = _rep_dir(points[i].path, r)
+        if (i, r) in seen or not (d / "checkpoint.pt").exists() or not (d / "group.json").exists():
             continue
-        members = [m for m in read_json(gfile)["members"] if m in pending and m not in seen]
-        groups.append([node(m) for m in members])
+        g = read_json(d / "group.json")
+        # "stack": the whole group, in order, where it spanned points; else "members", this point's replicates
+        members = ([(folder[f], m) for f, m in g["stack"] if f in folder] if "stack" in g
+                   else [(i, m) for m in g["members"]])
+        members = [k for k in members if k in waiting and k not in seen]
+        groups.append([node(*k) for k in members])
         seen.update(members)
-    return groups + schedule.groups([node(r) for r in pending if r not in seen], stack)
+    return groups + schedule.groups([node(*k) for k in pending if k not in seen], stack)
 
 
 def run(train_cfg: TrainConfig, sparse_cfg: SparseConfig, *, store=None, data_dir=None, progress: bool = True,
@@ -236,6 +264,22 @@ def run(train_cfg: TrainConfig, sparse_cfg: SparseConfig, *, store=None, data_di
     - `hooks`: extra `fit` hooks (e.g. to stop a run); `data`: a loaded dataset (default: load it).
     Returns {"experiment": folder, "rows": one per replicate, "aggregate": mean ± std over replicates}.
     """
+    return run_points(train_cfg, [sparse_cfg], store=store, data_dir=data_dir, progress=progress,
+                      replicates=replicates, stack=stack, checkpoint_every=checkpoint_every, hooks=hooks,
+                      data=data)[0]
+
+
+def run_points(train_cfg: TrainConfig, sparse_cfgs: Sequence[SparseConfig], *, store=None, data_dir=None,
+               progress: bool = True, replicates: int = 1, stack: int = 1, checkpoint_every: int = 1000,
+               hooks: Sequence[object] = (), data=None) -> list[dict]:
+    """Several sparse-training experiments on one training recipe (the points of a sparse sweep:
+    sparsities, distributions, layer policies, seeds, methods), each as `run` would run it, with the
+    runs of different points sharing stacks (issue 16): runs whose `stack_key` is equal (the same
+    method and schedule) train as one batched computation, up to `stack` at a time, each model at its
+    own sparsity (`ticketlab.methods.sparse.Updater` with one sparsity dict per model), exactly as it
+    would train alone up to float rounding. Returns one `run` result per point, in order.
+    """
+    import contextlib
     from ticketlab.data import load_dataset
     from ticketlab.training.stacked_conv import family
     from ticketlab.models import create_model
@@ -243,6 +287,8 @@ def run(train_cfg: TrainConfig, sparse_cfg: SparseConfig, *, store=None, data_di
 
     if replicates < 1 or stack < 1:
         raise ConfigError(f"replicates and stack must be >= 1, got {replicates}, {stack}")
+    if not sparse_cfgs:
+        raise ConfigError("run_points: no sparse configs given")
     if data is None:
         data = load_dataset(train_cfg.dataset, data_dir, val_size=train_cfg.val_size,
                             split_seed=train_cfg.split_seed, train_fraction=train_cfg.train_fraction)
@@ -252,24 +298,33 @@ def run(train_cfg: TrainConfig, sparse_cfg: SparseConfig, *, store=None, data_di
                             seed=seed, init=train_cfg.init, **train_cfg.model_args)
 
     probe = build(train_cfg.init_seed)  # a bad model name or option fails before the store is touched
-    layer_sparsities(sparse_cfg, probe)
-    exp = Store(store).experiment("sparse", SparseRun(train_cfg, sparse_cfg))
+    for cfg in sparse_cfgs:
+        layer_sparsities(cfg, probe)
+    exps = [Store(store).experiment("sparse", SparseRun(train_cfg, cfg)) for cfg in sparse_cfgs]
+    if len({e.path for e in exps}) != len(exps):
+        raise ConfigError("run_points: two sparse configs are the same experiment")
+    points = [_Point(i, cfg, e.path) for i, (cfg, e) in enumerate(zip(sparse_cfgs, exps))]
     total = total_iterations(train_cfg, len(data.train))
-    with exp.lock():
-        pending = [r for r in range(replicates) if not (_rep_dir(exp.path, r) / "summary.json").exists()]
+    with contextlib.ExitStack() as held:
+        for e in sorted(exps, key=lambda e: str(e.path)):  # one order in every process: no deadlock
+            held.enter_context(e.lock())
         can_stack = stack > 1 and family(probe, _device.resolve()) is not None
-        groups = _groups(exp.path, pending, stack if can_stack else 1, f"{sparse_cfg.method} {sparse_cfg.sparsity}/")
+        groups = _groups(points, replicates, stack if can_stack else 1, total)
         schedule.run(groups, lambda group: _train_group(  # in this process: `data`, `build` and `hooks` stay here
-            exp.path, group, train_cfg, sparse_cfg, data, build, total, progress=progress,
+            points, group, train_cfg, data, build, total, progress=progress,
             checkpoint_every=checkpoint_every, hooks=hooks))
-        for r in range(replicates):
-            if not (_rep_dir(exp.path, r) / "sparsity.json").exists():
-                _write_outputs(exp.path, r, train_cfg, sparse_cfg, build)
-    rows = [replicate_row(exp.path, r) for r in range(replicates)]
-    return {"experiment": str(exp.path), "rows": rows, "aggregate": aggregate_replicates(rows)}
+        for p in points:
+            for r in range(replicates):
+                if not (_rep_dir(p.path, r) / "sparsity.json").exists():
+                    _write_outputs(p.path, r, train_cfg, p.cfg, build)
+    out = []
+    for p in points:
+        rows = [replicate_row(p.path, r) for r in range(replicates)]
+        out.append({"experiment": str(p.path), "rows": rows, "aggregate": aggregate_replicates(rows)})
+    return out
 
 
-def _train_group(exp_path: Path, group: list[int], train_cfg: TrainConfig, cfg: SparseConfig, data, build,
+def _train_group(points: Sequence[_Point], group: list[tuple[int, int]], train_cfg: TrainConfig, data, build,
                  total: int, *, progress: bool, checkpoint_every: int, hooks: Sequence[object]) -> None:
     from ticketlab.training.stacked_conv import family
     from ticketlab.experiments.lottery.trunk import replicate_seeds
@@ -277,37 +332,43 @@ def _train_group(exp_path: Path, group: list[int], train_cfg: TrainConfig, cfg: 
     from ticketlab.methods.sparse import Updater
     from ticketlab.training.loop import Run, fit, fit_many
 
-    for r in group:
-        d = _rep_dir(exp_path, r)
+    spans = len({i for i, _ in group}) > 1
+    for i, r in group:
+        d = _rep_dir(points[i].path, r)
         d.mkdir(parents=True, exist_ok=True)
-        integrity.write_json(d / "group.json", {"members": group})
-    seeds = [replicate_seeds(train_cfg, r) for r in group]
+        integrity.write_json(d / "group.json", {"members": [m for j, m in group if j == i],
+                                                **({"stack": [[points[j].path.name, m] for j, m in group]}
+                                                   if spans else {})})
+    cfgs = [points[i].cfg for i, _ in group]
+    reps = [r for _, r in group]
+    seeds = [replicate_seeds(train_cfg, r) for r in reps]
     models = [build(init_seed) for init_seed, _ in seeds]
-    masks0 = [init_masks(cfg, m, data, ds) for m, (_, ds) in zip(models, seeds)]
-    method = make_method(cfg, total)
+    masks0 = [init_masks(c, m, data, ds) for c, m, (_, ds) in zip(cfgs, models, seeds)]
+    method = make_method(cfgs[0], total)  # one for the group: its runs share `stack_key`
     select_from = 0 if method is None else method.final_from()  # GMP: judged only once fully sparse
-    options = RunOptions(progress=progress, checkpoint_every=checkpoint_every,
-                         desc=f"{cfg.method} {cfg.sparsity:g} rep {','.join(map(str, group))}")
-    mask_seeds = [cfg.seed + r for r in group]
-    targets = layer_sparsities(cfg, models[0])
+    runs = (" ".join(f"{c.sparsity:g}/r{r}" for c, r in zip(cfgs, reps)) if spans
+            else f"{cfgs[0].sparsity:g} rep {','.join(map(str, reps))}")
+    options = RunOptions(progress=progress, checkpoint_every=checkpoint_every, desc=f"{cfgs[0].method} {runs}")
+    mask_seeds = [c.seed + r for c, r in zip(cfgs, reps)]
+    targets = [layer_sparsities(c, models[0]) for c in cfgs]
     if len(group) == 1:
-        r, (init_seed, data_seed) = group[0], seeds[0]
-        updater = None if method is None else Updater(method, None if masks0[0] is not None else targets,
+        r, (init_seed, data_seed) = reps[0], seeds[0]
+        updater = None if method is None else Updater(method, None if masks0[0] is not None else targets[0],
                                                       masks=masks0[0], seed=mask_seeds[0],
-                                                      grow_state=cfg.grow_state)
+                                                      grow_state=cfgs[0].grow_state)
         cfg_r = dataclasses.replace(train_cfg, init_seed=init_seed, data_seed=data_seed)
-        fit(models[0], data, cfg_r, _rep_dir(exp_path, r), prunable=prunable_parameters(models[0]),
+        fit(models[0], data, cfg_r, _rep_dir(points[group[0][0]].path, r), prunable=prunable_parameters(models[0]),
             hooks=([updater] if updater else []) + list(hooks), options=options, select_from=select_from)
         return
     ens = family(models[0], _device.resolve())(models)
     updater = None
     if method is not None:
         stacked = None
-        if masks0[0] is not None:
+        if masks0[0] is not None:  # pruning at init: every run of the group has its masks (`stack_key`)
             stacked = {n: torch.stack([m[n] for m in masks0]) for n in masks0[0]}
         updater = Updater(method, None if stacked is not None else targets, masks=stacked, seed=mask_seeds,
-                          grow_state=cfg.grow_state)
-    runs = [Run(_rep_dir(exp_path, r), model=m, data_seed=ds) for r, m, (_, ds) in zip(group, models, seeds)]
+                          grow_state=cfgs[0].grow_state)
+    runs = [Run(_rep_dir(points[i].path, r), model=m, data_seed=ds) for (i, r), m, (_, ds) in zip(group, models, seeds)]
     fit_many(runs, data, train_cfg, ens, hooks=([updater] if updater else []) + list(hooks), options=options,
              select_from=select_from)
 

@@ -584,40 +584,54 @@ class Updater:
 
     def replica_state_dicts(self) -> list[dict]:
         """The state split by model: entry r is what an updater of model r alone would save (its
-        seed, its masks and buffers, its share of each history row), so that each run of a stacked
-        group saves its own share and not the group's (R runs × R models' masks). One entry when
-        not stacked. `join_states` is the inverse."""
+        seed, the masks and buffers of the layers it masks, its share of each history row), so that
+        each run of a stacked group saves its own share and not the group's (R runs × R models'
+        masks). A layer that model r keeps dense (target 0 in its slice, while other models mask it)
+        is left out, as alone it is not masked. One entry when not stacked. `join_states` is the inverse."""
         st = self.state_dict()
         R = len(st["seeds"])
         if R == 1:
             return [st]
 
+        def mine(n: str, r: int) -> bool:  # whether model r masks layer n
+            L = self.layers.get(n)
+            return L is None or not any(b.rows.start <= r < b.rows.stop and b.target <= 0 for b in L.blocks)
+
         def row_of(h: dict, r: int) -> dict:
-            return {**h, "nnz": {n: v[r] if isinstance(v, list) else v for n, v in h["nnz"].items()},
-                    "dropped": {n: [v[r]] for n, v in h["dropped"].items()},
-                    "grown": {n: [v[r]] for n, v in h["grown"].items()}}
-        return [{**st, "seeds": [st["seeds"][r]], "masks": {n: m[r].clone() for n, m in st["masks"].items()},
-                 "buffers": {n: b[r].clone() for n, b in st["buffers"].items()},
+            return {**h, "nnz": {n: v[r] if isinstance(v, list) else v for n, v in h["nnz"].items() if mine(n, r)},
+                    "dropped": {n: [v[r]] for n, v in h["dropped"].items() if mine(n, r)},
+                    "grown": {n: [v[r]] for n, v in h["grown"].items() if mine(n, r)}}
+        return [{**st, "seeds": [st["seeds"][r]],
+                 "masks": {n: m[r].clone() for n, m in st["masks"].items() if mine(n, r)},
+                 "buffers": {n: b[r].clone() for n, b in st["buffers"].items() if mine(n, r)},
                  "history": [row_of(h, r) for h in st["history"]]} for r in range(R)]
 
     @staticmethod
     def join_states(states: Sequence[dict]) -> dict:
-        """One stacked state from the models' own (`replica_state_dicts`), in group order. States
+        """One stacked state from the models' own (`replica_state_dicts`), in group order: a layer
+        that a model keeps dense comes back all-ones in its slice (zero buffer, full count). States
         that each hold the whole group (checkpoints written before the split) give the first."""
         if len(states) == 1 or len(states[0]["seeds"]) == len(states) > 1:
             return states[0]
-        first = states[0]
+        names = list(dict.fromkeys(n for st in states for n in st["masks"]))
+        ref = {n: next(st["masks"][n] for st in states if n in st["masks"]) for n in names}
+
         def joined(i: int, n: str) -> int | list[int]:  # one count, or one per model where they differ
-            counts = [st["history"][i]["nnz"][n] for st in states]
+            counts = [st["history"][i]["nnz"].get(n, ref[n].numel()) for st in states]
             return counts[0] if len(set(counts)) == 1 else counts
-        history = [{**h, "nnz": {n: joined(i, n) for n in h["nnz"]},
-                    "dropped": {n: [st["history"][i]["dropped"][n][0] for st in states] for n in h["dropped"]},
-                    "grown": {n: [st["history"][i]["grown"][n][0] for st in states] for n in h["grown"]}}
-                   for i, h in enumerate(first["history"])]
-        return {**first, "seeds": [int(st["seeds"][0]) for st in states],
-                "masks": {n: torch.stack([st["masks"][n] for st in states]) for n in first["masks"]},
-                "buffers": {n: torch.stack([st["buffers"][n] for st in states]) for n in first["buffers"]},
-                "history": history}
+
+        def per_model(i: int, key: str, n: str) -> list[int]:
+            return [st["history"][i][key].get(n, [0])[0] for st in states]
+        buffers = list(dict.fromkeys(n for st in states for n in st["buffers"]))
+        return {**states[0], "seeds": [int(st["seeds"][0]) for st in states],
+                "masks": {n: torch.stack([st["masks"].get(n, torch.ones_like(ref[n])) for st in states]) for n in names},
+                "buffers": {n: torch.stack([st["buffers"][n] if n in st["buffers"] else
+                                            torch.zeros_like(next(s["buffers"][n] for s in states if n in s["buffers"]))
+                                            for st in states]) for n in buffers},
+                "history": [{**h, "nnz": {n: joined(i, n) for n in names},
+                             "dropped": {n: per_model(i, "dropped", n) for n in names},
+                             "grown": {n: per_model(i, "grown", n) for n in names}}
+                            for i, h in enumerate(states[0]["history"])]}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("method") != self.method.name:
