@@ -302,3 +302,33 @@ def test_points_of_a_sparse_sweep_share_stacks_and_match_each_point_alone(tmp_pa
         for r in range(2):
             assert c["rows"][r]["final_test_acc"] == t["rows"][r]["final_test_acc"]
             assert c["rows"][r]["mean_churn"] == t["rows"][r]["mean_churn"]
+
+
+def test_sparse_train_sweep_on_the_command_line_and_the_api(tmp_path, capsys):
+    # `ticketlab sparse-train --sweep` and `api.sparse_train(train, [points])`: the same experiments,
+    # their runs in one stack; bad sweeps are one line each
+    from ticketlab import api
+    from ticketlab.cli.commands import main
+    flags = ["--dataset", "mnist1d", "--model", "mlp", "--model-args", '{"widths": [32]}', "--iterations", "60",
+             "--eval-every", "30", "--batch-size", "50", "--method", "set", "--update-interval", "20", "--replicates", "2", "--stack", "8",
+             "--quiet"]
+    assert main(["sparse-train", "--store", str(tmp_path / "cli"), *flags, "--sweep", "sparsity=0.8,0.9",
+                 "--sweep", "distribution=erk,uniform"]) == 0
+    out = capsys.readouterr().out
+    labels = [line.split("(")[1].rstrip(")") for line in out.splitlines() if line.startswith("experiment:")]
+    assert labels == ["sparsity=0.8, distribution=erk", "sparsity=0.8, distribution=uniform",
+                      "sparsity=0.9, distribution=erk", "sparsity=0.9, distribution=uniform"]
+    train = TrainConfig(dataset="mnist1d", model="mlp", model_args={"widths": [32]}, iterations=60, eval_every=30,
+                        batch_size=50)
+    points = [SparseConfig(method="set", update_interval=20, sparsity=s, distribution=d)
+              for s in (0.8, 0.9) for d in ("erk", "uniform")]
+    res = api.sparse_train(train, points, store=tmp_path / "api", replicates=2, stack=8, progress=False)
+    assert [Path(r["experiment"]).name for r in res] == [line.split()[1].split("/")[-1] for line in out.splitlines()
+                                                         if line.startswith("experiment:")]
+    assert all(row["stack_size"] == 8 for r in res for row in r["rows"])
+    for bad, says in ((["--sweep", "lr=0.1,0.2"], "--sweep: unknown key 'lr'"),
+                      (["--sparsity", "0.8", "--sweep", "sparsity=0.8,0.9"], "--sparsity is both set and swept"),
+                      (["--sweep", "sparsity=2"], "sparsity: got 2.0")):
+        assert main(["sparse-train", "--store", str(tmp_path / "bad"), *flags, *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and len(err.splitlines()) == 1

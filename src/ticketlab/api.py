@@ -184,14 +184,20 @@ def sparse_train(train_cfg: TrainConfig, sparse_cfg, *, store=None, data_dir=Non
     """Dynamic or static sparse training from scratch (`ticketlab sparse-train`; see `ticketlab.experiments.sparse_training`).
 
     Replicates of a stackable model train `stack` at a time (default 8). Returns {"experiment", "rows", "aggregate"}.
+    `sparse_cfg` may be a list of SparseConfigs, the points of a sparse sweep on this recipe
+    (`ticketlab sparse-train --sweep`): the runs of points with one method share stacks
+    (`ticketlab.experiments.sparse_training.run_points`), and the result is a list, one per point.
 
     `log` (deprecated, removed in the next release: use `logging`, see `ticketlab.core.progress`): a
     callable that receives the `ticketlab` loggers' INFO messages while the call runs.
     """
-    from ticketlab.experiments.sparse_training import run
+    from ticketlab.experiments.sparse_training import run, run_points
     o = _options("sparse", options, progress=progress, stack=stack, checkpoint_every=checkpoint_every)
     stack = _stack(o, RunOptions.build(options, stack=stack), train_cfg, data_dir)
     with forwarding(log):
+        if isinstance(sparse_cfg, (list, tuple)):
+            return run_points(train_cfg, list(sparse_cfg), store=store, data_dir=data_dir, progress=o.progress,
+                              replicates=replicates, stack=stack, checkpoint_every=o.checkpoint_every)
         return run(train_cfg, sparse_cfg, store=store, data_dir=data_dir, progress=o.progress, replicates=replicates,
                    stack=stack, checkpoint_every=o.checkpoint_every)
 

@@ -116,17 +116,37 @@ def cmd_sparse_train(ns) -> None:
     from ticketlab.experiments.sparse_training import SparseConfig
     from ticketlab.training.loop import TrainConfig
     train_cfg, cfg = _configs({"train": TrainConfig, "sparse": SparseConfig}, ns)
+    points = sparse_points(ns, cfg)
     opts = calibrate.options(run_options(ns), [train_cfg])  # replicates stack only where stacking wins here
     api.set_threads(opts.threads)
-    res = api.sparse_train(train_cfg, cfg, store=ns.store, data_dir=ns.data_dir, replicates=ns.replicates,
-                           options=opts)
-    print(f"experiment: {res['experiment']}")
-    keys = [k for k in ("replicate", "sparsity", "es_iter", "converged", "es_test_acc", "final_test_acc",
-                        "stack_wall_time_s", "stack_size")
-            if res["rows"] and k in res["rows"][0]]
-    print(_table(res["rows"], keys))
-    for a in res["aggregate"] if isinstance(res["aggregate"], list) else [res["aggregate"]]:
-        print("mean: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in a.items()))
+    res = api.sparse_train(train_cfg, [c for c, _ in points] if ns.sweep else cfg, store=ns.store,
+                           data_dir=ns.data_dir, replicates=ns.replicates, options=opts)
+    for r, (_, label) in zip(res if ns.sweep else [res], points):
+        print(f"experiment: {r['experiment']}" + (f"  ({label})" if ns.sweep else ""))
+        keys = [k for k in ("replicate", "sparsity", "es_iter", "converged", "es_test_acc", "final_test_acc",
+                            "stack_wall_time_s", "stack_size")
+                if r["rows"] and k in r["rows"][0]]
+        print(_table(r["rows"], keys))
+        for a in r["aggregate"] if isinstance(r["aggregate"], list) else [r["aggregate"]]:
+            print("mean: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in a.items()))
+
+
+def sparse_points(ns, cfg) -> list[tuple]:
+    """sparse-train's points: [(cfg, "")] without --sweep; else the grid of `--sweep KEY=V1,V2` over
+    `cfg` (SparseConfig keys only: the points share the training recipe, so their runs can share
+    stacks), as (config, label) pairs in the sweep grammar's order."""
+    from ticketlab.experiments.sparse_training import SparseConfig
+    from ticketlab.sweep import grammar
+    if not ns.sweep:
+        return [(cfg, "")]
+    grid = grammar.flag_grid(ns.sweep, {"sparse": SparseConfig}, "--sweep")
+    given = C.flags_to_dict(SparseConfig, ns)
+    for k in grid:
+        if k in given:
+            raise C.ConfigError(f"--{k.replace('_', '-')} is both set and swept (--sweep {k}=...); keep one")
+    base = {k: v for k, v in C.to_dict(cfg).items() if k not in grid}
+    sweep = grammar.Sweep("sparse", {"sparse": SparseConfig}, base, grid, {}, "--sweep")
+    return [(t.configs[0], t.label) for t in grammar.expand(sweep)]
 
 
 def cmd_demo(ns) -> None:
@@ -344,6 +364,9 @@ def parser(argv: list[str] | None = None, only: str | None = None) -> argparse.A
     p = sub.add_parser("sparse-train", help="sparse training from scratch: RigL, SET, SNFS, static, GMP, SNIP/GraSP/SynFlow")
     _run_flags(p, "sparse", ("stack", "threads", "progress", "checkpoint_every") + DEVICE_FLAGS)
     p.add_argument("--replicates", type=int, default=1, help="replicates (init and data seeds + r)")
+    p.add_argument("--sweep", action="append", metavar="KEY=V1,V2",
+                   help="points on this training recipe: a sparse-training key and its values (repeatable: "
+                        "the grid of all), e.g. --sweep sparsity=0.8,0.9,0.95; runs of one method share stacks")
     C.add_flags(p.add_argument_group("training"), TrainConfig)
     _sparse_flags(p, _arg(argv, "--method", ""))
     p.set_defaults(fn=cmd_sparse_train)
