@@ -190,3 +190,25 @@ def test_the_example_files_load():
     from ticketlab.experiments.transfer_matrix import load_matrix, run_options
     assert len(load_matrix(EXAMPLES / "transfer_matrix.toml").pairs) == 4
     assert run_options(EXAMPLES / "transfer_matrix.toml").workers is None
+
+
+def test_sparse_points_on_one_recipe_share_stacks_in_a_sweep(tmp_path):
+    # sparse trials with one [train] whose runs stack go to one worker together (`jobs`), as
+    # `ticketlab sparse-train --sweep` runs them; a method or recipe of their own keeps them apart
+    from ticketlab.sweep.dispatch import jobs
+    path = write(tmp_path, 'kind = "sparse"\n[base]' + MNIST1D + 'iterations = 40\nmethod = "set"\n'
+                 'update_interval = 20\n[grid]\nsparsity = [0.7, 0.8, 0.9]\ndistribution = ["erk", "uniform"]\n'
+                 '[sweep]\nreplicates = 2\nstack = 8\n', "points.toml")
+    trials, _ = load_sweep(path)
+    by = lambda js: [[t.index for t in j] for j in js]  # noqa: E731
+    assert by(jobs(trials, lambda t: 8, 1, 2)) == [[0, 1, 2], [3, 4, 5]]  # stacks of at most 8 runs, even
+    assert by(jobs(trials, lambda t: 8, 3, 2)) == [[0, 1], [2, 3], [4, 5]]  # at least one job per worker
+    assert by(jobs(trials, lambda t: 1, 1, 2)) == [[i] for i in range(6)]  # no stacking: one trial a job
+    assert by(jobs(trials, lambda t: 16, 1, 1)) == [list(range(6))]
+    rows = run_file(path, store=tmp_path / "store", progress=False, backend="process", workers=1)
+    assert [r["status"] for r in rows] == ["done"] * 6
+    for t, row in zip(trials, rows):
+        by_hand = api.sparse_train(*t.configs, store=tmp_path / "store", progress=False, replicates=2)
+        assert row["experiment"] == by_hand["experiment"]  # found done: the sweep's runs, two stacks of 6
+        assert [r["stack_size"] for r in by_hand["rows"]] == [6, 6]
+        assert row["final_test_acc"] == pytest.approx(by_hand["aggregate"]["final_test_acc"])

@@ -28,6 +28,7 @@ last checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import math
 import signal
 import sys
 import threading
@@ -36,6 +37,8 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Executor, wait
 from pathlib import Path
 from typing import Callable
+
+import torch
 
 from ticketlab.core import progress as _progress
 from ticketlab.core.errors import ConfigError
@@ -64,24 +67,60 @@ def run_trial(trial: Trial, store, data_dir=None, checkpoint_every: int | None =
               options: RunOptions | None = None, slot: int = 0) -> dict:
     """Run one trial of a non-batched kind in this process (quietly: no bars unless `options` say
     otherwise, no INFO lines; workers=1 unless `options` say otherwise); return its status, folder
-    and key metrics. `replicates` applies to sparse trials.
+    and key metrics. `replicates` applies to sparse trials. `run_trials` runs joined trials.
 
     The options' device, precision and deterministic mode become this process's, as in the API's run
     functions; `slot` is the trial's place among those running at once (0, 1, ...), so that on a
     machine with several GPUs trial slots take their own (`ticketlab.training.device.for_worker`,
     evaluated here, in the worker: a Ray worker sees only the GPU Ray gave it)."""
+    return run_trials([trial], store, data_dir, checkpoint_every, replicates, options, slot)[0]
+
+
+def run_trials(trials: list[Trial], store, data_dir=None, checkpoint_every: int | None = None, replicates: int = 1,
+               options: RunOptions | None = None, slot: int = 0) -> list[dict]:
+    """`run_trial` for trials of one joining kind with one join key (`Kind.joins`: sparse points on one
+    training recipe), in one call whose runs share stacks; one result per trial, in order."""
     opts = RunOptions.build(options or RunOptions(workers=1, progress=False), checkpoint_every=checkpoint_every)
     _determinism.use(opts.deterministic)  # first: cuBLAS reads its workspace setting when CUDA starts
     _device.use(_device.for_worker(opts.device, slot))
     _precision.use(opts.precision)
-    kind = KINDS[trial.kind]
-    before = summaries(experiment_path(trial, store))
+    kind = KINDS[trials[0].kind]
+    before = [summaries(experiment_path(t, store)) for t in trials]
+    ctx = _context(trials[0].kind, store, data_dir, opts, replicates)
     with _progress.quiet():
-        result = kind.run(trial.configs, _context(trial.kind, store, data_dir, opts, replicates))
-    if "status" not in result:
-        changed = summaries(result["experiment"]) != before
-        result = {"status": "done" if changed or not before else "skipped", **result}
-    return result
+        results = ([kind.run(trials[0].configs, ctx)] if len(trials) == 1
+                   else kind.run_joined([t.configs for t in trials], ctx))
+    out = []
+    for result, was in zip(results, before):
+        if "status" not in result:
+            changed = summaries(result["experiment"]) != was
+            result = {"status": "done" if changed or not was else "skipped", **result}
+        out.append(result)
+    return out
+
+
+def jobs(todo: list[Trial], stack_of, spread: int, replicates: int) -> list[list[Trial]]:
+    """The trials sent to a worker together. Trials of a joining kind with equal join keys whose stack
+    (`stack_of(trial)`) is above 1 share jobs, so that their runs share stacks: split evenly into jobs
+    of about one stack's runs (`replicates` each), and into at least `spread` of them (the workers
+    that can take them: the GPUs, else the executor's) when there are that many trials. Every other
+    trial is a job of its own. Jobs keep the trials' order (by first trial)."""
+    buckets: dict = {}
+    for t in todo:
+        kind = KINDS[t.kind]
+        stack = stack_of(t) if kind.joins is not None else 1
+        key = (t.kind, kind.joins(t.configs), stack) if stack > 1 else ("alone", t.index)
+        buckets.setdefault(key, []).append(t)
+    out = []
+    for key, ts in buckets.items():
+        if key[0] == "alone":
+            out.append(ts)
+            continue
+        per = max(1, key[2] // max(1, replicates))
+        n = max(math.ceil(len(ts) / per), min(len(ts), max(1, spread)))
+        size = math.ceil(len(ts) / n)
+        out += [ts[i:i + size] for i in range(0, len(ts), size)]
+    return sorted(out, key=lambda job: job[0].index)
 
 
 # ---- the sweep ----------------------------------------------------------------------
@@ -157,7 +196,9 @@ def run_sweep(trials: list[Trial], *, backend: str | Executor = "process", addre
                 if n is None and backend == "process":
                     n = min(cpu_count(), len(todo))  # no idle workers
                 ex, own = make_executor(backend, n, address, device=opts.device), True
-            _dispatch(ex, todo, rows, len(trials), say, retries=retries, store=store,
+            spread = _gpus(opts.device) or max(1, int(getattr(ex, "workers", 1)))
+            sent = jobs(todo, lambda t: per_trial(t).resolved(t.kind, runs=1).stack or 1, spread, replicates)
+            _dispatch(ex, sent, rows, len(trials), say, retries=retries, store=store,
                       args=lambda t: (store, data_dir, None, replicates, per_trial(t)))
     except KeyboardInterrupt:
         if not isinstance(ex, str):
@@ -173,41 +214,54 @@ def run_sweep(trials: list[Trial], *, backend: str | Executor = "process", addre
     return [rows[t.index] for t in trials]
 
 
-def _dispatch(ex: Executor, todo: list[Trial], rows: dict, n_total: int, say, *, retries: int, store,
+def _gpus(device: str) -> int:
+    """The GPUs the sweep's trials spread over (0 when they do not train on CUDA)."""
+    return torch.cuda.device_count() if _device.resolve(device).type == "cuda" else 0
+
+
+def _dispatch(ex: Executor, todo: list[list[Trial]], rows: dict, n_total: int, say, *, retries: int, store,
               args: Callable[[Trial], tuple]) -> None:
-    queue = deque((t, 1) for t in todo)
+    # `todo`: the jobs (`jobs`), each one trial or trials whose runs share stacks
+    queue = deque((job, 1) for job in todo)
     running = {}
-    slots = {}  # the slot of each running trial: its GPU on a several-GPU machine
+    slots = {}  # the slot of each running job: its GPU on a several-GPU machine
     capacity = max(1, int(getattr(ex, "workers", 1)))
-    busy_key = {t.index: _busy_key(t, store) for t in todo}
+    busy_keys = {t.index: _busy_key(t, store) for job in todo for t in job}
     busy = set()  # folders with a trial running: trials sharing a folder run one after the other
+
+    def keys(job):
+        return {busy_keys[t.index] for t in job}
     while queue or running:
         # submit no more than the executor runs at once: nothing waits inside it to be cancelled
         while len(running) < capacity:
-            i = next((i for i, (t, _) in enumerate(queue) if busy_key[t.index] not in busy), None)
+            i = next((i for i, (job, _) in enumerate(queue) if not keys(job) & busy), None)
             if i is None:
                 break
-            t, attempt = queue[i]
+            job, attempt = queue[i]
             del queue[i]
-            busy.add(busy_key[t.index])
+            busy.update(keys(job))
             slot = min(set(range(len(running) + 1)) - set(slots.values()))
-            f = ex.submit(run_trial, t, *args(t), slot=slot)
-            running[f], slots[f] = (t, attempt, time.perf_counter()), slot
+            f = (ex.submit(run_trial, job[0], *args(job[0]), slot=slot) if len(job) == 1
+                 else ex.submit(run_trials, job, *args(job[0]), slot=slot))
+            running[f], slots[f] = (job, attempt, time.perf_counter()), slot
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         for f in done:
-            t, attempt, t0 = running.pop(f)
+            job, attempt, t0 = running.pop(f)
             slots.pop(f)
-            busy.discard(busy_key[t.index])
+            busy.difference_update(keys(job))
             try:
-                result = f.result()
+                results = [f.result()] if len(job) == 1 else f.result()
             except Exception as e:
                 if attempt <= retries:
-                    say(f"trial {t.index} ({t.label}) failed, retrying ({attempt}/{retries}): {error_text(e)}")
-                    queue.append((t, attempt + 1))
+                    what = f"trial {job[0].index} ({job[0].label})" if len(job) == 1 else \
+                        f"trials {', '.join(str(t.index) for t in job)} (one stack)"
+                    say(f"{what} failed, retrying ({attempt}/{retries}): {error_text(e)}")
+                    queue.append((job, attempt + 1))
                     continue
-                result = _failed(t, store, e)
-            rows[t.index] = row = _row(t, result, attempt, time.perf_counter() - t0)
-            say(f"[{len(rows)}/{n_total}] {_progress_line(row, t)}")
+                results = [_failed(t, store, e) for t in job]
+            for t, result in zip(job, results):
+                rows[t.index] = row = _row(t, result, attempt, time.perf_counter() - t0)
+                say(f"[{len(rows)}/{n_total}] {_progress_line(row, t)}")
 
 
 def _busy_key(t: Trial, store) -> str:
@@ -278,4 +332,4 @@ def _stop(ex: Executor) -> None:
             signal.signal(signal.SIGINT, old)
 
 
-__all__ = ["run_sweep", "run_trial", "experiment_path"]
+__all__ = ["run_sweep", "run_trial", "run_trials", "jobs", "experiment_path"]

@@ -68,7 +68,10 @@ class Kind:
       tells (a transfer's source must be resolved first);
     - `shares(configs)`: for a kind without `folder`, a key: trials with equal keys never run at once;
     - `recipes(configs, store)`: the training configs whose runs may stack, for the stacking
-      calibration of `ticketlab sweep` (`ticketlab.engine.calibrate.options`); None: not calibrated.
+      calibration of `ticketlab sweep` (`ticketlab.engine.calibrate.options`); None: not calibrated;
+    - `joins(configs)`: for a kind whose trials' runs can share stacks (sparse: the points on one
+      training recipe), a key: trials with equal keys whose options stack go to one worker together,
+      run by `run_joined(list of configs, ctx)`, which returns one result per trial.
     """
 
     name: str
@@ -78,6 +81,8 @@ class Kind:
     shares: Callable | None = None
     batched: bool = False
     recipes: Callable | None = None
+    joins: Callable | None = None
+    run_joined: Callable | None = None
 
 
 KINDS: dict[str, Kind] = {}
@@ -177,17 +182,23 @@ register(Kind("lottery", sections=_lottery_sections, run=_run_lottery,
 # ---- sparse training -----------------------------------------------------------------------
 
 def _run_sparse(configs, ctx: Context) -> dict:
+    return _run_sparse_points([configs], ctx)[0]
+
+
+def _run_sparse_points(configs_list, ctx: Context) -> list[dict]:
+    # the points of one training recipe, their runs sharing stacks (`sparse_training.run_points`)
     o = ctx.options
-    res = sparse_training.run(*configs, store=ctx.store, data_dir=ctx.data_dir, progress=o.progress,
-                              replicates=ctx.replicates, stack=o.stack, checkpoint_every=o.checkpoint_every)
-    agg = res["aggregate"]
-    return {"experiment": res["experiment"], "final_test_acc": agg["final_test_acc"],
-            "final_test_acc_std": agg.get("final_test_acc_std")}
+    res = sparse_training.run_points(configs_list[0][0], [c[1] for c in configs_list], store=ctx.store,
+                                     data_dir=ctx.data_dir, progress=o.progress, replicates=ctx.replicates,
+                                     stack=o.stack, checkpoint_every=o.checkpoint_every)
+    return [{"experiment": r["experiment"], "final_test_acc": r["aggregate"]["final_test_acc"],
+             "final_test_acc_std": r["aggregate"].get("final_test_acc_std")} for r in res]
 
 
 register(Kind("sparse", sections=lambda task: {"train": TrainConfig, "sparse": SparseConfig}, run=_run_sparse,
               folder=lambda configs, store: store_folder(store, "sparse", SparseRun(*configs)),
-              recipes=_train_recipe))
+              recipes=_train_recipe, joins=lambda configs: json.dumps(C.to_dict(configs[0]), sort_keys=True),
+              run_joined=_run_sparse_points))
 
 
 # ---- transfer ------------------------------------------------------------------------------
