@@ -9,7 +9,10 @@ and the drop-and-grow schedule, and what becomes of the optimizer state of inact
 `ticketlab.experiments.lottery.trunk.replicate_seeds`, mask seed + r) on the shared loop (`ticketlab.training.loop.fit`), or
 stacked `stack` at a time where the model stacks on the run's device (`fit_many` with the ensemble
 `ticketlab.training.stacked_conv.family` gives: Linear chains anywhere, conv nets through vmap on an
-accelerator; issue 16); each model's masks and draws are those it would get alone.
+accelerator; issue 16); each model's masks and draws are those it would get alone. `run_points`
+runs several experiments on one training recipe (the points of a sparse sweep) with their runs in
+shared stacks, grouped by `stack_key` (one method and schedule per stack; sparsities, distributions,
+layer policies and seeds may differ by run).
 
 Store layout (``<store>/sparse-<hash>/``; the hash covers both configs, not the run shape):
 
@@ -23,6 +26,9 @@ Store layout (``<store>/sparse-<hash>/``; the hash covers both configs, not the 
     replicate_<r>/masks.pt                                the final boolean masks, every prunable layer
     replicate_<r>/sparsity.json                           per-layer targets, counts, achieved sparsity
     replicate_<r>/group.json                              the replicates trained together with r
+                                                          ("members"), and where the stack spanned
+                                                          points, all its runs in order ("stack":
+                                                          [[experiment folder, replicate], ...])
 
 Mask churn: the fraction of connections changed by an update,
 churn = (dropped + grown) / (nnz before + nnz after) over all masked layers, counting only real

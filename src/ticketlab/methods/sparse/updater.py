@@ -44,6 +44,10 @@ full pass per state tensor.
 
 Stacked parameters ([R, ...], R models trained together by `fit_many`): pass one seed per model;
 each slice gets its own mask, counts and random draws, identical to what that model would get alone.
+With one sparsity dict per model (the points of a sparse sweep, issue 16), each layer's slices form
+blocks of consecutive models with one target and one count; each block keeps its own active lists
+and is updated with its own top-k, and a model whose target for a layer is 0 keeps it dense. The
+state splits by model (`replica_state_dicts`), so each run of a stack saves what it would alone.
 
 Optimizer state of inactive positions (`grow_state`, issue #18: "does Adam blunt RigL?"):
 - ``"zero"`` (default; the semantics above): gradients are masked before the step and the state of
