@@ -315,7 +315,7 @@ def test_sweep_trials_running_at_once_hold_distinct_slots(monkeypatch, tmp_path)
     trials = [Trial(i, "lottery", (i,), {"i": i}) for i in range(4)]
     monkeypatch.setattr(dispatch, "_busy_key", lambda t, store: str(t.index))  # four distinct folders
     rec, rows = _TrialRecorder(), {}
-    dispatch._dispatch(rec, trials, rows, 4, lambda s: None, retries=0, store=str(tmp_path),
+    dispatch._dispatch(rec, [[t] for t in trials], rows, 4, lambda s: None, retries=0, store=str(tmp_path),
                        args=lambda t: (str(tmp_path), None, None, 1, None))
     # two submitted before any result is read: slots 0 and 1; then both freed, and the same again
     assert rec.slots == [0, 1, 0, 1] and [s for _, s in seen] == rec.slots and len(rows) == 4
