@@ -169,32 +169,44 @@ def test_density_exact_and_pruned_state_zero_after_every_step(method, optim, R):
     assert u.dense_grad_captures == (n_upd if method == "rigl" else 0)
 
 
-def test_stacked_slices_match_separate_models():
-    """A stacked updater with seeds [a, b] does to slice r exactly what a plain one with seed r does."""
-    models = [mlp(s) for s in range(2)]
-    ps, _ = stacked_params(models)
+MLP_SHAPES = {"0.weight": (64, 20), "2.weight": (32, 64), "4.weight": (5, 32)}  # `mlp`'s weights
+
+
+def stacked_and_alone(meth, targets, steps, make=lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9)):
+    """A stacked updater over R = len(targets) MLPs (seeds 5, 6, ...; model r at sparsities targets[r])
+    and R plain updaters of the same models alone, stepped `steps` times with the same gradients.
+    Returns (stacked updater, plain updaters, stacked weights, plain weights, layer shapes)."""
+    R = len(targets)
+    ps, _ = stacked_params([mlp(s) for s in range(R)])
     sw = {n: p for n, p in ps.items() if n.endswith("weight")}
     shapes = {n: tuple(p.shape[1:]) for n, p in sw.items()}
-    targets = D.uniform(shapes, 0.8)
+    plain = [{n: nn.Parameter(p.detach()[r].clone()) for n, p in sw.items()} for r in range(R)]
+    opts = [make(pp.values()) for pp in plain]
+    ups = [Updater(meth, targets[r], seed=5 + r).attach(o, pp) for r, (o, pp) in enumerate(zip(opts, plain))]
+    stacked = {n: nn.Parameter(p.detach().clone()) for n, p in sw.items()}
+    sopt = make(stacked.values())
+    sup = Updater(meth, targets if len({repr(t) for t in targets}) > 1 else targets[0],
+                  seed=[5 + r for r in range(R)]).attach(sopt, stacked)
+    g = torch.Generator().manual_seed(1)
+    for t in range(steps):
+        grads = {n: torch.randn(R, *shapes[n], generator=g) for n in sw}
+        for n in sw:
+            stacked[n].grad = grads[n].clone()
+            for r in range(R):
+                plain[r][n].grad = grads[n][r].clone()
+        sopt.step()
+        for o in opts:
+            o.step()
+    return sup, ups, stacked, plain, shapes
+
+
+def test_stacked_slices_match_separate_models():
+    """A stacked updater with seeds [a, b] does to slice r exactly what a plain one with seed r does."""
+    shapes = MLP_SHAPES
     for meth in (RigL(update_interval=2, end_step=20), SET(update_interval=2, end_step=20)):
-        plain = [{n: nn.Parameter(p.detach()[r].clone()) for n, p in sw.items()} for r in range(2)]
-        opts = [torch.optim.SGD(pp.values(), lr=0.1, momentum=0.9) for pp in plain]
-        ups = [Updater(meth, targets, seed=5 + r).attach(o, pp) for r, (o, pp) in enumerate(zip(opts, plain))]
-        stacked = {n: nn.Parameter(p.detach().clone()) for n, p in sw.items()}
-        sopt = torch.optim.SGD(stacked.values(), lr=0.1, momentum=0.9)
-        sup = Updater(meth, targets, seed=[5, 6]).attach(sopt, stacked)
-        g = torch.Generator().manual_seed(1)
-        for t in range(12):
-            grads = {n: torch.randn(2, *shapes[n], generator=g) for n in sw}
-            for n in sw:
-                stacked[n].grad = grads[n].clone()
-                for r in range(2):
-                    plain[r][n].grad = grads[n][r].clone()
-            sopt.step()
-            for o in opts:
-                o.step()
+        sup, ups, stacked, plain, _ = stacked_and_alone(meth, [D.uniform(shapes, 0.8)] * 2, 12)
         for r in range(2):
-            for n in sw:
+            for n in shapes:
                 assert torch.equal(sup.masks[n][r], ups[r].masks[n])
                 assert torch.equal(stacked[n].detach()[r], plain[r][n].detach())
 
@@ -207,36 +219,18 @@ def test_models_at_different_sparsities_stack_and_match_separate_models(meth, op
     """The points of a sparse sweep in one stack: slices with their own sparsities (one of them keeping a
     layer dense) get exactly what each model gets alone: masks, weights, counts and log rows."""
     R = 4
-    models = [mlp(s) for s in range(R)]
-    ps, _ = stacked_params(models)
-    sw = {n: p for n, p in ps.items() if n.endswith("weight")}
-    shapes = {n: tuple(p.shape[1:]) for n, p in sw.items()}
+    shapes = MLP_SHAPES
     # slices 0-1 share a point (one block); slice 2 keeps the output layer dense; slice 3 is ERK
     targets = [D.uniform(shapes, 0.8), D.uniform(shapes, 0.8), {**D.uniform(shapes, 0.5), "4.weight": 0.0},
                D.erdos_renyi_kernel(shapes, 0.9)]
     make = (lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9)) if optim == "sgd" else \
         (lambda ps: torch.optim.Adam(ps, lr=0.01))
-    plain = [{n: nn.Parameter(p.detach()[r].clone()) for n, p in sw.items()} for r in range(R)]
-    opts = [make(pp.values()) for pp in plain]
-    ups = [Updater(meth, targets[r], seed=5 + r).attach(o, pp) for r, (o, pp) in enumerate(zip(opts, plain))]
-    stacked = {n: nn.Parameter(p.detach().clone()) for n, p in sw.items()}
-    sopt = make(stacked.values())
-    sup = Updater(meth, targets, seed=[5 + r for r in range(R)]).attach(sopt, stacked)
-    g = torch.Generator().manual_seed(1)
-    for t in range(13):
-        grads = {n: torch.randn(R, *shapes[n], generator=g) for n in sw}
-        for n in sw:
-            stacked[n].grad = grads[n].clone()
-            for r in range(R):
-                plain[r][n].grad = grads[n][r].clone()
-        sopt.step()
-        for o in opts:
-            o.step()
+    sup, ups, stacked, plain, _ = stacked_and_alone(meth, targets, 13, make)
     assert [len(L.blocks) for L in sup.layers.values()] == [3, 3, 3]  # slices 0-1 share one
     shares = sup.replica_state_dicts()
     for r in range(R):
         alone = ups[r].state_dict()
-        for n in sw:
+        for n in shapes:
             want = alone["masks"].get(n, torch.ones(shapes[n], dtype=torch.bool))  # a dense layer is not masked
             assert torch.equal(sup.masks[n][r], want), (r, n)
             assert torch.allclose(stacked[n].detach()[r], plain[r][n].detach(), atol=1e-6), (r, n)
@@ -261,27 +255,8 @@ def test_a_stacked_updater_saves_each_model_what_it_would_save_alone(meth):
     """Each run of a stacked group saves its own share of the updater's state (not R models' masks),
     equal to the state of the model trained alone; the shares join back into the stacked state, and a
     checkpoint written before the split (every run holding the group's state) still loads."""
-    models = [mlp(s) for s in range(2)]
-    ps, _ = stacked_params(models)
-    sw = {n: p for n, p in ps.items() if n.endswith("weight")}
-    shapes = {n: tuple(p.shape[1:]) for n, p in sw.items()}
-    targets = D.uniform(shapes, 0.8)
-    plain = [{n: nn.Parameter(p.detach()[r].clone()) for n, p in sw.items()} for r in range(2)]
-    opts = [torch.optim.SGD(pp.values(), lr=0.1, momentum=0.9) for pp in plain]
-    ups = [Updater(meth, targets, seed=5 + r).attach(o, pp) for r, (o, pp) in enumerate(zip(opts, plain))]
-    stacked = {n: nn.Parameter(p.detach().clone()) for n, p in sw.items()}
-    sopt = torch.optim.SGD(stacked.values(), lr=0.1, momentum=0.9)
-    sup = Updater(meth, targets, seed=[5, 6]).attach(sopt, stacked)
-    g = torch.Generator().manual_seed(1)
-    for t in range(7):
-        grads = {n: torch.randn(2, *shapes[n], generator=g) for n in sw}
-        for n in sw:
-            stacked[n].grad = grads[n].clone()
-            for r in range(2):
-                plain[r][n].grad = grads[n][r].clone()
-        sopt.step()
-        for o in opts:
-            o.step()
+    shapes = MLP_SHAPES
+    sup, ups, _, _, _ = stacked_and_alone(meth, [D.uniform(shapes, 0.8)] * 2, 7)
     shares = sup.replica_state_dicts()
     assert len(shares) == 2
     for r, (share, alone) in enumerate(zip(shares, (u.state_dict() for u in ups))):
