@@ -420,7 +420,7 @@ def main(argv=None):
     emit("", "On a CPU there are no CUDA graphs: this row measures the compiler alone.", "")
 
     # 9. the points of a sparse sweep in one stack
-    sweep_iters = 40 if quick else 2000
+    sweep_iters = 40 if quick else 1000
     with tempfile.TemporaryDirectory() as tmp:
         together, apart = sparse_sweep(mnist, sweep_iters, Path(tmp))
     emit(f"## 9. A sparse sweep on one recipe: RigL, LeNet-300-100, 80/90/95/98 % × 3 replicates, "
