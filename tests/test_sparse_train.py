@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -332,3 +333,31 @@ def test_sparse_train_sweep_on_the_command_line_and_the_api(tmp_path, capsys):
         assert main(["sparse-train", "--store", str(tmp_path / "bad"), *flags, *bad]) == 2
         err = capsys.readouterr().err.strip()
         assert says in err and len(err.splitlines()) == 1
+
+
+def test_sparse_train_points_from_a_config_files_grid(tmp_path):
+    # [grid] in sparse-train's --config file: the same points as --sweep; a flag fixes its key (out of
+    # the file's grid), --sweep replaces the file's values, a key set and swept in the file is refused
+    from ticketlab.cli.commands import parser, sparse_points
+    from ticketlab.cli.common import _configs
+
+    def points(*argv):
+        argv = ["sparse-train", *argv]
+        ns = parser(argv).parse_args(argv)
+        _, cfg = _configs({"train": TrainConfig, "sparse": SparseConfig}, ns, grid=True)
+        return [(c.sparsity, c.distribution, label) for c, label in sparse_points(ns, cfg)]
+    f = tmp_path / "points.toml"
+    f.write_text('dataset = "mnist1d"\nmethod = "set"\n[grid]\nsparsity = [0.8, 0.9]\ndistribution = ["erk", "er"]\n')
+    from_file = points("--config", str(f))
+    assert from_file == points("--method", "set", "--sweep", "sparsity=0.8,0.9", "--sweep", "distribution=erk,er")
+    assert [p[:2] for p in from_file] == [(0.8, "erk"), (0.8, "er"), (0.9, "erk"), (0.9, "er")]
+    assert points("--config", str(f), "--distribution", "uniform") == [(0.8, "uniform", "sparsity=0.8"),
+                                                                       (0.9, "uniform", "sparsity=0.9")]
+    assert [p[0] for p in points("--config", str(f), "--sweep", "sparsity=0.95")] == [0.95, 0.95]
+    assert points("--method", "set") == [(0.9, "erk", "")]  # no grid: the one point
+    for text, says in (('sparsity = 0.9\n[grid]\nsparsity = [0.8]\n', "'sparsity' is both set and swept in"),
+                       ('[grid]\nlr = [0.1, 0.2]\n', "'lr' in [grid] of"),
+                       ('[grid]\nsparsity = 0.8\n', "expected a table of keys with non-empty lists")):
+        f.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            points("--config", str(f))

@@ -115,14 +115,15 @@ def cmd_sparse_train(ns) -> None:
     from ticketlab import api
     from ticketlab.experiments.sparse_training import SparseConfig
     from ticketlab.training.loop import TrainConfig
-    train_cfg, cfg = _configs({"train": TrainConfig, "sparse": SparseConfig}, ns)
+    train_cfg, cfg = _configs({"train": TrainConfig, "sparse": SparseConfig}, ns, grid=True)
     points = sparse_points(ns, cfg)
     opts = calibrate.options(run_options(ns), [train_cfg])  # replicates stack only where stacking wins here
     api.set_threads(opts.threads)
-    res = api.sparse_train(train_cfg, [c for c, _ in points] if ns.sweep else cfg, store=ns.store,
+    swept = bool(points[0][1])
+    res = api.sparse_train(train_cfg, [c for c, _ in points] if swept else cfg, store=ns.store,
                            data_dir=ns.data_dir, replicates=ns.replicates, options=opts)
-    for r, (_, label) in zip(res if ns.sweep else [res], points):
-        print(f"experiment: {r['experiment']}" + (f"  ({label})" if ns.sweep else ""))
+    for r, (_, label) in zip(res if swept else [res], points):
+        print(f"experiment: {r['experiment']}" + (f"  ({label})" if swept else ""))
         keys = [k for k in ("replicate", "sparsity", "es_iter", "converged", "es_test_acc", "final_test_acc",
                             "stack_wall_time_s", "stack_size")
                 if r["rows"] and k in r["rows"][0]]
@@ -132,20 +133,38 @@ def cmd_sparse_train(ns) -> None:
 
 
 def sparse_points(ns, cfg) -> list[tuple]:
-    """sparse-train's points: [(cfg, "")] without --sweep; else the grid of `--sweep KEY=V1,V2` over
-    `cfg` (SparseConfig keys only: the points share the training recipe, so their runs can share
-    stacks), as (config, label) pairs in the sweep grammar's order."""
+    """sparse-train's points: [(cfg, "")] without a grid; else the grid of the --config file's [grid]
+    table and of `--sweep KEY=V1,V2` over `cfg`, as (config, label) pairs in the sweep grammar's
+    order. As for `teacher-student`: a flag fixes its key (taking it out of the file's grid), and
+    --sweep replaces the file's values of its key. SparseConfig keys only: the points share the
+    training recipe, so their runs can share stacks."""
     from ticketlab.experiments.sparse_training import SparseConfig
     from ticketlab.sweep import grammar
-    if not ns.sweep:
-        return [(cfg, "")]
-    grid = grammar.flag_grid(ns.sweep, {"sparse": SparseConfig}, "--sweep")
-    given = C.flags_to_dict(SparseConfig, ns)
-    for k in grid:
-        if k in given:
+    names, flags = C.field_names(SparseConfig), C.flags_to_dict(SparseConfig, ns)
+    grid = {}
+    if ns.config:
+        doc = C.load_toml(ns.config)
+        table = doc.get("grid", {})
+        if not isinstance(table, dict) or not all(isinstance(v, list) and v for v in table.values()):
+            raise C.ConfigError(f"[grid] of {ns.config}: expected a table of keys with non-empty lists of values")
+        for k in table:
+            if k not in names:
+                raise C.ConfigError(f"{k!r} in [grid] of {ns.config}: sparse-train varies sparse-training keys "
+                                    "only (the points share the training recipe; `ticketlab sweep` varies both)")
+        in_file = set(doc) | set(doc["sparse"] if isinstance(doc.get("sparse"), dict) else {})
+        for k in table:
+            if k in in_file:
+                raise C.ConfigError(f"{k!r} is both set and swept in {ns.config}; keep one")
+        grid = {k: v for k, v in table.items() if k not in flags}
+    swept = grammar.flag_grid(ns.sweep or [], {"sparse": SparseConfig}, "--sweep")
+    for k in swept:
+        if k in flags:
             raise C.ConfigError(f"--{k.replace('_', '-')} is both set and swept (--sweep {k}=...); keep one")
+    grid.update(swept)
+    if not grid:
+        return [(cfg, "")]
     base = {k: v for k, v in C.to_dict(cfg).items() if k not in grid}
-    sweep = grammar.Sweep("sparse", {"sparse": SparseConfig}, base, grid, {}, "--sweep")
+    sweep = grammar.Sweep("sparse", {"sparse": SparseConfig}, base, grid, {}, ns.config or "--sweep")
     return [(t.configs[0], t.label) for t in grammar.expand(sweep)]
 
 

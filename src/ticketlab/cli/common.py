@@ -127,14 +127,17 @@ def _config(cls, ns: argparse.Namespace, section: str | None = None):
     return C.from_dict(cls, values, source=ns.config or "")
 
 
-def _configs(classes: dict, ns: argparse.Namespace) -> list:
+def _configs(classes: dict, ns: argparse.Namespace, *, grid: bool = False) -> list:
     """Build several configs from one flat namespace of flags and/or a TOML file.
 
     In the file, keys may be flat or grouped in tables named after each config
-    (`[train]`, `[lottery]`); every key must belong to exactly one config.
+    (`[train]`, `[lottery]`); every key must belong to exactly one config. `grid`: the command reads
+    the file's [grid] table itself (`sparse-train`'s points), so it is not a key here.
     """
     values = C.load_toml(ns.config) if ns.config else {}
     values.pop("sweep", None)  # run options: see run_options
+    if grid:
+        values.pop("grid", None)
     flat = {k: v for k, v in values.items() if not (k in classes and isinstance(v, dict))}
     for section in classes:
         if isinstance(values.get(section), dict):
