@@ -127,6 +127,12 @@ def test_the_batches_of_a_stack_are_each_runs_own_for_any_number_of_runs():
     assert batches.perms is perms  # the same epoch: no permutation drawn again
     m = Batches(1000, 60, [1, 2], torch.device("meta"))(5)
     assert m.device.type == "meta" and m.shape == (2, 60)
+    # with a device, the next epoch is drawn on a thread meanwhile: the same rows, and a jump (a resume)
+    # past the drawn epoch draws what it needs
+    ahead = Batches(1000, 60, seeds[:5], torch.device("cpu"))
+    for it in (0, 15, 16, 17, 40, 100, 101):
+        assert torch.equal(ahead(it), batches(it)[:5]), it
+        assert ahead._next is not None and ahead._next[0] == ahead.epoch + 1
 
 
 def test_stacked_shapes_and_masks_follow_the_parameters_device():
