@@ -261,3 +261,20 @@ def test_the_gpu_mark_is_registered():
     cfg = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert any(m.startswith("gpu:") for m in cfg["tool"]["pytest"]["ini_options"]["markers"])
     assert {"device", "precision", "deterministic"} <= set(C.field_names(RunOptions))
+
+
+def test_a_forked_process_draws_the_next_epoch_on_its_own_thread():
+    # a child forked after the parent started the drawing thread has the executor object but no thread
+    import os
+    from ticketlab.training.loop import Batches
+    Batches(1000, 60, [0, 1], torch.device("cpu"))(0)  # the parent's thread exists now
+    want = Batches(1000, 60, [0, 1])(20)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: an epoch change waits on the next epoch drawn by the thread
+        ok = torch.equal(Batches(1000, 60, [0, 1], torch.device("cpu"))(20), want)
+        os.write(w, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(w)
+    assert os.read(r, 1) == b"1"
+    os.waitpid(pid, 0)

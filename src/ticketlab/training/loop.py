@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -177,14 +178,17 @@ class Batches:
         return self.perms[:, pos * self.batch_size:(pos + 1) * self.batch_size]
 
 
-_PREFETCH = []  # one thread per process draws the next epoch's permutations (`Batches`)
+_PREFETCH: dict = {}  # pid -> the one thread of that process that draws next epochs (`Batches`)
 
 
 def _prefetcher():
-    if not _PREFETCH:
+    # keyed by process: a process forked from one that had the thread has the executor but not its thread
+    pid = os.getpid()
+    if pid not in _PREFETCH:
         import concurrent.futures
-        _PREFETCH.append(concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ticketlab-batches"))
-    return _PREFETCH[0]
+        _PREFETCH.clear()
+        _PREFETCH[pid] = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ticketlab-batches")
+    return _PREFETCH[pid]
 
 
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2000) -> tuple[float, float]:
