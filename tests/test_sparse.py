@@ -12,6 +12,9 @@ from ticketlab.core.errors import ConfigError
 from ticketlab.core.schedules import drop_fraction, gmp_sparsity
 from ticketlab.methods.sparse import GMP, SET, SNFS, RigL, Static, Updater, sparsify, top_k
 from ticketlab.methods.sparse.bench import update_cost
+from ticketlab.methods.sparse.updater import _sorted_top_k
+
+from gpu_marks import gpu, needs_cuda
 
 torch.set_num_threads(1)
 
@@ -24,19 +27,49 @@ def naive_top(v, k, pos, largest=True):
     return sorted(pos[i] for i in key[:k])
 
 
+@pytest.mark.parametrize("select", ["per row", "sorted"])
 @pytest.mark.parametrize("n", [7, 300, 40000])
-def test_top_k_is_exact_with_ties_to_the_lower_position(n):
+def test_top_k_is_exact_with_ties_to_the_lower_position(n, select):
+    # "sorted": the batched path of a stack on an accelerator (`_sorted_top_k`), here on the CPU
+    pick = top_k if select == "per row" else _sorted_top_k
     g = torch.Generator().manual_seed(n)
     for trial in range(4):
         v = torch.randint(0, 5 if trial % 2 else 1000, (2, n), generator=g).float()  # many ties, or few
         pos = torch.stack([torch.randperm(n, generator=g) for _ in range(2)])
         for k in (1, n // 3, n - 1):
             for largest in (True, False):
-                cols = top_k(v, k, largest=largest, positions=pos)
-                assert cols.shape == (2, k)
-                for r in range(2):
-                    got = sorted(pos[r][cols[r]].tolist())
-                    assert got == naive_top(v[r].tolist(), k, pos[r].tolist(), largest), (k, largest)
+                for p in (pos, None):  # by the given positions, or by column
+                    cols = pick(v, k, largest=largest, positions=p)
+                    assert cols.shape == (2, k)
+                    for r in range(2):
+                        at = p[r] if p is not None else torch.arange(n)
+                        got = sorted(at[cols[r]].tolist())
+                        assert got == naive_top(v[r].tolist(), k, at.tolist(), largest), (k, largest)
+
+
+@pytest.mark.parametrize("meth", [RigL(update_interval=2, end_step=20), SET(update_interval=2, end_step=20),
+                                  GMP(begin_step=2, end_step=10, frequency=2)], ids=["rigl", "set", "gmp"])
+def test_the_sorted_selection_updates_masks_as_the_per_row_one(meth, monkeypatch):
+    from ticketlab.methods.sparse import updater
+    targets = [D.uniform(MLP_SHAPES, 0.8), D.erdos_renyi_kernel(MLP_SHAPES, 0.9), D.uniform(MLP_SHAPES, 0.8)]
+    per_row = stacked_and_alone(meth, targets, 13)[0]
+    monkeypatch.setattr(updater, "top_k", lambda scores, k, largest=True, positions=None:
+                        _sorted_top_k(scores, k, largest, positions) if k else top_k(scores, k))
+    batched = stacked_and_alone(meth, targets, 13)[0]
+    assert all(torch.equal(per_row.masks[n], batched.masks[n]) for n in MLP_SHAPES)
+    assert per_row.history == batched.history
+
+
+@gpu
+@needs_cuda
+def test_top_k_on_cuda_picks_what_the_cpu_picks():
+    g = torch.Generator().manual_seed(0)
+    v = torch.randint(0, 7, (16, 50_000), generator=g).float()
+    pos = torch.stack([torch.randperm(50_000, generator=g) for _ in range(16)])
+    for largest in (True, False):
+        on_cpu = top_k(v, 999, largest=largest, positions=pos)
+        on_cuda = top_k(v.cuda(), 999, largest=largest, positions=pos.cuda()).cpu()
+        assert torch.equal(pos.gather(1, on_cpu).sort(1).values, pos.gather(1, on_cuda).sort(1).values)
 
 
 # --- a hand-computed RigL update (jaxpruner style) --------------------------------------------------

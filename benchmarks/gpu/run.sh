@@ -38,7 +38,7 @@ fi
 TESTS="pytest not available"
 if "$PY" -c "import pytest" 2>/dev/null; then
   # the gpu-marked tests: on a machine without CUDA they are skipped, with the reason
-  TESTS=$(timeout 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu -rs tests/test_device.py tests/test_precision.py tests/test_domains_device.py tests/test_stacked_conv.py tests/test_sparse_train.py 2>&1 | tail -n 1 || true)
+  TESTS=$(timeout 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu -rs tests/test_device.py tests/test_precision.py tests/test_domains_device.py tests/test_stacked_conv.py tests/test_sparse_train.py tests/test_sparse.py 2>&1 | tail -n 1 || true)
 fi
 echo "gpu-marked tests: $TESTS"
 timeout 360 "$PY" benchmarks/gpu/bench.py --data-dir "$DATA" --tests-summary "$TESTS" "${ARGS[@]}"

@@ -40,7 +40,8 @@ found on a candidate set: a fixed random sample of the scores estimates a value 
 largest, the entries above it (typically ~1.3–1.6k of them) are compacted, and `kthvalue` runs on those
 only; the result is exact (if the estimate were ever too high, the full row is used). The update writes
 only the 2k changed positions of the weights, masks and optimizer state (gather/scatter), never a
-full pass per state tensor.
+full pass per state tensor. Off the CPU (a stack on an accelerator, where the per-row loop would be
+R small kernel sequences) the choice is one stable sort of all rows (`_sorted_top_k`): the same entries.
 
 Stacked parameters ([R, ...], R models trained together by `fit_many`): pass one seed per model;
 each slice gets its own mask, counts and random draws, identical to what that model would get alone.
@@ -151,6 +152,8 @@ def top_k(scores: Tensor, k: int, *, largest: bool = True, positions: Tensor | N
         raise ValueError(f"top_k: k={k} outside [0, {n}]")
     if k == 0:
         return torch.empty(R, 0, dtype=torch.long, device=scores.device)
+    if scores.device.type != "cpu":
+        return _sorted_top_k(scores, k, largest, positions)
     rows = []
     for r in range(R):
         v = scores[r] if largest else -scores[r]
@@ -160,6 +163,21 @@ def top_k(scores: Tensor, k: int, *, largest: bool = True, positions: Tensor | N
             cols = order[_row_top(v[order], k)[0]]
         rows.append(cols)
     return torch.stack(rows)
+
+
+def _sorted_top_k(scores: Tensor, k: int, largest: bool = True, positions: Tensor | None = None) -> Tensor:
+    """`top_k`'s choice for every row at once: a stable descending sort of the rows, with their columns
+    first put in position order, so that ties go to the lower position. One sort of [R, n] in place of
+    R short selections, each a few kernel launches: the path for a stack on an accelerator, where those
+    launches, not the arithmetic, would bound a large stack's update. The same columns as the per-row
+    path (tests/test_sparse.py), which stays on the CPU, where selecting beats sorting."""
+    v = scores if largest else -scores
+    order = None
+    if positions is not None:
+        order = positions.argsort(dim=1)  # [R, n] the columns in position order
+        v = v.gather(1, order)
+    cols = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :k]  # ties keep position order
+    return cols if order is None else order.gather(1, cols)
 
 
 # --- methods ---------------------------------------------------------------------------------------
