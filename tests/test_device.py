@@ -133,6 +133,11 @@ def test_the_batches_of_a_stack_are_each_runs_own_for_any_number_of_runs():
     for it in (0, 15, 16, 17, 40, 100, 101):
         assert torch.equal(ahead(it), batches(it)[:5]), it
         assert ahead._next is not None and ahead._next[0] == ahead.epoch + 1
+    last = Batches(1000, 60, seeds[:5], torch.device("cpu"), total=40)  # epochs 0-2 (steps 0-39)
+    last(20)
+    assert last._next is not None and last._next[0] == 2
+    last(35)
+    assert last._next is None and torch.equal(last(39), batches(39)[:5])  # none drawn past the end
 
 
 def test_stacked_shapes_and_masks_follow_the_parameters_device():

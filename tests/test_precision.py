@@ -310,8 +310,8 @@ def test_sweep_trials_running_at_once_hold_distinct_slots(monkeypatch, tmp_path)
     from ticketlab.sweep import dispatch
     from ticketlab.sweep.grammar import Trial
     seen = []
-    monkeypatch.setattr(dispatch, "run_trial", lambda t, *args, slot: seen.append((t.index, slot)) or
-                        {"status": "done", "experiment": ""})
+    monkeypatch.setattr(dispatch, "run_trials", lambda job, *args, slot: seen.append((job[0].index, slot)) or
+                        [{"status": "done", "experiment": ""}])
     trials = [Trial(i, "lottery", (i,), {"i": i}) for i in range(4)]
     monkeypatch.setattr(dispatch, "_busy_key", lambda t, store: str(t.index))  # four distinct folders
     rec, rows = _TrialRecorder(), {}

@@ -50,6 +50,7 @@ method's flags.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -285,7 +286,6 @@ def run_points(train_cfg: TrainConfig, sparse_cfgs: Sequence[SparseConfig], *, s
     own sparsity (`ticketlab.methods.sparse.Updater` with one sparsity dict per model), exactly as it
     would train alone up to float rounding. Returns one `run` result per point, in order.
     """
-    import contextlib
     from ticketlab.data import load_dataset
     from ticketlab.training.stacked_conv import family
     from ticketlab.models import create_model

@@ -177,11 +177,14 @@ def run_sweep(trials: list[Trial], *, backend: str | Executor = "process", addre
     # a trial trains in one process, quietly; its stack and checkpoint interval are the sweep's
     trial_opts = dataclasses.replace(opts, workers=1, progress=False, threads=None)
 
-    def per_trial(t: Trial) -> RunOptions:  # the trial's run options: the sweep's, calibrated
-        recipes = KINDS[t.kind].recipes
-        if not calibrated or recipes is None:
-            return trial_opts
-        return calibrate.options(trial_opts, recipes(t.configs, store))  # cached: a file read after the first
+    chosen: dict[int, RunOptions] = {}
+
+    def per_trial(t: Trial) -> RunOptions:  # the trial's run options: the sweep's, calibrated; once a trial
+        if t.index not in chosen:
+            recipes = KINDS[t.kind].recipes
+            chosen[t.index] = (trial_opts if not calibrated or recipes is None
+                               else calibrate.options(trial_opts, recipes(t.configs, store)))
+        return chosen[t.index]
     name = backend if isinstance(backend, str) else type(backend).__name__
     say(f"sweep: {len(trials)} trials, {len(rows)} finished before, {len(todo)} sent to the {name} backend"
         + (f", {len(batched)} run together in this process" if batched else ""))
@@ -241,8 +244,7 @@ def _dispatch(ex: Executor, todo: list[list[Trial]], rows: dict, n_total: int, s
             del queue[i]
             busy.update(keys(job))
             slot = min(set(range(len(running) + 1)) - set(slots.values()))
-            f = (ex.submit(run_trial, job[0], *args(job[0]), slot=slot) if len(job) == 1
-                 else ex.submit(run_trials, job, *args(job[0]), slot=slot))
+            f = ex.submit(run_trials, job, *args(job[0]), slot=slot)
             running[f], slots[f] = (job, attempt, time.perf_counter()), slot
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         for f in done:
@@ -250,7 +252,7 @@ def _dispatch(ex: Executor, todo: list[list[Trial]], rows: dict, n_total: int, s
             slots.pop(f)
             busy.difference_update(keys(job))
             try:
-                results = [f.result()] if len(job) == 1 else f.result()
+                results = f.result()
             except Exception as e:
                 if attempt <= retries:
                     what = f"trial {job[0].index} ({job[0].label})" if len(job) == 1 else \

@@ -534,7 +534,6 @@ class Updater:
                 nnz += [blk.nnz] * (blk.rows.stop - blk.rows.start)
             row["nnz"][n] = nnz[0] if len(set(nnz)) == 1 else nnz  # one count per slice where they differ
             row["dropped"][n], row["grown"][n] = dropped, grown
-            L.captured = None
         for L in self.layers.values():
             L.captured = None
         self.history.append(row)
