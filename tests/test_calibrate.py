@@ -11,7 +11,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
+from calibration_spy import expected_calls, spy_on_fit_many
 from ticketlab.cli import commands
 from ticketlab.engine import calibrate
 from ticketlab.engine.options import RunOptions
@@ -135,8 +137,19 @@ def test_the_sweep_command_calibrates_its_trials_and_the_api_does_not(on, tmp_pa
     assert sizes(tmp_path / "a") == [1, 1] and sizes(tmp_path / "b") == [2, 2] and sizes(tmp_path / "c") == [2, 2]
 
 
-def test_a_real_measurement_trains_in_the_loop():
+def test_a_real_measurement_trains_in_the_loop(monkeypatch):
     from ticketlab.models import create_model
-    build = lambda s: create_model("mlp", input_shape=(40,), num_classes=10, seed=s, widths=[8])
+    monkeypatch.setattr(calibrate, "STEPS", 6)
+    monkeypatch.setattr(calibrate, "WARMUP", 2)
+    calls = spy_on_fit_many(monkeypatch)
+    built = []
+
+    def build(s):
+        built.append(create_model("mlp", input_shape=(40,), num_classes=10, seed=s, widths=[8]))
+        return built[-1]
     stacked, single = calibrate.measure(build, (40,), "cpu", TrainConfig(optimizer="sgd", batch_size=20))
     assert stacked > 0 and single > 0
+    assert calls == expected_calls("Stacked", (20, "sgd"))  # the run's recipe, as one stack and one by one
+    fresh = create_model("mlp", input_shape=(40,), num_classes=10, seed=0, widths=[8])
+    w, w0 = built[0].state_dict(), fresh.state_dict()
+    assert not all(torch.equal(w[k], w0[k]) for k in w0)  # the models really trained

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 
+import requires
 from ticketlab.data import (Dataset, Split, dataset_status, fetch, list_datasets, load_dataset,
                             resolve_data_dir)
 from ticketlab.data import _checksums, cifar, generated
@@ -83,8 +84,7 @@ def train_indices(split: Split) -> list[int]:
 def real_data_dir() -> Path:
     env = os.environ.get("TICKETLAB_DATA")
     root = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-    if not (root / "mnist").is_dir():
-        pytest.skip(f"real data not found at {root} (set TICKETLAB_DATA)")
+    requires.data((root / "mnist").is_dir(), f"real data not found at {root} (set TICKETLAB_DATA)")
     return root
 
 

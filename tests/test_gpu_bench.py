@@ -12,14 +12,16 @@ from pathlib import Path
 
 import pytest
 
+import requires
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
 def test_the_gpu_benchmark_runs_every_section_on_the_cpu(tmp_path):
     data = os.environ.get("TICKETLAB_DATA", str(ROOT.parent / "shared" / "data"))
-    if not (Path(data) / "mnist").is_dir() or not (Path(data) / "fashion-mnist").is_dir():
-        pytest.skip(f"MNIST and Fashion-MNIST are not in {data} (set TICKETLAB_DATA)")
+    requires.data((Path(data) / "mnist").is_dir() and (Path(data) / "fashion-mnist").is_dir(),
+                  f"MNIST and Fashion-MNIST are not in {data} (set TICKETLAB_DATA)")
     out = tmp_path / "results.md"
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1", TICKETLAB_CACHE=str(tmp_path / "cache"))
     r = subprocess.run(["bash", str(ROOT / "benchmarks/gpu/run.sh"), data, "--device", "cpu", "--quick",

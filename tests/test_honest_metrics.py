@@ -74,7 +74,13 @@ def test_rl_summary_records_the_headline_and_each_evaluation_its_sem(tmp_path):
     after = [r for r in rows if r["iter"] > 0][-final_evals.FINAL_EVALS:]
     assert h["name"] == "final_return" and h["evals"] == final_evals.FINAL_EVALS
     assert h["value"] == pytest.approx(sum(r["eval_return"] for r in after) / len(after))
-    assert h["sem"] is not None and h["sem"] >= 0
+    # the pooled standard error of every episode of those evaluations, from each row's mean, std (ddof 0) and n
+    n = np.array([r["eval_return_n"] for r in after])
+    m = np.array([r["eval_return"] for r in after])
+    sd = np.array([r["eval_return_std"] for r in after])
+    grand = (n * m).sum() / n.sum()
+    ss = (n * sd ** 2).sum() + (n * (m - grand) ** 2).sum()
+    assert h["sem"] == pytest.approx(math.sqrt(ss / (n.sum() - 1) / n.sum()))
     assert s["stack_size"] == 1 and s["stack_wall_time_s"] > 0 and s["stack_cpu_time_s"] > 0
     # the results rows carry it as the headline, and an old summary without it gets it from its rows
     m = results.summary_metrics(s)

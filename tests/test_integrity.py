@@ -3,7 +3,6 @@ size, every read checks it, a damaged file raises one line naming it; stores wit
 stay readable; stray temp files are removed on the next run. Tiny budgets on MNIST-1D."""
 
 import os
-import time
 
 import pytest
 import torch
@@ -154,17 +153,15 @@ def test_a_live_writers_temp_file_is_not_a_stray(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final.pt"]
 
 
-def test_checking_a_lenet_checkpoint_is_fast(tmp_path):
-    """Hashing on every read costs little next to unpickling (measured: 0.7 ms to read and hash LeNet-300-100's 1 MB
-    final.pt, next to 0.8 ms for torch.load)."""
+def test_a_lenet_checkpoint_reads_back_checked(tmp_path):
+    """A 1 MB state file round-trips through the checked read (what that costs:
+    benchmarks/reliability/hashed_read.py)."""
     from ticketlab.models import create_model
     model = create_model("lenet300_100", input_shape=(1, 28, 28), num_classes=10, seed=0)
     rd = RunDir(tmp_path).create()
     rd.save("final.pt", 0, model=model.state_dict())
-    size = (tmp_path / "final.pt").stat().st_size
-    t = time.perf_counter()
-    for _ in range(10):
-        integrity.read_bytes(tmp_path / "final.pt")
-    per_read = (time.perf_counter() - t) / 10
-    assert size > 1_000_000 and per_read < 0.05, (size, per_read)
-    assert rd.load("final.pt")["model"].keys() == model.state_dict().keys()
+    assert (tmp_path / "final.pt").stat().st_size > 1_000_000
+    assert integrity.read_bytes(tmp_path / "final.pt") == (tmp_path / "final.pt").read_bytes()
+    loaded = rd.load("final.pt")["model"]
+    assert loaded.keys() == model.state_dict().keys()
+    assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())

@@ -369,7 +369,7 @@ def test_register_model(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_numpy_integers_accepted() -> None:
-    np = pytest.importorskip("numpy")
+    import numpy as np
     model = create_model(
         "mlp", input_shape=(np.int64(6),), num_classes=np.int64(3), seed=np.int64(1), widths=[np.int64(4)]
     )

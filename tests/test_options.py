@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import requires
 from ticketlab import api
 from ticketlab.cli.commands import main, parser
 from ticketlab.cli.common import run_options
@@ -33,7 +34,7 @@ COMMANDS = [["train"], ["lottery"], ["lottery", "--task", "rl"], ["sparse-train"
 @pytest.mark.parametrize("argv", COMMANDS, ids=lambda a: " ".join(a))
 def test_every_command_defaults_to_the_api_defaults(argv):
     if "rl" in argv:
-        pytest.importorskip("stable_baselines3")
+        requires.package("stable_baselines3")
     ns = parser(argv).parse_args(argv)
     assert run_options(ns) == RunOptions()
 

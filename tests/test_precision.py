@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import requires
 from ticketlab import api
 from ticketlab.cli.commands import main
 from ticketlab.core import config as C
@@ -241,7 +242,7 @@ def test_ray_asks_for_a_gpu_per_trial_on_cuda(monkeypatch):
 
 
 def test_the_ray_executor_builds_its_request_from_the_device(monkeypatch):
-    ray = pytest.importorskip("ray")
+    ray = requires.package("ray")
     from ticketlab.engine import parallel
     seen = {}
     monkeypatch.setattr(ray, "is_initialized", lambda: True)

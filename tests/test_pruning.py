@@ -7,7 +7,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -361,16 +360,10 @@ def test_validation_errors_name_the_problem():
     assert issubclass(PruningError, TicketlabError)    # the CLI prints it as a one-line error
 
 
-def test_global_pruning_speed_on_lenet():
+def test_global_pruning_of_lenet_removes_a_fifth_of_its_weights():
     params, masks = make(LENET, 80, ties=False, density=1.0)
-    sc = magnitude(params)
-    layers = list(LENET)
-    prune_global(sc, masks, 0.2, layers)                  # warm-up
-    t0 = time.perf_counter()
-    out = prune_global(sc, masks, 0.2, layers)
-    elapsed = time.perf_counter() - t0
+    out = prune_global(magnitude(params), masks, 0.2, list(LENET))
     assert count(out)[0] == 266_200 - 53_240
-    assert elapsed < 0.5, elapsed                         # typically ≈10 ms; loose for shared CI cores
 
 
 def test_docstring_examples():

@@ -76,7 +76,6 @@ def test_lm_report_names_perplexity_and_resolves_presets(exp, tmp_path):
 
 
 def test_bleu_is_shown_in_bleu_points(exp, tmp_path):
-    pytest.importorskip("ticketlab.domains.nlp.translate_task")
     from ticketlab.domains.nlp.translate_task import TranslateConfig
     mt = _as_task(exp, tmp_path / "mt", "translate", C.to_dict(TranslateConfig()), "test_bleu", 27.3)
     page = write_report(mt, tmp_path / "mt.html").read_text()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import requires
 from ticketlab.engine import parallel, schedule
 from ticketlab.engine.schedule import Node, groups, run
 from ticketlab.experiments.lottery import runner
@@ -67,7 +68,10 @@ def test_groups_are_a_fixed_function_of_nodes_and_stack(tmp_path):
     assert keys(groups(nodes, 8, even=True, spread=2)) == [["n0", "n2"], ["n4", "n6"], ["n1", "n3"], ["n5"],
                                                            ["alone"]]
     assert keys(groups(nodes, 1)) == [[k] for k in ["n0", "n2", "n4", "n6", "n1", "n3", "n5", "alone"]]
-    assert keys(groups(nodes, 3)) == keys(groups(list(nodes), 3))  # nothing but the nodes and stack
+    # nothing but the nodes' order and stack keys: other payloads, folders and names group the same
+    rebuilt = [Node(n.key, tmp_path / "elsewhere" / str(i), {"other": i}, stack=n.stack, name=f"x{i}")
+               for i, n in enumerate(nodes)]
+    assert keys(groups(rebuilt, 3)) == keys(groups(nodes, 3))
 
 
 def test_lottery_groups_are_as_before():
@@ -171,7 +175,7 @@ def test_a_ray_task_error_reaches_the_user_in_one_line(tmp_path, capsys):
     """Issue 17: an error raised in a Ray task arrives as the job's own exception (not Ray's
     RayTaskError, whose message holds the worker's traceback), through the executor, the scheduler
     and the CLI, in the same one-line form as a worker process's error. One local Ray start (~10 s)."""
-    pytest.importorskip("ray")
+    requires.package("ray")
     from ticketlab.cli.commands import main
     from ticketlab.core.errors import DamagedError
     from ticketlab.engine.store import Store

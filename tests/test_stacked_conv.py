@@ -101,9 +101,12 @@ def test_the_calibration_measures_the_vmapped_stack(monkeypatch, tmp_path):
     monkeypatch.setattr(calibrate, "STEPS", 4)
     monkeypatch.setattr(calibrate, "WARMUP", 1)
     monkeypatch.setattr(calibrate, "ROUNDS", 1)
+    from calibration_spy import expected_calls, spy_on_fit_many
+    calls = spy_on_fit_many(monkeypatch)
     stacked, single = calibrate.measure(conv2, (1, 8, 8), "cpu", TrainConfig(optimizer="adam", batch_size=8),
                                         ensemble=VmapStacked)
     assert stacked > 0 and single > 0
+    assert calls == expected_calls("VmapStacked", (8, "adam"))
     with pytest.raises(ValueError, match="does not stack on cpu"):
         calibrate.measure(conv2, (1, 8, 8), "cpu")
     monkeypatch.setenv("TICKETLAB_CACHE", str(tmp_path))

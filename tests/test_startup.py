@@ -31,17 +31,16 @@ def test_train_start_up_imports_nothing_needless():
     assert out.strip() == "[]"
 
 
-def _first_adam_cpu_s() -> tuple[bool, float]:
-    import time
-
+def _compiler_module_before_first_adam_step() -> bool:
+    """Whether torch._dynamo is imported before this process's first fused Adam step (which imports it
+    otherwise, ≈1.1 s of CPU: benchmarks/startup); the step is taken, to show it runs in the worker."""
     import torch
     preloaded = "torch._dynamo" in sys.modules
-    t = time.process_time()
     p = torch.nn.Parameter(torch.zeros(3))
     opt = torch.optim.Adam([p], fused=True)
     p.grad = torch.ones(3)
     opt.step()
-    return preloaded, time.process_time() - t
+    return preloaded and bool(p.detach().ne(0).all())
 
 
 def test_workers_inherit_the_compiler_module_of_the_first_fused_adam_step():
@@ -50,10 +49,10 @@ def test_workers_inherit_the_compiler_module_of_the_first_fused_adam_step():
     from ticketlab.engine.parallel import make_executor
     ex = make_executor("process", 1)
     try:
-        preloaded, cpu = ex.submit(_first_adam_cpu_s).result(timeout=300)
+        preloaded = ex.submit(_compiler_module_before_first_adam_step).result(timeout=300)
     finally:
         ex.shutdown()
-    assert preloaded and cpu < 0.5
+    assert preloaded
 
 
 def test_prestart_starts_the_forkserver_that_the_pool_then_forks_from():

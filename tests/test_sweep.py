@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import requires
 from ticketlab import api
 from ticketlab.experiments import dense
 from ticketlab.experiments.lottery import runner as lottery_runner
@@ -224,7 +225,7 @@ def _loopback(hex_addr: str) -> bool:
 
 
 def test_ray_backend_gives_the_process_backends_results(process_sweep, tmp_path):
-    ray = pytest.importorskip("ray")
+    ray = requires.package("ray")
     trials, expected, _ = process_sweep
     t0 = time.perf_counter()
     ex = make_executor("ray", workers=2)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import requires
 from ticketlab import api
 from ticketlab.cli.commands import main, parser
 from ticketlab.cli.teacher_student import configs as ts_configs
@@ -62,7 +63,7 @@ def test_train_and_sparse_sweeps(tmp_path):
 
 
 def test_lottery_sweep_of_another_task_uses_its_config_class(tmp_path):
-    pytest.importorskip("stable_baselines3")
+    requires.package("stable_baselines3")
     from ticketlab.domains.rl import RLConfig
     path = write(tmp_path, """
         kind = "lottery"
@@ -98,7 +99,7 @@ def test_lottery_sweep_of_another_task_uses_its_config_class(tmp_path):
 
 
 def test_lm_and_translate_sweeps_load_with_their_task_configs(tmp_path):
-    pytest.importorskip("sentencepiece")
+    requires.package("sentencepiece")
     from ticketlab.domains.nlp.lm_task import LMConfig
     (t,), _ = load_sweep(write(tmp_path, 'kind = "lottery"\ntask = "lm"\n[base]\nhidden = 16\nlevels = 1\n'))
     assert t.configs == (LMConfig(hidden=16), LotteryConfig(levels=1))
