@@ -283,3 +283,95 @@ def test_a_forked_process_draws_the_next_epoch_on_its_own_thread():
     os.close(w)
     assert os.read(r, 1) == b"1"
     os.waitpid(pid, 0)
+
+
+def test_the_cuda_rng_saved_is_that_of_the_gpu_the_run_is_on(monkeypatch, tmp_path):
+    # each GPU has its own generator: a run on cuda:1 saves cuda:1's, whichever GPU is current
+    # (fake CUDA tensors carry the device without a GPU)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from ticketlab.training.rundir import RunDir
+    with FakeTensorMode():
+        w = torch.empty(3, device="cuda:1")
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state",
+                        lambda device="cuda": asked.append(device) or torch.zeros(4, dtype=torch.uint8))
+    assert set(D.rng_state({"model": {"fc.bias": torch.zeros(2), "fc.weight": w}, "iteration": 3})) == {"cuda_rng"}
+    D.rng_state({"model": {"fc.weight": torch.zeros(2)}})  # no GPU tensor: the current GPU's
+    assert asked == [torch.device("cuda:1"), "cuda"]
+    seen = []
+    monkeypatch.setattr(D, "rng_state", lambda state=None: seen.append(state) or {})
+    RunDir(tmp_path).create().save("final.pt", 5, model={"w": torch.ones(2)}, optimizer=None)
+    [state] = seen  # the run's own state (where its weights live), before it is copied to the CPU
+    assert list(state) == ["model"] and torch.equal(state["model"]["w"], torch.ones(2))
+
+
+def test_seeded_draws_from_the_seed_and_gives_the_global_rng_back():
+    from ticketlab.core.seeds import seeded
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    with seeded(3):
+        a = torch.rand(4)
+    assert torch.equal(torch.get_rng_state(), before)
+    with seeded(3):
+        assert torch.equal(torch.rand(4), a)
+
+
+@gpu
+@needs_cuda
+def test_seeding_a_model_or_a_reinit_leaves_the_gpus_rng_alone():
+    # a training loop's dropout stream on the GPU must not restart when a model is built from a seed
+    import ticketlab
+    torch.cuda.init()
+    torch.cuda.manual_seed(5)
+    before = torch.cuda.get_rng_state()
+    model = create_model("mlp", input_shape=(40,), num_classes=10, seed=1, widths=[16]).cuda()
+    imp = ticketlab.IMP().attach(model, torch.optim.Adam(model.parameters()))
+    imp.random_reinit(seed=2)
+    assert torch.equal(torch.cuda.get_rng_state(), before)
+
+
+@gpu
+@needs_cuda
+def test_masks_scores_and_exports_may_live_on_different_devices():
+    # IMP's controls on a model on the GPU; CPU masks (a loaded checkpoint) pruning GPU weights; the
+    # export of a GPU-trained ticket with its GPU masks
+    import ticketlab
+    from ticketlab.engine.export import sparse_from_dense
+    model = create_model("mlp", input_shape=(40,), num_classes=10, seed=1, widths=[16]).cuda()
+    imp = ticketlab.IMP().attach(model, torch.optim.Adam(model.parameters()))
+    imp.prune()
+    masks = imp.random_masks(seed=3)
+    assert all(m.device.type == "cuda" for m in masks.values())
+    imp.set_masks({n: m.cpu() for n, m in imp.masks.items()})
+    kept = sum(int(m.sum()) for m in imp.masks.values())
+    imp.prune()
+    assert sum(int(m.sum()) for m in imp.masks.values()) < kept
+    sparse = sparse_from_dense(model, {n: m.cuda() for n, m in imp.masks.items()})
+    x = torch.randn(5, 40)
+    assert torch.allclose(sparse(x), model.cpu()(x), atol=1e-5)
+
+
+@gpu
+@needs_cuda
+def test_a_dqn_target_network_on_the_gpu_follows_cpu_masks():
+    from torch import nn
+
+    from ticketlab.domains.rl.agent import MaskHooks
+    policy = nn.ModuleDict({"q_net": nn.Linear(4, 3), "q_net_target": nn.Linear(4, 3)}).cuda()
+    mask = {"q_net.weight": torch.rand(3, 4) < 0.5}
+    hooks = MaskHooks(policy, mask, torch.optim.Adam(policy.parameters()),
+                      shadows={"q_net.weight": policy["q_net_target"].weight})
+    with torch.no_grad():
+        policy["q_net_target"].weight.fill_(1.0)
+    hooks.sync()
+    assert torch.equal(policy["q_net_target"].weight.detach().cpu() != 0, mask["q_net.weight"])
+
+
+@pytest.mark.parametrize("where", ON)
+def test_upload_copies_a_batch_to_the_device(where):
+    t = torch.arange(6).reshape(2, 3)
+    up = D.upload(t, torch.device(where))
+    assert up.device.type == where and torch.equal(up.cpu(), t)

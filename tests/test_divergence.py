@@ -110,3 +110,25 @@ def test_a_lottery_from_a_diverged_trunk_says_so(tmp_path):
                     store=tmp_path, progress=False)
     [row] = api.ls(store=tmp_path)
     assert row["status"] == "1 runs, 1 diverged" and row["es_test_acc"] is None
+
+
+def test_on_an_accelerator_the_loss_is_read_only_at_evaluations(tmp_path, monkeypatch):
+    # issue #16: on an accelerator a per-step read of the loss waits for the device; `fit_many` then
+    # sums on the device and checks at each evaluation. The same code path, forced on the CPU: the
+    # poisoned member is caught at the evaluation after its NaN, the other trains bit for bit.
+    from ticketlab.training import device as _device
+    data = load_dataset("mnist1d")
+    cfg = TrainConfig(dataset="mnist1d", model="mlp", iterations=60, batch_size=50, eval_every=20)
+    models = lambda: [create_model("mlp", input_shape=(40,), num_classes=10, seed=s, widths=[32]) for s in range(2)]
+    ms = models()
+    each = fit_many([Run(tmp_path / f"a{s}", model=ms[s], data_seed=s) for s in range(2)], data, cfg, Stacked(ms),
+                    hooks=[PoisonMember(1, 30)], options=QUIET)
+    monkeypatch.setattr(_device, "reads_are_free", lambda dev: False)
+    ms = models()
+    late = fit_many([Run(tmp_path / f"b{s}", model=ms[s], data_seed=s) for s in range(2)], data, cfg, Stacked(ms),
+                    hooks=[PoisonMember(1, 30)], options=QUIET)
+    assert each[1]["diverged"] == {"iteration": 31} and late[1]["diverged"] == {"iteration": 40}
+    assert "diverged" not in late[0] and late[0]["final"] == each[0]["final"]
+    a, b = load_state(tmp_path / "a0" / "final.pt")["model"], load_state(tmp_path / "b0" / "final.pt")["model"]
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert _strict(tmp_path / "b1" / "summary.json")["final"]["test_acc"] is None

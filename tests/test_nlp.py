@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import requires
 from ticketlab import api
 from ticketlab.core.errors import ConfigError, DataError
 from ticketlab.experiments.lottery.trunk import LotteryConfig
@@ -134,8 +135,8 @@ def test_zaremba_schedule_is_the_papers():
 
 def test_real_corpora_are_verified_and_wikitext_train_is_named_when_missing(tmp_path):
     data = os.environ.get("TICKETLAB_DATA") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
-    if not (corpora.corpus_dir("ptb", data) / "ptb.valid.txt").exists():
-        pytest.skip(f"no text corpora in {data} (set TICKETLAB_DATA)")
+    requires.data((corpora.corpus_dir("ptb", data) / "ptb.valid.txt").exists(),
+                  f"no text corpora in {data} (set TICKETLAB_DATA)")
     status = {r["name"]: r for r in corpora.corpus_status(data)}
     assert status["ptb"]["verified"] and status["multi30k"]["verified"] and status["shakespeare"]["verified"]
     ptb = corpora.read_lm_splits("ptb", data)
@@ -287,9 +288,10 @@ def test_masks_stay_exact_and_an_interrupted_run_resumes_exactly(tiny_ptb, tmp_p
         assert torch.count_nonzero(w[~m]) == 0 and torch.count_nonzero(w[m]) > 0.99 * m.sum(), n
     names = [n for n, _ in t.build(0).named_parameters()]
     for n, m in masks.items():  # Adam moments of pruned weights stay zero
-        for v in final["optimizer"]["state"][names.index(n)].values():
-            if v.shape == m.shape:
-                assert torch.count_nonzero(v[~m]) == 0, n
+        moments = [v for v in final["optimizer"]["state"][names.index(n)].values() if v.shape == m.shape]
+        assert len(moments) == 2, n
+        for v in moments:
+            assert torch.count_nonzero(v[~m]) == 0, n
     assert load_state(tmp_path / "a" / "snapshot_5.pt")["iteration"] == 5
     # interrupt at step 17 (the last checkpoint is at 14: LSTM state, RNG and optimizer restored)
     calls = {"n": 0}
@@ -359,6 +361,35 @@ def test_translate_lottery_two_levels(tiny_multi30k, tmp_path):
 
 
 # ---- divergence (issue 17) --------------------------------------------------------------------
+
+def test_on_an_accelerator_the_loss_is_read_at_evaluations_and_checkpoints(tiny_ptb, tmp_path, monkeypatch):
+    # issue #16: a per-step read of the loss waits for an accelerator; there the loop sums it on the
+    # device and reads it at each evaluation and checkpoint. The same code path, forced on the CPU:
+    # the metrics are those of the per-step path (the running loss up to float rounding), and a NaN
+    # at step 25 is caught at the evaluation of step 40.
+    from ticketlab.training import device as _device
+    t = LMTrainer(TINY_LM, data_dir=tiny_ptb)
+    each = t.fit(t.build(0), tmp_path / "each")
+    monkeypatch.setattr(_device, "reads_are_free", lambda dev: False)
+    late = t.fit(t.build(0), tmp_path / "late")
+    rows = [[json.loads(r) for r in (tmp_path / n / "metrics.jsonl").read_text().splitlines()] for n in ("each", "late")]
+    assert len(rows[0]) == len(rows[1]) > 1
+    for a, b in zip(*rows):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+        assert {k: v for k, v in a.items() if k not in ("train_loss", "tokens_per_s")} == \
+            {k: v for k, v in b.items() if k not in ("train_loss", "tokens_per_s")}
+    assert late["train_tokens"] == each["train_tokens"] and late["final"]["test_ppl"] == each["final"]["test_ppl"]
+    orig = t.objective.train_loss
+    monkeypatch.setattr(t.objective, "train_loss",
+                        lambda model, it, carry: (lambda l, n, c: (l * math.nan if it == 24 else l, n, c))(
+                            *orig(model, it, carry)))
+    s = t.fit(t.build(0), tmp_path / "bad")
+    assert s["diverged"] == {"iteration": 40}
+    bad = [json.loads(r) for r in (tmp_path / "bad" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in bad] == [20, 40] and bad[-1]["test_ppl"] is None
+    assert {k: v for k, v in bad[0].items() if k != "tokens_per_s"} == \
+        {k: v for k, v in rows[1][0].items() if k != "tokens_per_s"}
+
 
 def test_a_nan_loss_stops_the_run_at_once_and_is_recorded_as_diverged(tiny_ptb, tmp_path, monkeypatch):
     from ticketlab.engine.results import aggregate, diverged_at, summary_metrics

@@ -408,6 +408,26 @@ def test_training_shows_a_progress_bar(tmp_path, capsys):
     assert "/40 [" in err and "step/s" in err
 
 
+def test_on_an_accelerator_divergence_is_read_at_each_record(tmp_path, monkeypatch):
+    # issue #16: a per-step read of the loss waits for an accelerator; there the stack's running loss
+    # is read where it records or checkpoints. The same code path, forced on the CPU: the same results,
+    # and a diverging stack stops at the first record after its losses became infinite.
+    from ticketlab.training import device as _device
+    each = api.teacher_student(TeacherStudentConfig(**TINY), store=tmp_path / "each", out=tmp_path / "o1")
+    monkeypatch.setattr(_device, "reads_are_free", lambda dev: False)
+    late = api.teacher_student(TeacherStudentConfig(**TINY), store=tmp_path / "late", out=tmp_path / "o2")
+    untimed = lambda rows: [{k: v for k, v in r.items() if not k.startswith("stack_wall")} for r in rows]
+    assert untimed(late["rows"]) == untimed(each["rows"])
+    res = api.teacher_student(TeacherStudentConfig(**{**TINY, "lr": 1e12}), store=tmp_path / "bad", out=tmp_path / "o3")
+    exp = Path(res["experiments"][0])
+    for s in (0, 1):
+        summary = json.loads((exp / f"seed_{s}" / "summary.json").read_text(), parse_constant=lambda c: 1 / 0)
+        assert summary["diverged"]["iteration"] == TINY["log_every"]  # the first read, not the first bad step
+        rows = [json.loads(r) for r in (exp / f"seed_{s}" / "metrics.jsonl").read_text().splitlines()]
+        assert [r["iter"] for r in rows] == [0, TINY["log_every"]] and rows[-1]["eval_mse"] is None
+    assert res["rows"][0]["n_diverged"] == 2
+
+
 def test_a_diverging_run_stops_at_once_and_is_counted_not_averaged(tmp_path, capsys):
     """Divergence is a result (issue 17): a huge learning rate makes the loss infinite; each run's
     summary says `diverged at iteration N`, the stack stops at once, the tables count the runs as

@@ -161,7 +161,8 @@ def _prune_lowest(scores: Mapping[str, Tensor], masks: Mapping[str, Tensor],
     """New masks of `layers` with the k lowest-scored survivors, taken over all `layers`, removed."""
     parts = []
     for n in layers:
-        s = scores[n].detach()[masks[n]]          # survivors, row-major order
+        s = scores[n].detach()
+        s = s[masks[n].to(s.device)]              # survivors, row-major order (scores and masks may differ in device)
         if s.dtype.is_floating_point and bool(torch.isnan(s).any()):
             raise PruningError(f"scores of layer {n!r} contain NaN")
         parts.append(s)
@@ -172,7 +173,7 @@ def _prune_lowest(scores: Mapping[str, Tensor], masks: Mapping[str, Tensor],
     for n, gone in zip(layers, pruned.split([p.numel() for p in parts])):
         m = masks[n]
         new = m.clone()
-        new[m] = ~gone
+        new[m] = ~gone.to(m.device)
         out[n] = new
     return out
 
@@ -266,15 +267,16 @@ def random_mask_like(masks: Mapping[str, Tensor], seed: int, strategy: str = "la
     if strategy not in ("layerwise", "global"):
         raise PruningError(f"unknown random-mask strategy {strategy!r}; use 'layerwise' or 'global'")
     sel = _check_layers(masks, _layer_list(masks, layers))
+    # drawn and chosen on the CPU, wherever the masks live: the same control on every device
     scores = random_scores({n: masks[n] for n in sel}, seed, dtype=torch.float64)
-    full = {n: torch.ones_like(masks[n]) for n in sel}
+    full = {n: torch.ones(masks[n].shape, dtype=torch.bool) for n in sel}
     groups = [[n] for n in sel] if strategy == "layerwise" else ([sel] if sel else [])
     changed: dict[str, Tensor] = {}
     for group in groups:
         numel = sum(masks[n].numel() for n in group)
         kept = sum(int(masks[n].sum()) for n in group)
         changed.update(_prune_lowest(scores, full, group, numel - kept))
-    return _merge(masks, changed)
+    return _merge(masks, {n: m.to(masks[n].device) for n, m in changed.items()})
 
 
 # --- comparing masks and planning levels -----------------------------------------------------------

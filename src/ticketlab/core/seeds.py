@@ -12,12 +12,17 @@ controls from the replicate and level in the same spirit; LTH App. B).
 - `stream_seed(seed, stream)`: ``seed * 1_000_003 + stream``, the cheap seed of numbered streams
   (the data order of epoch e, the teacher-student purposes). It is not a hash, and stays what it
   was so that stored runs reproduce bit for bit.
+- `seeded(seed)`: torch's global RNGs seeded inside a block and given back as they were after it
+  (model initialisation from a seed, the reinit control), the CUDA devices' included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import operator
+
+import torch
 
 
 def derive_seed(*parts, bits: int = 63) -> int:
@@ -40,3 +45,14 @@ def stream_seed(seed: int, stream: int) -> int:
 
 
 __all__ = ["derive_seed", "stream_seed"]
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Run the block under ``torch.manual_seed(seed)``, leaving torch's global RNG states as they were
+    after it: the CPU's, and every CUDA device's once CUDA is initialised (``torch.manual_seed`` seeds
+    them too, so a training loop's dropout stream on the GPU would otherwise restart from `seed`)."""
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield

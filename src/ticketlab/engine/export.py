@@ -499,7 +499,7 @@ def _convert(net: nn.Module, masks: Mapping[str, torch.Tensor] | None, min_spars
             if tuple(m.shape) != tuple(p.shape):
                 raise TicketlabError(f"mask {name!r} has shape {tuple(m.shape)}, the parameter "
                                      f"{tuple(p.shape)}")
-            p.masked_fill_(~m.to(torch.bool), 0)
+            p.masked_fill_(~m.to(p.device, torch.bool), 0)  # the model was copied to the CPU; masks may be on a GPU
     layers, replacements = {}, {}
     for name, mod in _linear_modules(net).items():
         w = mod.weight.detach()

@@ -109,7 +109,9 @@ def run_imp(trainer: "transformers.Trainer", imp: IMP, levels: int, *,
     evaluation metrics. With `resume_from_checkpoint` (a folder this function's run saved), the level
     that checkpoint belongs to continues from it."""
     if resume_from_checkpoint is not None:
-        imp.load_state_dict(torch.load(os.path.join(resume_from_checkpoint, IMP_FILE), weights_only=True))
+        # onto the CPU, so a checkpoint written on a GPU loads anywhere; the masks and θ follow the model
+        imp.load_state_dict(torch.load(os.path.join(resume_from_checkpoint, IMP_FILE), map_location="cpu",
+                                       weights_only=True))
     if trainer.lr_scheduler is not None and not getattr(trainer, "_created_lr_scheduler", False):  # given in `optimizers=`
         logger.warning("run_imp: the Trainer was given its own lr_scheduler, which train() does not rebuild: "
                        "each level continues that schedule where the last one ended instead of restarting it")

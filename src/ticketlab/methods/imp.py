@@ -35,6 +35,7 @@ from torch import nn
 from ticketlab.core import masks as M, pruning, scores, targets
 from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.core.optimizers import scaler_skipped, unwrap_optimizer
+from ticketlab.core.seeds import seeded
 
 logger = logging.getLogger(__name__)
 
@@ -259,8 +260,7 @@ class IMP:
         """The reinit control: the current masks on fresh random weights (each module's
         `reset_parameters()`, or `init(model)`, under `seed`), with a fresh optimizer."""
         self._attached()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             if init is not None:
                 init(self.model)
             else:

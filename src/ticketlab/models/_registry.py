@@ -15,10 +15,10 @@ import inspect
 from collections.abc import Callable
 from typing import TypeVar
 
-import torch
 from torch import nn
 
 from ticketlab.core.errors import ConfigError
+from ticketlab.core.seeds import seeded
 from ticketlab.core.targets import PRUNABLE_TYPES, layer_weights
 from ticketlab.models import _checks, imported
 from ticketlab.models.init import check_scheme, init_weights
@@ -71,9 +71,9 @@ def create_model(
 
     ``model(x)`` maps x of shape ``[B, *input_shape]`` to logits ``[B, num_classes]``.
 
-    - `seed`: if given, the model is initialised under ``torch.random.fork_rng`` after
-      ``torch.manual_seed(seed)``: the same seed gives bit-identical weights and the global RNG state
-      is left untouched. If None, the global RNG is used (and advanced).
+    - `seed`: if given, the model is initialised under ``torch.manual_seed(seed)`` inside
+      `ticketlab.core.seeds.seeded`: the same seed gives bit-identical weights and the global RNG states
+      (the CPU's and, once CUDA is initialised, the GPUs') are left untouched. If None, the global RNG is used (and advanced).
     - `init`: override the model's default init: ``"glorot_normal"``, ``"kaiming_normal"`` or ``"torch"``
       (see `ticketlab.models.init`).
     - `kwargs`: the model's own options (e.g. ``width=`` for ``resnet20``).
@@ -111,8 +111,7 @@ def create_model(
     if seed is None:
         model = build()
     else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             model = build()
     output_layer_name(model)  # every registered model must declare a valid output layer
     return model

@@ -11,6 +11,8 @@ What stays where, and why:
 - the data order comes from CPU generators (`ticketlab.training.loop.batch_indices`), so the batches
   are the same on every device and CPU results stay bit-identical; only the indices move;
 - a small dataset moves to the device once, as whole tensors (`to_device` caches the copy);
+- what is drawn or built on the CPU each step (a batch of indices, a padded batch of sentences) goes
+  up without the host waiting for the device (`upload`: through pinned memory on CUDA);
 - state files hold CPU tensors (`cpu_state`) and load onto any device;
 - the CUDA RNG state is saved beside the CPU one (`rng_state` / `set_rng_state`), so a resume on
   the device it ran on is exact.
@@ -93,6 +95,23 @@ def to_device(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
     return moved
 
 
+def reads_are_free(dev: torch.device) -> bool:
+    """Whether a training loop may read a value of the step (the loss, for the running mean and the
+    divergence check) every step on `dev`: on the CPU it costs nothing; on an accelerator each read
+    waits for the device, so the loops sum on the device and read at evaluations and checkpoints."""
+    return dev.type == "cpu"
+
+
+def upload(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """A CPU tensor made this step (a batch), copied to `dev` without making the host wait: on CUDA a
+    copy from pageable memory waits for the device to finish its queued work, a copy from pinned
+    memory with `non_blocking` does not (torch keeps the pinned block until the copy is done).
+    Elsewhere a plain `.to(dev)`."""
+    if dev.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(dev, non_blocking=True)
+    return t.to(dev)
+
+
 def cpu_state(obj):
     """`obj` (nested dicts, lists, tuples of tensors and plain values) with every tensor on the CPU:
     what a state file holds, so that it loads on any machine. CPU tensors are returned as they are."""
@@ -105,12 +124,26 @@ def cpu_state(obj):
     return obj
 
 
-def rng_state() -> dict:
-    """The RNG states a resume needs beyond torch's CPU one: the current CUDA device's, when CUDA
-    is in use in this process (empty otherwise, so CPU state files do not change)."""
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        return {"cuda_rng": torch.cuda.get_rng_state()}
-    return {}
+def rng_state(state=None) -> dict:
+    """The RNG states a resume needs beyond torch's CPU one, when CUDA is in use in this process
+    (empty otherwise, so CPU state files do not change): the CUDA RNG state of the GPU that `state`'s
+    tensors (a run's weights) live on, else of the current GPU. Each GPU has its own generator, and a
+    run on `cuda:1` draws its dropout from cuda:1's, whichever GPU is current."""
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return {}
+    return {"cuda_rng": torch.cuda.get_rng_state(cuda_device_of(state) or "cuda")}
+
+
+def cuda_device_of(obj) -> torch.device | None:
+    """The device of the first CUDA tensor in `obj` (nested dicts, lists, tuples), None when it has none."""
+    if torch.is_tensor(obj):
+        return obj.device if obj.device.type == "cuda" else None
+    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
+    for v in values:
+        dev = cuda_device_of(v)
+        if dev is not None:
+            return dev
+    return None
 
 
 def set_rng_state(state: dict, dev: torch.device) -> None:

@@ -401,7 +401,7 @@ def _fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_it
     # records `"diverged": {"iteration": N}`, N the 1-based step whose loss was not finite. On the CPU the
     # loss is checked every step (reading it costs no device sync); on an accelerator it is checked at
     # each evaluation, through the running sum, so the hot loop keeps free of host syncs.
-    check_each_step = dev.type == "cpu"
+    check_each_step = _device.reads_are_free(dev)
 
     def diverge(i: int, losses: torch.Tensor) -> None:
         bad = ~torch.isfinite(losses.detach().reshape(-1))

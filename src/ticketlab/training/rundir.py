@@ -249,8 +249,9 @@ class RunDir:
     def save(self, name: str, iteration: int, **state) -> None:
         """Atomically write state file `name`: `state` (None values left out), the iteration and
         torch's RNG state."""
-        body = {ITERATION: int(iteration), **_device.cpu_state({k: v for k, v in state.items() if v is not None}),
-                "rng": torch.get_rng_state(), **_device.rng_state()}  # CPU tensors: loadable on any device
+        state = {k: v for k, v in state.items() if v is not None}
+        body = {ITERATION: int(iteration), **_device.cpu_state(state),  # CPU tensors: loadable on any device
+                "rng": torch.get_rng_state(), **_device.rng_state(state)}  # the run's GPU's RNG, on CUDA
         save_file(self.path / name, body)
 
     def load(self, name: str) -> dict:
@@ -283,7 +284,8 @@ class RunDir:
             return None
         state = load_state(ckpt)
         saved = state.get("masks", {})
-        if masks and (set(saved) != set(masks) or any(not torch.equal(saved[n], masks[n]) for n in masks)):
+        if masks and (set(saved) != set(masks)
+                      or any(not torch.equal(saved[n], masks[n].to(saved[n].device)) for n in masks)):
             raise ValueError(f"{ckpt}: the checkpoint's masks differ from this run's masks")
         return state, self.read_metrics(int(state[ITERATION]))
 

@@ -18,10 +18,12 @@ NLP run trains alone, `stack_size` 1; see `ticketlab.training.timing`).
 The early-stopping row is the evaluation with the lowest validation loss (perplexity or
 cross-entropy): selected on validation data, never on test data (LTH App. C).
 
-Divergence is a result (docs/architecture/divergence.md): a step whose training loss is NaN or
-infinite stops the run at once; the last metrics row is written with null metrics at that step, and
-the summary records `"diverged": {"iteration": N}` (N the 1-based step), as the supervised loop does.
-The loss is read every step anyway (the running mean), so the check costs no extra sync.
+Divergence is a result (docs/architecture/divergence.md): a run whose training loss becomes NaN or
+infinite stops; the last metrics row is written with null metrics, and the summary records
+`"diverged": {"iteration": N}`, as the supervised loop does. On the CPU the loss is read every step
+(it costs no device sync) and N is the 1-based step. On an accelerator the losses are summed on the
+device and read at each evaluation and checkpoint, so the hot loop waits for the device only there
+(and N is the step of that read); the training time then counts the wait for the steps' queued work.
 """
 
 from __future__ import annotations
@@ -116,6 +118,24 @@ def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimize
     t_interval, tok_interval = 0.0, 0
 
     diverged = None  # the step whose training loss was NaN or infinite
+    check_each_step = _device.reads_are_free(dev)
+    pending, n_pending = torch.zeros((), device=dev), 0  # an accelerator's losses not yet read: sum, count
+
+    def settle() -> bool:
+        """Read the losses summed on the accelerator into the running mean (one wait for the device,
+        counted as training time); False when their sum is not finite."""
+        nonlocal pending, n_pending, t_interval
+        if not n_pending:
+            return True
+        t = time.perf_counter()
+        value = float(pending)
+        waited = time.perf_counter() - t
+        acc["train_time"] += waited
+        t_interval += waited
+        acc["loss_sum"] += value
+        acc["loss_n"] += n_pending
+        pending, n_pending = torch.zeros((), device=dev), 0
+        return math.isfinite(value)
 
     def record(i: int) -> None:
         nonlocal t_interval, tok_interval
@@ -155,19 +175,28 @@ def fit(model: torch.nn.Module, run_dir: Path, objective: Objective, *, optimize
         acc["train_time"] += dt
         acc["train_cpu"] += time.process_time() - c0
         acc["tokens"] += n_tok
-        value = float(loss.detach())
-        acc["loss_sum"] += value
-        acc["loss_n"] += 1
         t_interval += dt
         tok_interval += n_tok
-        if not math.isfinite(value):
-            diverged = it
-            log.warning("%s: the training loss became %s at iteration %d: diverged", rd.path, value, it)
-            break
+        if check_each_step:
+            value = float(loss.detach())
+            acc["loss_sum"] += value
+            acc["loss_n"] += 1
+            if not math.isfinite(value):
+                diverged = it
+                log.warning("%s: the training loss became %s at iteration %d: diverged", rd.path, value, it)
+                break
+        else:
+            pending += loss.detach().float()
+            n_pending += 1
+            if (it % eval_every == 0 or it == total or it % checkpoint_every == 0) and not settle():
+                diverged = it
+                log.warning("%s: the training loss became non-finite by iteration %d: diverged", rd.path, it)
+                break
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{acc['loss_sum'] / acc['loss_n']:.3f}",
-                            tok_s=f"{tok_interval / max(t_interval, 1e-9):.0f}", refresh=False)
+            if acc["loss_n"]:
+                bar.set_postfix(loss=f"{acc['loss_sum'] / acc['loss_n']:.3f}",
+                                tok_s=f"{tok_interval / max(t_interval, 1e-9):.0f}", refresh=False)
         if it % eval_every == 0 or it == total:
             record(it)
             if bar is not None:

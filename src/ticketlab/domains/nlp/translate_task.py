@@ -43,6 +43,7 @@ from ticketlab.domains.nlp.lm_task import prunable_weights
 from ticketlab.core.schedules import lr_factor
 from ticketlab.domains.nlp.loop import fit
 from ticketlab.training.optim import make_optimizer
+from ticketlab.training import device as _device
 from ticketlab.domains.nlp.seq2seq import Seq2SeqTransformer
 from ticketlab.domains.nlp.tokenizer import BOS, EOS, PAD, Tokenizer, cached_tokenizer
 from ticketlab.engine.tasks import Domain, register_task
@@ -164,14 +165,15 @@ class TranslateObjective:
 
     def train_loss(self, model, it: int, carry):
         idx = self.batch_ids(it)
-        dev = next(model.parameters()).device  # batches are padded on the CPU, then moved
-        src = pad([self.data.train[0][i] for i in idx], eos=True).to(dev)
+        dev = next(model.parameters()).device  # batches are padded and counted on the CPU, then moved
         tgt = [self.data.train[1][i] for i in idx]
-        logits = model(src, pad(tgt, bos=True).to(dev))
-        y = pad(tgt, eos=True).to(dev)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=PAD,
-                               label_smoothing=self.cfg.label_smoothing)
-        return loss, int((y != PAD).sum()), None
+        y = pad(tgt, eos=True)
+        n_tok = int((y != PAD).sum())
+        src = _device.upload(pad([self.data.train[0][i] for i in idx], eos=True), dev)
+        logits = model(src, _device.upload(pad(tgt, bos=True), dev))
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), _device.upload(y, dev).reshape(-1),
+                               ignore_index=PAD, label_smoothing=self.cfg.label_smoothing)
+        return loss, n_tok, None
 
     @torch.no_grad()
     def loss(self, model, pairs, batch: int = 200) -> float:

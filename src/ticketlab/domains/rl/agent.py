@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ticketlab.core import masks as M
+from ticketlab.core.seeds import seeded
 from ticketlab.models import prunable_parameters
 from ticketlab.training.optim import FUSED
 
@@ -67,8 +68,7 @@ def build_policy(algo: str, hp: dict, obs_space, action_space, pixels: bool, see
 
     SB3's own initialisation is kept (orthogonal, gains √2 hidden / 0.01 actor head / 1 value head,
     for PPO/A2C; PyTorch's default for DQN). The global torch RNG is left as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return policy_class(algo, pixels)(obs_space, action_space, lambda _: hp["lr"], **policy_kwargs(algo, hp))
 
 
@@ -109,7 +109,9 @@ class MaskHooks:
     def __init__(self, policy: nn.Module, masks: Mapping[str, torch.Tensor],
                  optimizer: torch.optim.Optimizer, shadows: Mapping[str, nn.Parameter] | None = None):
         self.handle = M.enforce(policy, optimizer, masks)
-        self._shadow = [(shadows[n], m) for n, m in self.handle.masks.items() if shadows and n in shadows]
+        # the masks stay where they came from (the CPU); the target network may live on the GPU
+        self._shadow = [(shadows[n], m.to(shadows[n].device)) for n, m in self.handle.masks.items()
+                        if shadows and n in shadows]
         self.sync()
 
     @torch.no_grad()

@@ -145,6 +145,23 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
                                gen=gens[s].get_state(), elapsed=clock.wall(), cpu=clock.cpu(),
                                **({"diverged": diverged[s]} if diverged[s] is not None else {}))
 
+    # Divergence: on the CPU the loss is read every step (no device sync); on an accelerator the
+    # running sum is read at each evaluation and checkpoint, so the hot loop keeps free of host syncs
+    # (as in `ticketlab.training.loop.fit_many`; a run's recorded step is then that of the read).
+    check_each_step = _device.reads_are_free(dev)
+
+    def diverge(i: int, losses: torch.Tensor) -> bool:
+        """Mark the runs whose loss (`losses` [S]: the step's, or the running sum) is NaN or infinite as
+        diverged at step i; True when every run has diverged."""
+        if math.isfinite(float(losses.sum())):  # one read; NaN or ±inf in any member
+            return False
+        for r in (~torch.isfinite(losses.detach())).nonzero().flatten().tolist():
+            if diverged[r] is None:
+                diverged[r] = i
+                log.warning("%s: the training loss became %s by step %d: diverged", dirs[r].path,
+                            float(losses[r]), i)
+        return all(d is not None for d in diverged)
+
     clock = timing.StackClock(elapsed, cpu)
     if not rows[0]:
         record(0)
@@ -163,10 +180,10 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
             opt.lr = lr
         if x_train is not None:  # with replacement, as SS's use_sgd
             # the draws come from CPU generators (the same batches on every device), then move
-            idx = torch.stack([torch.randint(c.train_size, (B,), generator=g) for g in gens]).to(dev)  # [S, B]
+            idx = _device.upload(torch.stack([torch.randint(c.train_size, (B,), generator=g) for g in gens]), dev)  # [S, B]
             xb, yb = x_train[ar, idx], y_train[ar, idx]
         else:
-            xb = torch.stack([torch.randn(B, d, generator=g) for g in gens]).to(dev) * stds
+            xb = _device.upload(torch.stack([torch.randn(B, d, generator=g) for g in gens]), dev) * stds
             with torch.no_grad():
                 yb = teacher(xb)
         with autocast:  # bf16: the hand-written forward and backward; the optimizer state stays fp32
@@ -178,16 +195,14 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
         step += 1
         if bar is not None:
             bar.update(1)
-        if not math.isfinite(float(per_run.sum())):  # one cheap check a step; NaN or ±inf in any member
-            bad = ~torch.isfinite(per_run.detach())
-            for r in bad.nonzero().flatten().tolist():
-                if diverged[r] is None:
-                    diverged[r] = step
-                    log.warning("%s: the training loss became %s at step %d: diverged", dirs[r].path,
-                                float(per_run[r]), step)
-            if all(d is not None for d in diverged):  # every run diverged: stop at once
-                record(step)
-                break
+        if check_each_step:
+            stop = diverge(step, per_run)
+        else:  # the running sum, where the step records or checkpoints
+            stop = (step % c.log_every == 0 or step == c.steps or step % checkpoint_every == 0) \
+                and diverge(step, running)
+        if stop:  # every run diverged: stop at once
+            record(step)
+            break
         if step % c.log_every == 0 or step == c.steps:
             record(step)
         if step % checkpoint_every == 0 and step < c.steps:
