@@ -84,6 +84,7 @@ def beam_search(model, src: torch.Tensor, *, bos: int, eos: int, beam: int = 4, 
         src_beam = torch.zeros(B, K, dtype=torch.long)
         new_tok = torch.full((B, K), eos, dtype=torch.long)
         top_l, beam_l, tok_l = top.tolist(), beam_of.tolist(), tok_of.tolist()
+        host = None  # the prefixes on the CPU, copied once in a step that finishes a hypothesis
         for b in range(B):
             if not alive[b]:
                 continue
@@ -94,7 +95,8 @@ def beam_search(model, src: torch.Tensor, *, bos: int, eos: int, beam: int = 4, 
                 if s == float("-inf") or k == K or len(finished[b]) >= K:
                     break
                 if w == eos or last:
-                    ids = tokens[b * K + j, 1:].tolist() + ([] if w == eos else [w])
+                    host = tokens.cpu() if host is None else host
+                    ids = host[b * K + j, 1:].tolist() + ([] if w == eos else [w])
                     finished[b].append((s / length_penalty(t + 1, alpha), ids))
                 else:
                     new_scores[b, k], src_beam[b, k], new_tok[b, k] = s, j, w
