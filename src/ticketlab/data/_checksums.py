@@ -90,6 +90,7 @@ def file_url(name: str, spec: FileSpec) -> str:
 
 
 def how_to_get(name: str, spec: FileSpec) -> str:
+    """The advice an error about dataset `name`'s file `spec` ends with: the fetch command and the URL."""
     return f"get it with `ticketlab data fetch {name}` or from {file_url(name, spec)}"
 
 

@@ -135,6 +135,10 @@ def prune(rows: Sequence[dict]) -> list[dict]:
 
 
 def luck(exps: Sequence[str | Path]) -> list[dict]:
+    """One row per teacher node, seed and layer of the experiments `exps` (Tian 2019's lucky nodes):
+    the student node that matches it best at the end (`winner`), that node's rank among the students
+    by correlation at initialisation (`init_rank`, 0 = already the closest), and its correlation with
+    the teacher node at initialisation and at the end (`metrics.luck`)."""
     from ticketlab.experiments.teacher_student.experiment import load_config, run_summaries
     out = []
     for e in exps:

@@ -280,6 +280,7 @@ def label(overrides: dict) -> str:
 
 
 def short(v) -> str:
+    """A value as a trial's label shows it: lists and tables as compact JSON, the rest with `str`."""
     return json.dumps(v, separators=(",", ":")) if isinstance(v, (dict, list)) else str(v)
 
 

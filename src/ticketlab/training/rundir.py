@@ -255,6 +255,7 @@ class RunDir:
         save_file(self.path / name, body)
 
     def load(self, name: str) -> dict:
+        """State file `name` of this run, checked against the manifest (`load_state`)."""
         return load_state(self.path / name)
 
     def damaged(self) -> list[tuple[Path, str]]:
@@ -268,9 +269,11 @@ class RunDir:
 
     # ---- metrics ----
     def read_metrics(self, upto: int | None = None) -> list[dict]:
+        """The run's metrics rows, up to iteration `upto` when given (`read_metrics`)."""
         return read_metrics(self.path / METRICS, upto)
 
     def write_metrics(self, rows: Sequence[dict]) -> None:
+        """Atomically rewrite the run's metrics.jsonl with `rows` (`write_metrics`)."""
         write_metrics(self.path / METRICS, rows)
 
     # ---- the protocol ----

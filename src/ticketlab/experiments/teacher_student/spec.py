@@ -107,6 +107,7 @@ SCHEDULE_FIELDS = ("optimizer", "lr", "momentum", "milestones", "gamma", "loss",
 
 
 def seeds_of(cfg: TeacherStudentConfig) -> list[int]:
+    """The seeds of the experiment's students: `cfg.seeds` consecutive seeds from `cfg.seed`."""
     return list(range(cfg.seed, cfg.seed + cfg.seeds))
 
 

@@ -596,6 +596,9 @@ class Updater:
         return {n: (m[r] if self.stacked else m).clone() for n, m in self.masks.items()}
 
     def state_dict(self) -> dict:
+        """The updater's state (method name, step, seeds, masks, the methods' buffers, the update
+        history): what a checkpoint holds to resume the schedule and the masks exactly. Before
+        `attach`, a loaded state is given back as it was loaded."""
         if not self.layers and self._loaded is not None:
             return self._loaded
         return {"method": self.method.name, "step": self.step, "seeds": list(self.seeds),
@@ -655,6 +658,7 @@ class Updater:
                             for i, h in enumerate(states[0]["history"])]}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict`'s state; a state of another method or other seeds is a ValueError."""
         if state.get("method") != self.method.name:
             raise ValueError(f"sparse state of method {state.get('method')!r}, this updater runs {self.method.name!r}")
         if list(state.get("seeds", [])) != list(self.seeds):
