@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from crash import interrupt_teacher_student
+from ticketlab.core import integrity
+from ticketlab.core.errors import TicketlabError
 from ticketlab.training import rundir
 from ticketlab.training.optim import make_optimizer
 from ticketlab.training.rundir import AT_START, RunDir, early_stopping, finished, load_state, read_metrics, resume_group
@@ -112,19 +114,71 @@ def test_group_checks(tmp_path):
     assert finished([a, b], "g") is None and resume_group([a, b], "g") is None
     st = dict(model=model.state_dict(), masks=masks, optimizer=opt.state_dict())
     a.checkpoint(ROWS, 10, **st)
-    with pytest.raises(ValueError, match="only some runs"):
+    with pytest.raises(TicketlabError, match=r"no checkpoint in common \(a: \[10\], b: none\).*delete their"):
         resume_group([a, b], "g")
     b.checkpoint(ROWS, 20, **st)
-    with pytest.raises(ValueError, match=r"different iterations \[10, 20\]"):
+    with pytest.raises(TicketlabError, match=r"no checkpoint in common \(a: \[10\], b: \[20\]\)"):
         resume_group([a, b], "g")
     b.checkpoint(ROWS, 10, **st)
     states, rows = resume_group([a, b], "g", [masks, masks])
     assert [s["iteration"] for s in states] == [10, 10] and rows == [ROWS[:2], ROWS[:2]]
+    # stopped between the two runs' next checkpoint writes: c is ahead, and both resume from 10
+    c, d = RunDir(tmp_path / "c").create(), RunDir(tmp_path / "d").create()
+    for r in (c, d):
+        r.checkpoint(ROWS, 10, **st)
+    c.checkpoint(ROWS, 20, **st)
+    assert (c.path / "checkpoint.prev.pt").exists() and c.resume()[0]["iteration"] == 20
+    states, rows = resume_group([c, d], "g", [masks, masks])
+    assert [s["iteration"] for s in states] == [10, 10] and rows == [ROWS[:2], ROWS[:2]]
+    # a kill after setting checkpoint.pt aside, before the new one: the previous one is the resume point
+    d.checkpoint(ROWS, 20, **st)
+    integrity.move(d.path / "checkpoint.pt", d.path / "checkpoint.prev.pt")
+    assert d.resume()[0]["iteration"] == 20
+    assert [s["iteration"] for s in resume_group([c, d], "g")[0]] == [20, 20]
+    assert not c.damaged() and not d.damaged()  # the manifest followed every move
     a.finish(ROWS, {"n": 1})
     with pytest.raises(ValueError, match="some runs of the group are finished"):
         finished([a, b], "g")
     b.finish(ROWS, {"n": 2})
     assert finished([a, b], "g") == [{"n": 1}, {"n": 2}]
+    assert not list(tmp_path.glob("[ab]/checkpoint*"))  # both resume points go when a run finishes
+
+
+def test_a_stack_stopped_between_its_runs_checkpoint_writes_resumes_bit_for_bit(tmp_path, monkeypatch):
+    # the group writes its runs' checkpoints one after the other; a Ctrl-C between two of them left
+    # the runs one checkpoint apart and the group could never resume (found by a hostile CLI check)
+    from ticketlab.data import load_dataset
+    from ticketlab.models import create_model
+    from ticketlab.training.loop import Run, RunOptions, TrainConfig, fit_many
+    from ticketlab.training.stacked import Stacked
+    data = load_dataset("mnist1d")
+    cfg = TrainConfig(dataset="mnist1d", model="mlp", iterations=80, batch_size=50, eval_every=20)
+    opts = RunOptions(progress=False, checkpoint_every=20)
+    models = lambda: [create_model("mlp", input_shape=(40,), num_classes=10, seed=s, widths=[32]) for s in range(2)]
+    ms = models()
+    fit_many([Run(tmp_path / f"ref{s}", model=ms[s], data_seed=s) for s in range(2)], data, cfg, Stacked(ms),
+             options=opts)
+    real = RunDir.checkpoint
+
+    def stop_between(self, rows, iteration, **state):
+        if iteration == 40 and self.path.name == "cut1":
+            raise KeyboardInterrupt
+        real(self, rows, iteration, **state)
+    monkeypatch.setattr(RunDir, "checkpoint", stop_between)
+    ms = models()
+    with pytest.raises(KeyboardInterrupt):
+        fit_many([Run(tmp_path / f"cut{s}", model=ms[s], data_seed=s) for s in range(2)], data, cfg, Stacked(ms),
+                 options=opts)
+    assert [load_state(tmp_path / f"cut{s}" / "checkpoint.pt")["iteration"] for s in range(2)] == [40, 20]
+    monkeypatch.setattr(RunDir, "checkpoint", real)
+    ms = models()
+    out = fit_many([Run(tmp_path / f"cut{s}", model=ms[s], data_seed=s) for s in range(2)], data, cfg, Stacked(ms),
+                   options=opts)
+    for s in range(2):
+        a, b = (load_state(tmp_path / f"{t}{s}" / "final.pt")["model"] for t in ("ref", "cut"))
+        assert all(torch.equal(a[n], b[n]) for n in a)
+        assert read_metrics(tmp_path / f"cut{s}" / "metrics.jsonl") == read_metrics(tmp_path / f"ref{s}" / "metrics.jsonl")
+        assert out[s]["iterations"] == 80 and not (tmp_path / f"cut{s}" / "checkpoint.prev.pt").exists()
 
 
 def test_early_stopping_rule():

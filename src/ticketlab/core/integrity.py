@@ -112,6 +112,20 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     return data
 
 
+def move(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Rename `src` to `dst` (in the same folder; `dst` replaced), its manifest entry with it. Both
+    entries are dropped before the rename and `dst`'s written after it, so a kill in between leaves
+    the files unchecked, never a false alarm."""
+    src, dst = Path(src), Path(dst)
+    with _locked(src.parent) as man:
+        want = man.pop(src.name, None)
+        man.pop(dst.name, None)
+    os.replace(src, dst)
+    if want is not None:
+        with _locked(src.parent) as man:
+            man[dst.name] = want
+
+
 def forget(path: str | os.PathLike) -> None:
     """Delete `path` (if there) and its manifest entry."""
     path = Path(path)

@@ -7,6 +7,7 @@ plots and the report read any run alike:
     metrics.jsonl      one JSON row per evaluation; "iter" is the iteration
     snapshot_<k>.pt    the state before the step at iteration k (θ0 and the rewind points θk)
     checkpoint.pt      the resume state, every checkpoint interval; deleted when the run finishes
+    checkpoint.prev.pt the resume state before it, kept until the next one (see `resume_group`)
     final.pt           the state at the end
     summary.json       written last: its presence marks the run done
 
@@ -37,7 +38,7 @@ import io
 import torch
 
 from ticketlab.core import integrity
-from ticketlab.core.errors import DamagedError
+from ticketlab.core.errors import DamagedError, TicketlabError
 from ticketlab.training import device as _device
 
 ITER = "iter"            # the iteration of a metrics row
@@ -45,6 +46,7 @@ ITERATION = "iteration"  # the iteration of a state file
 OLD_ITER = "step"        # what the teacher–student loop wrote for both, before ITER / ITERATION
 
 CHECKPOINT, METRICS, FINAL, SUMMARY = "checkpoint.pt", "metrics.jsonl", "final.pt", "summary.json"
+PREVIOUS = "checkpoint.prev.pt"  # the checkpoint before the last: a group's common resume point
 AT_START = "at_start"    # marks an early-stopping row that is the run's untrained start (`early_stopping`)
 # A run converged when its early-stopping iteration lies before this fraction of the run, measured
 # from its start (iteration 0 or the rewind point) to its end. A best validation score in the last
@@ -280,21 +282,37 @@ class RunDir:
     def resume(self, masks: dict | None = None) -> tuple[dict, list[dict]] | None:
         """(checkpoint state, metrics rows up to it) of an interrupted run; None for a new one.
 
-        Raises ValueError when the checkpoint was trained under other `masks` than this run's.
+        The state is checkpoint.pt's, or the previous one's when a kill came between setting it aside
+        and writing the new one. Raises ValueError when the checkpoint was trained under other `masks`
+        than this run's.
         """
-        ckpt = self.path / CHECKPOINT
-        if not ckpt.exists():
-            return None
-        state = load_state(ckpt)
+        name = next((n for n in (CHECKPOINT, PREVIOUS) if (self.path / n).exists()), None)
+        return None if name is None else self._resumed(name, load_state(self.path / name), masks)
+
+    def _resumed(self, name: str, state: dict, masks: dict | None) -> tuple[dict, list[dict]]:
         saved = state.get("masks", {})
         if masks and (set(saved) != set(masks)
                       or any(not torch.equal(saved[n], masks[n].to(saved[n].device)) for n in masks)):
-            raise ValueError(f"{ckpt}: the checkpoint's masks differ from this run's masks")
+            raise ValueError(f"{self.path / name}: the checkpoint's masks differ from this run's masks")
         return state, self.read_metrics(int(state[ITERATION]))
 
+    def resume_points(self, previous: bool = True) -> dict[int, tuple[str, dict]]:
+        """The states this run can resume from, by iteration: {iteration: (file name, state)}, the
+        newest (checkpoint.pt) first, then, with `previous`, the one before it (checkpoint.prev.pt)."""
+        out = {}
+        for name in (CHECKPOINT, PREVIOUS) if previous else (CHECKPOINT,):
+            if (self.path / name).exists():
+                state = load_state(self.path / name)
+                out.setdefault(int(state[ITERATION]), (name, state))
+        return out
+
     def checkpoint(self, rows: Sequence[dict], iteration: int, **state) -> None:
-        """Write the resume point: the metrics rows so far, then checkpoint.pt."""
+        """Write the resume point: the metrics rows so far, then checkpoint.pt, the one before it
+        set aside as checkpoint.prev.pt (so that a group whose runs were stopped between two of their
+        checkpoint writes still has a resume point in common: `resume_group`)."""
         self.write_metrics(rows)
+        if (self.path / CHECKPOINT).exists():
+            integrity.move(self.path / CHECKPOINT, self.path / PREVIOUS)
         self.save(CHECKPOINT, iteration, **state)
 
     def finish(self, rows: Sequence[dict], summary: dict) -> dict:
@@ -308,6 +326,7 @@ class RunDir:
         self.write_metrics(rows)
         integrity.write_text(self.path / SUMMARY, strict_json(summary, indent=2, sort_keys=True) + "\n")
         integrity.forget(self.path / CHECKPOINT)
+        integrity.forget(self.path / PREVIOUS)
         return summary
 
 
@@ -325,21 +344,30 @@ def finished(runs: Sequence[RunDir], who: str) -> list[dict] | None:
 
 def resume_group(runs: Sequence[RunDir], who: str, masks: Sequence[dict | None] | None = None
                  ) -> tuple[list[dict], list[list[dict]]] | None:
-    """`RunDir.resume` for runs trained as one computation: every run has a checkpoint, all at one
-    iteration, or none has one (None). ValueError otherwise."""
-    have = [(r.path / CHECKPOINT).exists() for r in runs]
-    if not any(have):
+    """`RunDir.resume` for runs trained as one computation: the latest iteration every run can resume
+    from, or None when no run has a checkpoint.
+
+    The group writes its runs' checkpoints one after the other, so a run stopped between two of those
+    writes leaves some runs one checkpoint ahead; each keeps the one before (`RunDir.checkpoint`),
+    and the group resumes from that, the rows after it dropped. A TicketlabError (one line, with what
+    to do) when the runs share no resume point."""
+    points = [r.resume_points(previous=False) for r in runs]  # the usual case: one iteration, no more to read
+    if not all(len(p) == 1 for p in points) or len({next(iter(p)) for p in points}) > 1:
+        points = [r.resume_points() for r in runs]
+    if not any(points):
         return None
-    if not all(have):
-        raise ValueError(f"{who}: only some runs of the group have checkpoints; group them apart")
-    resumed = [r.resume(m) for r, m in zip(runs, masks or [None] * len(runs))]
-    its = {int(s[ITERATION]) for s, _ in resumed}
-    if len(its) != 1:
-        raise ValueError(f"{who}: the group's checkpoints are at different iterations {sorted(its)}")
+    common = set(points[0]).intersection(*points[1:])
+    if not common:  # a store written before checkpoint.prev.pt, stopped between two runs' writes
+        at = ", ".join(f"{r.path.name}: {sorted(p) or 'none'}" for r, p in zip(runs, points))
+        raise TicketlabError(f"{who}: the runs trained together in {runs[0].path.parent} have no checkpoint in "
+                             f"common ({at}), so they cannot resume together; delete their checkpoint.pt "
+                             "files to train them again from the start")
+    it = max(common)
+    resumed = [r._resumed(*p[it], m) for r, m, p in zip(runs, masks or [None] * len(runs), points)]
     return [s for s, _ in resumed], [rows for _, rows in resumed]
 
 
 __all__ = ["RunDir", "early_stopping", "finished", "resume_group", "load_state", "load_file", "load_tensors", "save_state", "save_file",
            "read_json", "strict_json", "finite",
-           "read_metrics", "write_metrics", "snapshot_name", "ITER", "ITERATION", "CHECKPOINT", "METRICS",
+           "read_metrics", "write_metrics", "snapshot_name", "ITER", "ITERATION", "CHECKPOINT", "PREVIOUS", "METRICS",
            "FINAL", "SUMMARY", "AT_START", "CONVERGED_BEFORE", "converged", "summary_converged"]
