@@ -62,6 +62,10 @@ def _evil_checkpoint(lot, tr):
     torch.save({"model": Evil(), "iteration": 30}, tr / "checkpoint.pt")
 
 
+def _summary_of_another_shape(lot, tr):  # valid JSON, not a summary (unchecked without a manifest)
+    (lot / "replicate_0" / "level_1" / "summary.json").write_text('{"final": "x", "early_stop": 5}')
+
+
 COMMANDS = {
     "ls": ["ls"], "show": ["show", "lottery"], "report": ["report", "lottery", "-o", "r.html"],
     "verify": ["verify"],
@@ -72,7 +76,7 @@ COMMANDS = {
 
 @pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "old-store"])
 @pytest.mark.parametrize("damage", [_garbage_config, _cut_metrics, _truncated_final, _list_in_mask,
-                                    _evil_snapshot, _evil_checkpoint])
+                                    _evil_snapshot, _evil_checkpoint, _summary_of_another_shape])
 def test_a_damaged_store_never_shows_a_traceback(base, tmp_path, capsys, monkeypatch, damage, manifest):
     root = tmp_path / "s"
     shutil.copytree(base[0], root)
@@ -137,3 +141,45 @@ def test_a_closed_pipe_exits_quietly(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr("sys.stdout", Closed())
     assert main(["ls", "--store", str(tmp_path)]) == 141
     assert capsys.readouterr().err == ""
+
+
+def test_bad_paths_and_values_are_one_line_before_any_work(base, tmp_path, capsys):
+    """A hostile check of every command (session 10) found these ending in Python's own error or
+    accepted: each is now one line naming the flag or file, with status 2, before anything trains."""
+    root, lot, _ = base
+    afile, folder = tmp_path / "afile", tmp_path / "afolder"
+    afile.write_text("x")
+    folder.mkdir()
+    (tmp_path / "latin1.toml").write_bytes(b"\xff\xfelr = 1\n")
+    cases = {
+        ("train", "--config", str(tmp_path / "latin1.toml")): "not UTF-8",
+        ("train", "--config", str(folder)): "a folder, expected a TOML config file",
+        ("train", *FLAGS, "--store", str(afile)): "a file, expected a folder",
+        ("train", *FLAGS, "--store", str(afile / "sub")): "cannot create",
+        ("show", lot, "--store", str(afile)): "a file, expected a folder",
+        ("plot", lot, "-o", str(afile)): "a file, expected a folder",
+        ("report", lot, "-o", str(folder)): "a folder, expected the path of a file",
+        ("export", lot, "--level", "1", "-o", str(afile / "x.pt")): "is a file, so nothing can be written",
+        ("export", lot, "--level", "1", "-o", str(tmp_path / "x.pt"), "--min-sparsity", "nan"): "min_sparsity",
+        ("teacher-student", "--steps", "20", "--out", str(afile)): "a file, expected a folder",
+        ("lottery", *FLAGS, "--exclude", "*", "--levels", "1"): "leave no parameter to prune",
+        ("instability", lot, "--level", "1", "--rewind-iters", ""): "--rewind-iters",
+        ("sparse-train", *FLAGS, "--sweep", "sparsity=0.5", "--sweep", "sparsity=0.6"): "swept twice",
+        ("sparse-train", *FLAGS, "--sweep", "sparsity=0.5,,0.6"): "empty value",
+        ("models", "zzz*"): "no registered model matches",
+    }
+    for argv, says in cases.items():
+        store = () if "--store" in argv or argv[0] == "models" else ("--store", str(root))
+        rc = main([*argv, *store])
+        out, err = capsys.readouterr()
+        assert rc == 2 and err.startswith("ticketlab: error: ") and len(err.strip().splitlines()) == 1, (argv, err)
+        assert says in err, (argv, err)
+        assert "Error:" not in err.split("ticketlab: error: ", 1)[1].split(" ")[0], (argv, err)  # not Python's own
+    assert not list(root.glob("teacher_student-*")) and not list(tmp_path.glob("teacher_student-*"))
+    from ticketlab.core.errors import ConfigError
+    from ticketlab.reports.transfer_plots import check_density
+    for bad in (-1, 0, 2, float("nan"), "0.05"):
+        with pytest.raises(ConfigError, match="--density"):
+            check_density(bad)
+    check_density(0.05)
+    check_density(1)

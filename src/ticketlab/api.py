@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ticketlab.core.atomic import check_out
 from ticketlab.core.progress import forwarding
 from ticketlab.data import load_dataset
 from ticketlab.core.errors import TicketlabError
@@ -149,12 +150,14 @@ def instability(ref: str, *, level: int, rewind_iters, replicates=(0,), points: 
 def plot(refs, out_dir, *, store=None) -> list[str]:
     """Plots of one or several experiments, overlaid, as PNG and SVG (`ticketlab plot`)."""
     from ticketlab.reports.plots import plot_all
+    check_out(out_dir, folder=True)
     return [str(p) for p in plot_all([Store(store).get(r).path for r in refs], out_dir)]
 
 
 def report(ref: str, out, *, store=None) -> str:
     """A self-contained HTML report of one experiment (`ticketlab report`)."""
     from ticketlab.reports.html import write_report
+    check_out(out, folder=False)
     return str(write_report(Store(store).get(ref).path, out))
 
 
@@ -162,6 +165,7 @@ def export(ref: str, out, *, level: int, replicate: int = 0, branch: str = "", s
            min_sparsity: float = 0.0) -> Path:
     """Write a level's ticket as a compact sparse model: linear layers in CSR (`ticketlab export`)."""
     from ticketlab.engine.export import export_experiment
+    check_out(out, folder=False)
     return export_experiment(ref, out, level=level, replicate=replicate, branch=branch, store=store,
                              min_sparsity=min_sparsity)
 
@@ -361,6 +365,8 @@ def teacher_student(cfg, *, store=None, workers: int | None = None, stack: int |
     callable that receives the `ticketlab` loggers' INFO messages while the call runs.
     """
     from ticketlab.experiments.teacher_student.experiment import run
+    if out is not None:  # before training, not after it
+        check_out(out, folder=True)
     o = _options("teacher_student", options, progress=verbose, workers=workers, stack=stack,
                  checkpoint_every=checkpoint_every)
     with forwarding(log):

@@ -63,10 +63,14 @@ def cmd_lottery(ns) -> None:
 
 
 def _ints(text: str, flag: str) -> list[int]:
+    """The comma-separated integers of `flag` (at least one); a ConfigError naming the flag otherwise."""
     try:
-        return [int(v) for v in text.replace(",", " ").split()]
+        values = [int(v) for v in text.replace(",", " ").split()]
     except ValueError:
-        raise C.ConfigError(f"{flag}: got {text!r}, expected comma-separated integers") from None
+        values = []
+    if not values:
+        raise C.ConfigError(f"{flag}: got {text!r}, expected comma-separated integers")
+    return values
 
 
 def cmd_instability(ns) -> None:
@@ -217,7 +221,10 @@ def cmd_verify(ns) -> int:
 
 def cmd_models(ns) -> None:
     from ticketlab.models import list_models
-    print("\n".join(list_models(ns.pattern)))
+    names = list_models(ns.pattern)
+    if not names:
+        raise TicketlabError(f"no registered model matches {ns.pattern!r}; `ticketlab models` lists them all")
+    print("\n".join(names))
 
 
 def cmd_data_ls(ns) -> None:

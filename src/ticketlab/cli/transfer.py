@@ -18,6 +18,7 @@ import dataclasses
 import typing
 
 from ticketlab.core import config as C
+from ticketlab.core.atomic import check_out
 from ticketlab.cli.common import ALL, _common, _configs, _run_flags, run_options
 from ticketlab.reports.tables import text_table as _table
 from ticketlab.core.errors import ConfigError
@@ -66,6 +67,10 @@ def transfer_table(agg: list[dict], metric: str = "es_test_acc") -> str:
 
 def cmd_transfer(ns) -> None:
     from ticketlab import api
+    if ns.out:  # before training, not after it
+        from ticketlab.reports.transfer_plots import check_density
+        check_out(ns.out, folder=True)
+        check_density(ns.density)
     from ticketlab.experiments.transfer import TransferConfig, target_recipes
     # a matrix file's [sweep] table holds run options, as a --config file's does
     if ns.matrix:
@@ -128,6 +133,7 @@ def _plots(experiments, out, density) -> None:
 
 def cmd_transfer_plot(ns) -> None:
     from ticketlab.engine.store import Store
+    check_out(ns.out, folder=True)
     _plots([Store(ns.store).get(e).path for e in ns.experiments], ns.out, ns.density)
 
 

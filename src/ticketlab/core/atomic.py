@@ -18,6 +18,23 @@ from typing import IO, Iterator
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+def check_out(path: str | os.PathLike, *, folder: bool, what: str = "--out") -> Path:
+    """`path` as a place to write: a folder (`folder`) or a file, checked before any work is done.
+    A TicketlabError naming `what` when a file is where a folder must be, or a folder where the file
+    goes, or when an existing parent is a file."""
+    from ticketlab.core.errors import TicketlabError
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise TicketlabError(f"{what} {path}: a {'file' if folder else 'folder'}, expected "
+                             f"{'a folder' if folder else 'the path of a file to write'}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise TicketlabError(f"{what} {path}: {parent} is a file, so nothing can be written under it")
+    return path
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside `path`; on clean exit, fsync it and rename it onto `path`.

@@ -480,15 +480,16 @@ def sparse_from_dense(model: nn.Module, masks: Mapping[str, torch.Tensor] | None
     - `spec`: how to rebuild the skeleton when the model is saved (see `build_skeleton`); without
       it, the saved file needs ``SparseModel.load(path, build_model=...)``.
     """
-    if not 0.0 <= float(min_sparsity) <= 1.0:
-        raise TicketlabError(f"min_sparsity: got {min_sparsity!r}, expected a value in [0, 1]")
     net = copy.deepcopy(model).cpu()
-    return _convert(net, masks, float(min_sparsity), spec)
+    return _convert(net, masks, min_sparsity, spec)
 
 
 def _convert(net: nn.Module, masks: Mapping[str, torch.Tensor] | None, min_sparsity: float,
              spec: dict | None) -> SparseModel:
     """Mask `net` in place, swap its sparse-enough Linear layers for CSRLinear, wrap it."""
+    if not (isinstance(min_sparsity, (int, float)) and 0.0 <= min_sparsity <= 1.0):  # NaN fails it too
+        raise TicketlabError(f"min_sparsity: got {min_sparsity!r}, expected a value in [0, 1]")
+    min_sparsity = float(min_sparsity)
     params = dict(net.named_parameters())
     dense_bytes = sum(t.numel() * t.element_size() for t in net.state_dict().values())
     with torch.no_grad():
@@ -601,7 +602,7 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *,
     except RuntimeError as e:
         raise TicketlabError(f"{final}: the weights do not fit the model: {str(e).splitlines()[0]}") from None
     _check_not_meta(net, str(final))
-    sm = _convert(net.cpu(), masks, float(min_sparsity), spec)
+    sm = _convert(net.cpu(), masks, min_sparsity, spec)
     sm.info["source"] = str(run_dir)
     return sm.save(out)
 

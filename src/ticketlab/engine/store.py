@@ -122,6 +122,9 @@ class Store:
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = resolve_store(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise TicketlabError(f"store {self.root}: a file, expected a folder (give --store, or "
+                                 "$TICKETLAB_STORE, a folder)")
 
     def experiment(self, kind: str, cfg) -> Experiment:
         """The experiment folder for (kind, cfg), created with its config.json if new. A run in a
@@ -130,7 +133,11 @@ class Store:
         extra = _precision.identity()
         key = config_hash(kind, cfg, extra)
         path = self.root / f"{kind}-{key}"
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a parent that is a file, a read-only or missing mount, ...
+            raise TicketlabError(f"store {self.root}: cannot create {path.name} there ({e.strerror or e}); "
+                                 "give --store a folder this user can write to") from None
         cfg_path = path / "config.json"
         body = {"kind": kind, "schema": SCHEMA_VERSION, "hash": key, "config": to_dict(cfg),
                 "identity": to_dict(cfg, all_fields=False), **extra}

@@ -34,7 +34,7 @@ from ticketlab.core import atomic as _atomic
 from ticketlab.core import integrity
 from ticketlab.core.errors import DamagedError
 from ticketlab.engine.store import Experiment, Store
-from ticketlab.training.rundir import load_file, load_tensors, read_json, read_metrics
+from ticketlab.training.rundir import RunDir, load_file, load_tensors, read_json, read_metrics
 
 _LEVEL = re.compile(r"^level_(\d+)$")
 _REPLICATE = re.compile(r"^replicate_(\d+)$")
@@ -65,6 +65,8 @@ def _unrecorded_problem(path: Path) -> str | None:
             load_file(path)
         elif path.suffix == ".jsonl":
             read_metrics(path)
+        elif path.name == "summary.json":
+            RunDir(path.parent).summary()  # valid JSON of another shape is damage too
         elif path.suffix == ".json":
             read_json(path)
     except DamagedError as e:

@@ -60,7 +60,11 @@ def pruned_layers(cfg: Rates, params: dict[str, torch.Tensor]) -> list[str]:
         excluded = set(pruning.select(names, cfg.exclude)) if cfg.exclude else set()
     except ValueError as e:
         raise ConfigError(f"layers/exclude: {e}; prunable parameters: {', '.join(params)}") from None
-    return [n for n in names if n not in excluded]
+    kept = [n for n in names if n not in excluded]
+    if not kept and params:  # every level would be the dense network again
+        raise ConfigError(f"layers/exclude: layers={list(cfg.layers)} less exclude={list(cfg.exclude)} leave no "
+                          f"parameter to prune; prunable parameters: {', '.join(params)}")
+    return kept
 
 
 def level_fractions(cfg: Rates, params: dict[str, torch.Tensor], output: str | None) -> dict[str, float]:
@@ -89,6 +93,8 @@ def prune_level(cfg: Rates, weights: dict[str, torch.Tensor], masks: M.Masks, ou
 def n_levels(cfg: Rates, params: dict[str, torch.Tensor], output: str | None) -> int:
     """Levels to run: `levels`, or the first level whose sparsity reaches `target_sparsity`."""
     if cfg.target_sparsity is None:
+        if cfg.levels > 0:
+            pruned_layers(cfg, params)  # a ConfigError now, not after the dense run, when nothing would be pruned
         return cfg.levels
     sizes = {n: p.numel() for n, p in params.items()}
     if cfg.strategy == "layerwise":

@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from ticketlab.core.errors import TicketlabError
+from ticketlab.core.errors import ConfigError, TicketlabError
 from ticketlab.reports.style import METRIC_LABELS, density_axis as _density_axis, figure as _figure, mean_std, save_figure
 from ticketlab.experiments.transfer import experiment_info, transfer_rows
 
@@ -176,9 +176,18 @@ def plot_gap_heatmap(experiments: Sequence[str | Path], out: str | Path, density
     return save_figure(fig, out)
 
 
+def check_density(density) -> None:
+    """A ConfigError unless `density` is a fraction of the weights remaining in (0, 1]."""
+    if not (isinstance(density, (int, float)) and 0 < density <= 1):  # NaN fails the comparison too
+        raise ConfigError(f"--density: got {density!r}, expected the fraction of the weights remaining "
+                          "at which to compare, in (0, 1], e.g. 0.05")
+
+
 def plot_all(experiments: Sequence[str | Path], out_dir: str | Path, density: float = 0.05,
              metric: str = "es_test_acc") -> list[Path]:
-    """One accuracy plot per target (`accuracy_<target>`), and the gap heat map (`gap_heatmap`)."""
+    """One accuracy plot per target (`accuracy_<target>`), and the gap heat map (`gap_heatmap`) at the
+    level nearest `density` (a fraction of the weights remaining, in (0, 1])."""
+    check_density(density)
     out_dir = Path(out_dir)
     by: dict[str, list[Path]] = defaultdict(list)
     labels, sources = {}, set()

@@ -217,10 +217,14 @@ def flag_grid(items: list[str], classes: dict, source: str = "--sweep") -> dict[
         key = key.strip().replace("-", "_")
         if key not in kinds:
             raise ConfigError(f"{source}: unknown key {key!r}; known keys: {', '.join(sorted(kinds))}")
+        if key in out:  # a second --sweep of one key would silently replace the first
+            raise ConfigError(f"{source}: key {key!r} is swept twice; give its values in one {key}=V1,V2,...")
         sep = "/" if kinds[key] is tuple else ","
-        vals = [v.strip() for v in text.split(sep) if v.strip()]
-        if not vals:
+        vals = [v.strip() for v in text.split(sep)]
+        if not any(vals):
             raise ConfigError(f"{source}: key {key!r} has no values")
+        if not all(vals):
+            raise ConfigError(f"{source}: got {item!r}, an empty value between separators ({sep!r})")
         out[key] = vals
     return out
 

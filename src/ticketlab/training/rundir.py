@@ -244,8 +244,16 @@ class RunDir:
         return (self.path / SUMMARY).exists()
 
     def summary(self) -> dict:
-        """The finished run's summary.json, checked against the manifest."""
-        return read_json(self.path / SUMMARY)
+        """The finished run's summary.json, checked against the manifest and, for a file the manifest
+        does not cover (an old store, or a deleted manifest), its shape: an object whose rows
+        (`final`, `early_stop`) are objects. A DamagedError names it otherwise."""
+        s = read_json(self.path / SUMMARY)
+        bad = ("not a JSON object" if not isinstance(s, dict) else
+               next((f"its {k!r} is {type(s[k]).__name__}, expected an object" for k in ("final", "early_stop")
+                     if k in s and s[k] is not None and not isinstance(s[k], dict)), None))
+        if bad:
+            raise DamagedError(f"{self.path / SUMMARY}: not a run summary ({bad}); {integrity.ADVICE}")
+        return s
 
     # ---- state files ----
     def save(self, name: str, iteration: int, **state) -> None:
