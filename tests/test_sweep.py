@@ -292,9 +292,24 @@ def test_a_trial_failing_once_is_retried_and_a_broken_one_reported(tmp_path, mon
     assert (row["status"], row["attempts"]) == ("failed", 1)
 
 
-def test_lottery_trials_report_the_last_ticket_and_are_skipped_when_complete(tmp_path):
+def test_lottery_trials_report_the_last_ticket_and_are_skipped_when_complete(tmp_path, monkeypatch):
+    # a trial's time is taken around its run, also where the run happens inside submit (inline): a
+    # clock that moves only while trials run (the dispatcher's own `time`, not the global module)
+    from types import SimpleNamespace
+
+    from ticketlab.sweep import dispatch
+    now, real = [0.0], dispatch.run_trials
+
+    def run_trials(*a, **kw):
+        out = real(*a, **kw)
+        now[0] += 5.0
+        return out
+    monkeypatch.setattr(dispatch, "run_trials", run_trials)
+    monkeypatch.setattr(dispatch, "time", SimpleNamespace(perf_counter=lambda: now[0]))
     trial = Trial(0, "lottery", (TrainConfig(**TINY), LotteryConfig(levels=1, prune_fraction=0.5)), {})
     (row,) = run_sweep([trial], backend="inline", store=tmp_path, progress=False, checkpoint_every=50)
+    assert row["time_s"] == 5.0  # it read 0.0 for every inline trial: the clock started after the run
+    monkeypatch.undo()
     by_hand = api.lottery(*trial.configs, store=tmp_path, progress=False)  # finds it all done
     ticket = [a for a in by_hand["aggregate"] if a["branch"] == "ticket" and a["level"] == 1][0]
     assert row["status"] == "done" and row["experiment"] == by_hand["experiment"]

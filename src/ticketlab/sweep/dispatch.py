@@ -244,8 +244,9 @@ def _dispatch(ex: Executor, todo: list[list[Trial]], rows: dict, n_total: int, s
             del queue[i]
             busy.update(keys(job))
             slot = min(set(range(len(running) + 1)) - set(slots.values()))
+            t0 = time.perf_counter()  # before submit: the inline executor runs the job inside it
             f = ex.submit(run_trials, job, *args(job[0]), slot=slot)
-            running[f], slots[f] = (job, attempt, time.perf_counter()), slot
+            running[f], slots[f] = (job, attempt, t0), slot
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         for f in done:
             job, attempt, t0 = running.pop(f)
