@@ -167,6 +167,9 @@ def test_bad_paths_and_values_are_one_line_before_any_work(base, tmp_path, capsy
         ("sparse-train", *FLAGS, "--sweep", "sparsity=0.5", "--sweep", "sparsity=0.6"): "swept twice",
         ("sparse-train", *FLAGS, "--sweep", "sparsity=0.5,,0.6"): "empty value",
         ("models", "zzz*"): "no registered model matches",
+        ("transfer",): "give the source lottery experiment",
+        ("instability", lot, "--level", "-1"): "level: got -1",
+        ("train", "--init", "bogus"): "torch (or leave it unset)",
     }
     for argv, says in cases.items():
         store = () if "--store" in argv or argv[0] == "models" else ("--store", str(root))

@@ -74,7 +74,8 @@ def test_every_bad_value_raises_at_construction_naming_the_field(cfg):
 
 @pytest.mark.parametrize("make,message", [
     (lambda: LotteryConfig(strategy="Layerwise"), "strategy: got 'Layerwise', expected one of layerwise, global"),
-    (lambda: LotteryConfig(prune_fraction=1.5), "prune_fraction: got 1.5, expected a value in [0.0, 1.0]"),
+    (lambda: LotteryConfig(prune_fraction=1.5), "prune_fraction: got 1.5, expected a number strictly between 0 and 1 "
+                                                "(0 prunes nothing, 1 prunes every weight)"),
     (lambda: LotteryConfig(controls="reinit"), "controls: got 'reinit', expected a list"),
     (lambda: LotteryConfig(levels=2.5), "levels: got 2.5, expected an integer"),
     (lambda: TrainConfig(lr=float("nan")), "lr: got nan, expected a finite number"),

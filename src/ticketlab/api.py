@@ -41,7 +41,7 @@ from ticketlab.training import determinism as _determinism, device as _device, p
 from ticketlab.training import stack_size as _stack_size
 from ticketlab.experiments import dense
 from ticketlab.training.loop import TrainConfig
-from ticketlab.training.rundir import RunDir, summary_converged
+from ticketlab.training.rundir import CHECKPOINT, PREVIOUS, RunDir, summary_converged
 
 log = logging.getLogger(__name__)
 
@@ -303,8 +303,14 @@ def _row(exp: Experiment) -> dict:
         n_unconverged = 0
     # levels and replicates are run shape: a lottery is never "done", it has so many finished runs
     n = sum(1 for _ in exp.path.glob("**/summary.json"))
-    row["status"] = (f"{n} runs" + (f", {n_diverged} diverged" if n_diverged else "")
-                     + (f", {n_unconverged} not converged" if n_unconverged else "")) if n else "new"
+    # runs with a checkpoint and no summary: stopped (Ctrl-C, a kill) or still training elsewhere
+    n_open = sum(1 for p in exp.path.glob("**/checkpoint*.pt") if p.name in (CHECKPOINT, PREVIOUS)
+                 and not (p.parent / "summary.json").exists() and (p.name == CHECKPOINT or
+                                                                   not (p.parent / CHECKPOINT).exists()))
+    row["status"] = ", ".join([f"{n} runs" if n else "new"]
+                              + ([f"{n_diverged} diverged"] if n_diverged else [])
+                              + ([f"{n_unconverged} not converged"] if n_unconverged else [])
+                              + ([f"{n_open} unfinished"] if n_open else []))
     return row
 
 

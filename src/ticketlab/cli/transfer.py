@@ -96,10 +96,16 @@ def cmd_transfer(ns) -> None:
         print(_table([{k: (f"{v:.2f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows], cols))
         experiments = [t["experiment"] for t in res["transfers"]]
     else:
+        source = ns.source
+        if source is None:  # not given: the --config file's, else none
+            del ns.source
         (cfg,) = _configs({"transfer": TransferConfig}, ns)
+        if not cfg.source:
+            raise ConfigError("transfer: give the source lottery experiment (SOURCE, or `source` in --config), "
+                              "or a matrix file (--matrix FILE.toml)")
         changes = {}
-        if ns.source:
-            changes["source"] = ns.source
+        if source:
+            changes["source"] = source
         if targets:
             changes["target"] = {**cfg.target, **targets}
         if changes:

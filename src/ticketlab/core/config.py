@@ -58,7 +58,8 @@ def param(default: Any, help: str, *, choices=None, min=None, max=None, hashed: 
 
 def _describe(meta: dict) -> str:
     if meta.get("choices"):
-        return "one of " + ", ".join(map(str, meta["choices"]))
+        named = [c for c in meta["choices"] if c is not None]
+        return "one of " + ", ".join(map(str, named)) + (" (or leave it unset)" if None in meta["choices"] else "")
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and hi is not None:
         return f"a value in [{lo}, {hi}]"

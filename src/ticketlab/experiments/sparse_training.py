@@ -291,8 +291,9 @@ def run_points(train_cfg: TrainConfig, sparse_cfgs: Sequence[SparseConfig], *, s
     from ticketlab.models import create_model
     from ticketlab.engine.store import Store
 
-    if replicates < 1 or stack < 1:
-        raise ConfigError(f"replicates and stack must be >= 1, got {replicates}, {stack}")
+    for name, v in (("replicates", replicates), ("stack", stack)):
+        if v < 1:
+            raise ConfigError(f"{name}: got {v}, expected an integer >= 1")
     if not sparse_cfgs:
         raise ConfigError("run_points: no sparse configs given")
     if data is None:

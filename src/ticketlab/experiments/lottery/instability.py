@@ -308,8 +308,9 @@ def instability(exp_path: str | Path, *, level: int, rewind_iter: int, replicate
     seeds = [int(s) for s in data_seeds]
     if len(seeds) != 2 or seeds[0] == seeds[1] or min(seeds) < 0:
         raise ConfigError(f"data_seeds: got {tuple(data_seeds)!r}, expected two different non-negative seeds")
-    if level < 0 or rewind_iter < 0 or replicate < 0:
-        raise ConfigError("level, rewind_iter and replicate must be >= 0")
+    for name, v in (("level", level), ("rewind_iter", rewind_iter), ("replicate", replicate)):
+        if v < 0:
+            raise ConfigError(f"{name}: got {v}, expected an integer >= 0")
     out_dir = instability_dir(exp_path, replicate, level, rewind_iter)
     out_path = out_dir / "instability.json"
     if out_path.exists():

@@ -73,7 +73,7 @@ class LotteryConfig(Config):
     strategy: str = param("layerwise", "prune each layer by its own rate, or one global threshold",
                           choices=("layerwise", "global"))
     prune_fraction: float = param(0.2, "fraction of the surviving weights pruned per level, strictly between 0 "
-                                  "and 1", min=0.0, max=1.0)
+                                  "and 1")  # the range is `check`'s: one message for every value outside it
     output_fraction: float | None = param(
         None, "layerwise: the output layer's rate (None: half of prune_fraction, LTH §2)", min=0.0, max=1.0)
     conv_fraction: float | None = param(
