@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from ticketlab.cli.common import ALL, DEVICE_FLAGS, GIVEN, _common, _config, _configs, _run_flags, run_flags, run_options, use_help  # noqa: F401
+from ticketlab.cli.common import ALL, DEVICE_FLAGS, GIVEN, _common, _config, _configs, _run_flags, run_flags, run_options, use_help, Parser  # noqa: F401
 from ticketlab.core import config as C
 from ticketlab.engine.options import RunOptions
 from ticketlab.reports.tables import lottery_table, text_table as _table  # noqa: F401
@@ -319,7 +319,7 @@ def parser(argv: list[str] | None = None, only: str | None = None) -> argparse.A
     """The `ticketlab` parser; `only`: build that command's subparser alone (`main` does, for start-up)."""
     from ticketlab.engine.tasks import get_task, task_names
     from ticketlab.training.loop import TrainConfig
-    ap = argparse.ArgumentParser(prog="ticketlab", description="Lottery tickets and sparse training.")
+    ap = Parser(prog="ticketlab", description="Lottery tickets and sparse training.")  # one-line errors
     ap.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     sub = _Only(ap.add_subparsers(dest="command", required=True), only)
 
@@ -448,7 +448,11 @@ def main(argv: list[str] | None = None) -> int:
     from ticketlab.core.progress import cli_logging
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
-        ns = parser(argv, only=_command(argv)).parse_args(argv)
+        ns, extra = parser(argv, only=_command(argv)).parse_known_args(argv)
+        if extra:  # named with the command whose --help lists its flags (parse_args would say `ticketlab`)
+            print(f"ticketlab {ns.command}: error: unrecognized arguments: {' '.join(extra)} "
+                  f"(see `ticketlab {ns.command} --help`)", file=sys.stderr)
+            return 2
         # a run's messages: INFO lines on stderr, through the progress bars; --quiet: warnings only
         with cli_logging(quiet=getattr(ns, "quiet", False)):
             return ns.fn(ns) or 0

@@ -38,6 +38,14 @@ class Help(argparse.HelpFormatter):
         return f"{text} (default: {d})"
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one line, as every other bad input's (argparse prints its
+    usage block first): the command, the problem, and where the full usage is."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def use_help(p: argparse.ArgumentParser) -> None:
     """Give `p` and every subcommand under it the `Help` formatter (one place for every command,
     plugins included)."""
