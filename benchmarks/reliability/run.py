@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 TICKETLAB_DATA=../shared/data python benchmarks/reliability/run.py [--kills 10] [--out DIR]
 
-Five trials, each on tiny MNIST-1D configs so that the whole run takes minutes:
+Six trials, each on tiny MNIST-1D configs so that the whole run takes minutes:
 1. kill -9: a lottery with a control is killed at a random moment (SIGKILL) and resumed, `--kills`
    times; every run's final weights and summary (wall times aside) must equal an uninterrupted
    run's, bit for bit, and no temp file may outlive the resume;
@@ -15,7 +15,12 @@ Five trials, each on tiny MNIST-1D configs so that the whole run takes minutes:
 3. bad inputs (>= 80) across commands: each must be a one-line error, with no traceback;
 4. two processes on one experiment: the second is refused by the lock;
 5. a sweep with a failing trial (a diverging learning rate): the other trials finish, the failure
-   is one line in the sweep's table.
+   is one line in the sweep's table;
+6. a stack stopped between its runs' checkpoint writes (session 10): a 2-replicate sparse-train, whose
+   replicates train as one stack and write a checkpoint every 10 steps (a wide MLP: many, long windows
+   between two runs' writes), is stopped at random moments, by Ctrl-C (SIGINT) and kill -9 in turn, and resumed;
+   every final must equal an uninterrupted run's, bit for bit. A stop that left the runs' checkpoints
+   at different iterations is counted: before session 10 such a stack never resumed.
 Prints a JSON summary and writes it to OUT/reliability.json.
 """
 
@@ -226,6 +231,42 @@ BAD = [
 ]
 
 
+# a checkpoint at every evaluation (the loop checkpoints at evaluations), every 10 steps, of a wide MLP
+# (≈ 1.1 M weights: ≈ 15 MB of state a run), so that writing checkpoints is a large share of the run
+SPARSE = ["sparse-train", "--iterations", "300", "--eval-every", "10", "--batch-size", "50", "--train-fraction", "0.3",
+          "--model-args", '{"widths": [1024, 1024]}', "--method", "rigl", "--replicates", "2", "--stack", "2",
+          "--checkpoint-every", "10", "--quiet"]
+
+
+def stack_trials(root: Path, n: int, rng: random.Random) -> dict:
+    ref = root / "stack-ref"
+    t0 = time.perf_counter()
+    subprocess.run([PY, "-m", "ticketlab", *SPARSE, "--store", str(ref)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    span = time.perf_counter() - t0
+    want = final_tensors(next(ref.iterdir()))
+    trials = []
+    for i in range(n):
+        store, sig = root / f"stack{i}", (signal.SIGINT, signal.SIGKILL)[i % 2]
+        at = rng.uniform(0.3 * span, 0.95 * span)
+        p = subprocess.Popen([PY, "-m", "ticketlab", *SPARSE, "--store", str(store)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(at)
+        stopped = p.poll() is None
+        if stopped:
+            p.send_signal(sig)
+        p.wait()
+        its = sorted({int(torch.load(c, weights_only=True)["iteration"]) for c in store.rglob("checkpoint.pt")})
+        r = subprocess.run([PY, "-m", "ticketlab", *SPARSE, "--store", str(store)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        exp = next(store.iterdir())
+        trials.append({"signal": sig.name, "at_s": round(at, 2), "stopped": stopped, "checkpoints_at": its,
+                       "apart": len(its) > 1, "resume_rc": r.returncode, "resume_err": r.stderr.strip()[-200:],
+                       "identical": r.returncode == 0 and same(want, final_tensors(exp))})
+    return {"uninterrupted_s": round(span, 1), "trials": trials, "stopped": sum(t["stopped"] for t in trials),
+            "apart": sum(t["apart"] for t in trials), "identical": sum(t["identical"] for t in trials)}
+
+
 def bad_inputs(root: Path) -> dict:
     store = root / "bad"
     assert cli([*LOTTERY, "--levels", "1", "--store", str(store)])[0] == 0
@@ -279,7 +320,8 @@ def run() -> None:
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="reliability-out")
-    ap.add_argument("--only", default="kill,damage,bad,two,sweep")
+    ap.add_argument("--stacks", type=int, default=10, help="trials of the stopped stack (6.)")
+    ap.add_argument("--only", default="kill,damage,bad,two,sweep,stack")
     ns = ap.parse_args()
     root = Path(ns.out).resolve()
     shutil.rmtree(root, ignore_errors=True)
@@ -287,7 +329,8 @@ def run() -> None:
     res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_average": os.getloadavg(),
            "torch": torch.__version__, "cpus": os.cpu_count()}
     steps = {"kill": lambda: kill_trials(root, ns.kills, random.Random(ns.seed)), "damage": lambda: damaged_store(root),
-             "bad": lambda: bad_inputs(root), "two": lambda: two_processes(root), "sweep": lambda: failing_sweep(root)}
+             "bad": lambda: bad_inputs(root), "two": lambda: two_processes(root), "sweep": lambda: failing_sweep(root),
+             "stack": lambda: stack_trials(root, ns.stacks, random.Random(ns.seed))}
     for name in ns.only.split(","):
         t0 = time.perf_counter()
         res[name] = steps[name]()
