@@ -190,7 +190,7 @@ def test_bad_paths_and_values_are_one_line_before_any_work(base, tmp_path, capsy
 
 @pytest.mark.parametrize("argv,says", [
     (["export", "--level", "abc", "x"], "ticketlab export: error: argument --level: invalid int value: 'abc'"),
-    (["train", "--no-such-flag", "3"], "ticketlab train: error: unrecognized arguments: --no-such-flag 3"),
+    (["train", "--no-such-flag", "3"], "ticketlab: error: unrecognized arguments: --no-such-flag 3 (`ticketlab train --help`"),
     (["instability", "x"], "ticketlab instability: error: the following arguments are required: --level"),
     (["nonsense-command"], "ticketlab: error: argument command: invalid choice: 'nonsense-command'"),
 ])
@@ -201,4 +201,4 @@ def test_argparse_errors_are_one_line_with_where_the_usage_is(argv, says, capsys
         rc = e.code
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and err.startswith(says), err
-    assert "--help`)" in err and "usage:" not in err
+    assert "--help`" in err and "usage:" not in err

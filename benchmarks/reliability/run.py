@@ -17,10 +17,11 @@ Six trials, each on tiny MNIST-1D configs so that the whole run takes minutes:
 5. a sweep with a failing trial (a diverging learning rate): the other trials finish, the failure
    is one line in the sweep's table;
 6. a stack stopped between its runs' checkpoint writes (session 10): a 2-replicate sparse-train, whose
-   replicates train as one stack and write a checkpoint every 10 steps (a wide MLP: many, long windows
-   between two runs' writes), is stopped at random moments, by Ctrl-C (SIGINT) and kill -9 in turn, and resumed;
-   every final must equal an uninterrupted run's, bit for bit. A stop that left the runs' checkpoints
-   at different iterations is counted: before session 10 such a stack never resumed.
+   replicates train as one stack and write a checkpoint every 10 steps, is stopped twice, by Ctrl-C
+   (SIGINT) or kill -9, each time the moment one run's checkpoint is newer than the other's (watched
+   from outside), then run to the end; every final must equal an uninterrupted run's, bit for bit. The
+   stops that left the runs' checkpoints at different iterations are counted: before session 10 such
+   a stack never resumed.
 Prints a JSON summary and writes it to OUT/reliability.json.
 """
 
@@ -232,10 +233,33 @@ BAD = [
 
 
 # a checkpoint at every evaluation (the loop checkpoints at evaluations), every 10 steps, of a wide MLP
-# (≈ 1.1 M weights: ≈ 15 MB of state a run), so that writing checkpoints is a large share of the run
+# (≈ 1.1 M weights: ≈ 15 MB of state a run), so that a run's checkpoint write lasts a few milliseconds
 SPARSE = ["sparse-train", "--iterations", "300", "--eval-every", "10", "--batch-size", "50", "--train-fraction", "0.3",
           "--model-args", '{"widths": [1024, 1024]}', "--method", "rigl", "--replicates", "2", "--stack", "2",
           "--checkpoint-every", "10", "--quiet"]
+
+
+def _stop_between_writes(p: subprocess.Popen, store: Path, sig: signal.Signals, after: float) -> list[int]:
+    """Wait `after` seconds, then watch the two runs' checkpoint.pt and send `sig` the moment replicate_0's
+    is newer than replicate_1's: the stack has written one run's checkpoint and not yet the other's.
+    Returns the checkpoints' iterations once the process is gone ([] if it ended first)."""
+    time.sleep(after)
+    c0, c1 = None, None
+    while p.poll() is None:
+        if c0 is None:
+            found = sorted(store.glob("*/replicate_*/checkpoint.pt"))
+            if len(found) == 2:
+                c0, c1 = found
+        if c0 is not None:
+            try:
+                if c0.stat().st_mtime_ns > c1.stat().st_mtime_ns:
+                    p.send_signal(sig)
+                    break
+            except FileNotFoundError:  # the runs finished meanwhile
+                pass
+        time.sleep(0.0005)
+    p.wait()
+    return sorted({int(torch.load(c, weights_only=True)["iteration"]) for c in store.rglob("checkpoint.pt")})
 
 
 def stack_trials(root: Path, n: int, rng: random.Random) -> dict:
@@ -248,22 +272,19 @@ def stack_trials(root: Path, n: int, rng: random.Random) -> dict:
     trials = []
     for i in range(n):
         store, sig = root / f"stack{i}", (signal.SIGINT, signal.SIGKILL)[i % 2]
-        at = rng.uniform(0.3 * span, 0.95 * span)
-        p = subprocess.Popen([PY, "-m", "ticketlab", *SPARSE, "--store", str(store)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(at)
-        stopped = p.poll() is None
-        if stopped:
-            p.send_signal(sig)
-        p.wait()
-        its = sorted({int(torch.load(c, weights_only=True)["iteration"]) for c in store.rglob("checkpoint.pt")})
+        stops = []
+        for _ in range(2):  # stopped twice, each time between the runs' writes, then resumed to the end
+            p = subprocess.Popen([PY, "-m", "ticketlab", *SPARSE, "--store", str(store)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stops.append(_stop_between_writes(p, store, sig, rng.uniform(0.2, 0.6) * span))
         r = subprocess.run([PY, "-m", "ticketlab", *SPARSE, "--store", str(store)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         exp = next(store.iterdir())
-        trials.append({"signal": sig.name, "at_s": round(at, 2), "stopped": stopped, "checkpoints_at": its,
-                       "apart": len(its) > 1, "resume_rc": r.returncode, "resume_err": r.stderr.strip()[-200:],
+        trials.append({"signal": sig.name, "checkpoints_at_stops": stops,
+                       "apart": sum(len(its) > 1 for its in stops), "resume_rc": r.returncode,
+                       "resume_err": r.stderr.strip()[-200:],
                        "identical": r.returncode == 0 and same(want, final_tensors(exp))})
-    return {"uninterrupted_s": round(span, 1), "trials": trials, "stopped": sum(t["stopped"] for t in trials),
+    return {"uninterrupted_s": round(span, 1), "trials": trials, "stops": 2 * n,
             "apart": sum(t["apart"] for t in trials), "identical": sum(t["identical"] for t in trials)}
 
 

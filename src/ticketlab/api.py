@@ -307,7 +307,7 @@ def _row(exp: Experiment) -> dict:
     n_open = sum(1 for p in exp.path.glob("**/checkpoint*.pt") if p.name in (CHECKPOINT, PREVIOUS)
                  and not (p.parent / "summary.json").exists() and (p.name == CHECKPOINT or
                                                                    not (p.parent / CHECKPOINT).exists()))
-    row["status"] = ", ".join([f"{n} runs" if n else "new"]
+    row["status"] = ", ".join(([f"{n} runs"] if n else [] if n_open else ["new"])
                               + ([f"{n_diverged} diverged"] if n_diverged else [])
                               + ([f"{n_unconverged} not converged"] if n_unconverged else [])
                               + ([f"{n_open} unfinished"] if n_open else []))

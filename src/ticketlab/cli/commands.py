@@ -449,9 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         ns, extra = parser(argv, only=_command(argv)).parse_known_args(argv)
-        if extra:  # named with the command whose --help lists its flags (parse_args would say `ticketlab`)
-            print(f"ticketlab {ns.command}: error: unrecognized arguments: {' '.join(extra)} "
-                  f"(see `ticketlab {ns.command} --help`)", file=sys.stderr)
+        if extra:  # with where the command's flags are listed (parse_args would say only `ticketlab --help`)
+            print(f"ticketlab: error: unrecognized arguments: {' '.join(extra)} (`ticketlab {ns.command} --help` "
+                  f"lists the flags of {ns.command})", file=sys.stderr)
             return 2
         # a run's messages: INFO lines on stderr, through the progress bars; --quiet: warnings only
         with cli_logging(quiet=getattr(ns, "quiet", False)):

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -112,15 +113,22 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     return data
 
 
-def move(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Rename `src` to `dst` (in the same folder; `dst` replaced), its manifest entry with it. Both
-    entries are dropped before the rename and `dst`'s written after it, so a kill in between leaves
-    the files unchecked, never a false alarm."""
+def keep(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Make `dst` (in the same folder; replaced) a copy of `src`, which stays where it is, with its
+    manifest entry: a hard link where the file system has them, else a copy, renamed onto `dst`
+    atomically. `dst`'s entry is dropped before and written after, so a kill in between leaves it
+    unchecked, never a false alarm."""
     src, dst = Path(src), Path(dst)
     with _locked(src.parent) as man:
-        want = man.pop(src.name, None)
+        want = man.get(src.name)
         man.pop(dst.name, None)
-    os.replace(src, dst)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}-keep.tmp")  # a stray one is removed like any temp file
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:  # no hard links here (some network or FAT file systems)
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
     if want is not None:
         with _locked(src.parent) as man:
             man[dst.name] = want

@@ -44,7 +44,7 @@ def stream_seed(seed: int, stream: int) -> int:
     return operator.index(seed) * 1_000_003 + operator.index(stream)
 
 
-__all__ = ["derive_seed", "stream_seed"]
+__all__ = ["derive_seed", "stream_seed", "seeded"]
 
 
 @contextlib.contextmanager

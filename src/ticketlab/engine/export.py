@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import warnings
 from contextlib import contextmanager
@@ -487,9 +488,13 @@ def sparse_from_dense(model: nn.Module, masks: Mapping[str, torch.Tensor] | None
 def _convert(net: nn.Module, masks: Mapping[str, torch.Tensor] | None, min_sparsity: float,
              spec: dict | None) -> SparseModel:
     """Mask `net` in place, swap its sparse-enough Linear layers for CSRLinear, wrap it."""
-    if not (isinstance(min_sparsity, (int, float)) and 0.0 <= min_sparsity <= 1.0):  # NaN fails it too
+    try:
+        value = float(min_sparsity)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # NaN fails it too
         raise TicketlabError(f"min_sparsity: got {min_sparsity!r}, expected a value in [0, 1]")
-    min_sparsity = float(min_sparsity)
+    min_sparsity = value
     params = dict(net.named_parameters())
     dense_bytes = sum(t.numel() * t.element_size() for t in net.state_dict().values())
     with torch.no_grad():

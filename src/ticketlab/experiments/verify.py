@@ -98,7 +98,7 @@ def damaged_files(exp: Path) -> list[tuple[Path, str]]:
     return out
 
 
-_RUN_FILES = ("summary.json", "checkpoint.pt", "mask.pt", "final.pt")  # what makes a folder a run's
+_RUN_FILES = ("summary.json", "checkpoint.pt", "checkpoint.prev.pt", "mask.pt", "final.pt")  # what makes a folder a run's
 
 
 def _level_of(parts: tuple[str, ...]) -> tuple[int, int, str] | None:

@@ -38,7 +38,7 @@ import io
 import torch
 
 from ticketlab.core import integrity
-from ticketlab.core.errors import DamagedError, TicketlabError
+from ticketlab.core.errors import DamagedError
 from ticketlab.training import device as _device
 
 ITER = "iter"            # the iteration of a metrics row
@@ -319,8 +319,8 @@ class RunDir:
         set aside as checkpoint.prev.pt (so that a group whose runs were stopped between two of their
         checkpoint writes still has a resume point in common: `resume_group`)."""
         self.write_metrics(rows)
-        if (self.path / CHECKPOINT).exists():
-            integrity.move(self.path / CHECKPOINT, self.path / PREVIOUS)
+        if (self.path / CHECKPOINT).exists():  # kept in place until the new one replaces it atomically
+            integrity.keep(self.path / CHECKPOINT, self.path / PREVIOUS)
         self.save(CHECKPOINT, iteration, **state)
 
     def finish(self, rows: Sequence[dict], summary: dict) -> dict:
@@ -353,26 +353,42 @@ def finished(runs: Sequence[RunDir], who: str) -> list[dict] | None:
 def resume_group(runs: Sequence[RunDir], who: str, masks: Sequence[dict | None] | None = None
                  ) -> tuple[list[dict], list[list[dict]]] | None:
     """`RunDir.resume` for runs trained as one computation: the latest iteration every run can resume
-    from, or None when no run has a checkpoint.
+    from, or None when the group starts afresh.
 
     The group writes its runs' checkpoints one after the other, so a run stopped between two of those
     writes leaves some runs one checkpoint ahead; each keeps the one before (`RunDir.checkpoint`),
-    and the group resumes from that, the rows after it dropped. A TicketlabError (one line, with what
-    to do) when the runs share no resume point."""
+    and the group resumes from that, the rows after it dropped. A run ahead is rolled back to it
+    (its checkpoint.pt becomes that state again), so that the next checkpoint sets the shared one
+    aside and a second stop at the same place still finds it. Runs that share no resume point (a
+    stop between the group's first writes, or a store from before checkpoint.prev.pt) start the
+    group afresh: their checkpoints are dropped, with a warning."""
     points = [r.resume_points(previous=False) for r in runs]  # the usual case: one iteration, no more to read
     if not all(len(p) == 1 for p in points) or len({next(iter(p)) for p in points}) > 1:
         points = [r.resume_points() for r in runs]
     if not any(points):
         return None
     common = set(points[0]).intersection(*points[1:])
-    if not common:  # a store written before checkpoint.prev.pt, stopped between two runs' writes
-        at = ", ".join(f"{r.path.name}: {sorted(p) or 'none'}" for r, p in zip(runs, points))
-        raise TicketlabError(f"{who}: the runs trained together in {runs[0].path.parent} have no checkpoint in "
-                             f"common ({at}), so they cannot resume together; delete their checkpoint.pt "
-                             "files to train them again from the start")
+    if not common:
+        at = ", ".join(f"{_short(r, runs)}: {sorted(p) or 'none'}" for r, p in zip(runs, points))
+        log.warning("%s: the runs trained together have no checkpoint in common (%s); they start again from "
+                    "the beginning", who, at)
+        for r in runs:
+            integrity.forget(r.path / CHECKPOINT)
+            integrity.forget(r.path / PREVIOUS)
+        return None
     it = max(common)
-    resumed = [r._resumed(*p[it], m) for r, m, p in zip(runs, masks or [None] * len(runs), points)]
+    for r, p in zip(runs, points):
+        if p[it][0] == PREVIOUS:  # ahead: back to the shared state (on disk at `it` throughout)
+            integrity.keep(r.path / PREVIOUS, r.path / CHECKPOINT)
+    resumed = [r._resumed(CHECKPOINT, p[it][1], m) for r, m, p in zip(runs, masks or [None] * len(runs), points)]
     return [s for s, _ in resumed], [rows for _, rows in resumed]
+
+
+def _short(run: RunDir, runs: Sequence[RunDir]) -> str:
+    """A run's folder as the group's message names it: relative to the folder the group shares."""
+    import os
+    base = Path(os.path.commonpath([str(r.path) for r in runs]))
+    return str(run.path.relative_to(base.parent if base == run.path else base))
 
 
 __all__ = ["RunDir", "early_stopping", "finished", "resume_group", "load_state", "load_file", "load_tensors", "save_state", "save_file",
