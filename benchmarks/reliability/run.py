@@ -242,7 +242,8 @@ SPARSE = ["sparse-train", "--iterations", "300", "--eval-every", "10", "--batch-
 def _stop_between_writes(p: subprocess.Popen, store: Path, sig: signal.Signals, after: float) -> list[int]:
     """Wait `after` seconds, then watch the two runs' checkpoint.pt and send `sig` the moment replicate_0's
     is newer than replicate_1's: the stack has written one run's checkpoint and not yet the other's.
-    Returns the checkpoints' iterations once the process is gone ([] if it ended first)."""
+    Returns [the process's exit status, the checkpoints' iterations] once it is gone (130 for a Ctrl-C,
+    -9 for kill -9, 0 and no checkpoints when it ended first)."""
     time.sleep(after)
     c0, c1 = None, None
     while p.poll() is None:
@@ -259,7 +260,7 @@ def _stop_between_writes(p: subprocess.Popen, store: Path, sig: signal.Signals, 
                 pass
         time.sleep(0.0005)
     p.wait()
-    return sorted({int(torch.load(c, weights_only=True)["iteration"]) for c in store.rglob("checkpoint.pt")})
+    return [p.returncode, sorted({int(torch.load(c, weights_only=True)["iteration"]) for c in store.rglob("checkpoint.pt")})]
 
 
 def stack_trials(root: Path, n: int, rng: random.Random) -> dict:
@@ -274,14 +275,16 @@ def stack_trials(root: Path, n: int, rng: random.Random) -> dict:
         store, sig = root / f"stack{i}", (signal.SIGINT, signal.SIGKILL)[i % 2]
         stops = []
         for _ in range(2):  # stopped twice, each time between the runs' writes, then resumed to the end
+            # SIGINT as in a terminal: a job started in the background (nohup ... &) inherits it ignored
             p = subprocess.Popen([PY, "-m", "ticketlab", *SPARSE, "--store", str(store)],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
             stops.append(_stop_between_writes(p, store, sig, rng.uniform(0.2, 0.6) * span))
         r = subprocess.run([PY, "-m", "ticketlab", *SPARSE, "--store", str(store)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         exp = next(store.iterdir())
-        trials.append({"signal": sig.name, "checkpoints_at_stops": stops,
-                       "apart": sum(len(its) > 1 for its in stops), "resume_rc": r.returncode,
+        trials.append({"signal": sig.name, "stops (exit status, checkpoints at)": stops,
+                       "apart": sum(len(its) > 1 for _, its in stops), "resume_rc": r.returncode,
                        "resume_err": r.stderr.strip()[-200:],
                        "identical": r.returncode == 0 and same(want, final_tensors(exp))})
     return {"uninterrupted_s": round(span, 1), "trials": trials, "stops": 2 * n,
