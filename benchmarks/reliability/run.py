@@ -60,7 +60,7 @@ def cli(argv: list[str]) -> tuple[int, str, str]:
             rc = main(argv)
         except SystemExit as e:  # argparse
             rc = e.code if isinstance(e.code, int) else 2
-        except BaseException as e:  # noqa: BLE001 — anything escaping main() is a finding
+        except BaseException:  # noqa: BLE001 — anything escaping main() is a finding
             import traceback
             traceback.print_exc(file=err)
             rc = -1
