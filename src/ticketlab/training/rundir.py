@@ -27,13 +27,13 @@ summary with an early-stopping row says whether the run converged (`converged`, 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Sequence
-
-import io
 
 import torch
 
@@ -386,7 +386,6 @@ def resume_group(runs: Sequence[RunDir], who: str, masks: Sequence[dict | None] 
 
 def _short(run: RunDir, runs: Sequence[RunDir]) -> str:
     """A run's folder as the group's message names it: relative to the folder the group shares."""
-    import os
     base = Path(os.path.commonpath([str(r.path) for r in runs]))
     return str(run.path.relative_to(base.parent if base == run.path else base))
 
