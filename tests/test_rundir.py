@@ -162,9 +162,23 @@ def test_the_previous_checkpoint_is_kept_without_ever_removing_the_current_one(t
     assert load_state(a.path / "checkpoint.prev.pt")["iteration"] == 10 and not a.damaged()
 
 
+def test_a_stop_inside_forget_leaves_an_unlisted_file_never_a_false_damage(tmp_path, monkeypatch):
+    # the manifest entry goes before the file: a kill between the two must not make `verify` report a
+    # missing file (and `verify --repair` then delete a finished run)
+    rd = RunDir(tmp_path).create()
+    rd.save("checkpoint.pt", 5, model={"w": torch.ones(2)})
+    monkeypatch.setattr(type(tmp_path), "unlink", lambda self, missing_ok=False: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        integrity.forget(tmp_path / "checkpoint.pt")
+    monkeypatch.undo()
+    assert (tmp_path / "checkpoint.pt").exists() and "checkpoint.pt" not in integrity.read_manifest(tmp_path)
+    assert not rd.damaged()
+
+
 def _stacked_fit(tmp_path, prefix, stops=()):
     """A 2-run stack of 80 steps, a checkpoint every 20, stopped by Ctrl-C between its two runs' checkpoint
-    writes at each iteration of `stops` in turn (each then resumed), then run to the end."""
+    writes at each iteration of `stops` in turn (each then resumed), then run to the end; a stop at
+    "finish" comes between its two runs' summaries."""
     from ticketlab.data import load_dataset
     from ticketlab.models import create_model
     from ticketlab.training.loop import Run, RunOptions, TrainConfig, fit_many
@@ -172,13 +186,18 @@ def _stacked_fit(tmp_path, prefix, stops=()):
     data = load_dataset("mnist1d")
     cfg = TrainConfig(dataset="mnist1d", model="mlp", iterations=80, batch_size=50, eval_every=20)
     opts = RunOptions(progress=False, checkpoint_every=20)
-    real = RunDir.checkpoint
+    real, real_finish = RunDir.checkpoint, RunDir.finish
     for at in [*stops, None]:
         def checkpoint(self, rows, iteration, **state):
             if iteration == at and self.path.name == f"{prefix}1":
                 raise KeyboardInterrupt
             real(self, rows, iteration, **state)
-        RunDir.checkpoint = checkpoint
+
+        def finish(self, rows, summary, **kw):
+            if at == "finish" and self.path.name == f"{prefix}1":
+                raise KeyboardInterrupt
+            return real_finish(self, rows, summary, **kw)
+        RunDir.checkpoint, RunDir.finish = checkpoint, finish
         ms = [create_model("mlp", input_shape=(40,), num_classes=10, seed=s, widths=[32]) for s in range(2)]
         try:
             out = fit_many([Run(tmp_path / f"{prefix}{s}", model=ms[s], data_seed=s) for s in range(2)], data, cfg,
@@ -186,12 +205,13 @@ def _stacked_fit(tmp_path, prefix, stops=()):
         except KeyboardInterrupt:
             continue
         finally:
-            RunDir.checkpoint = real
+            RunDir.checkpoint, RunDir.finish = real, real_finish
     return out
 
 
-@pytest.mark.parametrize("stops", [(40,), (40, 40), (20,), (40, 60)],
-                         ids=["once", "twice-at-one-place", "at-the-first-checkpoint", "at-two-places"])
+@pytest.mark.parametrize("stops", [(40,), (40, 40), (20,), (40, 60), (60, "finish"), (60, 60)],
+                         ids=["once", "twice-at-one-place", "at-the-first-checkpoint", "at-two-places",
+                              "between-two-summaries", "twice-at-the-last-checkpoint"])
 def test_a_stack_stopped_between_its_runs_checkpoint_writes_resumes_bit_for_bit(tmp_path, stops):
     # the group writes its runs' checkpoints one after the other; a Ctrl-C between two of them left
     # the runs one checkpoint apart and the group could never resume (found by a hostile CLI check)
@@ -202,6 +222,8 @@ def test_a_stack_stopped_between_its_runs_checkpoint_writes_resumes_bit_for_bit(
         assert all(torch.equal(a[n], b[n]) for n in a)
         assert read_metrics(tmp_path / f"cut{s}" / "metrics.jsonl") == read_metrics(tmp_path / f"ref{s}" / "metrics.jsonl")
         assert out[s]["iterations"] == 80 and not list((tmp_path / f"cut{s}").glob("checkpoint*"))
+        assert not list((tmp_path / f"cut{s}").glob(".*")), "a temp file left behind"
+        assert not RunDir(tmp_path / f"cut{s}").damaged()
 
 
 def test_early_stopping_rule():

@@ -124,11 +124,12 @@ def keep(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         man.pop(dst.name, None)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}-keep.tmp")  # a stray one is removed like any temp file
     tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:  # no hard links here (some network or FAT file systems)
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    if not (dst.exists() and os.path.samefile(src, dst)):  # already one file (after a rollback): nothing to do
+        try:
+            os.link(src, tmp)
+        except OSError:  # no hard links here (some network or FAT file systems)
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)  # (a rename onto another link of the same file would leave tmp behind)
     if want is not None:
         with _locked(src.parent) as man:
             man[dst.name] = want
@@ -139,9 +140,9 @@ def forget(path: str | os.PathLike) -> None:
     path = Path(path)
     if not path.parent.is_dir():
         return
-    with _locked(path.parent) as man:
-        man.pop(path.name, None)
-        path.unlink(missing_ok=True)
+    with _locked(path.parent) as man:  # the entry goes first: a kill in between leaves an unlisted
+        man.pop(path.name, None)         # file (harmless), never a listed missing one ("damaged")
+    path.unlink(missing_ok=True)
 
 
 def damaged(folder: str | os.PathLike) -> list[tuple[Path, str]]:

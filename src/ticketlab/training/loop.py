@@ -476,14 +476,17 @@ def _fit_many(runs: Sequence[Run], data, cfg: TrainConfig, ensemble, *, start_it
     # the members of a stack, in order: a recompute re-forms it to be bit-identical (issue 17)
     names = [r.name for r in runs] if R > 1 and all(r.name for r in runs) else None
     trained_on = _device.describe(dev)
-    return [d.finish(rs, {"iterations": total, "start_iter": start_iter, "final": rs[-1],
+    summaries = [d.finish(rs, {"iterations": total, "start_iter": start_iter, "final": rs[-1],
                           "early_stop": early_stopping(rs, select_from),
                           **({"select_from": select_from} if select_from > start_iter else {}),
                           "best_test_acc": max((r["test_acc"] for r in rs if r["test_acc"] is not None), default=None),
                           "trained_with": R, **stack_time, "trained_on": trained_on, "flush_denormal": flush,
                           **_precision.summary(), **({"stack": names} if names else {}),
-                          **({"diverged": {"iteration": dv}} if dv is not None else {})})
-            for d, rs, dv in zip(dirs, rows, diverged)]
+                          **({"diverged": {"iteration": dv}} if dv is not None else {})}, drop=False)
+                 for d, rs, dv in zip(dirs, rows, diverged)]
+    for d in dirs:  # only once every run is done (`rundir.finished`)
+        d.drop_checkpoints()
+    return summaries
 
 
 @torch.no_grad()

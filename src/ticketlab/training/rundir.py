@@ -290,9 +290,8 @@ class RunDir:
     def resume(self, masks: dict | None = None) -> tuple[dict, list[dict]] | None:
         """(checkpoint state, metrics rows up to it) of an interrupted run; None for a new one.
 
-        The state is checkpoint.pt's, or the previous one's when a kill came between setting it aside
-        and writing the new one. Raises ValueError when the checkpoint was trained under other `masks`
-        than this run's.
+        The state is checkpoint.pt's (or checkpoint.prev.pt's, in a folder where only that one is
+        left). Raises ValueError when the checkpoint was trained under other `masks` than this run's.
         """
         name = next((n for n in (CHECKPOINT, PREVIOUS) if (self.path / n).exists()), None)
         return None if name is None else self._resumed(name, load_state(self.path / name), masks)
@@ -323,29 +322,48 @@ class RunDir:
             integrity.keep(self.path / CHECKPOINT, self.path / PREVIOUS)
         self.save(CHECKPOINT, iteration, **state)
 
-    def finish(self, rows: Sequence[dict], summary: dict) -> dict:
-        """Mark the run done: the metrics rows, summary.json (last), then drop the checkpoint.
+    def finish(self, rows: Sequence[dict], summary: dict, *, drop: bool = True) -> dict:
+        """Mark the run done: the metrics rows, summary.json (last), then drop the checkpoints.
 
-        A summary with an early-stopping row gets its `converged` field here (added to `summary`
-        in place, so a caller that returns its own dict returns it too): every domain's run reports
-        it alike (`summary_converged`)."""
+        `drop=False` keeps them: a stack finishes its runs in two passes, every summary first, then
+        every run's `drop_checkpoints`, so that a stop between two runs' summaries leaves every run
+        its checkpoint and the whole stack resumes (`finished`). A summary with an early-stopping row
+        gets its `converged` field here (added to `summary` in place, so a caller that returns its
+        own dict returns it too): every domain's run reports it alike (`summary_converged`)."""
         if "early_stop" in summary and "converged" not in summary:
             summary["converged"] = summary_converged(summary, rows)
         self.write_metrics(rows)
         integrity.write_text(self.path / SUMMARY, strict_json(summary, indent=2, sort_keys=True) + "\n")
+        if drop:
+            self.drop_checkpoints()
+        return summary
+
+    def drop_checkpoints(self) -> None:
+        """Delete the run's resume states (checkpoint.pt, checkpoint.prev.pt), once it is done."""
         integrity.forget(self.path / CHECKPOINT)
         integrity.forget(self.path / PREVIOUS)
-        return summary
+
+    def has_checkpoint(self) -> bool:
+        """Whether the run has a resume state."""
+        return (self.path / CHECKPOINT).exists() or (self.path / PREVIOUS).exists()
 
 
 # ---- a group of runs trained together ---------------------------------------------------
 
 def finished(runs: Sequence[RunDir], who: str) -> list[dict] | None:
-    """The summaries when every run of a group is done; None when none is; ValueError when some are."""
+    """The summaries when every run of a group is done (a checkpoint left by a stop between its last
+    passes is dropped); None when none is, or when a stop came between two runs' summaries (every run
+    still has its checkpoint: the whole group resumes, and its done runs are finished again, the same);
+    ValueError when some are done and the others cannot resume with them."""
     done = [r.done() for r in runs]
     if all(done):
+        for r in runs:
+            if r.has_checkpoint():
+                r.drop_checkpoints()
         return [r.summary() for r in runs]
     if any(done):
+        if all(r.has_checkpoint() for r in runs):
+            return None
         raise ValueError(f"{who}: some runs of the group are finished and others are not; group them apart")
     return None
 

@@ -242,7 +242,9 @@ def fit_group(specs: Sequence[JobSpec], *, checkpoint_every: int = 5000, verbose
                    "train_loss": last.get("train_loss"), "layers": layers, "trained_on": _device.describe(dev),
                    **_precision.summary(),
                    **({"diverged": {"iteration": diverged[s]}} if diverged[s] is not None else {})}
-        summaries.append(dirs[s].finish(rows[s], summary))
+        summaries.append(dirs[s].finish(rows[s], summary, drop=False))
+    for d in dirs:  # only once every run is done (`rundir.finished`)
+        d.drop_checkpoints()
     return summaries
 
 
