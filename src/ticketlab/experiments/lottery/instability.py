@@ -189,7 +189,9 @@ def reproduce_rewind_point(rep: Replicate, k: int, run_dir: Path) -> tuple[Path,
                  if not _same_tensors(load_state(run_dir / f"snapshot_{j}.pt"), load_state(trunk / f"snapshot_{j}.pt"))]
     check = {"evals": len(evals), "snapshots": known, "mismatch": mismatch,
              "exact": (not mismatch) if (evals or known) else None}
-    for p in list(run_dir.iterdir()):  # keep the snapshot only (metrics, checkpoint, known snapshots)
+    # keep the snapshot only (metrics, checkpoints, known snapshots); the checkpoints first, so that a kill
+    # in the middle never leaves a resume point past a snapshot already gone
+    for p in sorted(run_dir.iterdir(), key=lambda p: not p.name.startswith("checkpoint")):
         if p != out and p.is_file() and p.name != integrity.MANIFEST:
             integrity.forget(p)  # and its manifest entry: the snapshot's stays checked
     integrity.write_json(check_path, check)
