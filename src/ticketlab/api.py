@@ -304,9 +304,8 @@ def _row(exp: Experiment) -> dict:
     # levels and replicates are run shape: a lottery is never "done", it has so many finished runs
     n = sum(1 for _ in exp.path.glob("**/summary.json"))
     # runs with a checkpoint and no summary: stopped (Ctrl-C, a kill) or still training elsewhere
-    n_open = sum(1 for p in exp.path.glob("**/checkpoint*.pt") if p.name in (CHECKPOINT, PREVIOUS)
-                 and not (p.parent / "summary.json").exists() and (p.name == CHECKPOINT or
-                                                                   not (p.parent / CHECKPOINT).exists()))
+    n_open = len({p.parent for name in (CHECKPOINT, PREVIOUS) for p in exp.path.glob(f"**/{name}")
+                  if not (p.parent / "summary.json").exists()})
     row["status"] = ", ".join(([f"{n} runs"] if n else [] if n_open else ["new"])
                               + ([f"{n_diverged} diverged"] if n_diverged else [])
                               + ([f"{n_unconverged} not converged"] if n_unconverged else [])

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
+from ticketlab.core.errors import TicketlabError
+
 # mkstemp creates files 0600; give the final file the mode a plain open() would (0666 & ~umask).
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -22,7 +24,6 @@ def check_out(path: str | os.PathLike, *, folder: bool, what: str = "--out") -> 
     """`path` as a place to write: a folder (`folder`) or a file, checked before any work is done.
     A TicketlabError naming `what` when a file is where a folder must be, or a folder where the file
     goes, or when an existing parent is a file."""
-    from ticketlab.core.errors import TicketlabError
     path = Path(path)
     if path.exists() and path.is_dir() != folder:
         raise TicketlabError(f"{what} {path}: a {'file' if folder else 'folder'}, expected "

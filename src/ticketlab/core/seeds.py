@@ -44,9 +44,6 @@ def stream_seed(seed: int, stream: int) -> int:
     return operator.index(seed) * 1_000_003 + operator.index(stream)
 
 
-__all__ = ["derive_seed", "stream_seed", "seeded"]
-
-
 @contextlib.contextmanager
 def seeded(seed: int):
     """Run the block under ``torch.manual_seed(seed)``, leaving torch's global RNG states as they were
@@ -56,3 +53,6 @@ def seeded(seed: int):
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         yield
+
+
+__all__ = ["derive_seed", "stream_seed", "seeded"]

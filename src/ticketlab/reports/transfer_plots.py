@@ -15,6 +15,7 @@ Random tickets are shared by every transfer onto a target at the same per-layer 
 from __future__ import annotations
 
 import math
+import numbers
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
@@ -178,7 +179,8 @@ def plot_gap_heatmap(experiments: Sequence[str | Path], out: str | Path, density
 
 def check_density(density) -> None:
     """A ConfigError unless `density` is a fraction of the weights remaining in (0, 1]."""
-    if not (isinstance(density, (int, float)) and 0 < density <= 1):  # NaN fails the comparison too
+    # any real number (numpy's too), not a string or a bool; NaN fails the comparison
+    if isinstance(density, bool) or not isinstance(density, numbers.Real) or not 0 < density <= 1:
         raise ConfigError(f"--density: got {density!r}, expected the fraction of the weights remaining "
                           "at which to compare, in (0, 1], e.g. 0.05")
 

@@ -303,11 +303,12 @@ class RunDir:
             raise ValueError(f"{self.path / name}: the checkpoint's masks differ from this run's masks")
         return state, self.read_metrics(int(state[ITERATION]))
 
-    def resume_points(self, previous: bool = True) -> dict[int, tuple[str, dict]]:
-        """The states this run can resume from, by iteration: {iteration: (file name, state)}, the
-        newest (checkpoint.pt) first, then, with `previous`, the one before it (checkpoint.prev.pt)."""
+    def resume_points(self, names: Sequence[str] = (CHECKPOINT, PREVIOUS)) -> dict[int, tuple[str, dict]]:
+        """The states this run can resume from, by iteration: {iteration: (file name, state)}, from the
+        files `names` that exist, the first one named winning an iteration both hold (checkpoint.pt,
+        the newest, before checkpoint.prev.pt)."""
         out = {}
-        for name in (CHECKPOINT, PREVIOUS) if previous else (CHECKPOINT,):
+        for name in names:
             if (self.path / name).exists():
                 state = load_state(self.path / name)
                 out.setdefault(int(state[ITERATION]), (name, state))
@@ -380,9 +381,10 @@ def resume_group(runs: Sequence[RunDir], who: str, masks: Sequence[dict | None] 
     aside and a second stop at the same place still finds it. Runs that share no resume point (a
     stop between the group's first writes, or a store from before checkpoint.prev.pt) start the
     group afresh: their checkpoints are dropped, with a warning."""
-    points = [r.resume_points(previous=False) for r in runs]  # the usual case: one iteration, no more to read
+    points = [r.resume_points((CHECKPOINT,)) for r in runs]  # the usual case: one iteration, no more to read
     if not all(len(p) == 1 for p in points) or len({next(iter(p)) for p in points}) > 1:
-        points = [r.resume_points() for r in runs]
+        for r, p in zip(runs, points):  # the states before: read only now, each file once
+            p.update({i: v for i, v in r.resume_points((PREVIOUS,)).items() if i not in p})
     if not any(points):
         return None
     common = set(points[0]).intersection(*points[1:])
@@ -391,8 +393,7 @@ def resume_group(runs: Sequence[RunDir], who: str, masks: Sequence[dict | None] 
         log.warning("%s: the runs trained together have no checkpoint in common (%s); they start again from "
                     "the beginning", who, at)
         for r in runs:
-            integrity.forget(r.path / CHECKPOINT)
-            integrity.forget(r.path / PREVIOUS)
+            r.drop_checkpoints()
         return None
     it = max(common)
     for r, p in zip(runs, points):
